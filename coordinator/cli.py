@@ -1,0 +1,159 @@
+"""``fedcredit coordinator ...``: the coordinator admin's commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedcore.errors import InvalidInput, Unavailable
+from fedcore.logs import setup_logging
+from fedcore.protocol.messages import Role
+
+from .config import load_coordinator_config
+
+app = typer.Typer(help="Run the coordinator and administer the federation.", no_args_is_help=True)
+
+Home = Annotated[
+    Path,
+    typer.Option("--home", help="The coordinator's home folder (env FEDCREDIT_COORDINATOR_HOME).",
+                 envvar="FEDCREDIT_COORDINATOR_HOME"),
+]
+
+
+@app.command()
+def init(
+    home: Home = Path("."),
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "127.0.0.1:7443",
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Host name or IP parties dial (repeatable).")
+    ] = None,
+) -> None:
+    """Create a new federation: CA, coordinator and admin certificates, state store."""
+    from .home import init_home
+
+    config = init_home(home, listen=listen, hosts=tuple(host or ["127.0.0.1", "localhost"]))
+    typer.echo(f"created federation in {config.home}; admin credentials in {config.tls.admin_cert.parent}")
+
+
+@app.command()
+def serve(
+    home: Home = Path("."),
+    port: Annotated[int | None, typer.Option(help="Override the configured port (0: any free port).")] = None,
+) -> None:
+    """Run the coordinator until SIGINT/SIGTERM."""
+    config = load_coordinator_config(home)
+    setup_logging(config.log.level, config.log.json_format or None)
+    from .server import CoordinatorServer
+
+    CoordinatorServer(config, port=port).serve_forever()
+
+
+@app.command()
+def admit(
+    csr: Annotated[Path, typer.Argument(help="The party's CSR file (from `fedcredit party init`).")],
+    role: Annotated[str, typer.Option(help="lender or platform.")],
+    home: Home = Path("."),
+    out: Annotated[Path, typer.Option(help="Folder to write the startup kit into.")] = Path("kits"),
+    valid_days: Annotated[int, typer.Option(min=1, max=3650)] = 365,
+) -> None:
+    """Sign a party's CSR and write its startup kit (CA certificate, its certificate, config)."""
+    from .home import admit as do_admit
+
+    try:
+        r = Role(role)
+    except ValueError:
+        raise InvalidInput(f"--role must be lender or platform, not {role!r}") from None
+    kit = do_admit(load_coordinator_config(home), csr, r, out, valid_days=valid_days)
+    typer.echo(f"admitted {kit.name} as {kit.role.value}; startup kit: {kit.path}")
+
+
+@app.command()
+def revoke(
+    name: Annotated[str, typer.Argument(help="The party to revoke.")],
+    home: Home = Path("."),
+    reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "revoked by the admin",
+) -> None:
+    """Revoke a party: its live link is cut within a second and it cannot reconnect."""
+    from .home import revoke as do_revoke
+
+    serials = do_revoke(load_coordinator_config(home), name, reason)
+    typer.echo(f"revoked {name} ({len(serials)} certificate(s))")
+
+
+@app.command()
+def parties(
+    home: Home = Path("."),
+    offline: Annotated[bool, typer.Option(help="Read the registry only; do not ask the running coordinator.")] = False,
+) -> None:
+    """List admitted parties with role and liveness (asks the running coordinator)."""
+    from .state import StateStore
+
+    config = load_coordinator_config(home)
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    if not offline:
+        from .admin_client import AdminClient
+
+        try:
+            with AdminClient(config) as client:
+                for p in client.list_parties():
+                    seen = _ago(p.last_seen_unix) if p.last_seen_unix else "never"
+                    rows_n = sum(t.rows for t in p.summary.tables)
+                    feats = sum(len(t.features) for t in p.summary.tables)
+                    rows.append((p.name, p.role, p.status, "live" if p.online else "offline", seen,
+                                 f"{rows_n} rows, {feats} features"))
+        except Unavailable as exc:
+            typer.echo(f"coordinator not reachable ({exc}); showing the registry only", err=True)
+            offline = True
+    if offline:
+        for pr in StateStore(config.coordinator.state).principals():
+            if pr.role == Role.ADMIN:
+                continue
+            seen = _ago(pr.last_seen) if pr.last_seen else "never"
+            rows.append((pr.name, pr.role.value, pr.status, "unknown", seen, ""))
+    _table(("party", "role", "status", "link", "last seen", "data"), rows)
+
+
+def _ago(ts: float) -> str:
+    secs = max(0.0, dt.datetime.now().timestamp() - ts)
+    return f"{secs:.1f}s ago" if secs < 120 else dt.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+@app.command()
+def probe(
+    party: Annotated[str, typer.Argument(help="Party to probe.")],
+    home: Home = Path("."),
+    count: Annotated[int, typer.Option(min=1)] = 10,
+    payload_mb: Annotated[float, typer.Option(help="Stream this many MB back per probe.")] = 0.0,
+) -> None:
+    """Round-trip diagnostic tasks to a party and print latencies."""
+    from .admin_client import AdminClient
+
+    with AdminClient(load_coordinator_config(home)) as client:
+        r = client.probe(party, count=count, payload_bytes=int(payload_mb * 1e6))
+    rtts = sorted(r.rtt_ms)
+    typer.echo(f"{party}: {count} round trips, p50 {rtts[len(rtts) // 2]:.2f} ms, max {rtts[-1]:.2f} ms"
+               + (f", {r.bytes_received / 1e6 / r.seconds:.0f} MB/s" if r.bytes_received else ""))
+
+
+@app.command()
+def audit(home: Home = Path(".")) -> None:
+    """Show the audit log of admin actions."""
+    from .state import StateStore
+
+    for e in StateStore(load_coordinator_config(home).coordinator.state).audit_log():
+        when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
+        typer.echo(f"{when}  {e.actor:<10} {e.action:<18} {e.target:<12} {e.detail}")
+
+
+

@@ -1,0 +1,67 @@
+"""The coordinator's configuration (``coordinator.toml`` in its home folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pydantic
+
+from fedcore.config import RootConfig, Section, load_config, resolve_path
+
+ResolvedPath = Annotated[Path, pydantic.AfterValidator(resolve_path)]
+
+
+class CoordinatorSection(Section):
+    name: str = "coordinator"
+    listen: str = "127.0.0.1:7443"
+    # Host names / IPs the server certificate is valid for (what parties dial).
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    state: ResolvedPath = Path("state.db")
+    # Where `coordinator serve` writes the port it bound (useful with port 0).
+    port_file: ResolvedPath = Path("run/coordinator.port")
+    max_workers: int = pydantic.Field(default=64, ge=8, le=1024)
+
+    @pydantic.field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT with a port between 0 and 65535")
+        return v
+
+
+class TlsFiles(Section):
+    ca_cert: ResolvedPath = Path("tls/ca.pem")
+    ca_key: ResolvedPath = Path("keys/ca.key")
+    cert: ResolvedPath = Path("tls/coordinator.crt")
+    key: ResolvedPath = Path("keys/coordinator.key")
+    admin_cert: ResolvedPath = Path("admin/admin.crt")
+    admin_key: ResolvedPath = Path("admin/admin.key")
+
+
+class LinkSettings(Section):
+    heartbeat_s: float = pydantic.Field(default=1.0, gt=0, le=60)
+    missed_heartbeats: int = pydantic.Field(default=3, ge=1, le=100)
+    chunk_bytes: int = pydantic.Field(default=1 << 20, ge=1024, le=4 << 20)
+    # How often the server re-reads revocations from the state store.
+    revocation_poll_s: float = pydantic.Field(default=0.5, gt=0, le=60)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_format: bool = False
+
+
+class CoordinatorConfig(RootConfig):
+    coordinator: CoordinatorSection = CoordinatorSection()
+    tls: TlsFiles = TlsFiles()
+    link: LinkSettings = LinkSettings()
+    log: LogSettings = LogSettings()
+
+
+CONFIG_FILE = "coordinator.toml"
+
+
+def load_coordinator_config(home: Path) -> CoordinatorConfig:
+    return load_config(home / CONFIG_FILE, CoordinatorConfig)

@@ -1,0 +1,116 @@
+"""Coordinator bootstrap: a gRPC server with mutual TLS, the auth interceptor, health checking,
+reflection, the party link and the admin API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fedcore.errors import InvalidInput
+from fedcore.grpc_options import SERVER_OPTIONS
+from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc
+
+from .admin import AdminServicer
+from .auth import AuthInterceptor
+from .config import CoordinatorConfig
+from .link import LinkHub, PartyLinkServicer
+from .state import StateStore
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    link_pb2.DESCRIPTOR.services_by_name["PartyLink"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+)
+
+
+class CoordinatorServer:
+    def __init__(self, config: CoordinatorConfig, port: int | None = None) -> None:
+        self.config = config
+        self.state = StateStore(config.coordinator.state)
+        link = config.link
+        self.hub = LinkHub(
+            self.state,
+            heartbeat_s=link.heartbeat_s,
+            missed_heartbeats=link.missed_heartbeats,
+            chunk_bytes=link.chunk_bytes,
+            revocation_poll_s=link.revocation_poll_s,
+        )
+        host, _, cfg_port = config.coordinator.listen.rpartition(":")
+        self._address = f"{host}:{cfg_port if port is None else port}"
+        self._server: grpc.Server | None = None
+        self._health = health.HealthServicer()
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def start(self) -> int:
+        tls = self.config.tls
+        for path in (tls.ca_cert, tls.cert, tls.key):
+            if not path.is_file():
+                raise InvalidInput(f"TLS file {path} is missing (run `fedcredit coordinator init` first)")
+        creds = grpc.ssl_server_credentials(
+            [(tls.key.read_bytes(), tls.cert.read_bytes())],
+            root_certificates=tls.ca_cert.read_bytes(),
+            require_client_auth=True,
+        )
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.config.coordinator.max_workers, thread_name_prefix="rpc"),
+            interceptors=[AuthInterceptor(self.state)],
+            options=SERVER_OPTIONS,
+            maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
+        )
+        link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.port = server.add_secure_port(self._address, creds)
+        except RuntimeError as exc:
+            raise InvalidInput(f"cannot listen on {self._address}: {exc}") from None
+        if self.port == 0:
+            raise InvalidInput(f"cannot listen on {self._address} (port in use?)")
+        server.start()
+        self._server = server
+        self.hub.start()
+        for name in ("", *SERVICES):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        port_file = self.config.coordinator.port_file
+        port_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(str(self.port))
+        os.replace(tmp, port_file)
+        log.info("coordinator listening on %s (port %d) with mutual TLS", self._address, self.port)
+        return self.port
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._health.enter_graceful_shutdown()
+        self.hub.stop()
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 1)
+        self.state.close()
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM, then shut down cleanly."""
+        done = threading.Event()
+
+        def _stop(signum: int, frame: object) -> None:
+            done.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self.start()
+        done.wait()
+        log.info("coordinator stopping")
+        self.stop()

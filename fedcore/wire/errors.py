@@ -1,0 +1,86 @@
+"""The one place that maps fedcredit errors to gRPC status codes and back.
+
+Like Flower's ``supercore/error``: each error code has a gRPC status; what goes on the wire is a fixed
+public message per code plus the error's own one-line message when the error is one we raised on
+purpose (a :class:`~fedcore.errors.FedcreditError`); unexpected exceptions are logged here and the peer
+gets only ``internal error``. A client never rebuilds an exception type from what a peer sent: it maps
+the status code to one of our own types.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from fedcore import errors as e
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[str, grpc.StatusCode] = {
+    e.FedcreditError.code: grpc.StatusCode.INTERNAL,
+    e.InvalidInput.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.ConfigError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.NotFound.code: grpc.StatusCode.NOT_FOUND,
+    e.AlreadyExists.code: grpc.StatusCode.ALREADY_EXISTS,
+    e.Unauthenticated.code: grpc.StatusCode.UNAUTHENTICATED,
+    e.PermissionDenied.code: grpc.StatusCode.PERMISSION_DENIED,
+    e.Unavailable.code: grpc.StatusCode.UNAVAILABLE,
+    e.DeadlineExceeded.code: grpc.StatusCode.DEADLINE_EXCEEDED,
+    e.Cancelled.code: grpc.StatusCode.CANCELLED,
+    e.ProtocolError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.PartyTaskError.code: grpc.StatusCode.ABORTED,
+}
+
+ERROR_OF_STATUS: dict[grpc.StatusCode, type[e.FedcreditError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: e.InvalidInput,
+    grpc.StatusCode.NOT_FOUND: e.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: e.AlreadyExists,
+    grpc.StatusCode.UNAUTHENTICATED: e.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: e.PermissionDenied,
+    grpc.StatusCode.UNAVAILABLE: e.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: e.DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: e.Cancelled,
+    grpc.StatusCode.FAILED_PRECONDITION: e.ProtocolError,
+}
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and public message for an exception raised in a servicer."""
+    if isinstance(exc, e.FedcreditError):
+        return STATUS_OF.get(exc.code, grpc.StatusCode.INTERNAL), str(exc)
+    log.error("unexpected error in a servicer", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error (see the coordinator's log)"
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = status_of(exc)
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def servicer_errors(fn: F) -> F:
+    """Decorate a unary servicer method: typed errors become their status; others become INTERNAL."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except Exception as exc:
+            abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def from_rpc_error(err: grpc.RpcError, what: str) -> e.FedcreditError:
+    """Our own error type for a failed call, with a message saying what failed."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    cls = ERROR_OF_STATUS.get(code, e.FedcreditError)
+    return cls(f"{what}: {details or code.name.lower()}")

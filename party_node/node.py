@@ -1,0 +1,102 @@
+"""A party node as a long-lived service: its config, credentials, task handlers and the party link.
+
+``PartyNode.run()`` blocks until stopped; its status (connected, last error, task counts) is written to
+``HOME/run/status.json`` for ``fedcredit party status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from fedcore.errors import NotFound
+from fedcore.protocol.messages import DataSummary
+from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
+
+from .config import PartyConfig
+from .link import LinkClient, LinkCredentials, LinkStatus
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = Path("run/status.json")
+
+
+def build_registry(config: PartyConfig) -> HandlerRegistry:
+    """Every task kind this node can run: only code installed with the package."""
+    registry = HandlerRegistry()
+    register_diagnostics(registry)
+    return registry
+
+
+def data_summary(config: PartyConfig) -> DataSummary:
+    """What this node registers: whitelisted feature names, types and counts, never values."""
+    url = config.store_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return DataSummary()
+    from .store import PartyStore
+
+    with PartyStore.open(url) as store:
+        return store.summary()
+
+
+class PartyNode:
+    def __init__(self, config: PartyConfig, registry: HandlerRegistry | None = None) -> None:
+        self.config = config
+        tls = config.tls
+        for path in (tls.ca_cert, tls.cert, tls.key):
+            if not path.is_file():
+                raise NotFound(f"{path} is missing: run `fedcredit party init` and install the startup kit")
+        self.registry = registry or build_registry(config)
+        link = config.link
+        from importlib.metadata import version
+
+        self.link = LinkClient(
+            name=config.party.name,
+            address=config.coordinator.address,
+            server_name=config.coordinator.server_name,
+            credentials=LinkCredentials(tls.ca_cert.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes()),
+            registry=self.registry,
+            summary=lambda: data_summary(config),
+            heartbeat_s=link.heartbeat_s,
+            reconnect_initial_s=link.reconnect_initial_s,
+            reconnect_max_s=link.reconnect_max_s,
+            chunk_bytes=link.chunk_bytes,
+            max_parallel_tasks=link.max_parallel_tasks,
+            software_version=version("fedcredit"),
+        )
+        self.link.on_status = self._write_status
+        self.status_path = config.home / STATUS_FILE
+
+    def _write_status(self, status: LinkStatus) -> None:
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        data = {**asdict(status), "party": self.config.party.name, "coordinator": self.config.coordinator.address,
+                "pid": os.getpid(), "updated": time.time()}
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.status_path)
+
+    def serve_forever(self) -> None:
+        done = threading.Event()
+
+        def _stop(signum: int, frame: object) -> None:
+            done.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self._write_status(self.link.status)
+        log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
+        runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
+        runner.start()
+        while not done.wait(0.5):
+            if not runner.is_alive():
+                break
+        self.link.stop()
+        runner.join(timeout=5)
+        self._write_status(LinkStatus(last_error="stopped"))
+        log.info("party %s stopped", self.config.party.name)
