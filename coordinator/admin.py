@@ -7,13 +7,13 @@ import hashlib
 import time
 
 import grpc
+from fedcredit.v1 import admin_pb2, admin_pb2_grpc
 
 from fedcore.errors import InvalidInput
 from fedcore.protocol.messages import Task
 from fedcore.protocol.tasks import BLOB, ECHO
 from fedcore.wire.convert import summary_to_proto
 from fedcore.wire.errors import servicer_errors
-from fedcredit.v1 import admin_pb2, admin_pb2_grpc
 
 from .link import LinkHub
 
@@ -25,7 +25,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self._hub = hub
 
     @servicer_errors
-    def ListParties(  # noqa: N802
+    def ListParties(
         self, request: admin_pb2.ListPartiesRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListPartiesResponse:
         live = {p.name: p for p in self._hub.parties()}
@@ -47,7 +47,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListPartiesResponse(parties=out)
 
     @servicer_errors
-    def Probe(self, request: admin_pb2.ProbeRequest, context: grpc.ServicerContext) -> admin_pb2.ProbeResponse:  # noqa: N802
+    def Probe(
+        self, request: admin_pb2.ProbeRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ProbeResponse:
         if not 1 <= request.count <= MAX_PROBE_COUNT:
             raise InvalidInput(f"count must be between 1 and {MAX_PROBE_COUNT}")
         if request.payload_bytes < 0:

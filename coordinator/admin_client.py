@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
+from fedcredit.v1 import admin_pb2, admin_pb2_grpc
 
 from fedcore.grpc_options import secure_target_options
 from fedcore.wire.errors import from_rpc_error
-from fedcredit.v1 import admin_pb2, admin_pb2_grpc
 
 from .config import CoordinatorConfig
 
@@ -51,7 +51,9 @@ class AdminClient:
     ) -> admin_pb2.ProbeResponse:
         try:
             return self._stub.Probe(
-                admin_pb2.ProbeRequest(party=party, count=count, payload_bytes=payload_bytes, timeout_s=timeout_s),
+                admin_pb2.ProbeRequest(
+                    party=party, count=count, payload_bytes=payload_bytes, timeout_s=timeout_s
+                ),
                 timeout=timeout_s * max(count, 1) + 10,
             )
         except grpc.RpcError as err:

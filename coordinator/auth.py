@@ -65,10 +65,11 @@ def _parse(pem: bytes) -> tuple[str, str, dt.datetime]:
 def identity_of(context: grpc.ServicerContext, state: StateStore) -> Identity:
     """Authenticate the caller of ``context`` against the registry (raises Unauthenticated)."""
     auth = context.auth_context()
-    pems = auth.get("x509_pem_cert") or []
+    pems: Any = auth.get("x509_pem_cert") or []
     if not pems:
         raise Unauthenticated("no client certificate")
-    name, serial, not_after = _parse(pems[0])
+    first = pems[0]
+    name, serial, not_after = _parse(first if isinstance(first, bytes) else bytes(first))
     if not_after < dt.datetime.now(dt.UTC):
         raise Unauthenticated(f"certificate of {name!r} expired at {not_after.isoformat()}")
     owner = state.certificate_owner(serial)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-
 from pathlib import Path
 from typing import Annotated
 
@@ -19,8 +18,11 @@ app = typer.Typer(help="Run the coordinator and administer the federation.", no_
 
 Home = Annotated[
     Path,
-    typer.Option("--home", help="The coordinator's home folder (env FEDCREDIT_COORDINATOR_HOME).",
-                 envvar="FEDCREDIT_COORDINATOR_HOME"),
+    typer.Option(
+        "--home",
+        help="The coordinator's home folder (env FEDCREDIT_COORDINATOR_HOME).",
+        envvar="FEDCREDIT_COORDINATOR_HOME",
+    ),
 ]
 
 
@@ -87,13 +89,15 @@ def revoke(
 @app.command()
 def parties(
     home: Home = Path("."),
-    offline: Annotated[bool, typer.Option(help="Read the registry only; do not ask the running coordinator.")] = False,
+    offline: Annotated[
+        bool, typer.Option(help="Read the registry only; do not ask the running coordinator.")
+    ] = False,
 ) -> None:
     """List admitted parties with role and liveness (asks the running coordinator)."""
     from .state import StateStore
 
     config = load_coordinator_config(home)
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     if not offline:
         from .admin_client import AdminClient
 
@@ -103,8 +107,16 @@ def parties(
                     seen = _ago(p.last_seen_unix) if p.last_seen_unix else "never"
                     rows_n = sum(t.rows for t in p.summary.tables)
                     feats = sum(len(t.features) for t in p.summary.tables)
-                    rows.append((p.name, p.role, p.status, "live" if p.online else "offline", seen,
-                                 f"{rows_n} rows, {feats} features"))
+                    rows.append(
+                        (
+                            p.name,
+                            p.role,
+                            p.status,
+                            "live" if p.online else "offline",
+                            seen,
+                            f"{rows_n} rows, {feats} features",
+                        )
+                    )
         except Unavailable as exc:
             typer.echo(f"coordinator not reachable ({exc}); showing the registry only", err=True)
             offline = True
@@ -142,8 +154,10 @@ def probe(
     with AdminClient(load_coordinator_config(home)) as client:
         r = client.probe(party, count=count, payload_bytes=int(payload_mb * 1e6))
     rtts = sorted(r.rtt_ms)
-    typer.echo(f"{party}: {count} round trips, p50 {rtts[len(rtts) // 2]:.2f} ms, max {rtts[-1]:.2f} ms"
-               + (f", {r.bytes_received / 1e6 / r.seconds:.0f} MB/s" if r.bytes_received else ""))
+    typer.echo(
+        f"{party}: {count} round trips, p50 {rtts[len(rtts) // 2]:.2f} ms, max {rtts[-1]:.2f} ms"
+        + (f", {r.bytes_received / 1e6 / r.seconds:.0f} MB/s" if r.bytes_received else "")
+    )
 
 
 @app.command()
@@ -154,6 +168,3 @@ def audit(home: Home = Path(".")) -> None:
     for e in StateStore(load_coordinator_config(home).coordinator.state).audit_log():
         when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
         typer.echo(f"{when}  {e.actor:<10} {e.action:<18} {e.target:<12} {e.detail}")
-
-
-

@@ -36,7 +36,8 @@ def init_home(
         raise AlreadyExists(f"{home / CONFIG_FILE} exists: this folder already holds a coordinator")
     with building(home) as tmp:
         (tmp / CONFIG_FILE).write_text(
-            dump_toml({"coordinator": {"name": name, "listen": listen, "hosts": list(hosts)}}), encoding="utf-8"
+            dump_toml({"coordinator": {"name": name, "listen": listen, "hosts": list(hosts)}}),
+            encoding="utf-8",
         )
         config = load_coordinator_config(tmp)
         tls = config.tls
@@ -80,7 +81,9 @@ def admit(
 ) -> Kit:
     """Sign a party's CSR, record it in the registry and write its startup kit to ``out_dir/NAME``."""
     if role not in PARTY_ROLES:
-        raise InvalidInput(f"role must be one of {', '.join(r.value for r in PARTY_ROLES)}, not {role.value!r}")
+        raise InvalidInput(
+            f"role must be one of {', '.join(r.value for r in PARTY_ROLES)}, not {role.value!r}"
+        )
     try:
         csr = csr_path.read_bytes()
     except FileNotFoundError:
@@ -91,7 +94,9 @@ def admit(
     name, cert_pem = ca.sign_csr(csr, source=str(csr_path), valid_days=valid_days)
     state = StateStore(config.coordinator.state)
     if state.principal(name) is not None:
-        raise AlreadyExists(f"{csr_path}: a party named {name!r} is already admitted (revoked names stay taken)")
+        raise AlreadyExists(
+            f"{csr_path}: a party named {name!r} is already admitted (revoked names stay taken)"
+        )
     kit_dir = out_dir / name
     if kit_dir.exists():
         raise AlreadyExists(f"kit folder {kit_dir} already exists")

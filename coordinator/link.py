@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import grpc
+from fedcredit.v1 import link_pb2, link_pb2_grpc
 
 from fedcore.errors import (
     Cancelled,
@@ -37,7 +38,6 @@ from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import DataSummary, PartyInfo, Role, Task, TaskResult
 from fedcore.wire.convert import params_from_struct, params_to_struct, summary_from_proto
 from fedcore.wire.errors import status_of
-from fedcredit.v1 import link_pb2, link_pb2_grpc
 
 from .auth import identity_of
 from .state import StateStore
@@ -264,7 +264,11 @@ class LinkHub(PartyChannel):
             for chunk in rechunk(payload, self.chunk_bytes):
                 if pending.abandoned:
                     return
-                session.send(link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, data=chunk)))
+                session.send(
+                    link_pb2.CoordinatorMessage(
+                        chunk=link_pb2.PayloadChunk(task_id=pending.task_id, data=chunk)
+                    )
+                )
             session.send(
                 link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, last=True))
             )
@@ -341,7 +345,9 @@ def _cancel(session: _Session, pending: _Pending, reason: str) -> None:
     if not session.closed.is_set():
         try:
             session.send(
-                link_pb2.CoordinatorMessage(cancel=link_pb2.CancelTask(task_id=pending.task_id, reason=reason))
+                link_pb2.CoordinatorMessage(
+                    cancel=link_pb2.CancelTask(task_id=pending.task_id, reason=reason)
+                )
             )
         except PartyUnavailable:
             pass
@@ -408,7 +414,7 @@ class PartyLinkServicer(link_pb2_grpc.PartyLinkServicer):
     def __init__(self, hub: LinkHub) -> None:
         self._hub = hub
 
-    def Connect(  # noqa: N802 (gRPC method name)
+    def Connect(
         self, request_iterator: Iterator[link_pb2.PartyMessage], context: grpc.ServicerContext
     ) -> Iterator[link_pb2.CoordinatorMessage]:
         try:
@@ -427,7 +433,10 @@ class PartyLinkServicer(link_pb2_grpc.PartyLinkServicer):
         self._hub._attach(session)
         log.info("party %s (%s) connected", who.name, who.role.value)
         reader = threading.Thread(
-            target=self._hub.serve_session, args=(session, request_iterator), name=f"link-{who.name}", daemon=True
+            target=self._hub.serve_session,
+            args=(session, request_iterator),
+            name=f"link-{who.name}",
+            daemon=True,
         )
         reader.start()
         context.add_callback(lambda: session.close(grpc.StatusCode.CANCELLED, "stream cancelled"))

@@ -10,12 +10,12 @@ import threading
 from concurrent import futures
 
 import grpc
+from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedcore.errors import InvalidInput
 from fedcore.grpc_options import SERVER_OPTIONS
-from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc
 
 from .admin import AdminServicer
 from .auth import AuthInterceptor
@@ -61,7 +61,9 @@ class CoordinatorServer:
             require_client_auth=True,
         )
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.config.coordinator.max_workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.coordinator.max_workers, thread_name_prefix="rpc"
+            ),
             interceptors=[AuthInterceptor(self.state)],
             options=SERVER_OPTIONS,
             maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
@@ -69,9 +71,7 @@ class CoordinatorServer:
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         try:
             self.port = server.add_secure_port(self._address, creds)
         except RuntimeError as exc:

@@ -196,27 +196,39 @@ class StateStore:
         return (str(row[0]),)
 
     def principal(self, name: str) -> Principal | None:
-        row = self._conn().execute(
-            "SELECT name, role, status, admitted_at, revoked_at, last_seen, summary_json"
-            " FROM principals WHERE name = ?",
-            (name,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT name, role, status, admitted_at, revoked_at, last_seen, summary_json"
+                " FROM principals WHERE name = ?",
+                (name,),
+            )
+            .fetchone()
+        )
         return Principal(row[0], Role(row[1]), *row[2:]) if row else None
 
     def principals(self) -> list[Principal]:
-        rows = self._conn().execute(
-            "SELECT name, role, status, admitted_at, revoked_at, last_seen, summary_json"
-            " FROM principals ORDER BY name"
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT name, role, status, admitted_at, revoked_at, last_seen, summary_json"
+                " FROM principals ORDER BY name"
+            )
+            .fetchall()
+        )
         return [Principal(r[0], Role(r[1]), *r[2:]) for r in rows]
 
     def certificate_owner(self, serial: str) -> tuple[str, bool] | None:
         """(name, revoked) of a certificate serial we issued, or None if unknown."""
-        row = self._conn().execute(
-            "SELECT c.name, r.serial IS NOT NULL FROM certificates c"
-            " LEFT JOIN revocations r ON r.serial = c.serial WHERE c.serial = ?",
-            (serial,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT c.name, r.serial IS NOT NULL FROM certificates c"
+                " LEFT JOIN revocations r ON r.serial = c.serial WHERE c.serial = ?",
+                (serial,),
+            )
+            .fetchone()
+        )
         return (str(row[0]), bool(row[1])) if row else None
 
     def revoked_serials(self) -> set[str]:
@@ -254,11 +266,15 @@ class StateStore:
                 raise NotFound(f"no run {run_id!r}")
 
     def run(self, run_id: str) -> Run:
-        row = self._conn().execute(
-            "SELECT run_id, kind, status, params_json, result_json, created_at, updated_at"
-            " FROM runs WHERE run_id = ?",
-            (run_id,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT run_id, kind, status, params_json, result_json, created_at, updated_at"
+                " FROM runs WHERE run_id = ?",
+                (run_id,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise NotFound(f"no run {run_id!r}")
         return Run(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6])
@@ -269,7 +285,9 @@ class StateStore:
 
     # ---- audit ----
 
-    def _audit(self, db: sqlite3.Connection, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+    def _audit(
+        self, db: sqlite3.Connection, actor: str, action: str, target: str, detail: dict[str, Any]
+    ) -> None:
         db.execute(
             "INSERT INTO audit(at, actor, action, target, detail_json) VALUES (?, ?, ?, ?, ?)",
             (time.time(), actor, action, target, json.dumps(detail, sort_keys=True)),
@@ -280,9 +298,11 @@ class StateStore:
             self._audit(db, actor, action, target, detail)
 
     def audit_log(self) -> list[AuditEntry]:
-        rows = self._conn().execute(
-            "SELECT at, actor, action, target, detail_json FROM audit ORDER BY id"
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT at, actor, action, target, detail_json FROM audit ORDER BY id")
+            .fetchall()
+        )
         return [AuditEntry(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
     def close(self) -> None:

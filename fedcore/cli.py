@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("FEDCREDIT_DEBUG"):
             traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set FEDCREDIT_DEBUG=1 for details)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (set FEDCREDIT_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

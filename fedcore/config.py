@@ -49,7 +49,12 @@ class RootConfig(pydantic.BaseModel):
             if name == "home":
                 continue
             ann = field.annotation
-            if name not in data and isinstance(ann, type) and issubclass(ann, Section) and not field.is_required():
+            if (
+                name not in data
+                and isinstance(ann, type)
+                and issubclass(ann, Section)
+                and not field.is_required()
+            ):
                 data[name] = {}
         if "home" not in data:
             data["home"] = (info.context or {}).get("base_dir", Path("."))

@@ -47,8 +47,14 @@ def fedcredit_cmd() -> list[str]:
 class LocalFederation:
     """A coordinator and parties under ``root``, each a separate process on 127.0.0.1."""
 
-    def __init__(self, root: Path, parties: dict[str, str], *, heartbeat_s: float = 0.5,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        parties: dict[str, str],
+        *,
+        heartbeat_s: float = 0.5,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.parties = dict(parties)
         self.coordinator_home = root / "coordinator"
@@ -56,33 +62,57 @@ class LocalFederation:
         self.logs = root / "logs"
         self.port = 0
         self.heartbeat_s = heartbeat_s
-        self.env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {
+            **os.environ,
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def party_home(self, name: str) -> Path:
         return self.root / "parties" / name
 
-    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([*fedcredit_cmd(), *args], capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, timeout=120)
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*fedcredit_cmd(), *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=120,
+        )
         if check and proc.returncode != 0:
-            raise FedcreditError(f"`fedcredit {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise FedcreditError(
+                f"`fedcredit {' '.join(args)}` failed: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     def setup(self) -> None:
         """Create the federation: CA, coordinator, each party's key and CSR, kits, installed."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.cli("coordinator", "init", "--home", str(self.coordinator_home),
-                 "--listen", f"127.0.0.1:{self.port}")
+        self.cli(
+            "coordinator", "init", "--home", str(self.coordinator_home), "--listen", f"127.0.0.1:{self.port}"
+        )
         self._tune(self.coordinator_home / "coordinator.toml", "link", {"heartbeat_s": self.heartbeat_s})
 
         def one(name: str) -> None:
             home = self.party_home(name)
             self.cli("party", "init", "--name", name, "--home", str(home))
-            self.cli("coordinator", "admit", str(home / "party.csr"), "--role", self.parties[name],
-                     "--home", str(self.coordinator_home), "--out", str(self.kits))
+            self.cli(
+                "coordinator",
+                "admit",
+                str(home / "party.csr"),
+                "--role",
+                self.parties[name],
+                "--home",
+                str(self.coordinator_home),
+                "--out",
+                str(self.kits),
+            )
             self.cli("party", "install-kit", str(self.kits / name), "--home", str(home))
             self._tune(home / "party.toml", "link", {"heartbeat_s": self.heartbeat_s})
 
@@ -101,9 +131,14 @@ class LocalFederation:
 
     def _spawn(self, key: str, args: list[str]) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{key}.log", "ab")  # noqa: SIM115 (owned by the process)
-        proc = subprocess.Popen([*fedcredit_cmd(), *args], stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)
+        log = open(self.logs / f"{key}.log", "ab")
+        proc = subprocess.Popen(
+            [*fedcredit_cmd(), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
         log.close()
         self.procs[key] = proc
         return proc
@@ -115,7 +150,9 @@ class LocalFederation:
         end = time.monotonic() + 30
         while not pf.exists():
             if proc.poll() is not None:
-                raise FedcreditError(f"coordinator exited with {proc.returncode}; see {self.logs / 'coordinator.log'}")
+                raise FedcreditError(
+                    f"coordinator exited with {proc.returncode}; see {self.logs / 'coordinator.log'}"
+                )
             if time.monotonic() > end:
                 raise DeadlineExceeded("coordinator did not start within 30 s")
             time.sleep(0.05)
@@ -163,7 +200,9 @@ class LocalFederation:
 
     def stop(self) -> dict[str, int | None]:
         """SIGTERM everything (parties first), wait, SIGKILL stragglers; returns exit codes."""
-        order = [k for k in self.procs if k != "coordinator"] + (["coordinator"] if "coordinator" in self.procs else [])
+        order = [k for k in self.procs if k != "coordinator"] + (
+            ["coordinator"] if "coordinator" in self.procs else []
+        )
         for key in order:
             proc = self.procs[key]
             if proc.poll() is None:
@@ -189,18 +228,24 @@ class LocalFederation:
 
 def demo_command(
     root: Annotated[Path, typer.Option(help="Where the demo federation lives.")] = Path("demo-federation"),
-    keep: Annotated[bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")
+    ] = False,
 ) -> None:
     """Run the coordinator and six party nodes on loopback, show them live, shut down cleanly."""
     if root.exists() and not keep:
         shutil.rmtree(root)
     fed = LocalFederation(root, DEMO_PARTIES)
     t0 = time.monotonic()
-    typer.echo(f"[1/3] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
-               "(each makes its own key and CSR; the admin signs)")
+    typer.echo(
+        f"[1/3] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
+        "(each makes its own key and CSR; the admin signs)"
+    )
     fed.setup()
-    typer.echo(f"[2/3] starting the coordinator on 127.0.0.1:{fed.port} and "
-               f"{len(DEMO_PARTIES)} party processes (mutual TLS)")
+    typer.echo(
+        f"[2/3] starting the coordinator on 127.0.0.1:{fed.port} and "
+        f"{len(DEMO_PARTIES)} party processes (mutual TLS)"
+    )
     with fed:
         fed.start()
         waited = fed.wait_online(timeout=60)

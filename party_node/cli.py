@@ -17,7 +17,8 @@ from .config import load_party_config
 app = typer.Typer(help="Run a party node and manage its data.", no_args_is_help=True)
 
 Home = Annotated[
-    Path, typer.Option("--home", help="The party's home folder (env FEDCREDIT_HOME).", envvar="FEDCREDIT_HOME")
+    Path,
+    typer.Option("--home", help="The party's home folder (env FEDCREDIT_HOME).", envvar="FEDCREDIT_HOME"),
 ]
 
 
@@ -69,9 +70,13 @@ def status(home: Home = Path(".")) -> None:
     state = "connected" if st.get("connected") else "not connected"
     typer.echo(f"party {config.party.name}: {state} to {st.get('coordinator')} (status {age:.0f}s old)")
     if st.get("role"):
-        typer.echo(f"role: {st['role']}; tasks done {st.get('tasks_done', 0)}, failed {st.get('tasks_failed', 0)}")
+        typer.echo(
+            f"role: {st['role']}; tasks done {st.get('tasks_done', 0)}, failed {st.get('tasks_failed', 0)}"
+        )
     if st.get("last_error"):
         typer.echo(f"last error: {st['last_error']}")
     for t in data_summary(config).tables:
-        typer.echo(f"dataset {t.name}: {t.rows} rows, {len(t.features)} federation features"
-                   + (", labelled" if t.has_labels else ""))
+        typer.echo(
+            f"dataset {t.name}: {t.rows} rows, {len(t.features)} federation features"
+            + (", labelled" if t.has_labels else "")
+        )

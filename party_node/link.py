@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from fedcredit.v1 import link_pb2, link_pb2_grpc
 
 from fedcore.errors import FedcreditError, Unauthenticated, Unavailable
 from fedcore.grpc_options import secure_target_options
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext, error_of, execute
 from fedcore.wire.convert import params_from_struct, params_to_struct, summary_to_proto
-from fedcredit.v1 import link_pb2, link_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class _Stream:
         self.outbound: queue.Queue[link_pb2.PartyMessage | None] = queue.Queue(OUTBOUND_QUEUE)
         self.alive = threading.Event()
         self.alive.set()
+        self.dead = threading.Event()
         self.tasks: dict[str, TaskContext] = {}
         self.payloads: dict[str, queue.Queue[object]] = {}
         self.lock = threading.Lock()
@@ -82,6 +83,7 @@ class _Stream:
 
     def end(self) -> None:
         self.alive.clear()
+        self.dead.set()
         with self.lock:
             for ctx in self.tasks.values():
                 ctx.cancelled.set()
@@ -250,16 +252,13 @@ class LinkClient:
         return registered
 
     def _heartbeats(self, stream: _Stream) -> None:
-        while stream.alive.is_set() and not self._stop.is_set():
+        while not stream.dead.wait(self.heartbeat_s) and not self._stop.is_set():
             try:
                 stream.outbound.put_nowait(
                     link_pb2.PartyMessage(heartbeat=link_pb2.Heartbeat(sent_unix_ms=int(time.time() * 1000)))
                 )
             except queue.Full:
                 pass  # the link is busy sending, which is a sign of life too
-            stream.alive.wait(self.heartbeat_s)
-            if not stream.alive.is_set():
-                return
 
     # ---- tasks ----
 
@@ -292,7 +291,9 @@ class LinkClient:
             stream.send(
                 link_pb2.PartyMessage(
                     result=link_pb2.TaskResultHeader(
-                        task_id=ctx.task_id, params=params_to_struct(outcome.reply.params), has_payload=has_payload
+                        task_id=ctx.task_id,
+                        params=params_to_struct(outcome.reply.params),
+                        has_payload=has_payload,
                     )
                 )
             )
@@ -304,14 +305,18 @@ class LinkClient:
                             ctx.check_cancelled()
                             piece = bytes(view[start : start + self.chunk_bytes])
                             if not stream.send(
-                                link_pb2.PartyMessage(chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, data=piece))
+                                link_pb2.PartyMessage(
+                                    chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, data=piece)
+                                )
                             ):
                                 return
                 except Exception as exc:
                     code, message = error_of(exc)
                     self._send_error(stream, ctx, code, message)
                     return
-                stream.send(link_pb2.PartyMessage(chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, last=True)))
+                stream.send(
+                    link_pb2.PartyMessage(chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, last=True))
+                )
             self.status.tasks_done += 1
         finally:
             with stream.lock:

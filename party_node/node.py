@@ -60,7 +60,9 @@ class PartyNode:
             name=config.party.name,
             address=config.coordinator.address,
             server_name=config.coordinator.server_name,
-            credentials=LinkCredentials(tls.ca_cert.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes()),
+            credentials=LinkCredentials(
+                tls.ca_cert.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes()
+            ),
             registry=self.registry,
             summary=lambda: data_summary(config),
             heartbeat_s=link.heartbeat_s,
@@ -75,8 +77,13 @@ class PartyNode:
 
     def _write_status(self, status: LinkStatus) -> None:
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {**asdict(status), "party": self.config.party.name, "coordinator": self.config.coordinator.address,
-                "pid": os.getpid(), "updated": time.time()}
+        data = {
+            **asdict(status),
+            "party": self.config.party.name,
+            "coordinator": self.config.coordinator.address,
+            "pid": os.getpid(),
+            "updated": time.time(),
+        }
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, self.status_path)

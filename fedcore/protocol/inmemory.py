@@ -74,7 +74,9 @@ class InMemoryChannel(PartyChannel):
             for m in self._members.values()
         ]
 
-    def _log(self, direction: str, party: str, kind: str, params: dict[str, JSONValue], payload: bytes) -> None:
+    def _log(
+        self, direction: str, party: str, kind: str, params: dict[str, JSONValue], payload: bytes
+    ) -> None:
         if self._record:
             with self._wire_lock:
                 self.wire_log.append(WireRecord(direction, party, kind, params, payload))

@@ -114,6 +114,7 @@ def check_name(name: str, what: str = "party name") -> str:
 
     if not re.match(NAME_PATTERN, name):
         raise InvalidInput(
-            f"{what} {name!r} is not valid: use 2-32 characters of a-z, 0-9, '-' or '_', starting with a letter"
+            f"{what} {name!r} is not valid: use 2-32 characters of a-z, 0-9, '-' or '_',"
+            " starting with a letter"
         )
     return name

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fedcredit.v1 import link_pb2
 from google.protobuf import json_format, struct_pb2
 
 from fedcore.errors import ProtocolError
 from fedcore.protocol.messages import DataSummary, FeatureInfo, JSONValue, TableSummary
-from fedcredit.v1 import link_pb2
 
 
 def summary_to_proto(summary: DataSummary) -> link_pb2.DataSummary:

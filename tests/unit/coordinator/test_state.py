@@ -6,7 +6,9 @@ from fedcore.protocol.messages import Role
 
 
 def admit(store, name, serial, role=Role.LENDER):
-    store.admit(name, role, serial=serial, fingerprint="f" + serial, not_before=0, not_after=1e10, actor="admin")
+    store.admit(
+        name, role, serial=serial, fingerprint="f" + serial, not_before=0, not_after=1e10, actor="admin"
+    )
 
 
 def test_admit_revoke_survive_reopen(tmp_path):
@@ -27,8 +29,13 @@ def test_admit_revoke_survive_reopen(tmp_path):
     assert s2.principal("yixin").status == "revoked"
     assert s2.run("run-1").result == {"size": 10}
     actions = [(e.action, e.target) for e in s2.audit_log()]
-    assert actions == [("admit", "yixin"), ("admit", "tiange"), ("issue_certificate", "yixin"),
-                       ("revoke", "yixin"), ("start_run", "run-1")]
+    assert actions == [
+        ("admit", "yixin"),
+        ("admit", "tiange"),
+        ("issue_certificate", "yixin"),
+        ("revoke", "yixin"),
+        ("start_run", "run-1"),
+    ]
 
 
 def test_duplicate_admit_changes_nothing(tmp_path):

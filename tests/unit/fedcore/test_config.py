@@ -49,5 +49,5 @@ def test_bad_config_names_the_key(tmp_path, text, key):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(NotFound, match="party.toml does not exist"):
+    with pytest.raises(NotFound, match=r"party\.toml does not exist"):
         load_party_config(tmp_path / "nowhere")

@@ -7,7 +7,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedcore.crypto.pki import CertificateAuthority, PrivateKey, cert_info, csr_name, key_matches_cert, make_csr
+from fedcore.crypto.pki import (
+    CertificateAuthority,
+    PrivateKey,
+    cert_info,
+    csr_name,
+    key_matches_cert,
+    make_csr,
+)
 from fedcore.errors import InvalidInput
 from fedcore.secret import SecretLeakError
 
@@ -32,7 +39,11 @@ def test_csr_is_signed_into_a_client_certificate(ca):
 def test_server_certificate_names_its_hosts(ca):
     key = PrivateKey.generate()
     pem = ca.issue("coordinator", key.public_key(), server_hosts=("127.0.0.1", "fed.example"))
-    san = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    san = (
+        x509.load_pem_x509_certificate(pem)
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     assert "fed.example" in san.get_values_for_type(x509.DNSName)
     assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
 
@@ -42,14 +53,15 @@ def test_tampered_csr_is_rejected(ca):
     # A CSR for "yixin" whose self-signature was made with a different key than the one it carries.
     good = x509.load_pem_x509_csr(make_csr(key, "yixin"))
     forged = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(good.subject)
-        .sign(other.raw, hashes.SHA256())
+        x509.CertificateSigningRequestBuilder().subject_name(good.subject).sign(other.raw, hashes.SHA256())
     )
     der = bytearray(forged.public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0xFF  # break the signature
-    bad_pem = b"-----BEGIN CERTIFICATE REQUEST-----\n" + __import__("base64").encodebytes(bytes(der)) + \
-        b"-----END CERTIFICATE REQUEST-----\n"
+    bad_pem = (
+        b"-----BEGIN CERTIFICATE REQUEST-----\n"
+        + __import__("base64").encodebytes(bytes(der))
+        + b"-----END CERTIFICATE REQUEST-----\n"
+    )
     with pytest.raises(InvalidInput):
         ca.sign_csr(bad_pem, source="bad.csr")
 
@@ -62,7 +74,7 @@ def test_csr_with_invalid_name_is_rejected():
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.PEM)
     )
-    with pytest.raises(InvalidInput, match="x.csr: name"):
+    with pytest.raises(InvalidInput, match=r"x\.csr: name"):
         csr_name(csr, "x.csr")
     with pytest.raises(InvalidInput, match="not a PEM certificate signing request"):
         csr_name(b"garbage", "y.csr")
@@ -93,5 +105,7 @@ def test_key_file_is_private(tmp_path):
     key = PrivateKey.generate()
     key.save(tmp_path / "k" / "party.key")
     assert (tmp_path / "k" / "party.key").stat().st_mode & 0o777 == 0o600
-    assert key_matches_cert(PrivateKey.load(tmp_path / "k" / "party.key"),
-                            CertificateAuthority.create().issue("abc", key.public_key()))
+    assert key_matches_cert(
+        PrivateKey.load(tmp_path / "k" / "party.key"),
+        CertificateAuthority.create().issue("abc", key.public_key()),
+    )

@@ -97,8 +97,12 @@ def test_disconnect_fails_waiting_task_and_new_submits(channel):
 
 def test_run_all_cancels_others_on_failure(channel):
     with pytest.raises(PartyTaskError):
-        channel.run_all({"yixin": Task("fails", {"col": "x", "after_slow_started": True}),
-                         "tiange": Task("slow", timeout_s=10)})
+        channel.run_all(
+            {
+                "yixin": Task("fails", {"col": "x", "after_slow_started": True}),
+                "tiange": Task("slow", timeout_s=10),
+            }
+        )
     assert channel.slow_stopped.wait(2.0)
 
 

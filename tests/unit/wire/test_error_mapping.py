@@ -9,12 +9,15 @@ def test_every_error_code_has_a_status():
     assert set(STATUS_OF) == e.ERROR_CODES
 
 
-@pytest.mark.parametrize(("exc", "code"), [
-    (e.InvalidInput("bad row 3"), grpc.StatusCode.INVALID_ARGUMENT),
-    (e.PartyUnavailable("yixin"), grpc.StatusCode.UNAVAILABLE),
-    (e.TaskTimeout("yixin", "psi.blind", 3), grpc.StatusCode.DEADLINE_EXCEEDED),
-    (e.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED),
-])
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (e.InvalidInput("bad row 3"), grpc.StatusCode.INVALID_ARGUMENT),
+        (e.PartyUnavailable("yixin"), grpc.StatusCode.UNAVAILABLE),
+        (e.TaskTimeout("yixin", "psi.blind", 3), grpc.StatusCode.DEADLINE_EXCEEDED),
+        (e.PermissionDenied("no"), grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
 def test_typed_errors_keep_their_message(exc, code):
     assert status_of(exc) == (code, str(exc))
 
