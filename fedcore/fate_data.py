@@ -1,0 +1,90 @@
+"""Ready-made federations from the real FATE credit data (UCI default of credit card clients).
+
+The CSVs in ``/work/shared/data/fate`` (read-only; override with ``FEDCREDIT_FATE_DATA``) are not
+copied: :func:`write_fate_federations` writes one schema TOML per party (opaque ids, ``y`` as label
+where the file has it, all ``x*`` columns numeric and whitelisted) and a ``federation.toml`` whose
+``file`` entries point at the CSVs, so each party ingests with the same command as any other data::
+
+    fedcredit party ingest /work/shared/data/fate/default_credit_hetero_guest.csv \\
+        --schema OUT/hetero/guest.toml
+
+Layouts: ``homo/`` (three lenders ``guest``, ``host_1``, ``host_2`` with the same 23 features and
+labels, plus a held-out ``test``) and ``hetero/`` (``guest``: the label-holding lender with 13
+features; ``host``: the platform with 10 features, no labels; the same 30,000 ids).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fedcore.errors import NotFound
+
+FATE_FILES = {
+    "homo": {
+        "guest": ("default_credit_homo_guest.csv", True, 23, "lender"),
+        "host_1": ("default_credit_homo_host_1.csv", True, 23, "lender"),
+        "host_2": ("default_credit_homo_host_2.csv", True, 23, "lender"),
+        "test": ("default_credit_homo_test.csv", True, 23, "holdout"),
+    },
+    "hetero": {
+        "guest": ("default_credit_hetero_guest.csv", True, 13, "lender"),
+        "host": ("default_credit_hetero_host.csv", False, 10, "platform"),
+    },
+}
+
+
+def fate_data_dir() -> Path:
+    """Where the FATE CSVs are: ``FEDCREDIT_FATE_DATA`` or ``../shared/data/fate`` beside the repo."""
+    env = os.environ.get("FEDCREDIT_FATE_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "fate"
+
+
+def fate_schema(dataset: str, n_features: int, labelled: bool) -> str:
+    """Schema TOML of one FATE party file."""
+    feats = [f"x{i}" for i in range(n_features)]
+    lines = [
+        "[dataset]",
+        f'name = "{dataset}"',
+        'id_column = "id"',
+        'id_kind = "opaque"',
+    ]
+    if labelled:
+        lines.append('label_column = "y"')
+    lines.append("federation_columns = [" + ", ".join(f'"{f}"' for f in feats) + "]")
+    lines += ["", "[numeric]"]
+    lines += [f'{f} = {{ missing = "reject" }}' for f in feats]
+    return "\n".join(lines) + "\n"
+
+
+def write_fate_federations(out: Path, data_dir: Path | None = None) -> dict[str, dict[str, tuple[Path, Path]]]:
+    """Write ``out/{homo,hetero}/<party>.toml`` and ``federation.toml`` for the FATE splits.
+
+    Returns ``{layout: {party: (csv file, schema file)}}``.
+    """
+    src = (data_dir or fate_data_dir()).resolve()
+    result: dict[str, dict[str, tuple[Path, Path]]] = {}
+    for layout, parties in FATE_FILES.items():
+        folder = out / layout
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = [f"# FATE {layout} federation: schemas here, data in {src} (read-only)", ""]
+        result[layout] = {}
+        for party, (fname, labelled, nfeat, role) in parties.items():
+            csv = src / fname
+            if not csv.is_file():
+                raise NotFound(f"FATE data file {csv} does not exist (set FEDCREDIT_FATE_DATA)")
+            schema = folder / f"{party}.toml"
+            schema.write_text(fate_schema(f"fate_{layout}", nfeat, labelled), encoding="utf-8")
+            result[layout][party] = (csv, schema)
+            manifest += [
+                "[[party]]",
+                f'name = "{party}"',
+                f'role = "{role}"',
+                f'file = "{csv}"',
+                f'schema = "{schema.name}"',
+                "",
+            ]
+        (folder / "federation.toml").write_text("\n".join(manifest), encoding="utf-8")
+    return result

@@ -1,0 +1,670 @@
+"""Ingest a CSV or Parquet file into the party store under a dataset schema.
+
+Semantics:
+
+* **Streaming.** The file is read in blocks (pyarrow's streaming CSV reader, 4 MiB blocks with a
+  bounded read-ahead of about 32 blocks; Parquet row batches), so files larger than memory work.
+  What is held in memory for the whole ingest is the set of ids seen in the file (duplicate check)
+  and the store's id index of the dataset's id kind.
+* **Atomic.** The whole ingest is one database transaction: any error rolls it back and the store is
+  logically unchanged (``Store.checksum()`` is equal before and after).
+* **Upsert.** A row whose subject already has a row in the dataset replaces it (``updated``); other
+  valid rows are ``inserted``. Consent, active-loan and fraud flags the schema declares are replaced
+  for the subjects in the file. The report counts inserted, updated and rejected rows.
+* **Row numbers** in messages are 1-based *data rows*: the header is not counted, so data row N of a
+  CSV file is line N+1 when no quoted field spans lines; for Parquet, the N-th row.
+
+Rejected and counted (the row is skipped; the ingest fails only if more than ``max_rejects`` rows
+are rejected): an id that is missing or invalid for its kind (bad phone number, bad resident-id
+checksum), a missing value in a column whose policy is ``missing = "reject"``, a label other than 0/1.
+
+Fatal (the ingest stops, nothing is written): a missing or empty file, a header without data rows,
+a wrong delimiter, a missing id column or any column the schema names but the file lacks, a row
+with the wrong number of fields or a file cut off in the middle of a row, text in a numeric or label
+column, a consent/flag value that is not yes/no, the same id twice in one file, a re-ingest whose
+schema declares different features than the stored dataset, too many rejected rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from fedcore.errors import InvalidInput, NotFound
+from party_node.schema import MISSING, UNSEEN, DatasetSchema, id_problem, normalize_ids
+from party_node.store import Store, feature_table
+
+NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
+TRUE_VALUES = frozenset({"1", "1.0", "true", "t", "yes", "y"})
+FALSE_VALUES = frozenset({"0", "0.0", "false", "f", "no", "n"})
+DELIMITERS = (",", ";", "\t", "|")
+MAX_REJECT_DETAILS = 20
+
+ProgressFn = Callable[[int, int], None]  # (bytes or rows done, total)
+
+
+@dataclass(frozen=True)
+class Reject:
+    row: int  # 1-based data row
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"data row {self.row}, column {self.column!r}: {self.reason}"
+
+
+@dataclass
+class IngestReport:
+    file: str
+    dataset: str
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    rejected: int = 0
+    rejects: list[Reject] = field(default_factory=list)  # the first MAX_REJECT_DETAILS
+    seconds: float = 0.0
+
+
+def _fail(path: Path, msg: str) -> InvalidInput:
+    return InvalidInput(f"{path}: {msg}")
+
+
+# ------------------------------------------------------------------------------------- readers
+
+
+def _column_keys(schema: DatasetSchema) -> dict[str, str]:
+    """File column -> schema key that names it (for 'schema names unknown column' errors)."""
+    keys: dict[str, str] = {schema.id_column: "dataset.id_column"}
+    if schema.label_column:
+        keys[schema.label_column] = "dataset.label_column"
+    for s in schema.numeric:
+        keys[s.name] = f"numeric.{s.name}"
+    for c in schema.categorical:
+        keys[c.name] = f"categorical.{c.name}"
+    for p, col in schema.consent.items():
+        keys.setdefault(col, f"consent.{p}")
+    for p, col in schema.flags.items():
+        keys.setdefault(col, f"flags.{p}")
+    return keys
+
+
+def _check_columns(path: Path, schema: DatasetSchema, header: list[str], raw_header: str | None) -> None:
+    dups = {h for h in header if header.count(h) > 1}
+    if dups:
+        raise _fail(path, f"header names column {sorted(dups)[0]!r} more than once")
+    if schema.id_column not in header:
+        if raw_header is not None and len(header) <= 1:
+            for d in DELIMITERS:
+                if d != schema.delimiter and d in raw_header:
+                    shown = "\\t" if d == "\t" else d
+                    raise _fail(
+                        path,
+                        f"wrong delimiter: line 1 has no {schema.delimiter!r} but looks {shown!r}-separated "
+                        f'(set dataset.delimiter = "{shown}" in {schema.source})',
+                    )
+        raise _fail(
+            path,
+            f"missing id column {schema.id_column!r} (dataset.id_column in {schema.source}); "
+            f"header has: {', '.join(header[:12])}{' ...' if len(header) > 12 else ''}",
+        )
+    for col, key in _column_keys(schema).items():
+        if col not in header:
+            raise InvalidInput(f"{schema.source}: {key} names column {col!r}, which {path} does not have")
+
+
+class _CsvSource:
+    def __init__(self, path: Path, schema: DatasetSchema, block_size: int) -> None:
+        self.path = path
+        self.schema = schema
+        self.size = path.stat().st_size
+        if self.size == 0:
+            raise _fail(path, "file is empty (no header, no data rows)")
+        with path.open("rb") as f:
+            first = f.readline(1 << 20)
+            f.seek(max(0, self.size - 65536))
+            self.tail = f.read()
+        try:
+            line = first.decode("utf-8-sig").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise _fail(path, "line 1 is not UTF-8 text (is this a CSV file?)") from None
+        if not line.strip():
+            raise _fail(path, "file is empty: line 1 has no header")
+        header = next(csv.reader([line], delimiter=schema.delimiter))
+        header = [h.strip() for h in header]
+        _check_columns(path, schema, header, line)
+        self.ends_with_newline = self.tail.endswith(b"\n")
+        self.block_size = block_size
+        self.invalid: list[Any] = []
+        self.columns = schema.file_columns()
+        self._done = 0
+
+    def _on_invalid(self, row: Any) -> str:
+        self.invalid.append(row)
+        return "error"
+
+    def done(self) -> int:
+        # each batch is one block of the file; the reader itself reads ahead (up to ~32 blocks)
+        return self._done
+
+    def batches(self) -> Iterator[dict[str, pa.Array]]:
+        s = self.schema
+        ro = pacsv.ReadOptions(use_threads=False, block_size=self.block_size)
+        po = pacsv.ParseOptions(delimiter=s.delimiter, invalid_row_handler=self._on_invalid)
+        co = pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in self.columns},
+            include_columns=self.columns,
+            null_values=NULL_VALUES,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        )
+        with self.path.open("rb") as f:
+            try:
+                reader = pacsv.open_csv(f, read_options=ro, parse_options=po, convert_options=co)
+                for batch in reader:
+                    self._done = min(self.size, self._done + self.block_size)
+                    yield {c: batch.column(c) for c in self.columns}
+            except pa.ArrowInvalid as exc:
+                raise self._explain(exc) from None
+
+    def _explain(self, exc: Exception) -> InvalidInput:
+        if self.invalid:
+            bad = self.invalid[0]
+            row = (bad.number - 1) if bad.number is not None else None
+            where = f"data row {row}" if row is not None else "a row"
+            last_line = self.tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace").rstrip("\r")
+            if not self.ends_with_newline and bad.text.rstrip("\r") == last_line:
+                return _fail(
+                    self.path,
+                    f"file is cut off in the middle of {where} (the last line has {bad.actual_columns} of "
+                    f"{bad.expected_columns} fields and no line end)",
+                )
+            return _fail(self.path, f"{where} has {bad.actual_columns} fields, the header has {bad.expected_columns}")
+        msg = str(exc).splitlines()[0]
+        hint = "" if self.ends_with_newline else " (the file does not end with a line end: is it cut off?)"
+        return _fail(self.path, f"not valid CSV: {msg}{hint}")
+
+
+class _ParquetSource:
+    def __init__(self, path: Path, schema: DatasetSchema, batch_rows: int) -> None:
+        self.path = path
+        self.schema = schema
+        self.size = path.stat().st_size
+        if self.size == 0:
+            raise _fail(path, "file is empty")
+        try:
+            self.pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _fail(path, f"not a valid Parquet file (cut off or corrupt?): {exc}") from None
+        header = list(self.pf.schema_arrow.names)
+        _check_columns(path, schema, header, None)
+        if self.pf.metadata.num_rows == 0:
+            raise _fail(path, "file has no data rows")
+        self.total_rows = self.pf.metadata.num_rows
+        self.batch_rows = batch_rows
+        self.columns = schema.file_columns()
+        self._done = 0
+
+    def done(self) -> int:
+        return self._done
+
+    def batches(self) -> Iterator[dict[str, pa.Array]]:
+        try:
+            for batch in self.pf.iter_batches(batch_size=self.batch_rows, columns=self.columns):
+                self._done += batch.num_rows
+                yield {c: batch.column(c) for c in self.columns}
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _fail(self.path, f"cannot read Parquet data (cut off or corrupt?): {exc}") from None
+
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+# ------------------------------------------------------------------------------------- conversion
+
+
+def _strings(arr: pa.Array) -> pa.Array:
+    if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
+        arr = pc.cast(arr, pa.string())
+    return pc.utf8_trim_whitespace(arr)
+
+
+def _first_bad(path: Path, arr: pa.Array, col: str, rows0: int, what: str, ok: np.ndarray) -> InvalidInput:
+    i = int(np.flatnonzero(~ok)[0])
+    value = arr[i].as_py()
+    shown = value if len(str(value)) <= 40 else str(value)[:40] + "..."
+    return _fail(path, f"data row {rows0 + i + 1}, column {col!r}: {shown!r} is not {what}")
+
+
+def _to_float(path: Path, arr: pa.Array, col: str, rows0: int) -> np.ndarray:
+    """Float64 with NaN for missing; text is fatal (names the row)."""
+    if pa.types.is_boolean(arr.type):
+        arr = pc.cast(arr, pa.int8())
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_decimal(arr.type):
+        out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    else:
+        s = _strings(arr)
+        s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+        try:
+            out = pc.cast(s, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            vals = pd.to_numeric(pd.Series(s.to_pylist(), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+            ok = ~(np.isnan(vals) & ~pc.is_null(s).to_numpy(zero_copy_only=False))
+            raise _first_bad(path, s, col, rows0, "a number", ok) from None
+    out = np.asarray(out, dtype=np.float64)
+    finite = np.isfinite(out) | np.isnan(out)
+    if not finite.all():
+        raise _first_bad(path, arr, col, rows0, "a finite number", finite)
+    return out
+
+
+def _to_bool(path: Path, arr: pa.Array, col: str, rows0: int) -> list[bool | None]:
+    if pa.types.is_boolean(arr.type):
+        return arr.to_pylist()
+    s = pc.utf8_lower(_strings(arr)).to_pylist()
+    out: list[bool | None] = []
+    for i, v in enumerate(s):
+        if v is None or v == "":
+            out.append(None)
+        elif v in TRUE_VALUES:
+            out.append(True)
+        elif v in FALSE_VALUES:
+            out.append(False)
+        else:
+            raise _fail(
+                path,
+                f"data row {rows0 + i + 1}, column {col!r}: {v!r} is not a yes/no value (1/0, true/false)",
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+def _insert_many(conn: Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    if conn.dialect.paramstyle == "qmark":
+        cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"INSERT INTO {name} ({cols}) VALUES ({marks})", rows)  # noqa: S608 (identifiers quoted)
+    else:
+        conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
+
+
+def _delete_rows(conn: Connection, table: sa.Table, row_ids: list[int], **where: Any) -> None:
+    if not row_ids:
+        return
+    stmt = table.delete().where(table.c.row_id == sa.bindparam("rid"))
+    for k, v in where.items():
+        stmt = stmt.where(table.c[k] == v)
+    conn.execute(stmt, [{"rid": r} for r in row_ids])
+
+
+class _Ingest:
+    def __init__(self, store: Store, conn: Connection, path: Path, schema: DatasetSchema, max_rejects: int) -> None:
+        self.store = store
+        self.conn = conn
+        self.path = path
+        self.schema = schema
+        self.max_rejects = max_rejects
+        self.report = IngestReport(file=str(path), dataset=schema.name)
+        self.seen: dict[str, int] = {}
+        self.null_cols: set[str] = set()
+        self.now = time.time()
+        t = store.t
+        self.subjects, self.labels_t, self.consent_t = t["subjects"], t["labels"], t["consent"]
+        self.active_t, self.fraud_t, self.datasets_t = t["active_loans"], t["fraud_list"], t["datasets"]
+        self.kind = str(schema.id_kind)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        s, conn = self.schema, self.conn
+        types = s.feature_types()
+        d = self.datasets_t
+        row = conn.execute(sa.select(d).where(d.c.name == s.name)).mappings().first()
+        self.ds = feature_table(s.name, types)
+        if row is None:
+            self.ds.create(conn)
+            self.vocab = {c.name: [UNSEEN, *(c.vocabulary or ())] for c in s.categorical}
+            whitelist = list(s.federation_columns or ())
+            conn.execute(
+                d.insert(),
+                {
+                    "name": s.name,
+                    "id_kind": self.kind,
+                    "structure": json.dumps(s.structure()),
+                    "schema_json": json.dumps(s.to_json()),
+                    "vocabularies": "{}",
+                    "means": "{}",
+                    "federation_columns": json.dumps(whitelist),
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                },
+            )
+            self.ds_existing: set[int] = set()
+        else:
+            stored = json.loads(row["structure"])
+            if stored != s.structure():
+                raise InvalidInput(
+                    f"{s.source}: dataset {s.name!r} already exists with a different id kind, "
+                    f"features or labels ({_structure_diff(stored, s.structure())}); "
+                    "ingest under a new dataset.name"
+                )
+            stored_vocab: dict[str, list[str]] = json.loads(row["vocabularies"])
+            self.vocab = {}
+            for c in s.categorical:
+                v = list(stored_vocab.get(c.name, [UNSEEN]))
+                for cat in c.vocabulary or ():
+                    if cat not in v:
+                        v.append(cat)
+                self.vocab[c.name] = v
+            self.ds_existing = set(conn.execute(sa.select(self.ds.c.row_id)).scalars())
+        self.fixed = {c.name: c.vocabulary is not None for c in s.categorical}
+        self.vocab_index = {k: {cat: i for i, cat in enumerate(v)} for k, v in self.vocab.items()}
+        sj = self.subjects
+        known_q = sa.select(sj.c.id_norm, sj.c.row_id).where(sj.c.id_kind == self.kind)
+        self.known: dict[str, int] = {norm: int(rid) for norm, rid in conn.execute(known_q)}
+        self.next_row_id = int(conn.execute(sa.select(sa.func.max(sj.c.row_id))).scalar() or 0) + 1
+        fp = conn.execute(
+            sa.select(self.store.t["store_meta"].c.value).where(
+                self.store.t["store_meta"].c.key == "pseudonym_key_fingerprint"
+            )
+        ).scalar()
+        key = self.store.pseudonym_key
+        if fp is not None and (key is None or key.fingerprint() != fp):
+            raise InvalidInput(
+                "this store has a pseudonym key installed; ingest with that key loaded "
+                "(HOME/keys/pseudonym.key or --key-file) so new subjects get their pseudonyms"
+            )
+        self.key = key if fp is not None else None
+
+    # -- rejects
+    def _reject(self, rows0: int, idx: np.ndarray, column: str, reason: str, keep: np.ndarray) -> None:
+        idx = idx[keep[idx]]
+        if not len(idx):
+            return
+        keep[idx] = False
+        self.report.rejected += len(idx)
+        for i in idx[: max(0, MAX_REJECT_DETAILS - len(self.report.rejects))]:
+            self.report.rejects.append(Reject(rows0 + int(i) + 1, column, reason))
+        if self.report.rejected > self.max_rejects:
+            first = self.report.rejects[0]
+            raise _fail(
+                self.path,
+                f"more than {self.max_rejects} rejected rows (--max-rejects); the first: {first}",
+            )
+
+    def batch(self, cols: dict[str, pa.Array], rows0: int) -> None:
+        s, path = self.schema, self.path
+        n = len(cols[s.id_column])
+        self.report.rows_read += n
+        keep = np.ones(n, dtype=bool)
+        raw_ids = cols[s.id_column]
+        if not (pa.types.is_string(raw_ids.type) or pa.types.is_large_string(raw_ids.type)):
+            raw_ids = pc.cast(raw_ids, pa.string())
+        norm = normalize_ids(raw_ids, s.id_kind)
+        bad = np.array([v is None for v in norm], dtype=bool)
+        if bad.any():
+            missing = pc.is_null(raw_ids).to_numpy(zero_copy_only=False) | (
+                pc.utf8_trim_whitespace(raw_ids).to_numpy(zero_copy_only=False) == ""
+            )
+            self._reject(rows0, np.flatnonzero(bad & missing), s.id_column, "missing id", keep)
+            self._reject(rows0, np.flatnonzero(bad & ~missing), s.id_column, id_problem(s.id_kind), keep)
+
+        numeric: dict[str, np.ndarray] = {}
+        for spec in s.numeric:
+            v = _to_float(path, cols[spec.name], spec.name, rows0)
+            miss = np.isnan(v)
+            if miss.any():
+                if spec.missing == "reject":
+                    self._reject(rows0, np.flatnonzero(miss), spec.name, 'missing value (missing = "reject")', keep)
+                elif spec.missing == "fill":
+                    v = np.where(miss, float(spec.fill or 0.0), v)
+            numeric[spec.name] = v
+
+        label: np.ndarray | None = None
+        if s.label_column:
+            label = _to_float(path, cols[s.label_column], s.label_column, rows0)
+            wrong = ~np.isnan(label) & (label != 0) & (label != 1)
+            self._reject(rows0, np.flatnonzero(wrong), s.label_column, "label must be 0 or 1", keep)
+
+        texts: dict[str, pd.Series] = {}
+        for cspec in s.categorical:
+            txt = _strings(cols[cspec.name]).to_pandas()
+            miss = (txt.isna() | (txt == "")).to_numpy(dtype=bool)
+            if miss.any():
+                if cspec.missing == "reject":
+                    self._reject(rows0, np.flatnonzero(miss), cspec.name, 'missing value (missing = "reject")', keep)
+                txt = txt.where(~miss, cspec.fill if cspec.missing == "fill" else MISSING)
+            texts[cspec.name] = txt
+
+        # categories: only rows that are kept may add to a vocabulary
+        categorical: dict[str, np.ndarray] = {}
+        for cspec in s.categorical:
+            codes, uniques = pd.factorize(texts[cspec.name], use_na_sentinel=False)
+            in_kept = np.zeros(len(uniques), dtype=bool)
+            in_kept[codes[keep]] = True
+            index = self.vocab_index[cspec.name]
+            lookup = np.empty(len(uniques), dtype=np.int64)
+            for j, u in enumerate(uniques):
+                u = str(u)
+                if u not in index:
+                    if (self.fixed[cspec.name] and u != MISSING) or not in_kept[j]:
+                        lookup[j] = 0
+                        continue
+                    index[u] = len(self.vocab[cspec.name])
+                    self.vocab[cspec.name].append(u)
+                lookup[j] = index[u]
+            categorical[cspec.name] = lookup[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+        consent = {p: _to_bool(path, cols[c], c, rows0) for p, c in s.consent.items()}
+        flags = {p: _to_bool(path, cols[c], c, rows0) for p, c in s.flags.items()}
+
+        # duplicates (fatal) and row id allocation for kept rows
+        kept = np.flatnonzero(keep)
+        row_ids: list[int] = []
+        new_subjects: list[tuple[int, str]] = []
+        old_subjects: list[int] = []
+        seen, known = self.seen, self.known
+        for i in kept.tolist():
+            k = norm[i]
+            assert k is not None
+            if k in seen:
+                raise _fail(
+                    path,
+                    f"data row {rows0 + i + 1}, column {s.id_column!r}: duplicate id (same normalized id as "
+                    f"data row {seen[k]})",
+                )
+            seen[k] = rows0 + i + 1
+            rid = known.get(k)
+            if rid is None:
+                rid = self.next_row_id
+                self.next_row_id += 1
+                known[k] = rid
+                new_subjects.append((rid, k))
+            else:
+                old_subjects.append(rid)
+            row_ids.append(rid)
+        self._write(kept, row_ids, new_subjects, old_subjects, numeric, categorical, label, consent, flags)
+
+    def _write(
+        self,
+        kept: np.ndarray,
+        row_ids: list[int],
+        new_subjects: list[tuple[int, str]],
+        old_subjects: list[int],
+        numeric: dict[str, np.ndarray],
+        categorical: dict[str, np.ndarray],
+        label: np.ndarray | None,
+        consent: dict[str, list[bool | None]],
+        flags: dict[str, list[bool | None]],
+    ) -> None:
+        conn, s = self.conn, self.schema
+        if new_subjects:
+            pseudo: list[bytes | None]
+            if self.key is not None:
+                pseudo = list(self.key.pseudonymize([k for _, k in new_subjects], self.kind))
+            else:
+                pseudo = [None] * len(new_subjects)
+            _insert_many(
+                conn,
+                self.subjects,
+                ["row_id", "id_kind", "id_norm", "pseudonym", "ingested_at"],
+                [(rid, self.kind, k, p, self.now) for (rid, k), p in zip(new_subjects, pseudo, strict=True)],
+            )
+        updated = [r for r in old_subjects if r in self.ds_existing]
+        self.report.updated += len(updated)
+        self.report.inserted += len(row_ids) - len(updated)
+        self.ds_existing.update(row_ids)
+        _delete_rows(conn, self.ds, updated)
+
+        columns: list[list[Any]] = [row_ids]
+        for spec in s.numeric:
+            v = numeric[spec.name][kept]
+            if spec.missing == "mean" and np.isnan(v).any():
+                self.null_cols.add(spec.name)
+                columns.append([None if math.isnan(x) else x for x in v.tolist()])
+            else:
+                columns.append(v.tolist())
+        for cspec in s.categorical:
+            columns.append(categorical[cspec.name][kept].tolist())
+        _insert_many(conn, self.ds, ["row_id", *s.feature_names], list(zip(*columns, strict=True)))
+
+        if label is not None:
+            _delete_rows(conn, self.labels_t, updated, dataset=s.name)
+            lab = label[kept]
+            has = ~np.isnan(lab)
+            _insert_many(
+                conn,
+                self.labels_t,
+                ["dataset", "row_id", "label"],
+                [(s.name, r, int(y)) for r, y, h in zip(row_ids, lab.tolist(), has.tolist(), strict=True) if h],
+            )
+        kept_l = kept.tolist()
+        for purpose, values in consent.items():
+            _delete_rows(conn, self.consent_t, old_subjects, purpose=purpose)
+            _insert_many(
+                conn,
+                self.consent_t,
+                ["purpose", "row_id", "granted", "dataset"],
+                [
+                    (purpose, r, values[i], s.name)
+                    for r, i in zip(row_ids, kept_l, strict=True)
+                    if values[i] is not None
+                ],
+            )
+        if "active_loan" in flags:
+            values = flags["active_loan"]
+            _delete_rows(conn, self.active_t, old_subjects)
+            _insert_many(
+                conn,
+                self.active_t,
+                ["row_id", "active", "dataset"],
+                [(r, values[i], s.name) for r, i in zip(row_ids, kept_l, strict=True) if values[i] is not None],
+            )
+        if "fraud" in flags:
+            values = flags["fraud"]
+            _delete_rows(conn, self.fraud_t, old_subjects)
+            _insert_many(
+                conn,
+                self.fraud_t,
+                ["row_id", "dataset", "listed_at"],
+                [(r, s.name, self.now) for r, i in zip(row_ids, kept_l, strict=True) if values[i]],
+            )
+
+    def finish(self) -> None:
+        s, conn = self.schema, self.conn
+        if self.report.rows_read == 0:
+            raise _fail(self.path, "file has a header but no data rows")
+        means: dict[str, float] = {}
+        mean_cols = [spec.name for spec in s.numeric if spec.missing == "mean"]
+        if mean_cols:  # one scan for every mean, then fill only the columns that got missing values
+            avgs = conn.execute(sa.select(*[sa.func.avg(self.ds.c[c]) for c in mean_cols])).one()
+            for c, avg in zip(mean_cols, avgs, strict=True):
+                if avg is None:
+                    raise _fail(self.path, f'column {c!r} has no values to take a mean from (missing = "mean")')
+                means[c] = float(avg)
+        for c in sorted(self.null_cols):
+            col = self.ds.c[c]
+            conn.execute(self.ds.update().where(col.is_(None)).values({c: means[c]}))
+        values: dict[str, Any] = {
+            "vocabularies": json.dumps(self.vocab),
+            "means": json.dumps(means),
+            "schema_json": json.dumps(s.to_json()),
+            "updated_at": self.now,
+        }
+        if s.federation_columns is not None:
+            values["federation_columns"] = json.dumps(list(s.federation_columns))
+        d = self.datasets_t
+        conn.execute(d.update().where(d.c.name == s.name).values(**values))
+
+
+def _structure_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    for k in ("id_kind", "has_labels", "features"):
+        if a.get(k) != b.get(k):
+            return f"stored {k}={a.get(k)!r}, schema {k}={b.get(k)!r}"
+    return "differs"
+
+
+def ingest_file(
+    store: Store,
+    path: Path,
+    schema: DatasetSchema,
+    *,
+    max_rejects: int = 1000,
+    block_size: int = 4 << 20,
+    batch_rows: int = 100_000,
+    progress: ProgressFn | None = None,
+) -> IngestReport:
+    """Ingest ``path`` (CSV or Parquet) into ``store`` under ``schema``, atomically.
+
+    ``max_rejects`` (-1: unlimited) bounds the rows that may be rejected and counted before the ingest
+    fails. ``progress(done, total)`` is called after each block (bytes for CSV, rows for Parquet).
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"data file {path} does not exist")
+    if max_rejects < 0:
+        max_rejects = 1 << 62
+    source: _CsvSource | _ParquetSource
+    if _is_parquet(path):
+        source = _ParquetSource(path, schema, batch_rows)
+        total = source.total_rows
+    else:
+        source = _CsvSource(path, schema, block_size)
+        total = source.size
+    with store.write_transaction() as conn:
+        job = _Ingest(store, conn, path, schema, max_rejects)
+        rows0 = 0
+        for cols in source.batches():
+            n = len(cols[schema.id_column])
+            job.batch(cols, rows0)
+            rows0 += n
+            if progress is not None:
+                progress(min(source.done(), total), total)
+        job.finish()
+    job.report.seconds = time.perf_counter() - t0
+    return job.report

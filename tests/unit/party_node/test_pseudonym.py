@@ -1,0 +1,80 @@
+"""Pseudonym key (file mode, secrecy), pseudonyms, and store lookups by pseudonym."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import stat
+from pathlib import Path
+
+import pytest
+
+from fedcore.errors import InvalidInput, NotFound
+from fedcore.secret import SecretLeakError
+from party_node.ingest import ingest_file
+from party_node.pseudonym import PseudonymKey, default_key_path, load_or_create
+from party_node.schema import parse_schema
+from party_node.store import Store
+
+SCHEMA = {"dataset": {"name": "a", "id_column": "phone", "id_kind": "phone"}, "numeric": {"x": {}}}
+
+
+def test_key_file_roundtrip_and_mode(tmp_path: Path) -> None:
+    path = default_key_path(tmp_path)
+    key = load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = PseudonymKey.load(path)
+    assert again.fingerprint() == key.fingerprint()
+    assert key.export_raw() not in repr(key).encode() and "secret" in repr(key)
+    with pytest.raises(SecretLeakError):
+        pickle.dumps(key)
+    path.chmod(0o644)
+    with pytest.raises(InvalidInput, match="owner only"):
+        PseudonymKey.load(path)
+    with pytest.raises(InvalidInput):
+        PseudonymKey(b"short")
+
+
+def test_pseudonyms_are_keyed_hmac_and_deterministic() -> None:
+    k = PseudonymKey(bytes(range(32)))
+    ps = k.pseudonymize(["13800138000", "13900139000"], "phone")
+    expect = hmac.new(bytes(range(32)), b"phone\x0013800138000", hashlib.sha256).digest()[:16]
+    assert ps[0] == expect and len(ps[1]) == 16 and ps[0] != ps[1]
+    assert PseudonymKey(bytes(range(32))).pseudonymize(["13800138000"], "phone") == ps[:1]
+    assert PseudonymKey(bytes(32)).pseudonymize(["13800138000"], "phone") != ps[:1]  # other key
+    assert k.pseudonymize(["13800138000"], "opaque") != ps[:1]  # kinds never collide
+
+
+def test_store_pseudonym_index(tmp_path: Path) -> None:
+    csv = tmp_path / "a.csv"
+    csv.write_text("phone,x\n13800138000,1\n13900139000,2\n")
+    store = Store.open(f"sqlite:///{tmp_path / 's.db'}")
+    ingest_file(store, csv, parse_schema(SCHEMA))
+    with pytest.raises(NotFound, match="no pseudonym key"):
+        store.row_ids_for_pseudonyms([b"x" * 16])
+    key = PseudonymKey.generate()
+    assert store.install_pseudonym_key(key) == 2
+    assert store.install_pseudonym_key(key) == 0  # same key: nothing to do
+    ps = key.pseudonymize(["13900139000", "13800138000", "13000000000"], "phone")
+    assert store.row_ids_for_pseudonyms(ps).tolist() == [2, 1, -1]
+    assert store.pseudonyms([1, 2]) == [ps[1], ps[0]]
+    # new subjects ingested later get their pseudonym at ingest time
+    csv2 = tmp_path / "b.csv"
+    csv2.write_text("phone,x\n13000000000,3\n")
+    store2 = Store.open(f"sqlite:///{tmp_path / 's.db'}", pseudonym_key=key)
+    ingest_file(store2, csv2, parse_schema(SCHEMA))
+    assert store2.row_ids_for_pseudonyms(ps).tolist() == [2, 1, 3]
+    # an ingest without the installed key is refused (pseudonyms would be missing)
+    store3 = Store.open(f"sqlite:///{tmp_path / 's.db'}")
+    before = store3.checksum()
+    with pytest.raises(InvalidInput, match="pseudonym key installed"):
+        ingest_file(store3, csv2, parse_schema(SCHEMA))
+    assert store3.checksum() == before
+    # a new key re-pseudonymizes everything
+    k2 = PseudonymKey.generate()
+    assert store3.install_pseudonym_key(k2) == 3
+    assert store3.row_ids_for_pseudonyms(ps).tolist() == [-1, -1, -1]
+    assert store3.row_ids_for_pseudonyms(k2.pseudonymize(["13000000000"], "phone")).tolist() == [3]
+    for s in (store, store2, store3):
+        s.close()
