@@ -4,25 +4,30 @@ decode, call the hub, encode."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 from fedcredit.v1 import admin_pb2, admin_pb2_grpc
 
-from fedcore.errors import InvalidInput
+from fedcore.errors import FedcreditError, InvalidInput
 from fedcore.protocol.messages import Task
 from fedcore.protocol.tasks import BLOB, ECHO
-from fedcore.wire.convert import summary_to_proto
-from fedcore.wire.errors import servicer_errors
+from fedcore.wire.convert import params_from_struct, params_to_struct, summary_to_proto
+from fedcore.wire.errors import abort, servicer_errors
 
+from .auth import identity_of
 from .link import LinkHub
+from .runs import RunEvent, RunManager
 
 MAX_PROBE_COUNT = 100_000
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, hub: LinkHub) -> None:
+    def __init__(self, hub: LinkHub, runs: RunManager) -> None:
         self._hub = hub
+        self._runs = runs
 
     @servicer_errors
     def ListParties(
@@ -77,3 +82,50 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             seconds=time.perf_counter() - start,
             payload_sha256=digest.hexdigest() if request.payload_bytes else "",
         )
+
+    def _stream(self, run_id: str, context: grpc.ServicerContext) -> Iterator[admin_pb2.RunEvent]:
+        stop = threading.Event()
+        context.add_callback(stop.set)
+        yield admin_pb2.RunEvent(run_id=run_id, message="started", status="running")
+        for ev in self._runs.watch(run_id, stop):
+            yield _event(ev)
+
+    def StartRun(
+        self, request: admin_pb2.StartRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.RunEvent]:
+        try:
+            who = identity_of(context, self._hub.state)
+            run_id = self._runs.start(request.kind, params_from_struct(request.params), actor=who.name)
+        except FedcreditError as exc:
+            abort(context, exc)
+        yield from self._stream(run_id, context)
+
+    def ResumeRun(
+        self, request: admin_pb2.ResumeRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.RunEvent]:
+        try:
+            who = identity_of(context, self._hub.state)
+            run_id = self._runs.resume(request.run_id, actor=who.name)
+        except FedcreditError as exc:
+            abort(context, exc)
+        yield from self._stream(run_id, context)
+
+    @servicer_errors
+    def ListRuns(
+        self, request: admin_pb2.ListRunsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListRunsResponse:
+        return admin_pb2.ListRunsResponse(
+            runs=[
+                admin_pb2.RunInfo(
+                    run_id=r.run_id, kind=r.kind, status=r.status, params=params_to_struct(r.params),
+                    result=params_to_struct(r.result), created_unix=r.created_at, updated_unix=r.updated_at,
+                )
+                for r in self._hub.state.runs()
+            ]
+        )
+
+
+def _event(ev: RunEvent) -> admin_pb2.RunEvent:
+    return admin_pb2.RunEvent(
+        run_id=ev.run_id, message=ev.message, done=ev.done, status=ev.status, result=params_to_struct(ev.result)
+    )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import grpc
 from fedcredit.v1 import admin_pb2, admin_pb2_grpc
 
 from fedcore.grpc_options import secure_target_options
+from fedcore.wire.convert import params_to_struct
 from fedcore.wire.errors import from_rpc_error
 
 from .config import CoordinatorConfig
@@ -58,3 +62,22 @@ class AdminClient:
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err, f"probing {party!r} via {self.target}") from None
+
+    def start_run(self, kind: str, params: dict[str, Any]) -> Iterator[admin_pb2.RunEvent]:
+        """Start a run and stream its progress events (the last has ``done``)."""
+        try:
+            yield from self._stub.StartRun(admin_pb2.StartRunRequest(kind=kind, params=params_to_struct(params)))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, f"{kind} run via {self.target}") from None
+
+    def resume_run(self, run_id: str) -> Iterator[admin_pb2.RunEvent]:
+        try:
+            yield from self._stub.ResumeRun(admin_pb2.ResumeRunRequest(run_id=run_id))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, f"resuming {run_id} via {self.target}") from None
+
+    def list_runs(self, timeout: float = 10.0) -> list[admin_pb2.RunInfo]:
+        try:
+            return list(self._stub.ListRuns(admin_pb2.ListRunsRequest(), timeout=timeout).runs)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, f"listing runs at {self.target}") from None

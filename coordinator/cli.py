@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -134,7 +136,7 @@ def _ago(ts: float) -> str:
     return f"{secs:.1f}s ago" if secs < 120 else dt.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for r in rows:
@@ -168,3 +170,54 @@ def audit(home: Home = Path(".")) -> None:
     for e in StateStore(load_coordinator_config(home).coordinator.state).audit_log():
         when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
         typer.echo(f"{when}  {e.actor:<10} {e.action:<18} {e.target:<12} {e.detail}")
+
+
+def follow_run(events: Iterator[Any]) -> dict[str, Any]:
+    """Print a run's progress; return its result, or raise with its error message."""
+    from fedcore.errors import FedcreditError
+    from fedcore.wire.convert import params_from_struct
+
+    run_id = ""
+    for ev in events:
+        run_id = ev.run_id or run_id
+        if not ev.done:
+            typer.echo(f"[{run_id}] {ev.message}")
+            continue
+        if ev.status != "succeeded":
+            raise FedcreditError(f"run {run_id} failed: {ev.message}")
+        result = params_from_struct(ev.result)
+        typer.echo(f"[{run_id}] succeeded")
+        return {"run_id": run_id, **result}
+    raise Unavailable(f"lost the coordinator while following run {run_id}; see `fedcredit coordinator runs`")
+
+
+@app.command()
+def psi(
+    parties: Annotated[str, typer.Option(help="Comma-separated parties; the first leads, e.g. yixin,tiange.")],
+    home: Home = Path("."),
+    purpose: Annotated[str, typer.Option(help="Consent purpose the subjects must have.")] = "training",
+    cardinality_only: Annotated[bool, typer.Option(help="Learn the intersection size only.")] = False,
+) -> None:
+    """Align parties' subjects by private set intersection; each party keeps a local alignment table."""
+    from .admin_client import AdminClient
+
+    names = [p.strip() for p in parties.split(",") if p.strip()]
+    with AdminClient(load_coordinator_config(home)) as client:
+        result = follow_run(client.start_run(
+            "psi", {"parties": names, "purpose": purpose, "cardinality_only": cardinality_only}))
+    sizes = ", ".join(f"{k} {v}" for k, v in result.get("sizes", {}).items())
+    typer.echo(f"intersection {result.get('intersection')} (sets: {sizes}) in {result.get('seconds')} s; "
+               f"alignment tables under run id {result['run_id']}")
+
+
+@app.command()
+def runs(home: Home = Path(".")) -> None:
+    """List runs with status and result."""
+    from fedcore.wire.convert import params_from_struct
+
+    from .admin_client import AdminClient
+
+    with AdminClient(load_coordinator_config(home)) as client:
+        rows = [(r.run_id, r.kind, r.status, dt.datetime.fromtimestamp(r.created_unix).isoformat(timespec="seconds"),
+                 json.dumps(params_from_struct(r.result), sort_keys=True)[:80]) for r in client.list_runs()]
+    _table(("run", "kind", "status", "started", "result"), rows)

@@ -20,7 +20,9 @@ from fedcore.grpc_options import SERVER_OPTIONS
 from .admin import AdminServicer
 from .auth import AuthInterceptor
 from .config import CoordinatorConfig
+from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
 from .link import LinkHub, PartyLinkServicer
+from .runs import RunManager
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,8 @@ class CoordinatorServer:
             maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
         )
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub), server)
+        self.runs = RunManager(self.hub, self.state)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         try:

@@ -143,6 +143,31 @@ class LocalFederation:
         self.procs[key] = proc
         return proc
 
+    def synth(self, people: int, seed: int = 7) -> Path:
+        """Write a synthetic federation's per-party files under ``root/data``."""
+        out = self.root / "data"
+        self.cli("synth", "--out", str(out), "--people", str(people), "--seed", str(seed))
+        return out
+
+    def ingest(self, name: str, file: Path, schema: Path) -> str:
+        """``fedcredit party ingest`` at party ``name``; returns its report line."""
+        proc = self.cli("party", "ingest", str(file), "--schema", str(schema), "--home", str(self.party_home(name)),
+                        "--quiet")
+        return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+
+    def ingest_synthetic(self, data: Path) -> dict[str, str]:
+        """Each party ingests its own synthetic file (the files and schemas ``synth`` wrote)."""
+        reports = {}
+        for name in self.parties:
+            folder = data / name
+            schemas = sorted(folder.glob("*.toml"))
+            if not schemas:
+                continue
+            schema = schemas[0]
+            files = [p for p in folder.iterdir() if p.stem == schema.stem and p.suffix in (".csv", ".parquet")]
+            reports[name] = self.ingest(name, files[0], schema)
+        return reports
+
     def start_coordinator(self) -> subprocess.Popen[bytes]:
         pf = self.coordinator_home / "run" / "coordinator.port"
         pf.unlink(missing_ok=True)
@@ -228,34 +253,36 @@ class LocalFederation:
 
 def demo_command(
     root: Annotated[Path, typer.Option(help="Where the demo federation lives.")] = Path("demo-federation"),
-    keep: Annotated[
-        bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")
-    ] = False,
+    keep: Annotated[bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")] = False,
+    people: Annotated[int, typer.Option(help="Size of the synthetic population.")] = 20_000,
 ) -> None:
-    """Run the coordinator and six party nodes on loopback, show them live, shut down cleanly."""
+    """Run the coordinator and six party nodes on loopback with synthetic data: register, align, stop."""
     if root.exists() and not keep:
         shutil.rmtree(root)
     fed = LocalFederation(root, DEMO_PARTIES)
     t0 = time.monotonic()
-    typer.echo(
-        f"[1/3] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
-        "(each makes its own key and CSR; the admin signs)"
-    )
+    coord = ["--home", str(fed.coordinator_home)]
+    say = typer.echo
+    say(f"[1/5] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
+        "(each makes its own key and CSR; the admin signs)")
     fed.setup()
-    typer.echo(
-        f"[2/3] starting the coordinator on 127.0.0.1:{fed.port} and "
-        f"{len(DEMO_PARTIES)} party processes (mutual TLS)"
-    )
+    say(f"[2/5] synthetic data for {people} people; each party ingests its own file into its local store")
+    for name, report in fed.ingest_synthetic(fed.synth(people)).items():
+        say(f"      {name}: {report}")
+    say(f"[3/5] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
     with fed:
         fed.start()
         waited = fed.wait_online(timeout=60)
-        typer.echo(f"      all parties registered and live after {waited:.1f} s")
-        typer.echo(fed.cli("coordinator", "parties", "--home", str(fed.coordinator_home)).stdout.rstrip())
-        probe = fed.cli("coordinator", "probe", "yixin", "--count", "50", "--home", str(fed.coordinator_home))
-        typer.echo("      " + probe.stdout.strip())
-        typer.echo("[3/3] shutting down")
+        say(f"      all parties registered and live after {waited:.1f} s")
+        say(fed.cli("coordinator", "parties", *coord).stdout.rstrip())
+        say("      " + fed.cli("coordinator", "probe", "yixin", "--count", "50", *coord).stdout.strip())
+        say("[4/5] entity alignment: private set intersection of each lender with the platform")
+        for lender in [p for p, r in DEMO_PARTIES.items() if r == "lender"]:
+            out = fed.cli("coordinator", "psi", "--parties", f"{lender},tiange", *coord).stdout.strip()
+            say(f"      {lender} x tiange: {out.splitlines()[-1]}")
+        say("[5/5] shutting down")
         codes = fed.stop()
     bad = {k: c for k, c in codes.items() if c not in (0, -signal.SIGTERM)}
     if bad:
         raise FedcreditError(f"processes did not stop cleanly: {bad}; logs in {fed.logs}")
-    typer.echo(f"done in {time.monotonic() - t0:.1f} s; logs in {fed.logs}")
+    say(f"done in {time.monotonic() - t0:.1f} s; logs in {fed.logs}")

@@ -13,8 +13,10 @@ from fedcore.errors import NotFound
 from fedcore.logs import setup_logging
 
 from .config import load_party_config
+from .data_cli import app as data_app
 
 app = typer.Typer(help="Run a party node and manage its data.", no_args_is_help=True)
+app.add_typer(data_app)
 
 Home = Annotated[
     Path,

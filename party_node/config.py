@@ -46,6 +46,11 @@ class LinkSettings(Section):
     max_parallel_tasks: int = pydantic.Field(default=8, ge=1, le=256)
 
 
+class ComputeSettings(Section):
+    # Worker processes for CPU-heavy protocol steps (PSI blinding); unset: one per core; 0: in-process.
+    workers: int | None = pydantic.Field(default=None, ge=0, le=256)
+
+
 class StoreSettings(Section):
     # Any SQLAlchemy URL; a relative sqlite path is relative to the party's home folder.
     url: str = "sqlite:///store.db"
@@ -62,6 +67,7 @@ class PartyConfig(RootConfig):
     tls: TlsFiles = TlsFiles()
     link: LinkSettings = LinkSettings()
     store: StoreSettings = StoreSettings()
+    compute: ComputeSettings = ComputeSettings()
     log: LogSettings = LogSettings()
 
     def store_url(self) -> str:

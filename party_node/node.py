@@ -17,20 +17,28 @@ from pathlib import Path
 
 from fedcore.errors import NotFound
 from fedcore.protocol.messages import DataSummary
+from fedcore.protocol.psi import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
 
+from .alignment import StoreAlignment
 from .config import PartyConfig
 from .link import LinkClient, LinkCredentials, LinkStatus
+from .store import Store
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = Path("run/status.json")
 
 
-def build_registry(config: PartyConfig) -> HandlerRegistry:
+def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     """Every task kind this node can run: only code installed with the package."""
     registry = HandlerRegistry()
     register_diagnostics(registry)
+    alignment = StoreAlignment(store)
+    dropped = alignment.drop_uncommitted()
+    if dropped:
+        log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)
+    PsiParty(alignment, alignment, workers=config.compute.workers).register(registry)
     return registry
 
 
@@ -39,9 +47,7 @@ def data_summary(config: PartyConfig) -> DataSummary:
     url = config.store_url()
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         return DataSummary()
-    from .store import PartyStore
-
-    with PartyStore.open(url) as store:
+    with Store.open(url) as store:
         return store.summary()
 
 
@@ -52,7 +58,8 @@ class PartyNode:
         for path in (tls.ca_cert, tls.cert, tls.key):
             if not path.is_file():
                 raise NotFound(f"{path} is missing: run `fedcredit party init` and install the startup kit")
-        self.registry = registry or build_registry(config)
+        self.store = Store.open(config.store_url())
+        self.registry = registry or build_registry(config, self.store)
         link = config.link
         from importlib.metadata import version
 
@@ -64,7 +71,7 @@ class PartyNode:
                 tls.ca_cert.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes()
             ),
             registry=self.registry,
-            summary=lambda: data_summary(config),
+            summary=self.store.summary,
             heartbeat_s=link.heartbeat_s,
             reconnect_initial_s=link.reconnect_initial_s,
             reconnect_max_s=link.reconnect_max_s,

@@ -22,26 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from fedcredit.v1 import link_pb2 as fedcredit_dot_v1_dot_link__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64\x63redit/v1/admin.proto\x12\x0c\x66\x65\x64\x63redit.v1\x1a\x17\x66\x65\x64\x63redit/v1/link.proto\"\x8d\x01\n\x0bPartyStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x16\n\x0elast_seen_unix\x18\x05 \x01(\x01\x12*\n\x07summary\x18\x06 \x01(\x0b\x32\x19.fedcredit.v1.DataSummary\"\x14\n\x12ListPartiesRequest\"A\n\x13ListPartiesResponse\x12*\n\x07parties\x18\x01 \x03(\x0b\x32\x19.fedcredit.v1.PartyStatus\"V\n\x0cProbeRequest\x12\r\n\x05party\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x03\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\"`\n\rProbeResponse\x12\x0e\n\x06rtt_ms\x18\x01 \x03(\x01\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x16\n\x0epayload_sha256\x18\x04 \x01(\t2\x9d\x01\n\x05\x41\x64min\x12R\n\x0bListParties\x12 .fedcredit.v1.ListPartiesRequest\x1a!.fedcredit.v1.ListPartiesResponse\x12@\n\x05Probe\x12\x1a.fedcredit.v1.ProbeRequest\x1a\x1b.fedcredit.v1.ProbeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x64\x63redit/v1/admin.proto\x12\x0c\x66\x65\x64\x63redit.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17\x66\x65\x64\x63redit/v1/link.proto\"\x8d\x01\n\x0bPartyStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x16\n\x0elast_seen_unix\x18\x05 \x01(\x01\x12*\n\x07summary\x18\x06 \x01(\x0b\x32\x19.fedcredit.v1.DataSummary\"\x14\n\x12ListPartiesRequest\"A\n\x13ListPartiesResponse\x12*\n\x07parties\x18\x01 \x03(\x0b\x32\x19.fedcredit.v1.PartyStatus\"V\n\x0cProbeRequest\x12\r\n\x05party\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x03\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\"`\n\rProbeResponse\x12\x0e\n\x06rtt_ms\x18\x01 \x03(\x01\x12\x16\n\x0e\x62ytes_received\x18\x02 \x01(\x03\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12\x16\n\x0epayload_sha256\x18\x04 \x01(\t\"H\n\x0fStartRunRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\"\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"r\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x05 \x01(\t\"\xb5\x01\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x14\n\x0cupdated_unix\x18\x07 \x01(\x01\"\x11\n\x0fListRunsRequest\"7\n\x10ListRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.fedcredit.v1.RunInfo2\xf4\x02\n\x05\x41\x64min\x12R\n\x0bListParties\x12 .fedcredit.v1.ListPartiesRequest\x1a!.fedcredit.v1.ListPartiesResponse\x12@\n\x05Probe\x12\x1a.fedcredit.v1.ProbeRequest\x1a\x1b.fedcredit.v1.ProbeResponse\x12\x43\n\x08StartRun\x12\x1d.fedcredit.v1.StartRunRequest\x1a\x16.fedcredit.v1.RunEvent0\x01\x12\x45\n\tResumeRun\x12\x1e.fedcredit.v1.ResumeRunRequest\x1a\x16.fedcredit.v1.RunEvent0\x01\x12I\n\x08ListRuns\x12\x1d.fedcredit.v1.ListRunsRequest\x1a\x1e.fedcredit.v1.ListRunsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedcredit.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARTYSTATUS']._serialized_start=68
-  _globals['_PARTYSTATUS']._serialized_end=209
-  _globals['_LISTPARTIESREQUEST']._serialized_start=211
-  _globals['_LISTPARTIESREQUEST']._serialized_end=231
-  _globals['_LISTPARTIESRESPONSE']._serialized_start=233
-  _globals['_LISTPARTIESRESPONSE']._serialized_end=298
-  _globals['_PROBEREQUEST']._serialized_start=300
-  _globals['_PROBEREQUEST']._serialized_end=386
-  _globals['_PROBERESPONSE']._serialized_start=388
-  _globals['_PROBERESPONSE']._serialized_end=484
-  _globals['_ADMIN']._serialized_start=487
-  _globals['_ADMIN']._serialized_end=644
+  _globals['_PARTYSTATUS']._serialized_start=98
+  _globals['_PARTYSTATUS']._serialized_end=239
+  _globals['_LISTPARTIESREQUEST']._serialized_start=241
+  _globals['_LISTPARTIESREQUEST']._serialized_end=261
+  _globals['_LISTPARTIESRESPONSE']._serialized_start=263
+  _globals['_LISTPARTIESRESPONSE']._serialized_end=328
+  _globals['_PROBEREQUEST']._serialized_start=330
+  _globals['_PROBEREQUEST']._serialized_end=416
+  _globals['_PROBERESPONSE']._serialized_start=418
+  _globals['_PROBERESPONSE']._serialized_end=514
+  _globals['_STARTRUNREQUEST']._serialized_start=516
+  _globals['_STARTRUNREQUEST']._serialized_end=588
+  _globals['_RESUMERUNREQUEST']._serialized_start=590
+  _globals['_RESUMERUNREQUEST']._serialized_end=624
+  _globals['_RUNEVENT']._serialized_start=626
+  _globals['_RUNEVENT']._serialized_end=740
+  _globals['_RUNINFO']._serialized_start=743
+  _globals['_RUNINFO']._serialized_end=924
+  _globals['_LISTRUNSREQUEST']._serialized_start=926
+  _globals['_LISTRUNSREQUEST']._serialized_end=943
+  _globals['_LISTRUNSRESPONSE']._serialized_start=945
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1000
+  _globals['_ADMIN']._serialized_start=1003
+  _globals['_ADMIN']._serialized_end=1375
 # @@protoc_insertion_point(module_scope)

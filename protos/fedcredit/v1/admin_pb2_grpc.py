@@ -44,6 +44,21 @@ class AdminStub(object):
                 request_serializer=fedcredit_dot_v1_dot_admin__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=fedcredit_dot_v1_dot_admin__pb2.ProbeResponse.FromString,
                 _registered_method=True)
+        self.StartRun = channel.unary_stream(
+                '/fedcredit.v1.Admin/StartRun',
+                request_serializer=fedcredit_dot_v1_dot_admin__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=fedcredit_dot_v1_dot_admin__pb2.RunEvent.FromString,
+                _registered_method=True)
+        self.ResumeRun = channel.unary_stream(
+                '/fedcredit.v1.Admin/ResumeRun',
+                request_serializer=fedcredit_dot_v1_dot_admin__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=fedcredit_dot_v1_dot_admin__pb2.RunEvent.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/fedcredit.v1.Admin/ListRuns',
+                request_serializer=fedcredit_dot_v1_dot_admin__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=fedcredit_dot_v1_dot_admin__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer(object):
@@ -61,6 +76,24 @@ class AdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +106,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=fedcredit_dot_v1_dot_admin__pb2.ProbeRequest.FromString,
                     response_serializer=fedcredit_dot_v1_dot_admin__pb2.ProbeResponse.SerializeToString,
+            ),
+            'StartRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.StartRun,
+                    request_deserializer=fedcredit_dot_v1_dot_admin__pb2.StartRunRequest.FromString,
+                    response_serializer=fedcredit_dot_v1_dot_admin__pb2.RunEvent.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=fedcredit_dot_v1_dot_admin__pb2.ResumeRunRequest.FromString,
+                    response_serializer=fedcredit_dot_v1_dot_admin__pb2.RunEvent.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=fedcredit_dot_v1_dot_admin__pb2.ListRunsRequest.FromString,
+                    response_serializer=fedcredit_dot_v1_dot_admin__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +177,87 @@ class Admin(object):
             '/fedcredit.v1.Admin/Probe',
             fedcredit_dot_v1_dot_admin__pb2.ProbeRequest.SerializeToString,
             fedcredit_dot_v1_dot_admin__pb2.ProbeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedcredit.v1.Admin/StartRun',
+            fedcredit_dot_v1_dot_admin__pb2.StartRunRequest.SerializeToString,
+            fedcredit_dot_v1_dot_admin__pb2.RunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fedcredit.v1.Admin/ResumeRun',
+            fedcredit_dot_v1_dot_admin__pb2.ResumeRunRequest.SerializeToString,
+            fedcredit_dot_v1_dot_admin__pb2.RunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcredit.v1.Admin/ListRuns',
+            fedcredit_dot_v1_dot_admin__pb2.ListRunsRequest.SerializeToString,
+            fedcredit_dot_v1_dot_admin__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

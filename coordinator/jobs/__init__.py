@@ -1,0 +1,1 @@
+"""Coordinator-side protocol runs (jobs). Horizontal training: :mod:`coordinator.jobs.horizontal`."""

@@ -1,0 +1,390 @@
+"""Entity alignment by ECDH private set intersection, written once against :class:`PartyChannel`.
+
+One party is the **leader** L (the one whose blinded set is re-blinded by the others, usually a
+lender); every other participant is a **follower** F (the platform, for a lender-platform run). A
+pairwise run has one follower; a multi-party run intersects all participants' sets. Each party uses a
+fresh secret scalar per run and per peer (:class:`~fedcore.crypto.psi.PsiSecret`); ids are the
+normalized subject ids of the subjects that consented to the run's purpose.
+
+Messages, per follower F (every arrow is relayed by the coordinator)::
+
+    L -> F   psi.blind     a*H(x) for x in X, in L's random order                 (32 B per id)
+    F -> L   psi.reblind   b*(a*H(x)), same order (shuffled in cardinality mode)  (32 B per id)
+    F -> L   psi.blind     b*H(y) for y in Y, in F's random order                 (32 B per id)
+    L        psi.match     a*(b*H(y)) compared with b*(a*H(x)): L finds X ∩ Y
+    L -> F   psi.positions F's positions of the final intersection, in the alignment order (4 B each)
+    all      psi.commit    the staged alignment tables become visible (or psi.abort drops them)
+
+**What each side learns** (semi-honest parties; DDH on Curve25519, SHA-256 as a random oracle):
+
+- *Leader L*: the intersection (as its own subjects) with every follower, and |Y| of each follower.
+  In cardinality-only mode F shuffles its re-blinded values, so L learns only |X ∩ Y|.
+- *Follower F*: |X| and the final intersection as its own subjects (the positions L sends); nothing in
+  cardinality-only mode except |X|. In a multi-party run F learns only the intersection of all sets,
+  not its pairwise intersection with L.
+- *Coordinator*: set sizes, the intersection size (the count of positions relayed), timing and who
+  takes part. Everything it relays is a blinded point under a scalar it does not know, or a position in
+  a freshly shuffled list; no relayed value equals an id or a hash of an id, and because scalars and
+  shuffles are fresh per run, no relayed value links to another run.
+- *An observer of the links*: sizes and timing only (mutual TLS).
+
+Not covered: a malicious party can put ids it does not hold into its set (inherent to PSI) or lie about
+matches. The alignment tables are staged at every party and committed only when every party has
+staged, so a failed run leaves no table anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from fedcore.crypto.psi import POINT_BYTES, ParallelBlinder, PsiSecret, blind_ids, iter_chunks, reblind
+from fedcore.errors import InvalidInput, NotFound, ProtocolError
+from fedcore.protocol.channel import PartyChannel
+from fedcore.protocol.messages import JSONValue, Task, TaskReply
+from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+
+log = logging.getLogger(__name__)
+
+START, BLIND, REBLIND, LEARN, MATCH, FINALIZE, POSITIONS, STAGE, COMMIT, ABORT = (
+    "psi.start", "psi.blind", "psi.reblind", "psi.learn_own", "psi.match", "psi.finalize",
+    "psi.positions", "psi.stage", "psi.commit", "psi.abort",
+)
+PURPOSES = ("training", "scoring", "blacklist")
+KEY_BYTES = 16  # doubly-blinded values are compared on a 128-bit prefix: collisions ~ n^2 / 2^129
+SESSION_TTL_S = 6 * 3600
+POOL_MIN_IDS = 50_000  # below this, blinding in-process beats starting worker processes
+
+
+# ---- the party's data, as the protocol needs it ----------------------------------------------------
+
+
+class SubjectSource(Protocol):
+    """The party's subjects that consented to ``purpose``: (subject keys, normalized ids as bytes)."""
+
+    def subjects_for_psi(self, purpose: str) -> tuple[np.ndarray, list[bytes]]: ...
+
+
+class AlignmentSink(Protocol):
+    """Where alignment tables go: staged (invisible), then committed or dropped."""
+
+    def stage_alignment(self, run_id: str, subject_keys: np.ndarray) -> None: ...
+
+    def commit_alignment(self, run_id: str) -> None: ...
+
+    def drop_alignment(self, run_id: str) -> None: ...
+
+
+# ---- party side ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pair:
+    secret: PsiSecret
+    own_keys: np.ndarray | None = None  # sorted 16-byte prefixes of b*(a*H(x)), leader only
+    own_index: np.ndarray | None = None  # own position of each sorted key
+    matches: dict[int, int] = field(default_factory=dict)  # own position -> peer position
+    matched_count: int = 0
+
+
+@dataclass
+class _Session:
+    run_id: str
+    purpose: str
+    keys: np.ndarray  # subject keys in this run's random order
+    ids: list[bytes]  # normalized ids in the same order
+    pairs: dict[str, _Pair] = field(default_factory=dict)
+    alignment: dict[str, np.ndarray] = field(default_factory=dict)  # peer -> own positions, final order
+    created: float = field(default_factory=time.monotonic)
+
+
+def _prefixes(packed: bytes) -> np.ndarray:
+    if len(packed) % POINT_BYTES:
+        raise ProtocolError(f"PSI payload length {len(packed)} is not a multiple of {POINT_BYTES}")
+    arr = np.frombuffer(packed, dtype=np.uint8).reshape(-1, POINT_BYTES)[:, :KEY_BYTES]
+    return np.ascontiguousarray(arr).view(f"S{KEY_BYTES}").ravel()
+
+
+def _split(packed: bytes) -> list[bytes]:
+    return [packed[i : i + POINT_BYTES] for i in range(0, len(packed), POINT_BYTES)]
+
+
+def aligned_points(chunks: Iterable[bytes], size: int = POINT_BYTES * 4096) -> Iterator[bytes]:
+    """Re-cut a byte stream into chunks that hold whole points (chunk boundaries may split one)."""
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        if len(buf) >= size:
+            cut = len(buf) - len(buf) % POINT_BYTES
+            yield bytes(buf[:cut])
+            del buf[:cut]
+    if len(buf) % POINT_BYTES:
+        raise ProtocolError(f"PSI stream ended inside a point ({len(buf)} trailing bytes)")
+    if buf:
+        yield bytes(buf)
+
+
+class PsiParty:
+    """The party-side steps of PSI, as task handlers. Holds per-run state in memory only."""
+
+    def __init__(self, source: SubjectSource, sink: AlignmentSink, workers: int | None = None) -> None:
+        """``workers``: processes for blinding (None: one per core; 0: always in this process)."""
+        self._source = source
+        self._sink = sink
+        self._workers = workers
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    def register(self, registry: HandlerRegistry) -> None:
+        for kind, fn in (
+            (START, self._start), (BLIND, self._blind), (REBLIND, self._reblind), (LEARN, self._learn),
+            (MATCH, self._match), (FINALIZE, self._finalize), (POSITIONS, self._positions),
+            (STAGE, self._stage), (COMMIT, self._commit), (ABORT, self._abort),
+        ):
+            registry.register(kind, fn)
+
+    def _session(self, ctx: TaskContext) -> _Session:
+        with self._lock:
+            s = self._sessions.get(ctx.run_id)
+        if s is None:
+            raise NotFound(f"no PSI run {ctx.run_id!r} at this party (was it restarted?)")
+        return s
+
+    def _pair(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> tuple[_Session, _Pair]:
+        s = self._session(ctx)
+        peer = str(params.get("peer", ""))
+        if peer not in s.pairs:
+            raise InvalidInput(f"PSI run {ctx.run_id!r} has no peer {peer!r}")
+        return s, s.pairs[peer]
+
+    def _start(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        purpose = str(params.get("purpose", "training"))
+        if purpose not in PURPOSES:
+            raise InvalidInput(f"PSI purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
+        peers = params.get("peers")
+        if not isinstance(peers, list) or not peers:
+            raise InvalidInput("psi.start needs a non-empty list of peers")
+        keys, ids = self._source.subjects_for_psi(purpose)
+        if len(keys) != len(ids):
+            raise ProtocolError("subject keys and ids differ in length")
+        # One entry per distinct id (equal ids would give equal points and leak multiplicity).
+        seen: dict[bytes, int] = {}
+        for i, v in enumerate(ids):
+            seen.setdefault(v, i)
+        keep = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
+        order = keep[np.random.default_rng(secrets.randbits(128)).permutation(len(keep))]
+        s = _Session(
+            run_id=ctx.run_id,
+            purpose=purpose,
+            keys=np.asarray(keys, dtype=np.int64)[order],
+            ids=[ids[i] for i in order],
+            pairs={str(p): _Pair(PsiSecret.generate()) for p in peers},
+        )
+        with self._lock:
+            self._expire()
+            self._sessions[ctx.run_id] = s
+        return TaskReply({"count": len(s.ids)})
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for run_id in [r for r, s in self._sessions.items() if now - s.created > SESSION_TTL_S]:
+            del self._sessions[run_id]
+
+    def _pooled(self, n: int) -> bool:
+        return self._workers != 0 and n >= POOL_MIN_IDS
+
+    def _blind_stream(self, ctx: TaskContext, secret: PsiSecret, ids: list[bytes]) -> Iterator[bytes]:
+        if self._pooled(len(ids)):
+            with ParallelBlinder(secret, self._workers) as pool:
+                for packed in pool.blind_ids_stream(ids):
+                    ctx.check_cancelled()
+                    yield packed
+        else:
+            for chunk in iter_chunks(ids):
+                ctx.check_cancelled()
+                yield b"".join(blind_ids(secret, chunk))
+
+    def _reblind_stream(self, ctx: TaskContext, secret: PsiSecret, n: int) -> Iterator[bytes]:
+        chunks = aligned_points(ctx.payload)
+        if self._pooled(n):
+            with ParallelBlinder(secret, self._workers) as pool:
+                for packed in pool.reblind_stream(chunks):
+                    ctx.check_cancelled()
+                    yield packed
+        else:
+            for packed in chunks:
+                ctx.check_cancelled()
+                yield b"".join(reblind(secret, _split(packed)))
+
+    def _blind(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        s, pair = self._pair(ctx, params)
+        return TaskReply({"count": len(s.ids)}, self._blind_stream(ctx, pair.secret, s.ids))
+
+    def _reblind(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        _, pair = self._pair(ctx, params)
+        shuffle = bool(params.get("shuffle", False))
+        stream = self._reblind_stream(ctx, pair.secret, int(params.get("n", 0)))
+        if not shuffle:
+            return TaskReply({}, stream)
+        out = list(stream)
+        data = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(-1, POINT_BYTES)
+        perm = np.random.default_rng(secrets.randbits(128)).permutation(len(data))
+        return TaskReply({}, [data[perm].tobytes()])
+
+    def _learn(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        s, pair = self._pair(ctx, params)
+        parts = [_prefixes(c) for c in aligned_points(ctx.payload)]
+        keys = np.concatenate(parts) if parts else np.array([], dtype=f"S{KEY_BYTES}")
+        if len(keys) != len(s.ids):
+            raise ProtocolError(f"expected {len(s.ids)} re-blinded values, got {len(keys)}")
+        order = np.argsort(keys, kind="stable")
+        pair.own_keys, pair.own_index = keys[order], order
+        return TaskReply({"count": len(keys)})
+
+    def _match(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        _, pair = self._pair(ctx, params)
+        if pair.own_keys is None or pair.own_index is None:
+            raise ProtocolError("psi.match before psi.learn_own")
+        own_keys, own_index = pair.own_keys, pair.own_index
+        peer_pos = 0
+        matches: dict[int, int] = {}
+        for packed in self._reblind_stream(ctx, pair.secret, int(params.get("n", 0))):
+            pk = _prefixes(packed)
+            if len(own_keys):
+                at = np.searchsorted(own_keys, pk)
+                at[at == len(own_keys)] = 0
+                for j in np.nonzero(own_keys[at] == pk)[0]:
+                    matches[int(own_index[at[j]])] = peer_pos + int(j)
+            peer_pos += len(pk)
+        pair.matches = matches
+        pair.matched_count = len(matches)
+        pair.own_keys = pair.own_index = None
+        return TaskReply({"matched": len(matches), "peer_count": peer_pos})
+
+    def _finalize(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        s = self._session(ctx)
+        common: set[int] | None = None
+        for pair in s.pairs.values():
+            common = set(pair.matches) if common is None else common & set(pair.matches)
+        final = np.array(sorted(common or ()), dtype=np.int64)
+        final = final[np.random.default_rng(secrets.randbits(128)).permutation(len(final))]
+        if bool(params.get("cardinality_only", False)):
+            return TaskReply({"intersection": len(final)})
+        for peer, pair in s.pairs.items():
+            s.alignment[peer] = np.array([pair.matches[int(i)] for i in final], dtype=np.uint32)
+        self._sink.stage_alignment(ctx.run_id, s.keys[final])
+        return TaskReply({"intersection": len(final)})
+
+    def _positions(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        s, _ = self._pair(ctx, params)
+        pos = s.alignment.get(str(params["peer"]))
+        if pos is None:
+            raise ProtocolError("psi.positions before psi.finalize")
+        return TaskReply({"count": len(pos)}, [pos.astype("<u4").tobytes()])
+
+    def _stage(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        s = self._session(ctx)
+        data = ctx.read_payload()
+        if len(data) % 4:
+            raise ProtocolError("psi.stage: positions payload is not a whole number of uint32")
+        pos = np.frombuffer(data, dtype="<u4").astype(np.int64)
+        if len(pos) and (pos.max() >= len(s.keys) or len(np.unique(pos)) != len(pos)):
+            raise ProtocolError("psi.stage: positions out of range or repeated")
+        self._sink.stage_alignment(ctx.run_id, s.keys[pos])
+        return TaskReply({"staged": len(pos)})
+
+    def _commit(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        self._sink.commit_alignment(ctx.run_id)
+        with self._lock:
+            self._sessions.pop(ctx.run_id, None)
+        return TaskReply({})
+
+    def _abort(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        self._sink.drop_alignment(ctx.run_id)
+        with self._lock:
+            self._sessions.pop(ctx.run_id, None)
+        return TaskReply({})
+
+
+# ---- coordinator side ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PsiResult:
+    run_id: str
+    sizes: dict[str, int]
+    intersection: int
+    cardinality_only: bool
+    seconds: float
+
+
+Progress = Callable[[str], None]
+
+
+def run_psi(
+    channel: PartyChannel,
+    run_id: str,
+    parties: list[str],
+    *,
+    purpose: str = "training",
+    cardinality_only: bool = False,
+    timeout_s: float = 900.0,
+    progress: Progress | None = None,
+) -> PsiResult:
+    """Align ``parties`` (the first is the leader). Commits at every party or at none."""
+    say = progress or (lambda msg: None)
+    if len(parties) < 2 or len(set(parties)) != len(parties):
+        raise InvalidInput("PSI needs at least two distinct parties")
+    if purpose not in PURPOSES:
+        raise InvalidInput(f"PSI purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
+    leader, followers = parties[0], parties[1:]
+    t0 = time.monotonic()
+
+    def task(kind: str, payload: Iterable[bytes] | None = None, **params: JSONValue) -> Task:
+        return Task(kind, params, run_id=run_id, timeout_s=timeout_s, payload=payload)
+
+    try:
+        starts = channel.run_all(
+            {leader: task(START, purpose=purpose, peers=followers)}
+            | {f: task(START, purpose=purpose, peers=[leader]) for f in followers}
+        )
+        sizes = {p: int(r.params["count"]) for p, r in starts.items()}
+        say(f"set sizes: {', '.join(f'{p} {n}' for p, n in sizes.items())}")
+        for f in followers:
+            blinded = channel.run(leader, task(BLIND, peer=f))
+            reblinded = channel.run(f, task(REBLIND, payload=blinded.chunks(), peer=leader,
+                                            shuffle=cardinality_only, n=sizes[leader]))
+            channel.run(leader, task(LEARN, payload=reblinded.chunks(), peer=f))
+            say(f"{f}: re-blinded {sizes[leader]} of {leader}'s ids")
+            theirs = channel.run(f, task(BLIND, peer=leader))
+            m = channel.run(leader, task(MATCH, payload=theirs.chunks(), peer=f, n=sizes[f]))
+            say(f"{f}: compared {m.params['peer_count']} of {f}'s ids")
+        final = channel.run(leader, task(FINALIZE, cardinality_only=cardinality_only))
+        size = int(final.params["intersection"])
+        if not cardinality_only:
+            for f in followers:
+                pos = channel.run(leader, task(POSITIONS, peer=f))
+                channel.run(f, task(STAGE, payload=pos.chunks()))
+            channel.run_all({p: task(COMMIT) for p in parties})
+        else:
+            channel.run_all({p: task(ABORT) for p in parties})
+        say(f"intersection: {size}")
+    except BaseException:
+        _abort_all(channel, run_id, parties)
+        raise
+    return PsiResult(run_id, sizes, size, cardinality_only, time.monotonic() - t0)
+
+
+def _abort_all(channel: PartyChannel, run_id: str, parties: list[str]) -> None:
+    for p in parties:
+        try:
+            channel.run(p, Task(ABORT, {}, run_id=run_id, timeout_s=30))
+        except Exception as exc:  # the party may be the one that failed; it drops staged tables on restart
+            log.warning("could not abort PSI run %s at %s: %s", run_id, p, exc)
