@@ -85,3 +85,20 @@ def test_cli_revocation_cuts_live_party_and_keeps_it_out(fed):
     status = fed.cli("party", "status", "--home", str(fed.party_home("meili"))).stdout
     assert "not connected" in status and "revoked" in status
     assert fed.online()["yixin"] and fed.online()["tiange"]
+
+
+def test_silent_party_is_marked_offline_and_comes_back(fed):
+    import signal
+
+    fed.wait_online(["tiange", "yixin"], timeout=10)
+    proc = fed.procs["tiange"]
+    proc.send_signal(signal.SIGSTOP)  # the process stays, its heartbeats stop
+    try:
+        t0 = time.monotonic()
+        while fed.online().get("tiange") and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        assert fed.online().get("tiange") is False
+        assert time.monotonic() - t0 < 4  # heartbeat 0.5 s x 3 missed, plus polling
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    fed.wait_online(["tiange"], timeout=10)
