@@ -221,3 +221,18 @@ def runs(home: Home = Path(".")) -> None:
         rows = [(r.run_id, r.kind, r.status, dt.datetime.fromtimestamp(r.created_unix).isoformat(timespec="seconds"),
                  json.dumps(params_from_struct(r.result), sort_keys=True)[:80]) for r in client.list_runs()]
     _table(("run", "kind", "status", "started", "result"), rows)
+
+
+@app.command("distribute-key")
+def distribute_key(
+    home: Home = Path("."),
+    parties: Annotated[str, typer.Option(help="Comma-separated parties (default: every live party).")] = "",
+) -> None:
+    """Make every party hold the same pseudonym key, sealed party to party (the coordinator never has it)."""
+    from .admin_client import AdminClient
+
+    names = [p.strip() for p in parties.split(",") if p.strip()]
+    with AdminClient(load_coordinator_config(home)) as client:
+        result = follow_run(client.start_run("pseudonym-key", {"parties": names} if names else {}))
+    typer.echo(f"pseudonym key {str(result.get('key_fingerprint'))[:16]} held by {', '.join(result.get('parties', []))}"
+               f" (sealed by {result.get('creator')})")

@@ -20,6 +20,7 @@ from fedcore.grpc_options import SERVER_OPTIONS
 from .admin import AdminServicer
 from .auth import AuthInterceptor
 from .config import CoordinatorConfig
+from .jobs import keys as _keys_job  # noqa: F401 (registers the job kind)
 from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
 from .link import LinkHub, PartyLinkServicer
 from .runs import RunManager

@@ -50,6 +50,8 @@ def fate_schema(dataset: str, n_features: int, labelled: bool) -> str:
         f'name = "{dataset}"',
         'id_column = "id"',
         'id_kind = "opaque"',
+        # The public UCI data carries no consent flags; treat every row as consenting to every purpose.
+        'consent_all = ["training", "scoring", "blacklist"]',
     ]
     if labelled:
         lines.append('label_column = "y"')

@@ -276,6 +276,8 @@ def demo_command(
         say(f"      all parties registered and live after {waited:.1f} s")
         say(fed.cli("coordinator", "parties", *coord).stdout.rstrip())
         say("      " + fed.cli("coordinator", "probe", "yixin", "--count", "50", *coord).stdout.strip())
+        out = fed.cli("coordinator", "distribute-key", *coord).stdout.strip()
+        say(f"      pseudonym key, sealed party to party: {out.splitlines()[-1]}")
         say("[4/5] entity alignment: private set intersection of each lender with the platform")
         for lender in [p for p, r in DEMO_PARTIES.items() if r == "lender"]:
             out = fed.cli("coordinator", "psi", "--parties", f"{lender},tiange", *coord).stdout.strip()

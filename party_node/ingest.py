@@ -480,6 +480,8 @@ class _Ingest:
             categorical[cspec.name] = lookup[codes] if len(codes) else np.zeros(0, dtype=np.int64)
 
         consent = {p: _to_bool(path, cols[c], c, rows0) for p, c in s.consent.items()}
+        n_rows = len(keep)
+        consent.update({p: [True] * n_rows for p in s.consent_all})
         flags = {p: _to_bool(path, cols[c], c, rows0) for p, c in s.flags.items()}
 
         # duplicates (fatal) and row id allocation for kept rows

@@ -16,12 +16,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fedcore.errors import NotFound
+from fedcore.protocol.keys import KeyParty
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.psi import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
 
 from .alignment import StoreAlignment
 from .config import PartyConfig
+from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .store import Store
 
@@ -39,6 +41,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)
     PsiParty(alignment, alignment, workers=config.compute.workers).register(registry)
+    KeyParty(party_identity(config), StorePseudonymHolder(store, config.home), new_pseudonym_key).register(registry)
     return registry
 
 
@@ -58,7 +61,7 @@ class PartyNode:
         for path in (tls.ca_cert, tls.cert, tls.key):
             if not path.is_file():
                 raise NotFound(f"{path} is missing: run `fedcredit party init` and install the startup kit")
-        self.store = Store.open(config.store_url())
+        self.store = Store.open(config.store_url(), pseudonym_key=load_pseudonym_key(config.home))
         self.registry = registry or build_registry(config, self.store)
         link = config.link
         from importlib.metadata import version

@@ -104,6 +104,8 @@ class DatasetSchema:
     delimiter: str = ","
     federation_columns: tuple[str, ...] | None = None  # None: keep the stored whitelist (empty if new)
     consent: dict[str, str] = field(default_factory=dict)  # purpose -> column
+    # purposes every row of this dataset consented to (recorded outside the file, e.g. in the contract)
+    consent_all: tuple[str, ...] = ()
     flags: dict[str, str] = field(default_factory=dict)  # active_loan|fraud -> column
     source: str = "<schema>"
 
@@ -150,6 +152,7 @@ class DatasetSchema:
                 for s in self.categorical
             ],
             "consent": dict(self.consent),
+            "consent_all": list(self.consent_all),
             "flags": dict(self.flags),
         }
 
@@ -183,7 +186,7 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
     ds = data.get("dataset")
     if not isinstance(ds, dict):
         raise _err(source, "dataset", "missing [dataset] table")
-    allowed = {"name", "id_column", "id_kind", "label_column", "delimiter", "federation_columns"}
+    allowed = {"name", "id_column", "id_kind", "label_column", "delimiter", "federation_columns", "consent_all"}
     for k in ds:
         if k not in allowed:
             raise _err(source, f"dataset.{k}", "unknown key")
@@ -275,6 +278,13 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
 
     consent = _purpose_table("consent", PURPOSES)
     flags = _purpose_table("flags", FLAGS)
+    consent_all_raw = ds.get("consent_all", [])
+    if not isinstance(consent_all_raw, list) or not all(p in PURPOSES for p in consent_all_raw):
+        raise _err(source, "dataset.consent_all", f"must be a list of purposes ({', '.join(PURPOSES)})")
+    for p in consent_all_raw:
+        if p in consent:
+            raise _err(source, "dataset.consent_all", f"{p!r} also has a consent column")
+    consent_all = tuple(dict.fromkeys(consent_all_raw))
 
     features = [s.name for s in numeric] + [s.name for s in categorical]
     if len(set(features)) != len(features):
@@ -302,6 +312,7 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
         delimiter=delimiter,
         federation_columns=fed_cols,
         consent=consent,
+        consent_all=consent_all,
         flags=flags,
         source=source,
     )

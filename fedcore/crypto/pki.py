@@ -279,3 +279,43 @@ def key_matches_cert(key: PrivateKey, cert_pem: bytes) -> bool:
         pub.public_bytes(serialization.Encoding.DER, fmt)
         == key.public_key().public_bytes(serialization.Encoding.DER, fmt)
     )
+
+
+# ---- signed statements between parties (bound to their certificates) ------------------------------
+
+
+def _statement(context: str, name: str, data: bytes) -> bytes:
+    return b"fedcredit/statement/v1\x00" + context.encode() + b"\x00" + name.encode() + b"\x00" + data
+
+
+def sign_statement(key: PrivateKey, context: str, name: str, data: bytes) -> bytes:
+    """Sign ``data`` as ``name`` for ``context`` (e.g. "envelope-key") with the party's TLS key."""
+    return key.raw.sign(_statement(context, name, data), ec.ECDSA(hashes.SHA256()))
+
+
+def verify_statement(
+    ca_pem: bytes, cert_pem: bytes, expected_name: str, context: str, data: bytes, signature: bytes
+) -> None:
+    """Check that ``cert_pem`` is ``expected_name``'s valid certificate from our CA and that it signed ``data``.
+
+    Raises InvalidInput (one message per cause) otherwise.
+    """
+    ca = load_cert(ca_pem, "CA certificate")
+    cert = load_cert(cert_pem, f"certificate of {expected_name!r}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise InvalidInput(f"certificate presented for {expected_name!r} is not from this federation's CA") from None
+    info = cert_info(cert_pem)
+    if info.name != expected_name:
+        raise InvalidInput(f"certificate presented for {expected_name!r} names {info.name!r}")
+    now = _utcnow()
+    if not info.not_before <= now <= info.not_after:
+        raise InvalidInput(f"certificate of {expected_name!r} is not valid now")
+    pub = cert.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise InvalidInput(f"certificate of {expected_name!r} does not hold an EC key")
+    try:
+        pub.verify(signature, _statement(context, expected_name, data), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise InvalidInput(f"{context} statement of {expected_name!r} has a bad signature") from None
