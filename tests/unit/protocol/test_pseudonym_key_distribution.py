@@ -117,6 +117,6 @@ def test_envelope_for_someone_else_cannot_be_opened(ca):
     anns = {p: dict(ch.run(p, Task(ANNOUNCE)).params) for p in holders}
     sealed = ch.run("yixin", Task("pseudonym.seal", {"recipients": {"meili": anns["meili"]}}))
     env = sealed.params["envelopes"]["meili"]
-    with pytest.raises(PartyTaskError, match="pseudonym.install"):
+    with pytest.raises(PartyTaskError, match=r"pseudonym\.install"):
         ch.run("cango", Task(INSTALL, {"sender": anns["yixin"], "envelope": env}))
     assert holders["cango"].raw is None
