@@ -260,23 +260,31 @@ class LinkHub(PartyChannel):
         return _GrpcHandle(session, pending)
 
     def _send_payload(self, session: _Session, pending: _Pending, payload: Iterable[bytes]) -> None:
-        try:
-            for chunk in rechunk(payload, self.chunk_bytes):
-                if pending.abandoned:
+        source = rechunk(payload, self.chunk_bytes)
+        while not pending.abandoned:
+            try:
+                chunk = next(source, None)
+            except Exception as exc:
+                # The payload's source failed (often another party's stream that dropped): the task
+                # cannot complete. Fail it with the source's error and tell the party to stop waiting.
+                error = exc if isinstance(exc, FedcreditError) else ProtocolError(f"payload source failed: {exc}")
+                if not isinstance(exc, FedcreditError):
+                    log.exception("producing the payload of task %s for %s failed", pending.task_id, session.name)
+                _cancel(session, pending, f"the task's input failed: {error}")
+                pending.error = error
+                pending.header.set()
+                return
+            try:
+                if chunk is None:
+                    session.send(
+                        link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, last=True))
+                    )
                     return
                 session.send(
-                    link_pb2.CoordinatorMessage(
-                        chunk=link_pb2.PayloadChunk(task_id=pending.task_id, data=chunk)
-                    )
+                    link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, data=chunk))
                 )
-            session.send(
-                link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, last=True))
-            )
-        except PartyUnavailable:
-            return
-        except Exception as exc:
-            log.exception("sending the payload of task %s to %s failed", pending.task_id, session.name)
-            _cancel(session, pending, f"coordinator could not produce the payload: {exc}")
+            except PartyUnavailable:
+                return  # the receiving party is gone; its session already failed the task
 
     # ---- called by the servicer ----
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import grpc
 from fedcredit.v1 import link_pb2, link_pb2_grpc
 
-from fedcore.errors import FedcreditError, Unauthenticated, Unavailable
+from fedcore.errors import Cancelled, FedcreditError, Unauthenticated, Unavailable
 from fedcore.grpc_options import secure_target_options
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext, error_of, execute
@@ -32,6 +32,7 @@ OUTBOUND_QUEUE = 32
 INBOUND_PAYLOAD_CHUNKS = 8
 _END = object()
 _DROPPED = object()
+_CANCELLED = object()
 
 
 @dataclass(frozen=True)
@@ -234,9 +235,12 @@ class LinkClient:
                 elif body == "cancel":
                     with stream.lock:
                         ctx = stream.tasks.get(msg.cancel.task_id)
+                        payload_q = stream.payloads.get(msg.cancel.task_id)
                     if ctx is not None:
                         log.info("task %s cancelled: %s", ctx.task_id, msg.cancel.reason)
                         ctx.cancelled.set()
+                    if payload_q is not None:
+                        _offer(payload_q, _CANCELLED)
             self._set_error("the coordinator closed the link")
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else None
@@ -339,5 +343,7 @@ def _drain(q: queue.Queue[object]) -> Iterator[bytes]:
             return
         if item is _DROPPED:
             raise Unavailable("the link to the coordinator dropped while receiving this task's payload")
+        if item is _CANCELLED:
+            raise Cancelled("the task was cancelled while receiving its payload")
         assert isinstance(item, bytes)
         yield item

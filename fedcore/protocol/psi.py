@@ -92,6 +92,12 @@ class _Pair:
     own_index: np.ndarray | None = None  # own position of each sorted key
     matches: dict[int, int] = field(default_factory=dict)  # own position -> peer position
     matched_count: int = 0
+    pool: ParallelBlinder | None = None  # worker processes holding this pair's scalar, reused across steps
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
 
 @dataclass
@@ -195,42 +201,51 @@ class PsiParty:
     def _expire(self) -> None:
         now = time.monotonic()
         for run_id in [r for r, s in self._sessions.items() if now - s.created > SESSION_TTL_S]:
-            del self._sessions[run_id]
+            self._end(run_id)
+
+    def _end(self, run_id: str) -> None:
+        s = self._sessions.pop(run_id, None)
+        if s is not None:
+            for pair in s.pairs.values():
+                pair.close()
 
     def _pooled(self, n: int) -> bool:
         return self._workers != 0 and n >= POOL_MIN_IDS
 
-    def _blind_stream(self, ctx: TaskContext, secret: PsiSecret, ids: list[bytes]) -> Iterator[bytes]:
+    def _pool(self, pair: _Pair) -> ParallelBlinder:
+        if pair.pool is None:
+            pair.pool = ParallelBlinder(pair.secret, self._workers)
+        return pair.pool
+
+    def _blind_stream(self, ctx: TaskContext, pair: _Pair, ids: list[bytes]) -> Iterator[bytes]:
         if self._pooled(len(ids)):
-            with ParallelBlinder(secret, self._workers) as pool:
-                for packed in pool.blind_ids_stream(ids):
-                    ctx.check_cancelled()
-                    yield packed
+            for packed in self._pool(pair).blind_ids_stream(ids):
+                ctx.check_cancelled()
+                yield packed
         else:
             for chunk in iter_chunks(ids):
                 ctx.check_cancelled()
-                yield b"".join(blind_ids(secret, chunk))
+                yield b"".join(blind_ids(pair.secret, chunk))
 
-    def _reblind_stream(self, ctx: TaskContext, secret: PsiSecret, n: int) -> Iterator[bytes]:
+    def _reblind_stream(self, ctx: TaskContext, pair: _Pair, n: int) -> Iterator[bytes]:
         chunks = aligned_points(ctx.payload)
         if self._pooled(n):
-            with ParallelBlinder(secret, self._workers) as pool:
-                for packed in pool.reblind_stream(chunks):
-                    ctx.check_cancelled()
-                    yield packed
+            for packed in self._pool(pair).reblind_stream(chunks):
+                ctx.check_cancelled()
+                yield packed
         else:
             for packed in chunks:
                 ctx.check_cancelled()
-                yield b"".join(reblind(secret, _split(packed)))
+                yield b"".join(reblind(pair.secret, _split(packed)))
 
     def _blind(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s, pair = self._pair(ctx, params)
-        return TaskReply({"count": len(s.ids)}, self._blind_stream(ctx, pair.secret, s.ids))
+        return TaskReply({"count": len(s.ids)}, self._blind_stream(ctx, pair, s.ids))
 
     def _reblind(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         _, pair = self._pair(ctx, params)
         shuffle = bool(params.get("shuffle", False))
-        stream = self._reblind_stream(ctx, pair.secret, int(params.get("n", 0)))
+        stream = self._reblind_stream(ctx, pair, int(params.get("n", 0)))
         if not shuffle:
             return TaskReply({}, stream)
         out = list(stream)
@@ -255,7 +270,7 @@ class PsiParty:
         own_keys, own_index = pair.own_keys, pair.own_index
         peer_pos = 0
         matches: dict[int, int] = {}
-        for packed in self._reblind_stream(ctx, pair.secret, int(params.get("n", 0))):
+        for packed in self._reblind_stream(ctx, pair, int(params.get("n", 0))):
             pk = _prefixes(packed)
             if len(own_keys):
                 at = np.searchsorted(own_keys, pk)
@@ -303,13 +318,13 @@ class PsiParty:
     def _commit(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         self._sink.commit_alignment(ctx.run_id)
         with self._lock:
-            self._sessions.pop(ctx.run_id, None)
+            self._end(ctx.run_id)
         return TaskReply({})
 
     def _abort(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         self._sink.drop_alignment(ctx.run_id)
         with self._lock:
-            self._sessions.pop(ctx.run_id, None)
+            self._end(ctx.run_id)
         return TaskReply({})
 
 
