@@ -1,0 +1,766 @@
+"""Horizontal federated training at the coordinator: the Flower ``ServerApp`` and the run lifecycle.
+
+A run (:class:`HorizontalJob`) executes :func:`run_horizontal` against a Flower ``Grid``: in
+production the :class:`~coordinator.jobs.channel_grid.ChannelGrid` over the party links; under
+``flwr run`` Flower's own grid (the module-level :data:`server_app` reads its settings from the run
+config). Steps:
+
+1. **Key setup** (``secure="he"``): every party makes a per-run X25519 envelope key and returns the
+   public half; the first party (by name) makes the CKKS ``SUMS`` secret context and seals it to each
+   other party; the coordinator relays the envelopes and keeps only the *public* context (to parse and
+   add ciphertexts). Every party reports the context fingerprint; they must agree.
+2. **Federated standardisation**: parties report row counts, a feature-schema hash and each feature's
+   order of magnitude; then encrypted, row-weighted first and second moments, which the coordinator
+   sums and returns; each party builds the same :class:`~models.train.Scaler` (mean/std, clip ±5).
+3. **Rounds**: Flower's ``FedAvg`` / ``FedProx`` drive sampling, configuration and the round loop
+   (``Strategy.start``) *unchanged*; they are wrapped by :class:`SecureAggregation`, which
+   delegates everything to them except the array part of ``aggregate_train``: in HE mode the replies'
+   arrays are ciphertexts of ``[w·n/u, n/u]``, and the wrapper *sums* them (Flower's plain weighted
+   average cannot run on ciphertexts, and a sum is all the weighted average needs since the weights
+   travel inside the ciphertext); metrics are aggregated by the wrapped strategy's own function. The
+   encrypted sum is the next round's "global model"; parties decrypt and divide at the start of the
+   next round (train and evaluate). The wrapper also enforces ``min_parties`` (a round with fewer
+   valid replies fails the run), sorts replies by node for deterministic sums, and offsets the round
+   number when a run resumes.
+4. **Per-round checkpoint and metrics**: after each round's evaluation (AUC/KS on each party's
+   validation split, averaged weighted by validation rows) the aggregate (a ciphertext in HE mode) and
+   the round number are saved through :class:`CheckpointStore`, and ``on_round`` is called.
+5. **Registration**: each party decrypts the final aggregate and stores the model under the run id and
+   version; the coordinator returns a :class:`ModelRecord` (version, metrics, parties, model and data
+   hashes). In HE mode the coordinator never holds any update or the model in clear.
+
+See :mod:`fedcore.protocol.horizontal` for what each message reveals to whom.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.serde import array_record_from_proto, array_record_to_proto
+from flwr.proto.recorddict_pb2 import ArrayRecord as ProtoArrayRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedcore.errors import FedcreditError, InvalidInput, NotFound, ProtocolError
+from fedcore.protocol import horizontal as hz
+from fedcore.protocol.channel import PartyChannel
+
+from .channel_grid import ChannelGrid
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CheckpointStore",
+    "DpConfig",
+    "FileCheckpointStore",
+    "HorizontalJob",
+    "JobSpec",
+    "ModelRecord",
+    "RoundReport",
+    "SecureAggregation",
+    "TrainingAborted",
+    "run_horizontal",
+    "server_app",
+]
+
+
+class TrainingAborted(FedcreditError):
+    """A training run cannot continue (too few parties, inconsistent schemas or keys)."""
+
+    code = "unavailable"
+
+
+# ----------------------------------------------------------------------------------------- spec
+
+
+@dataclass(frozen=True)
+class DpConfig:
+    """Per-party clipping of the update norm (``clip``) and Gaussian noise ``noise_multiplier·clip``."""
+
+    clip: float = 1.0
+    noise_multiplier: float = 1.0
+    delta: float = 1e-5
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to (re)start a run; persisted with the run so that ``resume`` needs only the id."""
+
+    run_id: str
+    parties: tuple[str, ...]
+    rounds: int = 10
+    strategy: str = "fedavg"  # "fedavg" | "fedprox"
+    proximal_mu: float = 0.01
+    min_parties: int = 2
+    version: str = "1"
+    round_timeout_s: float = 600.0
+    task_timeout_s: float = 600.0
+    dp: DpConfig | None = None
+    params: hz.TrainParams = field(default_factory=hz.TrainParams)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("fedavg", "fedprox"):
+            raise InvalidInput(f"strategy must be 'fedavg' or 'fedprox', got {self.strategy!r}")
+        if self.rounds < 1:
+            raise InvalidInput("rounds must be >= 1")
+        if self.min_parties < 1:
+            raise InvalidInput("min_parties must be >= 1")
+        if self.parties and self.min_parties > len(self.parties):
+            raise InvalidInput(f"min_parties={self.min_parties} exceeds the {len(self.parties)} parties named")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["parties"] = list(self.parties)
+        d["params"] = self.params.to_config()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
+        kw = dict(d)
+        kw["parties"] = tuple(kw.get("parties", ()))
+        kw["params"] = hz.TrainParams.from_config(kw.get("params", {}))
+        dp = kw.get("dp")
+        kw["dp"] = DpConfig(**dp) if dp else None
+        return cls(**kw)
+
+
+@dataclass
+class RoundReport:
+    """What ``on_round`` receives after each completed round."""
+
+    run_id: str
+    round: int
+    rounds: int
+    train: dict[str, float]
+    evaluate: dict[str, float]
+    parties: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelRecord:
+    """The registration record of a trained model (held by the coordinator; the model itself is not)."""
+
+    run_id: str
+    version: str
+    model: str
+    rounds: int
+    metrics: dict[str, float]
+    parties: list[str]
+    data_sha256: dict[str, str]
+    model_sha256: str
+    secure: str
+    strategy: str
+    history: list[dict[str, Any]]
+    dp: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -------------------------------------------------------------------------------------- persistence
+
+
+@dataclass
+class Checkpoint:
+    round: int
+    arrays: ArrayRecord
+    meta: dict[str, Any]
+
+
+class CheckpointStore(Protocol):
+    """Where a run's spec, per-round checkpoints and public blobs live (the lead can back it with the
+    coordinator's ``StateStore`` + a folder)."""
+
+    def save_spec(self, run_id: str, spec: dict[str, Any]) -> None: ...
+    def load_spec(self, run_id: str) -> dict[str, Any]: ...
+    def save_checkpoint(self, run_id: str, round: int, arrays: bytes, meta: dict[str, Any]) -> None: ...
+    def latest_checkpoint(self, run_id: str) -> tuple[int, bytes, dict[str, Any]] | None: ...
+    def save_blob(self, run_id: str, name: str, data: bytes) -> None: ...
+    def load_blob(self, run_id: str, name: str) -> bytes | None: ...
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class FileCheckpointStore:
+    """``<root>/<run>/spec.json``, ``round-NNNN.arrays`` (Flower ArrayRecord protobuf) +
+    ``round-NNNN.json``; files are written atomically (temp + rename), the ``.json`` last, so a crash
+    mid-write leaves the previous round as the latest complete checkpoint."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _d(self, run_id: str) -> Path:
+        return self.root / "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+
+    def save_spec(self, run_id: str, spec: dict[str, Any]) -> None:
+        _write_atomic(self._d(run_id) / "spec.json", json.dumps(spec, indent=2).encode())
+
+    def load_spec(self, run_id: str) -> dict[str, Any]:
+        p = self._d(run_id) / "spec.json"
+        if not p.is_file():
+            raise NotFound(f"no horizontal training run {run_id!r} under {self.root}")
+        return dict(json.loads(p.read_text()))
+
+    def save_checkpoint(self, run_id: str, round: int, arrays: bytes, meta: dict[str, Any]) -> None:
+        d = self._d(run_id)
+        _write_atomic(d / f"round-{round:04d}.arrays", arrays)
+        _write_atomic(d / f"round-{round:04d}.json", json.dumps(meta).encode())
+
+    def latest_checkpoint(self, run_id: str) -> tuple[int, bytes, dict[str, Any]] | None:
+        d = self._d(run_id)
+        metas = sorted(d.glob("round-*.json")) if d.is_dir() else []
+        for m in reversed(metas):
+            a = m.with_suffix(".arrays")
+            if a.is_file():
+                return int(m.stem.split("-")[1]), a.read_bytes(), dict(json.loads(m.read_text()))
+        return None
+
+    def save_blob(self, run_id: str, name: str, data: bytes) -> None:
+        _write_atomic(self._d(run_id) / f"{name}.bin", data)
+
+    def load_blob(self, run_id: str, name: str) -> bytes | None:
+        p = self._d(run_id) / f"{name}.bin"
+        return p.read_bytes() if p.is_file() else None
+
+
+def arrays_to_bytes(arrays: ArrayRecord) -> bytes:
+    return bytes(array_record_to_proto(arrays).SerializeToString())
+
+
+def arrays_from_bytes(data: bytes) -> ArrayRecord:
+    try:
+        return array_record_from_proto(ProtoArrayRecord.FromString(data))
+    except Exception as exc:
+        raise ProtocolError("checkpoint does not hold a Flower ArrayRecord") from exc
+
+
+# --------------------------------------------------------------------------------- strategy wrapper
+
+
+class SecureAggregation(Strategy):
+    """Wraps a Flower strategy (FedAvg, FedProx, ...) used as it is; see the module docstring, step 3.
+
+    ``public_ctx`` is the CKKS public context (``None`` in plain mode: the inner strategy's own
+    weighted average runs). ``on_train`` / ``on_evaluate`` observe each round's aggregated metrics and
+    the replying nodes.
+    """
+
+    def __init__(
+        self,
+        inner: FedAvg,
+        *,
+        public_ctx: Any = None,
+        min_parties: int = 1,
+        round_offset: int = 0,
+        on_train: Callable[[int, dict[str, float], list[int]], None] | None = None,
+        on_evaluate: Callable[[int, dict[str, float], list[int]], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.public_ctx = public_ctx
+        self.min_parties = min_parties
+        self.round_offset = round_offset
+        self.on_train = on_train
+        self.on_evaluate = on_evaluate
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def _check_nodes(self, grid: Grid) -> None:
+        n = len(list(grid.get_node_ids()))
+        if n < self.min_parties:
+            raise TrainingAborted(f"only {n} parties online, the run needs at least {self.min_parties}")
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._check_nodes(grid)
+        return self.inner.configure_train(server_round + self.round_offset, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._check_nodes(grid)
+        return self.inner.configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rnd = server_round + self.round_offset
+        ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
+        valid = [m for m in ordered if not m.has_error()]
+        for m in ordered:
+            if m.has_error():
+                log.warning("round %d: node %d dropped out: %s", rnd, m.metadata.src_node_id, m.error.reason)
+        if len(valid) < self.min_parties:
+            raise TrainingAborted(
+                f"round {rnd}: {len(valid)} parties replied, the run needs at least {self.min_parties}"
+            )
+        if self.public_ctx is None:
+            arrays, metrics = self.inner.aggregate_train(rnd, ordered)
+        else:
+            valid, _ = self.inner._check_and_log_replies(ordered, is_train=True)
+            contents = [m.content for m in valid]
+            records = [next(iter(c.array_records.values())) for c in contents]
+            if not all(hz.is_encrypted(r) for r in records):
+                raise ProtocolError(f"round {rnd}: a party sent an unencrypted update in an HE run")
+            arrays = hz.sum_encrypted(self.public_ctx, records)
+            metrics = self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key)
+        if self.on_train is not None:
+            self.on_train(rnd, _metric_dict(metrics), [m.metadata.src_node_id for m in valid])
+        return arrays, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        rnd = server_round + self.round_offset
+        ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
+        metrics = self.inner.aggregate_evaluate(rnd, ordered)
+        if self.on_evaluate is not None:
+            valid = [m.metadata.src_node_id for m in ordered if not m.has_error()]
+            self.on_evaluate(rnd, _metric_dict(metrics), valid)
+        return metrics
+
+
+def _metric_dict(m: MetricRecord | None) -> dict[str, float]:
+    if m is None:
+        return {}
+    return {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
+
+
+# ------------------------------------------------------------------------------------- the protocol
+
+
+@dataclass
+class Hooks:
+    """What the run reports to: checkpoint store (optional) and per-round callback (optional)."""
+
+    store: CheckpointStore | None = None
+    on_round: Callable[[RoundReport], None] | None = None
+
+
+def _names(grid: Grid) -> Callable[[int], str]:
+    if isinstance(grid, ChannelGrid):
+        return grid.party_of
+    return lambda n: f"node-{n}"
+
+
+def _query(
+    grid: Grid,
+    spec: JobSpec,
+    msg_type: str,
+    per_node: Mapping[int, Mapping[str, Any]],
+    arrays: ArrayRecord | None = None,
+) -> dict[int, Message]:
+    """Send ``msg_type`` to each node with its extra config; return the successful replies by node."""
+    name_of = _names(grid)
+    base = spec.params.to_config()
+    msgs: list[Message] = []
+    for node, extra in per_node.items():
+        content: dict[str, Any] = {"config": ConfigRecord({**base, "fc-self": name_of(node), **extra})}
+        if arrays is not None:
+            content["arrays"] = arrays
+        msgs.append(Message(RecordDict(content), node, msg_type))
+    out: dict[int, Message] = {}
+    for reply in grid.send_and_receive(msgs, timeout=spec.round_timeout_s):
+        if reply.has_error():
+            log.warning("%s failed at node %d: %s", msg_type, reply.metadata.src_node_id, reply.error.reason)
+            continue
+        out[reply.metadata.src_node_id] = reply
+    return out
+
+
+def _rep(msg: Message) -> Mapping[str, Any]:
+    return cast(Mapping[str, Any], msg.content["reply"])
+
+
+def _online(grid: Grid, spec: JobSpec) -> list[int]:
+    nodes = sorted(grid.get_node_ids(), key=lambda n: _names(grid)(n))
+    if len(nodes) < spec.min_parties:
+        raise TrainingAborted(f"only {len(nodes)} parties online, the run needs at least {spec.min_parties}")
+    return nodes
+
+
+def _need(spec: JobSpec, step: str, got: Mapping[int, Any]) -> None:
+    if len(got) < spec.min_parties:
+        raise TrainingAborted(f"{step}: {len(got)} parties answered, the run needs at least {spec.min_parties}")
+
+
+def setup_keys(grid: Grid, spec: JobSpec) -> Any:
+    """Step 1: share a CKKS secret context among the parties; returns the public context."""
+    from fedcore.crypto.he import CkksPublicContext
+
+    name_of = _names(grid)
+    nodes = _online(grid, spec)
+    pubs = _query(grid, spec, hz.MSG_ENVKEY, {n: {} for n in nodes})
+    _need(spec, "envelope keys", pubs)
+    holders = sorted(pubs, key=name_of)
+    creator, others = holders[0], holders[1:]
+    rep = _query(
+        grid,
+        spec,
+        hz.MSG_KEYGEN,
+        {
+            creator: {
+                "fc-recipients": [name_of(n) for n in others],
+                "fc-pubs": [bytes(_rep(pubs[n])["pub"]) for n in others],  # type: ignore[arg-type]
+            }
+        },
+    )
+    if creator not in rep:
+        raise TrainingAborted(f"key generation failed at {name_of(creator)!r}")
+    kg = _rep(rep[creator])
+    public = CkksPublicContext.from_bytes(bytes(kg["public-ctx"]))  # type: ignore[arg-type]
+    fingerprint = str(kg["fingerprint"])
+    if public.fingerprint() != fingerprint:
+        raise ProtocolError("the creator's public context does not match its fingerprint")
+    envelopes = list(kg["envelopes"])  # type: ignore[arg-type]
+    if len(envelopes) != len(others):
+        raise ProtocolError("the creator returned the wrong number of envelopes")
+    installed = _query(
+        grid,
+        spec,
+        hz.MSG_KEYINSTALL,
+        {
+            n: {"fc-sender": name_of(creator), "fc-envelope": bytes(e), "fc-fingerprint": fingerprint}
+            for n, e in zip(others, envelopes, strict=True)
+        },
+    )
+    for n, r in installed.items():
+        if str(_rep(r)["fingerprint"]) != fingerprint:
+            raise ProtocolError(f"party {name_of(n)!r} installed a different CKKS context")
+    _need(spec, "key installation", {creator: 1, **installed})
+    return public
+
+
+def federated_scaler(grid: Grid, spec: JobSpec, public_ctx: Any) -> int:
+    """Step 2: federated standardisation; returns the number of features."""
+    name_of = _names(grid)
+    nodes = _online(grid, spec)
+    stats = _query(grid, spec, hz.MSG_STATS, {n: {} for n in nodes})
+    _need(spec, "statistics", stats)
+    schemas = {str(_rep(r)["schema"]) for r in stats.values()}
+    if len(schemas) != 1:
+        raise TrainingAborted(
+            "parties do not share a feature schema: "
+            + ", ".join(f"{name_of(n)}={str(r.content['reply']['schema'])[:12]}" for n, r in stats.items())
+        )
+    exps = np.max(np.array([list(_rep(r)["exp"]) for r in stats.values()]), axis=0)  # type: ignore[arg-type]
+    extra = {"fc-exp": [int(e) for e in exps]}
+    moments = _query(grid, spec, hz.MSG_MOMENTS, {n: extra for n in stats})
+    _need(spec, "moments", moments)
+    recs = [moments[n].content["arrays"] for n in sorted(moments)]
+    if public_ctx is not None:
+        total = hz.sum_encrypted(public_ctx, recs)  # type: ignore[arg-type]
+    else:
+        total = ArrayRecord([np.sum([cast(ArrayRecord, r).to_numpy_ndarrays()[0] for r in recs], axis=0)])
+    scal = _query(grid, spec, hz.MSG_SCALER, {n: extra for n in moments}, arrays=total)
+    _need(spec, "scaler", scal)
+    if len({str(_rep(r)["scaler"]) for r in scal.values()}) != 1:
+        raise ProtocolError("parties derived different scalers from the same aggregate")
+    return len(exps)
+
+
+def initial_arrays(spec: JobSpec, n_features: int) -> ArrayRecord:
+    import torch
+
+    from models.nets import build_model, get_weights
+
+    torch.manual_seed(spec.params.seed)
+    model = build_model(spec.params.model, n_features, **spec.params.model_kwargs)  # type: ignore[arg-type]
+    return ArrayRecord(get_weights(model))
+
+
+def _set_task_identity(grid: Grid) -> None:
+    try:
+        TaskIdentity.run_id  # noqa: B018
+    except RuntimeError:
+        TaskIdentity.run_id = grid.run.run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        TaskIdentity.task_id = 0
+
+
+def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, resume: bool = False) -> ModelRecord:
+    """The whole protocol against any Flower grid. ``resume``: continue from the store's last
+    checkpoint (the parties keep their key and scaler for the run)."""
+    hooks = hooks or Hooks()
+    _set_task_identity(grid)
+    name_of = _names(grid)
+    store = hooks.store
+    history: list[dict[str, Any]] = []
+    done = 0
+    public_ctx: Any = None
+    arrays: ArrayRecord
+    if resume:
+        if store is None:
+            raise InvalidInput("resume needs a checkpoint store")
+        ck = store.latest_checkpoint(spec.run_id)
+        if ck is None:
+            raise NotFound(f"run {spec.run_id!r} has no completed round to resume from")
+        done, raw, meta = ck
+        arrays = arrays_from_bytes(raw)
+        history = list(meta.get("history", []))
+        if spec.params.secure == "he":
+            from fedcore.crypto.he import CkksPublicContext
+
+            blob = store.load_blob(spec.run_id, "ckks-public")
+            if blob is None:
+                raise NotFound(f"run {spec.run_id!r} has no stored public CKKS context")
+            public_ctx = CkksPublicContext.from_bytes(blob)
+    else:
+        if store is not None:
+            store.save_spec(spec.run_id, spec.to_dict())
+        if spec.params.secure == "he":
+            public_ctx = setup_keys(grid, spec)
+            if store is not None:
+                store.save_blob(spec.run_id, "ckks-public", public_ctx.serialize())
+        n_features = federated_scaler(grid, spec, public_ctx)
+        arrays = initial_arrays(spec, n_features)
+
+    current: dict[str, Any] = {}
+    t_round = [time.perf_counter()]
+
+    def on_train(rnd: int, metrics: dict[str, float], nodes: list[int]) -> None:
+        current.update(round=rnd, train=metrics, parties=sorted(name_of(n) for n in nodes))
+
+    def on_evaluate(rnd: int, metrics: dict[str, float], nodes: list[int]) -> None:
+        current.update(evaluate=metrics)
+
+    def after_round(server_round: int, agg: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        rnd = server_round + done
+        report = RoundReport(
+            run_id=spec.run_id,
+            round=rnd,
+            rounds=spec.rounds,
+            train=dict(current.get("train", {})),
+            evaluate=dict(current.get("evaluate", {})),
+            parties=list(current.get("parties", [])),
+            seconds=time.perf_counter() - t_round[0],
+        )
+        history.append(report.to_dict())
+        if store is not None:
+            store.save_checkpoint(spec.run_id, rnd, arrays_to_bytes(agg), {"round": rnd, "history": history})
+        if hooks.on_round is not None:
+            hooks.on_round(report)
+        current.clear()
+        t_round[0] = time.perf_counter()
+        return None
+
+    remaining = spec.rounds - done
+    if remaining > 0:
+        kw: dict[str, Any] = {
+            "min_train_nodes": spec.min_parties,
+            "min_evaluate_nodes": spec.min_parties,
+            "min_available_nodes": spec.min_parties,
+        }
+        inner: FedAvg = FedProx(proximal_mu=spec.proximal_mu, **kw) if spec.strategy == "fedprox" else FedAvg(**kw)
+        strategy = SecureAggregation(
+            inner,
+            public_ctx=public_ctx,
+            min_parties=spec.min_parties,
+            round_offset=done,
+            on_train=on_train,
+            on_evaluate=on_evaluate,
+        )
+        random.seed(spec.params.seed)  # Flower samples node order with `random`
+        cfg = spec.params.to_config()
+        t_round[0] = time.perf_counter()
+        result = strategy.start(
+            grid,
+            arrays,
+            num_rounds=remaining,
+            timeout=spec.round_timeout_s,
+            train_config=ConfigRecord(dict(cfg)),
+            evaluate_config=ConfigRecord(dict(cfg)),
+            evaluate_fn=after_round,
+        )
+        arrays = result.arrays
+
+    # Step 5: the parties decrypt and store the final model.
+    saved = _query(grid, spec, hz.MSG_SAVE, {n: {"fc-version": spec.version} for n in _online(grid, spec)}, arrays)
+    _need(spec, "model registration", saved)
+    model_hashes = {str(_rep(r)["model-sha256"]) for r in saved.values()}
+    if len(model_hashes) != 1:
+        raise ProtocolError("parties decrypted different final models")
+    last = history[-1] if history else {}
+    metrics = {f"val_{k.removeprefix('val-')}": v for k, v in last.get("evaluate", {}).items()}
+    dp = None
+    if spec.dp is not None:
+        dp = asdict(
+            hz.DpReport(
+                epsilon=hz.dp_epsilon(spec.dp.noise_multiplier, spec.rounds, spec.dp.delta),
+                delta=spec.dp.delta,
+                noise_multiplier=spec.dp.noise_multiplier,
+                clip=spec.dp.clip,
+                rounds=spec.rounds,
+            )
+        )
+    return ModelRecord(
+        run_id=spec.run_id,
+        version=spec.version,
+        model=spec.params.model,
+        rounds=spec.rounds,
+        metrics=metrics,
+        parties=sorted(name_of(n) for n in saved),
+        data_sha256={name_of(n): str(_rep(r)["data-sha256"]) for n, r in saved.items()},
+        model_sha256=model_hashes.pop(),
+        secure=spec.params.secure,
+        strategy=spec.strategy,
+        history=history,
+        dp=dp,
+    )
+
+
+# ------------------------------------------------------------------------------- run lifecycle (API)
+
+
+class HorizontalJob:
+    """A horizontal training run over a :class:`PartyChannel` (what ``fedcredit coordinator train`` runs).
+
+    ``store``: a :class:`CheckpointStore` (or a folder, for :class:`FileCheckpointStore`);
+    ``on_round``: called with a :class:`RoundReport` after every round. Hyper-parameters not named
+    here go to :class:`~fedcore.protocol.horizontal.TrainParams` (``lr``, ``local_epochs``,
+    ``batch_size``, ``seed``, ``hidden``, ``val_fraction``, ...).
+    """
+
+    def __init__(
+        self,
+        channel: PartyChannel,
+        store: CheckpointStore | Path | None,
+        parties: Sequence[str],
+        *,
+        model: str = "mlp",
+        rounds: int = 10,
+        strategy: str = "fedavg",
+        secure: str = "he",
+        min_parties: int = 2,
+        dp: DpConfig | None = None,
+        run_id: str | None = None,
+        version: str = "1",
+        proximal_mu: float = 0.01,
+        on_round: Callable[[RoundReport], None] | None = None,
+        round_timeout_s: float = 600.0,
+        task_timeout_s: float = 600.0,
+        **hyper: Any,
+    ) -> None:
+        defaults = {"lr": 1e-2, "local_epochs": 1} if model == "logistic" else {"lr": 3e-3, "local_epochs": 2}
+        run = run_id or f"hz-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        params = hz.TrainParams(run=run, model=model, secure=secure, **{**defaults, **hyper})
+        if dp is not None:
+            params = params.replace(dp_clip=dp.clip, dp_noise_multiplier=dp.noise_multiplier)
+        self.spec = JobSpec(
+            run_id=run,
+            parties=tuple(parties),
+            rounds=rounds,
+            strategy=strategy,
+            proximal_mu=proximal_mu,
+            min_parties=min_parties,
+            version=version,
+            dp=dp,
+            params=params,
+            round_timeout_s=round_timeout_s,
+            task_timeout_s=task_timeout_s,
+        )
+        self.channel = channel
+        self.store: CheckpointStore | None = FileCheckpointStore(store) if isinstance(store, Path) else store
+        self.on_round = on_round
+        self.grid: ChannelGrid | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    def _grid(self) -> ChannelGrid:
+        self.grid = ChannelGrid(
+            self.channel, self.spec.parties, self.spec.run_id, task_timeout_s=self.spec.task_timeout_s
+        )
+        return self.grid
+
+    def run(self) -> ModelRecord:
+        return run_horizontal(self._grid(), self.spec, Hooks(self.store, self.on_round))
+
+    @classmethod
+    def resume(
+        cls,
+        channel: PartyChannel,
+        store: CheckpointStore | Path,
+        run_id: str,
+        *,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> ModelRecord:
+        """Continue ``run_id`` from its last completed round (spec and checkpoints from ``store``)."""
+        st: CheckpointStore = FileCheckpointStore(store) if isinstance(store, Path) else store
+        job = cls.__new__(cls)
+        job.spec = JobSpec.from_dict(st.load_spec(run_id))
+        job.channel = channel
+        job.store = st
+        job.on_round = on_round
+        return run_horizontal(job._grid(), job.spec, Hooks(st, on_round), resume=True)
+
+
+# ------------------------------------------------------------------------- ServerApp for `flwr run`
+
+server_app = ServerApp()
+
+
+def spec_from_run_config(rc: Mapping[str, Any]) -> JobSpec:
+    """Build a :class:`JobSpec` from a Flower run config (``[tool.flwr.app.config]``)."""
+    model = str(rc.get("model", "logistic"))
+    defaults = {"lr": 1e-2, "local_epochs": 1} if model == "logistic" else {"lr": 3e-3, "local_epochs": 2}
+    params = hz.TrainParams(
+        run=str(rc.get("run-name", "flwr-run")),
+        model=model,
+        secure=str(rc.get("secure", "he")),
+        lr=float(rc.get("lr", defaults["lr"])),
+        local_epochs=int(rc.get("local-epochs", defaults["local_epochs"])),
+        seed=int(rc.get("seed", 0)),
+        val_fraction=float(rc.get("val-fraction", 0.2)),
+    )
+    return JobSpec(
+        run_id=params.run,
+        parties=(),
+        rounds=int(rc.get("rounds", 3)),
+        strategy=str(rc.get("strategy", "fedavg")),
+        min_parties=int(rc.get("min-parties", 2)),
+        params=params,
+        round_timeout_s=float(rc.get("round-timeout", 600.0)),
+    )
+
+
+@server_app.main()
+def _main(grid: Grid, context: Context) -> None:
+    spec = spec_from_run_config(context.run_config)
+    n_wait = 0
+    while len(list(grid.get_node_ids())) < spec.min_parties and n_wait < 120:
+        time.sleep(1.0)
+        n_wait += 1
+    ckdir = context.run_config.get("checkpoint-dir")
+    store = FileCheckpointStore(Path(str(ckdir))) if ckdir else None
+    record = run_horizontal(grid, spec, Hooks(store, lambda r: log.warning("round %d: %s", r.round, r.evaluate)))
+    out = context.run_config.get("result-file")
+    if out:
+        Path(str(out)).write_text(json.dumps(record.to_dict(), indent=2))
