@@ -236,3 +236,57 @@ def distribute_key(
         result = follow_run(client.start_run("pseudonym-key", {"parties": names} if names else {}))
     typer.echo(f"pseudonym key {str(result.get('key_fingerprint'))[:16]} held by {', '.join(result.get('parties', []))}"
                f" (sealed by {result.get('creator')})")
+
+
+@app.command()
+def train(
+    parties: Annotated[str, typer.Option(help="Comma-separated lenders, e.g. yixin,meili,cango.")],
+    home: Home = Path("."),
+    kind: Annotated[str, typer.Option(help="horizontal (lenders share a schema).")] = "horizontal",
+    model: Annotated[str, typer.Option(help="mlp or logistic.")] = "mlp",
+    rounds: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
+    secure: Annotated[str, typer.Option(help="he (CKKS-encrypted aggregation) or none.")] = "he",
+    min_parties: Annotated[int | None, typer.Option(help="Fewest replies a round may complete with.")] = None,
+    local_epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset at each party (default: its labelled one).")] = None,
+    dp_noise: Annotated[float, typer.Option(help="Gaussian noise multiplier for DP (0: off).")] = 0.0,
+    dp_clip: Annotated[float, typer.Option(help="L2 clip of each party's update for DP.")] = 1.0,
+) -> None:
+    """Train a model across parties; prints per-round validation AUC and KS; registers the model."""
+    from .admin_client import AdminClient
+
+    names = [p.strip() for p in parties.split(",") if p.strip()]
+    params: dict[str, Any] = {"kind": kind, "parties": names, "model": model, "rounds": rounds,
+                              "strategy": strategy, "secure": secure}
+    for key, value in (("min_parties", min_parties), ("local_epochs", local_epochs), ("lr", lr),
+                       ("dataset", dataset)):
+        if value is not None:
+            params[key] = value
+    if dp_noise > 0:
+        params.update(dp_noise_multiplier=dp_noise, dp_clip=dp_clip)
+    with AdminClient(load_coordinator_config(home)) as client:
+        result = follow_run(client.start_run("train", params))
+    _print_model(result)
+
+
+def _print_model(result: dict[str, Any]) -> None:
+    m = result.get("metrics", {})
+    typer.echo(f"model {result.get('model')} version {result.get('version')} (run {result['run_id']}):"
+               f" validation AUC {m.get('val_auc', float('nan')):.4f} KS {m.get('val_ks', float('nan')):.4f};"
+               f" stored at {', '.join(result.get('parties', []))}; secure={result.get('secure')}"
+               + (f"; DP epsilon {result['dp'].get('epsilon'):.2f}" if result.get("dp") else ""))
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The interrupted run.")],
+    home: Home = Path("."),
+) -> None:
+    """Continue an interrupted training run from its last completed round."""
+    from .admin_client import AdminClient
+
+    with AdminClient(load_coordinator_config(home)) as client:
+        result = follow_run(client.resume_run(run_id))
+    _print_model(result)

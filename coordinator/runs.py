@@ -1,6 +1,6 @@
 """Protocol runs at the coordinator: start, watch, persist, resume.
 
-A *job kind* is a function ``(channel, run_id, params, progress) -> result`` registered in
+A *job kind* is a function ``(RunContext) -> result`` registered in
 :data:`JOB_KINDS` (PSI, training, ...). :class:`RunManager` runs each in a thread, records it in the
 state store (``running`` -> ``succeeded`` / ``failed``, with the result or the error message), and
 fans progress messages out to whoever watches. A run started by an admin goes on if the admin's
@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fedcore.errors import FedcreditError, InvalidInput, NotFound
@@ -27,7 +28,22 @@ from .state import StateStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-JobFn = Callable[[PartyChannel, str, Mapping[str, Any], Progress], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a job gets: the party channel, its run id and parameters, a progress callback, a folder
+    of its own for checkpoints (``workdir``, under the coordinator's home) and the state store."""
+
+    channel: PartyChannel
+    run_id: str
+    params: Mapping[str, Any]
+    progress: Progress
+    workdir: Path
+    state: StateStore
+
+
+JobFn = Callable[[RunContext], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -67,9 +83,10 @@ class _Watchers:
 
 
 class RunManager:
-    def __init__(self, channel: PartyChannel, state: StateStore) -> None:
+    def __init__(self, channel: PartyChannel, state: StateStore, workdir: Path) -> None:
         self.channel = channel
         self.state = state
+        self.workdir = workdir
         self._watchers: dict[str, _Watchers] = {}
         self._lock = threading.Lock()
         self._mark_interrupted()
@@ -116,7 +133,8 @@ class RunManager:
 
         def body() -> None:
             try:
-                result = fn(self.channel, run_id, params, progress)
+                rc = RunContext(self.channel, run_id, params, progress, self.workdir, self.state)
+                result = fn(rc)
                 self.state.update_run(run_id, "succeeded", result)
                 w.publish(RunEvent(run_id, "succeeded", done=True, status="succeeded", result=result))
             except FedcreditError as exc:

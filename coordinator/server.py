@@ -22,6 +22,7 @@ from .auth import AuthInterceptor
 from .config import CoordinatorConfig
 from .jobs import keys as _keys_job  # noqa: F401 (registers the job kind)
 from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
+from .jobs import train as _train_job  # noqa: F401 (registers the job kind)
 from .link import LinkHub, PartyLinkServicer
 from .runs import RunManager
 from .state import StateStore
@@ -72,7 +73,7 @@ class CoordinatorServer:
             maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
         )
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
-        self.runs = RunManager(self.hub, self.state)
+        self.runs = RunManager(self.hub, self.state, self.config.home / "runs")
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

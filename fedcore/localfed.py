@@ -255,6 +255,8 @@ def demo_command(
     root: Annotated[Path, typer.Option(help="Where the demo federation lives.")] = Path("demo-federation"),
     keep: Annotated[bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")] = False,
     people: Annotated[int, typer.Option(help="Size of the synthetic population.")] = 20_000,
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 8,
+    train_model: Annotated[str, typer.Option("--model", help="mlp or logistic.")] = "mlp",
 ) -> None:
     """Run the coordinator and six party nodes on loopback with synthetic data: register, align, stop."""
     if root.exists() and not keep:
@@ -263,13 +265,13 @@ def demo_command(
     t0 = time.monotonic()
     coord = ["--home", str(fed.coordinator_home)]
     say = typer.echo
-    say(f"[1/5] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
+    say(f"[1/6] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
         "(each makes its own key and CSR; the admin signs)")
     fed.setup()
-    say(f"[2/5] synthetic data for {people} people; each party ingests its own file into its local store")
+    say(f"[2/6] synthetic data for {people} people; each party ingests its own file into its local store")
     for name, report in fed.ingest_synthetic(fed.synth(people)).items():
         say(f"      {name}: {report}")
-    say(f"[3/5] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
+    say(f"[3/6] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
     with fed:
         fed.start()
         waited = fed.wait_online(timeout=60)
@@ -278,11 +280,18 @@ def demo_command(
         say("      " + fed.cli("coordinator", "probe", "yixin", "--count", "50", *coord).stdout.strip())
         out = fed.cli("coordinator", "distribute-key", *coord).stdout.strip()
         say(f"      pseudonym key, sealed party to party: {out.splitlines()[-1]}")
-        say("[4/5] entity alignment: private set intersection of each lender with the platform")
+        say("[4/6] entity alignment: private set intersection of each lender with the platform")
         for lender in [p for p, r in DEMO_PARTIES.items() if r == "lender"]:
             out = fed.cli("coordinator", "psi", "--parties", f"{lender},tiange", *coord).stdout.strip()
             say(f"      {lender} x tiange: {out.splitlines()[-1]}")
-        say("[5/5] shutting down")
+        lenders = ",".join(p for p, r in DEMO_PARTIES.items() if r == "lender")
+        say(f"[5/6] horizontal training across the five lenders: {train_model} with CKKS-encrypted aggregation")
+        out = fed.cli("coordinator", "train", "--parties", lenders, "--model", train_model, "--rounds",
+                      str(rounds), "--secure", "he", *coord).stdout.strip()
+        for line in out.splitlines():
+            if "round " in line or line.startswith("model "):
+                say("      " + line.split("] ", 1)[-1])
+        say("[6/6] shutting down")
         codes = fed.stop()
     bad = {k: c for k, c in codes.items() if c not in (0, -signal.SIGTERM)}
     if bad:

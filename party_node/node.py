@@ -26,6 +26,8 @@ from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .store import Store
+from .training import register_training_handlers
+from .training_data import store_data_provider
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,13 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)
     PsiParty(alignment, alignment, workers=config.compute.workers).register(registry)
     KeyParty(party_identity(config), StorePseudonymHolder(store, config.home), new_pseudonym_key).register(registry)
+    register_training_handlers(
+        registry,
+        store_data_provider(store),
+        party=config.party.name,
+        state_dir=config.home / "training",
+        model_dir=config.home / "models",
+    )
     return registry
 
 

@@ -3,23 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from fedcore.errors import InvalidInput
-from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.keys import distribute_pseudonym_key
 
-from ..runs import JobKind, Progress, register_job
+from ..runs import JobKind, RunContext, register_job
 
 
-def pseudonym_key_job(
-    channel: PartyChannel, run_id: str, params: Mapping[str, Any], progress: Progress
-) -> dict[str, Any]:
-    parties = params.get("parties") or channel.online()
+def pseudonym_key_job(rc: RunContext) -> dict[str, Any]:
+    parties = rc.params.get("parties") or rc.channel.online()
     if not isinstance(parties, list) or not all(isinstance(p, str) for p in parties):
         raise InvalidInput("pseudonym-key: 'parties' must be a list of party names")
-    return distribute_pseudonym_key(channel, run_id, parties, progress)
+    return distribute_pseudonym_key(rc.channel, rc.run_id, parties, rc.progress)
 
 
 register_job(JobKind("pseudonym-key", pseudonym_key_job))

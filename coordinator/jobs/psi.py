@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from fedcore.errors import InvalidInput
-from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.psi import run_psi
 
-from ..runs import JobKind, Progress, register_job
+from ..runs import JobKind, RunContext, register_job
 
 
-def psi_job(channel: PartyChannel, run_id: str, params: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+def psi_job(rc: RunContext) -> dict[str, Any]:
+    channel, params = rc.channel, rc.params
     parties = params.get("parties")
     if not isinstance(parties, list) or not all(isinstance(p, str) for p in parties):
         raise InvalidInput("psi: 'parties' must be a list of party names")
@@ -23,15 +22,20 @@ def psi_job(channel: PartyChannel, run_id: str, params: Mapping[str, Any], progr
         raise InvalidInput(f"psi: unknown parties: {', '.join(unknown)}")
     res = run_psi(
         channel,
-        run_id,
+        rc.run_id,
         parties,
         purpose=str(params.get("purpose", "training")),
         cardinality_only=bool(params.get("cardinality_only", False)),
         timeout_s=float(params.get("timeout_s", 900.0)),
-        progress=progress,
+        progress=rc.progress,
     )
-    return {"sizes": res.sizes, "intersection": res.intersection, "seconds": round(res.seconds, 3),
-            "cardinality_only": res.cardinality_only, "parties": parties}
+    return {
+        "sizes": res.sizes,
+        "intersection": res.intersection,
+        "seconds": round(res.seconds, 3),
+        "cardinality_only": res.cardinality_only,
+        "parties": parties,
+    }
 
 
 register_job(JobKind("psi", psi_job))

@@ -1,0 +1,41 @@
+"""Training data for horizontal runs, read from the party's own store: whitelisted features of the
+subjects that consented to training, with their labels, split into train and validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedcore.errors import InvalidInput
+
+from .store import Store
+from .training import DataSplit, stratified_split
+
+
+def store_data_provider(store: Store) -> Any:
+    def provide(run_params: Mapping[str, Any]) -> DataSplit:
+        dataset = str(run_params.get("fc-dataset") or "")
+        if not dataset:
+            labelled = [d for d in store.datasets() if store.dataset_info(d).has_labels]
+            if len(labelled) != 1:
+                raise InvalidInput(
+                    f"this party has {len(labelled)} labelled datasets ({', '.join(labelled) or 'none'});"
+                    " name one with --dataset"
+                )
+            dataset = labelled[0]
+        info = store.dataset_info(dataset)
+        columns = list(info.federation_columns)
+        if not columns:
+            raise InvalidInput(f"dataset {dataset!r} has no columns whitelisted for the federation")
+        ids, X = store.feature_matrix(dataset, columns, purpose="training")
+        lids, y = store.labels(dataset, purpose="training")
+        common, xi, yi = np.intersect1d(ids, lids, return_indices=True)
+        if len(common) < 10:
+            raise InvalidInput(f"dataset {dataset!r} has only {len(common)} labelled rows with training consent")
+        X, yv = X[xi].astype(np.float64), y[yi].astype(np.int64)
+        tr, va = stratified_split(yv, float(run_params.get("fc-val-fraction", 0.2)), int(run_params.get("fc-seed", 0)))
+        return X[tr], yv[tr], X[va], yv[va], columns
+
+    return provide
