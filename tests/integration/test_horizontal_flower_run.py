@@ -62,6 +62,8 @@ def test_flwr_run_local_deployment(tmp_path: Path) -> None:
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path / "home"))
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    # Flower's SuperNode starts `flower-superexec` by name: the venv's bin must be on PATH.
+    env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")
     app = tmp_path / "app"
     app.mkdir()
     result = tmp_path / "result.json"
