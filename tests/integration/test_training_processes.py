@@ -1,0 +1,104 @@
+"""Horizontal training across real processes on the FATE homo split: a party killed mid-run, and the
+coordinator killed mid-run then resumed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedcore.fate_data import write_fate_federations
+from fedcore.localfed import LocalFederation
+from fedcore.wire.convert import params_from_struct
+
+pytestmark = pytest.mark.slow
+
+LENDERS = {"yixin": "guest", "meili": "host_1", "cango": "host_2"}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    files = write_fate_federations(root / "fate")["homo"]
+    f = LocalFederation(root / "fed", {name: "lender" for name in LENDERS}, heartbeat_s=0.5)
+    f.setup()
+    for name, split in LENDERS.items():
+        csv, schema = files[split]
+        f.ingest(name, csv, schema)
+    f.start()
+    f.wait_online(timeout=30)
+    yield f
+    f.stop()
+
+
+def run_training(fed: LocalFederation, params: dict, on_message=None) -> tuple[str, object]:
+    events = []
+    with fed.admin() as admin:
+        for ev in admin.start_run("train", params):
+            events.append(ev)
+            if on_message is not None and not ev.done:
+                on_message(ev.message)
+    return events[0].run_id, events[-1]
+
+
+def test_party_killed_mid_run_and_the_run_completes_with_the_rest(fed):
+    killed = threading.Event()
+
+    def on_message(msg: str) -> None:
+        if msg.startswith("round 3/") and not killed.is_set():
+            fed.kill("cango")
+            killed.set()
+
+    params = {"parties": list(LENDERS), "model": "mlp", "rounds": 8, "secure": "he", "min_parties": 2,
+              "local_epochs": 1}
+    try:
+        _, last = run_training(fed, params, on_message)
+    finally:
+        fed.start_party("cango")
+    assert killed.is_set()
+    assert last.status == "succeeded", last.message
+    result = params_from_struct(last.result)
+    assert result["parties"] == ["meili", "yixin"]
+    assert [len(h["parties"]) for h in result["history"]][:2] == [3, 3]
+    assert all(len(h["parties"]) == 2 for h in result["history"][4:])
+    assert result["metrics"]["val_auc"] > 0.7
+    fed.wait_online(timeout=20)
+
+
+def test_coordinator_killed_mid_run_then_resumed_matches_an_uninterrupted_run(fed):
+    fed.wait_online(timeout=20)
+    params = {"parties": list(LENDERS), "model": "logistic", "rounds": 8, "secure": "he", "seed": 3}
+    _, clean = run_training(fed, params)
+    assert clean.status == "succeeded", clean.message
+    auc_clean = params_from_struct(clean.result)["metrics"]["val_auc"]
+
+    state: dict[str, object] = {}
+
+    def run_and_die() -> None:
+        try:
+            with fed.admin() as admin:
+                for ev in admin.start_run("train", params):
+                    state["run_id"] = ev.run_id
+                    if ev.message.startswith("round 4/"):
+                        fed.kill("coordinator")
+        except Exception as exc:  # the stream dies with the coordinator
+            state["error"] = exc
+
+    t = threading.Thread(target=run_and_die)
+    t.start()
+    t.join(timeout=120)
+    assert "error" in state and state.get("run_id")
+    fed.start_coordinator()
+    fed.wait_online(timeout=20)
+    runs = {r.run_id: r.status for r in fed.admin().list_runs()}
+    assert runs[state["run_id"]] == "interrupted"
+    out = fed.cli("coordinator", "resume", str(state["run_id"]), "--home", str(fed.coordinator_home)).stdout
+    assert "round 5/8" in out and "round 1/8" not in out
+    with fed.admin() as admin:
+        info = {r.run_id: r for r in admin.list_runs()}[state["run_id"]]
+    assert info.status == "succeeded"
+    auc_resumed = params_from_struct(info.result)["metrics"]["val_auc"]
+    assert abs(auc_resumed - auc_clean) <= 0.002, (auc_resumed, auc_clean)
+    assert Path(fed.party_home("yixin") / "models" / str(state["run_id"])).exists()
