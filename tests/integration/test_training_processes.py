@@ -4,7 +4,6 @@ coordinator killed mid-run then resumed."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
