@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from fedcore.fate_data import fate_data_dir
 from tests.conftest import free_port
 
-DATA = Path("/work/shared/data/fate")
+DATA = fate_data_dir()
 VENV_BIN = Path(sys.executable).parent
 
 pytestmark = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from coordinator.jobs.horizontal import (
     arrays_from_bytes,
 )
 from fedcore.errors import ProtocolError
+from fedcore.fate_data import fate_data_dir
 from fedcore.protocol import horizontal as hz
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role, TaskReply
@@ -32,9 +32,7 @@ from models.nets import build_model, set_weights
 from models.train import predict_proba
 from party_node.training import PartyTrainingEnv, csv_data_provider, register_training_handlers
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "fate"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/fate")
+DATA = fate_data_dir()
 FILES = {"guest": "homo_guest", "host1": "homo_host_1", "host2": "homo_host_2"}
 PARTIES = list(FILES)
 FEATURES = [f"x{i}" for i in range(23)]
