@@ -290,3 +290,23 @@ def resume(
     with AdminClient(load_coordinator_config(home)) as client:
         result = follow_run(client.resume_run(run_id))
     _print_model(result)
+
+
+@app.command()
+def models(home: Home = Path(".")) -> None:
+    """Registered models: version, kind, validation metrics, parties that hold them, data hashes."""
+    from fedcore.wire.convert import params_from_struct
+
+    from .admin_client import AdminClient
+
+    with AdminClient(load_coordinator_config(home)) as client:
+        done = [r for r in client.list_runs() if r.kind in ("train", "vertical") and r.status == "succeeded"]
+    rows = []
+    for r in done:
+        res = params_from_struct(r.result)
+        m = res.get("metrics", {})
+        rows.append((str(res.get("version", "")), r.kind, str(res.get("model", res.get("kind", ""))),
+                     f"{m.get('val_auc', float('nan')):.4f}", f"{m.get('val_ks', float('nan')):.4f}",
+                     ",".join(res.get("parties", [])), r.run_id,
+                     ",".join(f"{p}:{h[:8]}" for p, h in sorted(res.get("data_sha256", {}).items()))))
+    _table(("version", "kind", "model", "val AUC", "val KS", "parties", "run", "data hashes"), rows)

@@ -291,6 +291,7 @@ def demo_command(
         for line in out.splitlines():
             if "round " in line or line.startswith("model "):
                 say("      " + line.split("] ", 1)[-1])
+        say("      " + fed.cli("coordinator", "models", *coord).stdout.rstrip().replace("\n", "\n      "))
         say("[6/6] shutting down")
         codes = fed.stop()
     bad = {k: c for k, c in codes.items() if c not in (0, -signal.SIGTERM)}

@@ -101,3 +101,12 @@ def test_coordinator_killed_mid_run_then_resumed_matches_an_uninterrupted_run(fe
     auc_resumed = params_from_struct(info.result)["metrics"]["val_auc"]
     assert abs(auc_resumed - auc_clean) <= 0.002, (auc_resumed, auc_clean)
     assert Path(fed.party_home("yixin") / "models" / str(state["run_id"])).exists()
+
+
+def test_models_lists_registered_versions_with_data_hashes(fed):
+    out = fed.cli("coordinator", "models", "--home", str(fed.coordinator_home)).stdout
+    lines = [ln for ln in out.splitlines()[1:] if ln.strip()]
+    assert len(lines) >= 3  # the three successful runs above
+    assert all("train" in ln and "yixin:" in ln for ln in lines)
+    versions = [ln.split()[0] for ln in lines]
+    assert versions == sorted(versions, key=int) and len(set(versions)) == len(versions)
