@@ -310,3 +310,8 @@ def models(home: Home = Path(".")) -> None:
                      ",".join(res.get("parties", [])), r.run_id,
                      ",".join(f"{p}:{h[:8]}" for p, h in sorted(res.get("data_sha256", {}).items()))))
     _table(("version", "kind", "model", "val AUC", "val KS", "parties", "run", "data hashes"), rows)
+
+
+from .report import report_command  # noqa: E402 (a command defined beside the report it renders)
+
+app.command("report")(report_command)

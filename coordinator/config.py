@@ -9,6 +9,8 @@ import pydantic
 
 from fedcore.config import RootConfig, Section, load_config, resolve_path
 
+from .dashboard import DashboardSettings
+
 ResolvedPath = Annotated[Path, pydantic.AfterValidator(resolve_path)]
 
 
@@ -58,6 +60,7 @@ class CoordinatorConfig(RootConfig):
     tls: TlsFiles = TlsFiles()
     link: LinkSettings = LinkSettings()
     log: LogSettings = LogSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
 
 CONFIG_FILE = "coordinator.toml"

@@ -14,12 +14,15 @@ from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from fedcore import metrics
 from fedcore.errors import InvalidInput
 from fedcore.grpc_options import SERVER_OPTIONS
 
+from . import report as _report_job  # noqa: F401 (registers the job kind)
 from .admin import AdminServicer
 from .auth import AuthInterceptor
 from .config import CoordinatorConfig
+from .dashboard import DashboardHandle, start_dashboard
 from .jobs import keys as _keys_job  # noqa: F401 (registers the job kind)
 from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
 from .jobs import train as _train_job  # noqa: F401 (registers the job kind)
@@ -53,6 +56,7 @@ class CoordinatorServer:
         self._health = health.HealthServicer()
         self.port = 0
         self._stopped = threading.Event()
+        self._dashboard: DashboardHandle | None = None
 
     def start(self) -> int:
         tls = self.config.tls
@@ -73,7 +77,7 @@ class CoordinatorServer:
             maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
         )
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
-        self.runs = RunManager(self.hub, self.state, self.config.home / "runs")
+        self.runs = RunManager(metrics.instrument_channel(self.hub), self.state, self.config.home / "runs")
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -86,6 +90,10 @@ class CoordinatorServer:
         server.start()
         self._server = server
         self.hub.start()
+        metrics.watch_links(self.hub.online)
+        if self.config.dashboard.listen:
+            self._dashboard = start_dashboard(self, self.config.dashboard)
+            log.info("dashboard at %s", self._dashboard.url)
         for name in ("", *SERVICES):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         port_file = self.config.coordinator.port_file
@@ -101,6 +109,8 @@ class CoordinatorServer:
             return
         self._stopped.set()
         self._health.enter_graceful_shutdown()
+        if self._dashboard is not None:
+            self._dashboard.stop()
         self.hub.stop()
         if self._server is not None:
             self._server.stop(grace).wait(grace + 1)

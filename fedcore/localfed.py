@@ -54,6 +54,7 @@ class LocalFederation:
         *,
         heartbeat_s: float = 0.5,
         env: dict[str, str] | None = None,
+        dashboard: bool = False,
     ) -> None:
         self.root = root
         self.parties = dict(parties)
@@ -62,6 +63,8 @@ class LocalFederation:
         self.logs = root / "logs"
         self.port = 0
         self.heartbeat_s = heartbeat_s
+        self.dashboard = dashboard
+        self.dashboard_port = 0
         self.env = {
             **os.environ,
             "FLWR_TELEMETRY_ENABLED": "0",
@@ -98,6 +101,10 @@ class LocalFederation:
             "coordinator", "init", "--home", str(self.coordinator_home), "--listen", f"127.0.0.1:{self.port}"
         )
         self._tune(self.coordinator_home / "coordinator.toml", "link", {"heartbeat_s": self.heartbeat_s})
+        if self.dashboard:
+            self.dashboard_port = free_port()
+            self._tune(self.coordinator_home / "coordinator.toml", "dashboard",
+                       {"listen": f"127.0.0.1:{self.dashboard_port}"})
 
         def one(name: str) -> None:
             home = self.party_home(name)
@@ -257,11 +264,12 @@ def demo_command(
     people: Annotated[int, typer.Option(help="Size of the synthetic population.")] = 20_000,
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 8,
     train_model: Annotated[str, typer.Option("--model", help="mlp or logistic.")] = "mlp",
+    serve: Annotated[bool, typer.Option(help="Keep the federation and dashboard up until Ctrl-C.")] = False,
 ) -> None:
     """Run the coordinator and six party nodes on loopback with synthetic data: register, align, stop."""
     if root.exists() and not keep:
         shutil.rmtree(root)
-    fed = LocalFederation(root, DEMO_PARTIES)
+    fed = LocalFederation(root, DEMO_PARTIES, dashboard=True)
     t0 = time.monotonic()
     coord = ["--home", str(fed.coordinator_home)]
     say = typer.echo
@@ -292,6 +300,17 @@ def demo_command(
             if "round " in line or line.startswith("model "):
                 say("      " + line.split("] ", 1)[-1])
         say("      " + fed.cli("coordinator", "models", *coord).stdout.rstrip().replace("\n", "\n      "))
+        run_id = next(ln.split("(run ", 1)[1].split(")")[0] for ln in out.splitlines() if ln.startswith("model "))
+        report_dir = root / "report"
+        fed.cli("coordinator", "report", run_id, "--out", str(report_dir), "--no-contribution", *coord)
+        say(f"      evaluation report (ROC, KS, score distribution, bad rate by band): {report_dir / 'report.html'}")
+        token = fed.coordinator_home / "admin" / "dashboard.token"
+        say(f"      dashboard: http://127.0.0.1:{fed.dashboard_port}/ (admin token in {token})")
+        if serve:
+            say("      serving until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                while all(p.poll() is None for p in fed.procs.values()):
+                    time.sleep(1)
         say("[6/6] shutting down")
         codes = fed.stop()
     bad = {k: c for k, c in codes.items() if c not in (0, -signal.SIGTERM)}

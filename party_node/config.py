@@ -9,6 +9,7 @@ import pydantic
 
 from fedcore.config import RootConfig, Section, load_config, resolve_path
 from fedcore.errors import InvalidInput
+from fedcore.metrics import MetricsSettings
 from fedcore.protocol.messages import check_name
 
 ResolvedPath = Annotated[Path, pydantic.AfterValidator(resolve_path)]
@@ -69,6 +70,7 @@ class PartyConfig(RootConfig):
     store: StoreSettings = StoreSettings()
     compute: ComputeSettings = ComputeSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def store_url(self) -> str:
         """The store URL with a relative SQLite path made absolute against the home folder."""

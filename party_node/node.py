@@ -15,7 +15,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from fedcore import metrics
 from fedcore.errors import NotFound
+from fedcore.metrics import start_metrics_server
 from fedcore.protocol.keys import KeyParty
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.psi import PsiParty
@@ -25,6 +27,7 @@ from .alignment import StoreAlignment
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
+from .reporting import register_report_handlers
 from .store import Store
 from .training import register_training_handlers
 from .training_data import store_data_provider
@@ -51,6 +54,8 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         state_dir=config.home / "training",
         model_dir=config.home / "models",
     )
+    register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
+    metrics.instrument_registry(registry)
     return registry
 
 
@@ -95,6 +100,7 @@ class PartyNode:
         self.status_path = config.home / STATUS_FILE
 
     def _write_status(self, status: LinkStatus) -> None:
+        metrics.observe_link_status(status)
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             **asdict(status),
@@ -117,6 +123,7 @@ class PartyNode:
         signal.signal(signal.SIGINT, _stop)
         self._write_status(self.link.status)
         log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
+        metrics_server = start_metrics_server(self.config.metrics)
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):
@@ -124,5 +131,7 @@ class PartyNode:
                 break
         self.link.stop()
         runner.join(timeout=5)
+        if metrics_server is not None:
+            metrics_server.stop()
         self._write_status(LinkStatus(last_error="stopped"))
         log.info("party %s stopped", self.config.party.name)

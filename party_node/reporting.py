@@ -1,0 +1,114 @@
+"""Party side of evaluation reports: the :data:`~fedcore.histmetrics.REPORT_TASK` handler.
+
+For a model this party holds (``<model dir>/<run>/<version>/``, saved by horizontal training), the
+handler scores the party's own training and validation splits (the same deterministic split the run
+used) and answers with **counts per score bin by label** only: no score, row or identifier of any
+subject leaves the party. Optionally, a ``scoring_scores(run, version)`` callable supplies the
+probabilities this party's recent scoring traffic got (the scoring service's own log), returned as an
+unlabelled histogram for population stability; without it the reply says there is none.
+
+Wire it with::
+
+    register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcore import histmetrics as hm
+from fedcore.errors import InvalidInput, NotFound
+from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+
+from .training import DataProvider
+
+__all__ = ["ScoringScores", "load_model", "register_report_handlers", "score_splits"]
+
+ScoringScores = Callable[[str, str], "np.ndarray | None"]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64] or "x"
+
+
+def load_model(model_dir: Path, run: str, version: str) -> tuple[Any, dict[str, Any]]:
+    """The stored model (a torch module) and its metadata (params, scaler, feature names)."""
+    from models.nets import build_model, set_weights
+
+    d = Path(model_dir) / _safe(run) / _safe(version)
+    if not (d / "model.json").is_file() or not (d / "weights.npz").is_file():
+        raise NotFound(f"this party holds no model {run!r} version {version!r}")
+    meta = dict(json.loads((d / "model.json").read_text()))
+    with np.load(d / "weights.npz") as z:
+        weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+    from fedcore.protocol.horizontal import TrainParams
+
+    p = TrainParams.from_config(meta["params"])
+    n_features = len(meta.get("scaler", {}).get("mean", [])) or len(meta.get("feature_names", []))
+    model = build_model(p.model, n_features, **p.model_kwargs)  # type: ignore[arg-type]
+    set_weights(model, weights)
+    model.eval()
+    return model, meta
+
+
+def score_splits(
+    model_dir: Path, data_provider: DataProvider, run: str, version: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(p_train, y_train, p_val, y_val)``: the model's probabilities on this party's own splits."""
+    from models.train import Scaler, predict_proba
+
+    model, meta = load_model(model_dir, run, version)
+    Xtr, ytr, Xva, yva, _ = data_provider(dict(meta["params"]))
+    scaler = Scaler.from_dict(meta["scaler"])
+    ptr = predict_proba(model, scaler.transform(np.asarray(Xtr, dtype=np.float64)))
+    pva = predict_proba(model, scaler.transform(np.asarray(Xva, dtype=np.float64)))
+    return ptr, np.asarray(ytr).astype(np.int64), pva, np.asarray(yva).astype(np.int64)
+
+
+def register_report_handlers(
+    registry: HandlerRegistry,
+    data_provider: DataProvider,
+    *,
+    model_dir: Path,
+    scoring_scores: ScoringScores | None = None,
+    min_rows: int = 20,
+) -> None:
+    """Install the :data:`~fedcore.histmetrics.REPORT_TASK` handler.
+
+    Params: ``model_run``, ``version``, ``bins`` (default 1000). Reply params: ``val`` and ``train``
+    histograms (``{"bad": [...], "good": [...]}``), ``scoring`` (an unlabelled histogram or ``None``),
+    ``n_val``, ``n_train``. A split with fewer than ``min_rows`` rows is refused (small counts say too
+    much about individuals).
+    """
+
+    def handle(ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        run, version = params.get("model_run"), params.get("version", "1")
+        bins = params.get("bins", hm.DEFAULT_BINS)
+        if not isinstance(run, str) or not run or not isinstance(version, str):
+            raise InvalidInput(f"{hm.REPORT_TASK}: 'model_run' and 'version' must be strings")
+        if not isinstance(bins, int | float) or int(bins) != bins:
+            raise InvalidInput(f"{hm.REPORT_TASK}: 'bins' must be an integer")
+        ptr, ytr, pva, yva = score_splits(model_dir, data_provider, run, version)
+        ctx.check_cancelled()
+        if len(yva) < min_rows or len(ytr) < min_rows:
+            raise InvalidInput(f"{hm.REPORT_TASK}: fewer than {min_rows} rows in a split; refusing to report")
+        scoring: JSONValue = None
+        if scoring_scores is not None:
+            s = scoring_scores(run, version)
+            if s is not None and len(s) >= min_rows:
+                scoring = hm.histogram(None, s, int(bins)).to_params()
+        return TaskReply(params={
+            "val": hm.histogram(yva, pva, int(bins)).to_params(),
+            "train": hm.histogram(ytr, ptr, int(bins)).to_params(),
+            "scoring": scoring,
+            "n_val": len(yva),
+            "n_train": len(ytr),
+        })
+
+    registry.register(hm.REPORT_TASK, handle)
