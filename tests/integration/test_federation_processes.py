@@ -98,7 +98,7 @@ def test_silent_party_is_marked_offline_and_comes_back(fed):
         while fed.online().get("tiange") and time.monotonic() - t0 < 10:
             time.sleep(0.1)
         assert fed.online().get("tiange") is False
-        assert time.monotonic() - t0 < 4  # heartbeat 0.5 s x 3 missed, plus polling
+        assert time.monotonic() - t0 < 6  # heartbeat 0.5 s x 3 missed, plus polling and a loaded machine
     finally:
         proc.send_signal(signal.SIGCONT)
     fed.wait_online(["tiange"], timeout=10)

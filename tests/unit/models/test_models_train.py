@@ -136,13 +136,6 @@ def test_predict_proba_is_eval_mode_and_in_unit_interval() -> None:
     np.testing.assert_allclose(predict_proba(m, X, batch_size=7), p1, rtol=1e-6)
 
 
-def test_mlp_epoch_is_fast_on_8000_rows() -> None:
-    X, y = _data(n=8000, d=23)
-    m = _model("mlp", d=23)
-    st = train_local(m, X, y, epochs=2, batch_size=256, lr=1e-3, seed=0)
-    assert st.seconds / 2 < 0.5
-
-
 @pytest.mark.parametrize(
     ("X", "y", "kw", "match"),
     [
