@@ -28,6 +28,7 @@ from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .reporting import register_report_handlers
+from .scoring import build_service, register_scoring_handlers, start_local_api
 from .store import Store
 from .training import register_training_handlers
 from .training_data import store_data_provider
@@ -55,6 +56,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         model_dir=config.home / "models",
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
+    register_scoring_handlers(registry, store, config.home)
     metrics.instrument_registry(registry)
     return registry
 
@@ -113,6 +115,13 @@ class PartyNode:
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, self.status_path)
 
+    def _serves_scoring(self) -> bool:
+        """The local scoring API runs when ``HOME/scoring.json`` names a listen address."""
+        from .scoring import load_settings
+
+        st = load_settings(self.config.home)
+        return bool(st.grpc_listen or st.http_listen) and (self.config.home / "scoring.json").is_file()
+
     def serve_forever(self) -> None:
         done = threading.Event()
 
@@ -124,6 +133,7 @@ class PartyNode:
         self._write_status(self.link.status)
         log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
         metrics_server = start_metrics_server(self.config.metrics)
+        local_api = start_local_api(build_service(self.config, self.store)) if self._serves_scoring() else None
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):
@@ -133,5 +143,7 @@ class PartyNode:
         runner.join(timeout=5)
         if metrics_server is not None:
             metrics_server.stop()
+        if local_api is not None:
+            local_api.stop()
         self._write_status(LinkStatus(last_error="stopped"))
         log.info("party %s stopped", self.config.party.name)
