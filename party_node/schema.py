@@ -347,9 +347,46 @@ def _as_str_series(values: IdValues) -> pd.Series:
     return pd.Series(arr, dtype=pd.ArrowDtype(pa.string()))
 
 
+_SMALL = 64
+_PHONE_CHARS = re.compile(r"\s*\+?[0-9 ()\-.]+\s*")
+_PHONE_FULL = re.compile(_PHONE_RE)
+_NID_FULL = re.compile(_NID_RE)
+
+
+def _normalize_one(v: Any, kind: IdKind) -> str | None:
+    """The per-value rules of :func:`normalize_ids` (for a few ids: a scoring request, say)."""
+    if v is None or v is pd.NA:
+        return None
+    s = str(v)
+    if kind is IdKind.PHONE:
+        if not _PHONE_CHARS.fullmatch(s):
+            return None
+        intl = re.sub(r"[ ()\-.]", "", s.strip())
+        if (intl.startswith("+") and not intl.startswith("+86")) or (
+            intl.startswith("00") and not intl.startswith("0086")
+        ):
+            return None
+        digits = re.sub(r"[^0-9]", "", s)
+        if len(digits) == 13 and digits.startswith("86"):
+            digits = digits[2:]
+        elif len(digits) == 15 and digits.startswith("0086"):
+            digits = digits[4:]
+        return digits if _PHONE_FULL.match(digits) else None
+    if kind is IdKind.NATIONAL_ID:
+        up = s.strip().upper()
+        if not _NID_FULL.match(up) or national_id_check_char(up[:17]) != up[17]:
+            return None
+        year, month, day = int(up[6:10]), int(up[10:12]), int(up[12:14])
+        return up if 1 <= month <= 12 and 1 <= day <= 31 and 1900 <= year <= 2100 else None
+    t = unicodedata.normalize("NFC", s).strip()
+    return t if 0 < len(t) <= 128 else None
+
+
 def normalize_ids(values: IdValues, kind: IdKind | str) -> list[str | None]:
     """Normalize raw ids of one kind; invalid ids become ``None``."""
     kind = IdKind(kind)
+    if isinstance(values, list | tuple) and len(values) <= _SMALL:
+        return [_normalize_one(v, kind) for v in values]
     s = _as_str_series(values).reset_index(drop=True)
     if kind is IdKind.PHONE:
         digits = s.str.replace(r"[^0-9]", "", regex=True)
