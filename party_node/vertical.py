@@ -1,0 +1,85 @@
+"""Party side of vertical training (:mod:`fedcore.protocol.vertical`) on the node's local store.
+
+:class:`StoreVerticalSource` reads this party's side of a committed PSI run: the alignment table gives
+the row ids in the joint order, the store gives the whitelisted (federation) columns of the dataset
+and, at a lender, the labels, for subjects that consented to training. The protocol handlers keep
+per-epoch checkpoints under ``HOME/vertical/<run_id>/epoch-<n>.json`` (the last two) and write the final slice to
+``HOME/models/<run_id>/slice.json``. What leaves the node is listed in the protocol's docstring: only
+envelope-sealed or masked ciphertexts, masked sums, row counts, feature names and data hashes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedcore.errors import InvalidInput
+from fedcore.protocol.tasks import HandlerRegistry
+from fedcore.protocol.vertical import Table, VerticalParty
+from models.metrics import evaluate
+
+from .alignment import StoreAlignment
+from .store import Store
+
+
+class StoreVerticalSource:
+    """A :class:`~fedcore.protocol.vertical.VerticalSource` over a :class:`Store` and its alignments."""
+
+    def __init__(self, store: Store, alignment: StoreAlignment) -> None:
+        self.store = store
+        self.alignment = alignment
+
+    def _dataset(self, dataset: str | None, labels: bool) -> str:
+        if dataset:
+            return dataset
+        names = [d for d in self.store.datasets() if not labels or self.store.dataset_info(d).has_labels]
+        if len(names) != 1:
+            what = "labelled datasets" if labels else "datasets"
+            raise InvalidInput(
+                f"this party has {len(names)} {what} ({', '.join(names) or 'none'}); name one with 'dataset'"
+            )
+        return names[0]
+
+    def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table:
+        name = self._dataset(dataset, labels)
+        info = self.store.dataset_info(name)
+        columns = list(info.federation_columns)
+        if not columns:
+            raise InvalidInput(f"dataset {name!r} has no columns whitelisted for the federation")
+        rows = self.alignment.aligned_row_ids(psi_run)
+        ids, X = self.store.feature_matrix(name, columns, purpose="training", row_ids=rows)
+        pos = _positions(rows, ids, f"dataset {name!r} (PSI run {psi_run!r})")
+        y = None
+        if labels:
+            lids, lab = self.store.labels(name, purpose="training", row_ids=rows)
+            y = lab[_positions(rows, lids, f"labels of dataset {name!r} (PSI run {psi_run!r})")].astype(np.int8)
+        return Table(np.asarray(X[pos], dtype=np.float64), columns, name, y)
+
+
+def _positions(rows: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    """Index into ``ids`` (sorted) for each of ``rows`` (joint order); every row must be present."""
+    idx = np.searchsorted(ids, rows)
+    ok = (idx < len(ids)) & (ids[np.minimum(idx, max(len(ids) - 1, 0))] == rows) if len(ids) else np.zeros(
+        len(rows), dtype=bool)
+    if not np.all(ok):
+        raise InvalidInput(
+            f"{what}: {int((~ok).sum())} of {len(rows)} aligned subjects have no row with training consent"
+            " (consent withdrawn or data deleted since the PSI run); run PSI again"
+        )
+    return np.asarray(idx)
+
+
+def register_vertical_handlers(
+    registry: HandlerRegistry, store: Store, alignment: StoreAlignment, home: Path, party: str
+) -> VerticalParty:
+    """Install the ``vertical.*`` handlers for party ``party`` (call from ``build_registry``)."""
+    vp = VerticalParty(
+        party,
+        StoreVerticalSource(store, alignment),
+        state_dir=Path(home) / "vertical",
+        model_dir=Path(home) / "models",
+        metrics=evaluate,
+    )
+    vp.register(registry)
+    return vp

@@ -1,0 +1,53 @@
+"""The ``vertical`` job kind at the coordinator: registration, parameters, the registered result."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coordinator.jobs import vertical as vjob  # noqa: F401  (registers the job kind)
+from coordinator.runs import JOB_KINDS, RunContext
+from coordinator.state import StateStore
+from fedcore.protocol.inmemory import InMemoryChannel
+from fedcore.protocol.messages import Role
+from fedcore.protocol.tasks import HandlerRegistry
+from fedcore.protocol.vertical import Table, VerticalParty
+
+
+class _Src:
+    def __init__(self, tables):
+        self.tables = tables
+
+    def vertical_table(self, psi_run, dataset, *, labels):
+        return self.tables[psi_run]
+
+
+def test_vertical_job_registers_one_joint_model_version(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    xl, xp = rng.normal(size=(n, 3)), rng.normal(size=(n, 4))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(xl[:, 0] + xp[:, 1])))).astype(np.int8)
+    ch = InMemoryChannel()
+    srcs = {
+        "yixin": _Src({"p1": Table(xl[:300], ["age", "income", "ltv"], "applications", y[:300])}),
+        "meili": _Src({"p2": Table(xl[300:], ["age", "income", "ltv"], "applications", y[300:])}),
+        "tiange": _Src({"p1": Table(xp[:300], ["spend", "tips", "freq", "social"], "behaviour"),
+                        "p2": Table(xp[300:], ["spend", "tips", "freq", "social"], "behaviour")}),
+    }
+    for name, src in srcs.items():
+        reg = HandlerRegistry()
+        VerticalParty(name, src, tmp_path / name / "v", tmp_path / name / "models").register(reg)
+        ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
+    state = StateStore(tmp_path / "coord" / "state.db")
+    msgs: list[str] = []
+    rc = RunContext(ch, "vertical-1", {"parties": ["yixin", "meili", "tiange"], "psi_runs": {"yixin": "p1",
+                    "meili": "p2"}, "epochs": 2, "batch_size": 128}, msgs.append, tmp_path / "coord", state)
+    job = JOB_KINDS["vertical"]
+    assert job.resume is not None
+    out = job.run(rc)
+    assert out["kind"] == "joint-logistic" and out["model_id"] == "vertical-1" and out["version"] == "1"
+    assert out["parties"]["tiange"]["features"] == ["spend", "tips", "freq", "social"]
+    assert out["parties"]["yixin"]["role"] == "lender" and len(out["parties"]["meili"]["data_hash"]) == 64
+    assert set(out["metrics"]) == {"yixin", "meili"} and len(out["history"]) == 2
+    assert any("epoch 2/2" in m for m in msgs)
+    for name in srcs:
+        assert (tmp_path / name / "models" / "vertical-1" / "slice.json").exists()
