@@ -242,7 +242,9 @@ def distribute_key(
 def train(
     parties: Annotated[str, typer.Option(help="Comma-separated lenders, e.g. yixin,meili,cango.")],
     home: Home = Path("."),
-    kind: Annotated[str, typer.Option(help="horizontal (lenders share a schema).")] = "horizontal",
+    kind: Annotated[
+        str, typer.Option(help="horizontal (lenders share a schema) or vertical (lenders + the platform).")
+    ] = "horizontal",
     model: Annotated[str, typer.Option(help="mlp or logistic.")] = "mlp",
     rounds: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
@@ -253,15 +255,35 @@ def train(
     dataset: Annotated[str | None, typer.Option(help="Dataset at each party (default: its labelled one).")] = None,
     dp_noise: Annotated[float, typer.Option(help="Gaussian noise multiplier for DP (0: off).")] = 0.0,
     dp_clip: Annotated[float, typer.Option(help="L2 clip of each party's update for DP.")] = 1.0,
+    batch_size: Annotated[int | None, typer.Option(min=16, help="Mini-batch size.")] = None,
+    psi_runs: Annotated[
+        str, typer.Option(help="Vertical: existing alignments, LENDER=PSI_RUN,... (default: run PSI).")
+    ] = "",
 ) -> None:
-    """Train a model across parties; prints per-round validation AUC and KS; registers the model."""
+    """Train a model across parties (--rounds: rounds, or epochs for vertical); registers the model.
+
+    Horizontal: lenders with a shared schema, Flower FedAvg/FedProx with CKKS-encrypted aggregation.
+    Vertical: lenders (labels, application features) with the platform (behaviour features) on
+    PSI-aligned subjects, coordinated logistic regression under CKKS."""
     from .admin_client import AdminClient
 
     names = [p.strip() for p in parties.split(",") if p.strip()]
+    if kind == "vertical":
+        vparams: dict[str, Any] = {"parties": names, "epochs": rounds}
+        for key, value in (("lr", lr), ("dataset", dataset), ("batch_size", batch_size)):
+            if value is not None:
+                vparams[key] = value
+        if psi_runs:
+            vparams["psi_runs"] = dict(item.split("=", 1) for item in psi_runs.split(","))
+        with AdminClient(load_coordinator_config(home)) as client:
+            _print_model(follow_run(client.start_run("vertical", vparams)))
+        return
+    if kind != "horizontal":
+        raise InvalidInput(f"--kind must be horizontal or vertical, not {kind!r}")
     params: dict[str, Any] = {"kind": kind, "parties": names, "model": model, "rounds": rounds,
                               "strategy": strategy, "secure": secure}
     for key, value in (("min_parties", min_parties), ("local_epochs", local_epochs), ("lr", lr),
-                       ("dataset", dataset)):
+                       ("dataset", dataset), ("batch_size", batch_size)):
         if value is not None:
             params[key] = value
     if dp_noise > 0:
@@ -272,10 +294,10 @@ def train(
 
 
 def _print_model(result: dict[str, Any]) -> None:
-    m = result.get("metrics", {})
+    m = result.get("summary_metrics") or result.get("metrics", {})
     typer.echo(f"model {result.get('model')} version {result.get('version')} (run {result['run_id']}):"
                f" validation AUC {m.get('val_auc', float('nan')):.4f} KS {m.get('val_ks', float('nan')):.4f};"
-               f" stored at {', '.join(result.get('parties', []))}; secure={result.get('secure')}"
+               f" stored at {', '.join(result.get('parties', []))}; secure={result.get('secure', 'he')}"
                + (f"; DP epsilon {result['dp'].get('epsilon'):.2f}" if result.get("dp") else ""))
 
 
@@ -304,7 +326,7 @@ def models(home: Home = Path(".")) -> None:
     rows = []
     for r in done:
         res = params_from_struct(r.result)
-        m = res.get("metrics", {})
+        m = res.get("summary_metrics") or res.get("metrics", {})
         rows.append((str(res.get("version", "")), r.kind, str(res.get("model", res.get("kind", ""))),
                      f"{m.get('val_auc', float('nan')):.4f}", f"{m.get('val_ks', float('nan')):.4f}",
                      ",".join(res.get("parties", [])), r.run_id,

@@ -26,6 +26,7 @@ from .dashboard import DashboardHandle, start_dashboard
 from .jobs import keys as _keys_job  # noqa: F401 (registers the job kind)
 from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
 from .jobs import train as _train_job  # noqa: F401 (registers the job kind)
+from .jobs import vertical as _vertical_job  # noqa: F401 (registers the job kind)
 from .link import LinkHub, PartyLinkServicer
 from .runs import RunManager
 from .scoring import ScoringServicer

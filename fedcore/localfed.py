@@ -258,6 +258,35 @@ class LocalFederation:
             self.stop()
 
 
+def score_examples(fed: LocalFederation, root: Path, model: str, n_batch: int = 500) -> list[str]:
+    """Score one applicant and a batch at yixin with the joint model; lines to show."""
+    import csv
+    import json
+
+    with open(root / "data" / "yixin" / "applications.csv", newline="") as f:
+        ids = [row["applicant_id"] for _, row in zip(range(n_batch), csv.DictReader(f), strict=False)]
+    home = str(fed.party_home("yixin"))
+    one = json.loads(fed.cli("party", "score", "--id", ids[0], "--model", model, "--home", home).stdout)
+    lines = [
+        f"applicant {ids[0][:3]}****{ids[0][-4:]}: PD {one['prob_default']:.4f} with the consortium's data, "
+        f"{one['prob_default_own_only']:.4f} with yixin's alone; {one['points']:.0f} points -> {one['decision']}"
+        f" (tier {one['rate_tier']}); blacklist hits {one['blacklist_hits']}, "
+        f"active loans elsewhere {one['active_loans_elsewhere']}",
+        "reasons: " + "; ".join(str(r.get("feature", r)) for r in one.get("reasons", [])),
+    ]
+    batch = root / "applicants.csv"
+    batch.write_text("id\n" + "".join(f"{i}\n" for i in ids))
+    out = fed.cli("party", "score", "--file", str(batch), "--model", model, "--out", str(root / "scores.jsonl"),
+                  "--home", home)
+    rows = [json.loads(ln) for ln in (root / "scores.jsonl").read_text().splitlines()]
+    with_p = sum(r["prob_default"] for r in rows) / len(rows)
+    own = sum(r["prob_default_own_only"] for r in rows) / len(rows)
+    summary = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+    lines.append(f"batch of {len(rows)}: mean PD {with_p:.4f} with platform data vs {own:.4f} without; {summary}")
+    lines.append(f"scores in {root / 'scores.jsonl'}")
+    return lines
+
+
 def demo_command(
     root: Annotated[Path, typer.Option(help="Where the demo federation lives.")] = Path("demo-federation"),
     keep: Annotated[bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")] = False,
@@ -273,13 +302,13 @@ def demo_command(
     t0 = time.monotonic()
     coord = ["--home", str(fed.coordinator_home)]
     say = typer.echo
-    say(f"[1/6] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
+    say(f"[1/8] creating the federation in {root}: CA, coordinator, {len(DEMO_PARTIES)} parties "
         "(each makes its own key and CSR; the admin signs)")
     fed.setup()
-    say(f"[2/6] synthetic data for {people} people; each party ingests its own file into its local store")
+    say(f"[2/8] synthetic data for {people} people; each party ingests its own file into its local store")
     for name, report in fed.ingest_synthetic(fed.synth(people)).items():
         say(f"      {name}: {report}")
-    say(f"[3/6] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
+    say(f"[3/8] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
     with fed:
         fed.start()
         waited = fed.wait_online(timeout=60)
@@ -288,12 +317,14 @@ def demo_command(
         say("      " + fed.cli("coordinator", "probe", "yixin", "--count", "50", *coord).stdout.strip())
         out = fed.cli("coordinator", "distribute-key", *coord).stdout.strip()
         say(f"      pseudonym key, sealed party to party: {out.splitlines()[-1]}")
-        say("[4/6] entity alignment: private set intersection of each lender with the platform")
+        say("[4/8] entity alignment: private set intersection of each lender with the platform")
+        psi_runs = {}
         for lender in [p for p, r in DEMO_PARTIES.items() if r == "lender"]:
             out = fed.cli("coordinator", "psi", "--parties", f"{lender},tiange", *coord).stdout.strip()
             say(f"      {lender} x tiange: {out.splitlines()[-1]}")
+            psi_runs[lender] = out.rsplit("run id ", 1)[1].split()[0]
         lenders = ",".join(p for p, r in DEMO_PARTIES.items() if r == "lender")
-        say(f"[5/6] horizontal training across the five lenders: {train_model} with CKKS-encrypted aggregation")
+        say(f"[5/8] horizontal training across the five lenders: {train_model} with CKKS-encrypted aggregation")
         out = fed.cli("coordinator", "train", "--parties", lenders, "--model", train_model, "--rounds",
                       str(rounds), "--secure", "he", *coord).stdout.strip()
         for line in out.splitlines():
@@ -311,7 +342,19 @@ def demo_command(
             with contextlib.suppress(KeyboardInterrupt):
                 while all(p.poll() is None for p in fed.procs.values()):
                     time.sleep(1)
-        say("[6/6] shutting down")
+        say("[6/8] vertical training: the five lenders' application data with tiange's behaviour data, "
+            "coordinated logistic regression under CKKS on the aligned borrowers")
+        out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", f"{lenders},tiange",
+                      "--rounds", "12", "--lr", "0.5", "--batch-size", "512",
+                      "--psi-runs", ",".join(f"{k}={v}" for k, v in psi_runs.items()), *coord).stdout.strip()
+        for line in out.splitlines():
+            if "epoch " in line or line.startswith("model "):
+                say("      " + line.split("] ", 1)[-1])
+        joint = next(ln.split("(run ", 1)[1].split(")")[0] for ln in out.splitlines() if ln.startswith("model "))
+        say("[7/8] joint scoring at yixin: the applicant's id and yixin's own data stay at yixin")
+        for line in score_examples(fed, root, joint):
+            say("      " + line)
+        say("[8/8] shutting down")
         codes = fed.stop()
     bad = {k: c for k, c in codes.items() if c not in (0, -signal.SIGTERM)}
     if bad:

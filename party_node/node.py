@@ -32,6 +32,7 @@ from .scoring import build_service, register_scoring_handlers, start_local_api
 from .store import Store
 from .training import register_training_handlers
 from .training_data import store_data_provider
+from .vertical import register_vertical_handlers
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     registry = HandlerRegistry()
     register_diagnostics(registry)
     alignment = StoreAlignment(store)
+    register_vertical_handlers(registry, store, alignment, config.home, config.party.name)
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)
