@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from fedcore.config import RootConfig, Section, load_config, resolve_path
+from fedcore.config import RootConfig, Section, check_listen, load_config, resolve_path
 
 from .dashboard import DashboardSettings
 
@@ -27,10 +27,7 @@ class CoordinatorSection(Section):
     @pydantic.field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be HOST:PORT with a port between 0 and 65535")
-        return v
+        return check_listen(v)
 
 
 class TlsFiles(Section):

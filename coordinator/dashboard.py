@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from fedcore import metrics
-from fedcore.config import Section
+from fedcore.config import Section, check_listen
 from fedcore.errors import InvalidInput
 from fedcore.secret import write_private_file
 
@@ -68,11 +68,7 @@ class DashboardSettings(Section):
     @pydantic.field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        if v:
-            host, sep, port = v.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("must be HOST:PORT with a port between 0 and 65535, or empty (off)")
-        return v
+        return check_listen(v, allow_empty=True)
 
 
 def ensure_token(path: Path) -> str:

@@ -113,6 +113,18 @@ def load_config(
         raise ConfigError(f"{path}: {_describe(exc)}") from None
 
 
+def check_listen(value: str, allow_empty: bool = False) -> str:
+    """Validate a ``HOST:PORT`` listen address (empty allowed, meaning "off", when ``allow_empty``)."""
+    if allow_empty and not value:
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(
+            "must be HOST:PORT with a port between 0 and 65535" + (", or empty (off)" if allow_empty else "")
+        )
+    return value
+
+
 def resolve_path(value: Path, info: pydantic.ValidationInfo) -> Path:
     """Resolve a relative path against the config file's folder (passed as validation context)."""
     base = (info.context or {}).get("base_dir")

@@ -36,7 +36,7 @@ import pydantic
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from fedcore.config import Section
+from fedcore.config import Section, check_listen
 from fedcore.errors import FedcreditError, InvalidInput
 from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import JSONValue, PartyInfo, Task, TaskReply, TaskResult
@@ -83,11 +83,7 @@ class MetricsSettings(Section):
     @pydantic.field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        if v:
-            host, sep, port = v.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("must be HOST:PORT with a port between 0 and 65535, or empty (off)")
-        return v
+        return check_listen(v, allow_empty=True)
 
 
 # ------------------------------------------------------------------------------------ plain hooks
