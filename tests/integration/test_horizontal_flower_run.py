@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,11 +18,7 @@ from tests.conftest import free_port
 DATA = fate_data_dir()
 VENV_BIN = Path(sys.executable).parent
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not DATA.is_dir(), reason="FATE homo data not available"),
-    pytest.mark.skipif(shutil.which("flower-superlink", path=str(VENV_BIN)) is None, reason="no flwr CLI"),
-]
+pytestmark = pytest.mark.slow
 
 APP_TOML = """\
 [build-system]

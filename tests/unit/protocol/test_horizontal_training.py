@@ -37,8 +37,6 @@ FILES = {"guest": "homo_guest", "host1": "homo_host_1", "host2": "homo_host_2"}
 PARTIES = list(FILES)
 FEATURES = [f"x{i}" for i in range(23)]
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="FATE homo data not available")
-
 
 @pytest.fixture(scope="module")
 def providers() -> dict[str, Any]:
