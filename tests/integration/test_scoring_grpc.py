@@ -101,6 +101,32 @@ def test_platform_may_not_request_scores(fed: dict) -> None:
     gw.close()
 
 
+def test_expired_requester_certificate_is_refused(fed: dict) -> None:
+    """A lender whose certificate expired cannot even open the connection to ask for scores."""
+    import datetime as dt
+
+    from fedcore.crypto.pki import CertificateAuthority, PrivateKey, cert_info, make_csr
+    from fedcore.errors import Unavailable
+
+    homes = fed["homes"]
+    cfg = load_coordinator_config(homes.coordinator)
+    ca = CertificateAuthority.load(cfg.tls.ca_key, cfg.tls.ca_cert)
+    key = PrivateKey.generate()
+    _, cert = ca.sign_csr(make_csr(key, "meili"), now=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), valid_days=30)
+    info = cert_info(cert)
+    state = StateStore(cfg.coordinator.state)
+    try:
+        state.add_certificate("meili", serial=info.serial, fingerprint=info.fingerprint,
+                              not_before=info.not_before.timestamp(), not_after=info.not_after.timestamp(), actor="t")
+    finally:
+        state.close()
+    gw = GrpcGateway(f"127.0.0.1:{fed['srv'].port}", "coordinator", cfg.tls.ca_cert.read_bytes(), cert,
+                     key.pem_for_local_tls())
+    with pytest.raises(Unavailable):
+        Requester(gw).query([pseudo(1)], model_id="m", model_version="1", timeout_s=5)
+    gw.close()
+
+
 def test_revoked_requester_is_refused(fed: dict) -> None:
     homes = fed["homes"]
     gw = gateway(homes, "yixin", fed["srv"].port)
