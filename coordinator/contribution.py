@@ -2,7 +2,7 @@
 
 Method (leave-one-party-out federated retraining): for a trained horizontal model over parties ``P``
 and each party ``i``, the coordinator retrains the same model with the same hyper-parameters and
-secure aggregation over ``P - {i}`` (a :class:`~coordinator.jobs.horizontal.HorizontalJob` over the
+secure aggregation over ``P - {i}`` (a :class:`~fedcore.protocol.horizontal.coordinator.HorizontalJob` over the
 party channel). Both models are then evaluated on the validation splits of ``P - {i}`` through the
 :data:`~fedcore.histmetrics.REPORT_TASK` histograms (counts per score bin only):
 
@@ -92,7 +92,8 @@ def collect_histograms(
 
 def horizontal_job_kwargs(train_params: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`HorizontalJob` arguments a ``train`` run was started with (its stored params)."""
-    from .jobs.horizontal import DpConfig
+    from fedcore.protocol.horizontal.coordinator import DpConfig
+
     from .jobs.train import HYPER
 
     p = train_params
@@ -121,7 +122,7 @@ def leave_one_out(
     progress: Callable[[str], None] = lambda m: None,
 ) -> list[Contribution]:
     """Leave-one-party-out retraining and evaluation (see the module docstring). Needs >= 2 parties."""
-    from .jobs.horizontal import HorizontalJob
+    from fedcore.protocol.horizontal.coordinator import HorizontalJob
 
     if len(parties) < 2:
         raise InvalidInput("contribution accounting needs a model trained by at least 2 parties")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fedcore.crypto.envelope import EnvelopePrivateKey
 from fedcore.crypto.pki import PrivateKey
-from fedcore.protocol.keys import PartyIdentity
+from fedcore.protocol.sealing import PartyIdentity
 
 from .config import PartyConfig
 from .pseudonym import PseudonymKey, default_key_path

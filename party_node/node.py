@@ -18,9 +18,10 @@ from pathlib import Path
 from fedcore import metrics
 from fedcore.errors import NotFound
 from fedcore.metrics import start_metrics_server
-from fedcore.protocol.keys import KeyParty
+from fedcore.protocol.horizontal.party import register_training_handlers
+from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import DataSummary
-from fedcore.protocol.psi import PsiParty
+from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
 
 from .alignment import StoreAlignment
@@ -30,7 +31,6 @@ from .link import LinkClient, LinkCredentials, LinkStatus
 from .reporting import register_report_handlers
 from .scoring import build_service, register_scoring_handlers, start_local_api
 from .store import Store
-from .training import register_training_handlers
 from .training_data import store_data_provider
 from .vertical import register_vertical_handlers
 

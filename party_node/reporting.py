@@ -23,10 +23,9 @@ import numpy as np
 
 from fedcore import histmetrics as hm
 from fedcore.errors import InvalidInput, NotFound
+from fedcore.protocol.horizontal.env import DataProvider
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
-
-from .training import DataProvider
 
 __all__ = ["ScoringScores", "load_model", "register_report_handlers", "score_splits"]
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from fedcore.errors import InvalidInput
+from fedcore.protocol.horizontal.env import DataSplit, stratified_split
 
 from .store import Store
-from .training import DataSplit, stratified_split
 
 
 def store_data_provider(store: Store) -> Any:

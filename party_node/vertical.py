@@ -16,7 +16,7 @@ import numpy as np
 
 from fedcore.errors import InvalidInput
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical import Table, VerticalParty
+from fedcore.protocol.vertical.party import Table, VerticalParty
 from models.metrics import evaluate
 
 from .alignment import StoreAlignment

@@ -1,6 +1,6 @@
 """Benchmark horizontal federated training on the FATE homo split (three lenders, 8,000 rows each).
 
-Runs the production protocol (:class:`coordinator.jobs.horizontal.HorizontalJob`, Flower FedAvg,
+Runs the production protocol (:class:`fedcore.protocol.horizontal.coordinator.HorizontalJob`, Flower FedAvg,
 CKKS-secured aggregation) over the in-memory party channel and writes
 ``benchmarks/results/horizontal.json``:
 
@@ -39,14 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from coordinator.jobs.horizontal import HorizontalJob, RoundReport  # noqa: E402
+from fedcore.protocol.horizontal.coordinator import HorizontalJob, RoundReport  # noqa: E402
+from fedcore.protocol.horizontal.env import PartyTrainingEnv, csv_data_provider  # noqa: E402
+from fedcore.protocol.horizontal.party import register_training_handlers  # noqa: E402
 from fedcore.protocol.inmemory import InMemoryChannel  # noqa: E402
 from fedcore.protocol.messages import Role  # noqa: E402
 from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
 from models.metrics import evaluate  # noqa: E402
 from models.nets import build_model, set_weights  # noqa: E402
 from models.train import fit_scaler, predict_proba, train_local  # noqa: E402
-from party_node.training import PartyTrainingEnv, csv_data_provider, register_training_handlers  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fate"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "horizontal.json"
@@ -130,7 +131,7 @@ def synthetic(
         return None, None
     import torch
 
-    from party_node.training import stratified_split
+    from fedcore.protocol.horizontal.env import stratified_split
 
     fed = synth.generate(synth.SynthConfig(people=people, seed=0))
     x, yf, person = synth._design(fed, with_platform=False)

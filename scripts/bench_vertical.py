@@ -29,7 +29,8 @@ import numpy as np
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical import Table, VerticalConfig, VerticalParty, run_vertical
+from fedcore.protocol.vertical.coordinator import VerticalConfig, run_vertical
+from fedcore.protocol.vertical.party import Table, VerticalParty
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "vertical.json"
@@ -113,7 +114,7 @@ def fate_hetero_auc() -> float:
     """Two-party run on FATE's hetero split; AUC of the joint slices on FATE's 6,000 homo_test ids."""
     import csv
 
-    from fedcore.protocol.vertical import score_slices
+    from fedcore.protocol.vertical.numerics import score_slices
     from models.metrics import auc
 
     fate = Path("/work/shared/data/fate")
@@ -153,7 +154,7 @@ def synthetic_check(people: int, epochs: int) -> dict[str, float]:
     person 70/30). Joint vertical model vs a centralized LR on the same features and vs a lenders-only
     LR (centralized, i.e. an upper bound on the lenders-only federated model: a conservative comparison).
     """
-    from fedcore.protocol.vertical import score_slices
+    from fedcore.protocol.vertical.numerics import score_slices
     from fedcore.synth import LENDERS, SynthConfig, _design, _sigmoid, fit_logistic, generate
     from models.metrics import auc, bad_rate_at_approval
 

@@ -1,1 +1,1 @@
-"""Coordinator-side protocol runs (jobs). Horizontal training: :mod:`coordinator.jobs.horizontal`."""
+"""Coordinator-side protocol runs (jobs): wiring of the drivers in :mod:`fedcore.protocol` to runs."""

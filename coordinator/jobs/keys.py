@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedcore.errors import InvalidInput
-from fedcore.protocol.keys import distribute_pseudonym_key
+from fedcore.protocol.keys.coordinator import distribute_pseudonym_key
 
 from ..runs import JobKind, RunContext, register_job
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedcore.errors import InvalidInput
-from fedcore.protocol.psi import run_psi
+from fedcore.protocol.psi.coordinator import run_psi
 
 from ..runs import JobKind, RunContext, register_job
 

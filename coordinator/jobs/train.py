@@ -1,14 +1,14 @@
 """The training job kind: ``fedcredit coordinator train`` / ``resume`` (horizontal training in
-:mod:`coordinator.jobs.horizontal`)."""
+:mod:`fedcore.protocol.horizontal`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fedcore.errors import InvalidInput
+from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob, RoundReport
 
 from ..runs import JobKind, RunContext, register_job
-from .horizontal import DpConfig, HorizontalJob, RoundReport
 
 HYPER = ("lr", "local_epochs", "batch_size", "seed", "hidden", "dropout", "val_fraction", "dataset")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from fedcore.errors import InvalidInput
 from fedcore.protocol.messages import Role
-from fedcore.protocol.psi import run_psi
-from fedcore.protocol.vertical import EpochReport, VerticalConfig, VerticalResult, run_vertical
+from fedcore.protocol.psi.coordinator import run_psi
+from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, VerticalResult, run_vertical
 
 from ..runs import JobKind, RunContext, register_job
 

@@ -182,6 +182,10 @@ class EnvelopePrivateKey(Secret):
     def public_key(self) -> EnvelopePublicKey:
         return EnvelopePublicKey(self._key.public_key())
 
+    def raw_x25519(self) -> X25519PrivateKey:
+        """The key object itself, for :mod:`fedcore.protocol.sealing`'s HPKE."""
+        return self._key
+
     def save(self, path: Path) -> None:
         """Write the key (PKCS#8 PEM, unencrypted) to ``path``, readable by the owner only."""
         pem = self._key.private_bytes(

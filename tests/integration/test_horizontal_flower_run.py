@@ -39,8 +39,8 @@ packages = ["."]
 publisher = "fedcredit"
 
 [tool.flwr.app.components]
-serverapp = "coordinator.jobs.horizontal:server_app"
-clientapp = "party_node.training:client_app"
+serverapp = "fedcore.protocol.horizontal.server:server_app"
+clientapp = "fedcore.protocol.horizontal.party:client_app"
 
 [tool.flwr.app.config]
 model = "logistic"

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from fedcore.protocol.horizontal.env import DataSplit, stratified_split
+from fedcore.protocol.horizontal.party import register_training_handlers
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
 from fedcore.synth import LENDER_NUMERIC, SynthConfig, generate
 from party_node.reporting import register_report_handlers
-from party_node.training import DataSplit, register_training_handlers, stratified_split
 
 LENDERS3 = ("yixin", "meili", "cango")
 

@@ -15,17 +15,17 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 from coordinator.contribution import horizontal_job_kwargs
-from coordinator.jobs.horizontal import HorizontalJob
 from coordinator.report import render_report, report_job, summarize
 from coordinator.runs import RunContext
 from coordinator.state import StateStore
 from fedcore import histmetrics as hm
+from fedcore.protocol.horizontal.coordinator import HorizontalJob
+from fedcore.protocol.horizontal.env import stratified_split
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.synth import fit_logistic
 from models import metrics as rowm
 from party_node.reporting import score_splits
-from party_node.training import stratified_split
 from tests.unit.coordinator.dashboard_fed import LENDERS3, lender_arrays, party_registry, provider
 
 TRAIN = {"kind": "horizontal", "parties": list(LENDERS3), "model": "logistic", "rounds": 15, "secure": "he",

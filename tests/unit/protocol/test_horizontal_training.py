@@ -14,23 +14,20 @@ import pytest
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
-from coordinator.jobs.horizontal import (
-    DpConfig,
-    FileCheckpointStore,
-    HorizontalJob,
-    TrainingAborted,
-    arrays_from_bytes,
-)
 from fedcore.errors import ProtocolError
 from fedcore.fate_data import fate_data_dir
 from fedcore.protocol import horizontal as hz
+from fedcore.protocol.horizontal.checkpoints import FileCheckpointStore, arrays_from_bytes
+from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob
+from fedcore.protocol.horizontal.env import PartyTrainingEnv, csv_data_provider
+from fedcore.protocol.horizontal.party import register_training_handlers
+from fedcore.protocol.horizontal.strategy import TrainingAborted
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from models.metrics import evaluate
 from models.nets import build_model, set_weights
 from models.train import predict_proba
-from party_node.training import PartyTrainingEnv, csv_data_provider, register_training_handlers
 
 DATA = fate_data_dir()
 FILES = {"guest": "homo_guest", "host1": "homo_host_1", "host2": "homo_host_2"}

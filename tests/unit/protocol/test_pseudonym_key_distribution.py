@@ -12,8 +12,11 @@ from fedcore.crypto.envelope import EnvelopePrivateKey
 from fedcore.crypto.pki import CertificateAuthority, PrivateKey, make_csr
 from fedcore.errors import InvalidInput, PartyTaskError
 from fedcore.protocol.inmemory import InMemoryChannel
-from fedcore.protocol.keys import ANNOUNCE, INSTALL, KeyParty, PartyIdentity, distribute_pseudonym_key
+from fedcore.protocol.keys.coordinator import distribute_pseudonym_key
+from fedcore.protocol.keys.messages import ANNOUNCE, INSTALL
+from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import Role, Task
+from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry
 
 
@@ -98,8 +101,27 @@ def test_a_key_substituted_by_the_relay_is_rejected(ca):
         reg._handlers[ANNOUNCE] = announce
 
     ch = federation(ca, holders, wrap={"meili": tamper})
-    with pytest.raises(PartyTaskError, match="bad signature"):
+    with pytest.raises(PartyTaskError, match="bad signature") as err:
         distribute_pseudonym_key(ch, "k4", ["yixin", "meili"])
+    assert err.value.kind == "permission_denied"
+    assert holders["meili"].raw is None
+
+
+def test_an_envelope_made_by_the_relay_is_refused(ca):
+    """A coordinator that seals its own key to the recipient's genuine public key is refused: the
+    envelope is not signed by the sender's certificate."""
+    from fedcore.protocol.sealing import seal_to_peers
+
+    holders = {"yixin": Holder(os.urandom(32)), "meili": Holder()}
+    ch = federation(ca, holders)
+    ann = dict(ch.run("meili", Task(ANNOUNCE)).params)
+    ann.pop("key_fingerprint")
+    relay = identity(ca, "coordinator")  # a valid certificate, but not the sender's
+    forged = seal_to_peers(relay, {"meili": ann}, os.urandom(32), "pseudonym-key/k7")["meili"]
+    forged["sender"] = "yixin"
+    with pytest.raises(PartyTaskError) as err:
+        ch.run("meili", Task(INSTALL, {"sender": "yixin", "envelope": forged}, run_id="k7"))
+    assert err.value.kind == "permission_denied"
     assert holders["meili"].raw is None
 
 
@@ -118,5 +140,5 @@ def test_envelope_for_someone_else_cannot_be_opened(ca):
     sealed = ch.run("yixin", Task("pseudonym.seal", {"recipients": {"meili": anns["meili"]}}))
     env = sealed.params["envelopes"]["meili"]
     with pytest.raises(PartyTaskError, match=r"pseudonym\.install"):
-        ch.run("cango", Task(INSTALL, {"sender": anns["yixin"], "envelope": env}))
+        ch.run("cango", Task(INSTALL, {"sender": "yixin", "envelope": env}))
     assert holders["cango"].raw is None

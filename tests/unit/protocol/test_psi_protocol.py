@@ -13,7 +13,9 @@ from fedcore.crypto.psi import hash_to_point
 from fedcore.errors import PartyTaskError, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
-from fedcore.protocol.psi import BLIND, MATCH, PsiParty, run_psi
+from fedcore.protocol.psi.coordinator import run_psi
+from fedcore.protocol.psi.messages import BLIND, MATCH
+from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry
 
 
@@ -192,7 +194,7 @@ def test_bad_arguments():
 
 
 def test_process_pool_path_gives_the_same_result(monkeypatch):
-    import fedcore.protocol.psi as psi_mod
+    import fedcore.protocol.psi.party as psi_mod
 
     monkeypatch.setattr(psi_mod, "POOL_MIN_IDS", 0)
     rng = random.Random(6)

@@ -10,7 +10,7 @@ from coordinator.state import StateStore
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical import Table, VerticalParty
+from fedcore.protocol.vertical.party import Table, VerticalParty
 
 
 class _Src:

@@ -13,7 +13,7 @@ from fedcore.errors import InvalidInput, NotFound
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical import run_vertical
+from fedcore.protocol.vertical.coordinator import run_vertical
 from party_node.alignment import StoreAlignment
 from party_node.ingest import ingest_file
 from party_node.schema import parse_schema

@@ -18,7 +18,8 @@ from fedcore.errors import FedcreditError, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical import (
+from fedcore.protocol.vertical.coordinator import VerticalConfig, run_vertical
+from fedcore.protocol.vertical.messages import (
     BACKWARD,
     EVAL_LENDER,
     EVAL_PLATFORM,
@@ -29,13 +30,10 @@ from fedcore.protocol.vertical import (
     FORWARD,
     KINDS,
     RESIDUAL,
-    Table,
-    VerticalConfig,
-    VerticalParty,
     parse_frames,
-    run_vertical,
-    score_slices,
 )
+from fedcore.protocol.vertical.numerics import score_slices
+from fedcore.protocol.vertical.party import Table, VerticalParty
 from models.metrics import auc, evaluate
 
 FATE = Path("/work/shared/data/fate")

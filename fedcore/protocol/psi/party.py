@@ -1,37 +1,4 @@
-"""Entity alignment by ECDH private set intersection, written once against :class:`PartyChannel`.
-
-One party is the **leader** L (the one whose blinded set is re-blinded by the others, usually a
-lender); every other participant is a **follower** F (the platform, for a lender-platform run). A
-pairwise run has one follower; a multi-party run intersects all participants' sets. Each party uses a
-fresh secret scalar per run and per peer (:class:`~fedcore.crypto.psi.PsiSecret`); ids are the
-normalized subject ids of the subjects that consented to the run's purpose.
-
-Messages, per follower F (every arrow is relayed by the coordinator)::
-
-    L -> F   psi.blind     a*H(x) for x in X, in L's random order                 (32 B per id)
-    F -> L   psi.reblind   b*(a*H(x)), same order (shuffled in cardinality mode)  (32 B per id)
-    F -> L   psi.blind     b*H(y) for y in Y, in F's random order                 (32 B per id)
-    L        psi.match     a*(b*H(y)) compared with b*(a*H(x)): L finds X ∩ Y
-    L -> F   psi.positions F's positions of the final intersection, in the alignment order (4 B each)
-    all      psi.commit    the staged alignment tables become visible (or psi.abort drops them)
-
-**What each side learns** (semi-honest parties; DDH on Curve25519, SHA-256 as a random oracle):
-
-- *Leader L*: the intersection (as its own subjects) with every follower, and |Y| of each follower.
-  In cardinality-only mode F shuffles its re-blinded values, so L learns only |X ∩ Y|.
-- *Follower F*: |X| and the final intersection as its own subjects (the positions L sends); nothing in
-  cardinality-only mode except |X|. In a multi-party run F learns only the intersection of all sets,
-  not its pairwise intersection with L.
-- *Coordinator*: set sizes, the intersection size (the count of positions relayed), timing and who
-  takes part. Everything it relays is a blinded point under a scalar it does not know, or a position in
-  a freshly shuffled list; no relayed value equals an id or a hash of an id, and because scalars and
-  shuffles are fresh per run, no relayed value links to another run.
-- *An observer of the links*: sizes and timing only (mutual TLS).
-
-Not covered: a malicious party can put ids it does not hold into its set (inherent to PSI) or lie about
-matches. The alignment tables are staged at every party and committed only when every party has
-staged, so a failed run leaves no table anywhere.
-"""
+"""The handlers a party runs in PSI: blinding, re-blinding, matching, staging and committing the alignment."""
 
 from __future__ import annotations
 
@@ -39,7 +6,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,21 +14,28 @@ import numpy as np
 
 from fedcore.crypto.psi import POINT_BYTES, ParallelBlinder, PsiSecret, blind_ids, iter_chunks, reblind
 from fedcore.errors import InvalidInput, NotFound, ProtocolError
-from fedcore.protocol.channel import PartyChannel
-from fedcore.protocol.messages import JSONValue, Task, TaskReply
+from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.psi.messages import (
+    ABORT,
+    BLIND,
+    COMMIT,
+    FINALIZE,
+    KEY_BYTES,
+    LEARN,
+    MATCH,
+    POSITIONS,
+    PURPOSES,
+    REBLIND,
+    STAGE,
+    START,
+)
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
 log = logging.getLogger(__name__)
 
-START, BLIND, REBLIND, LEARN, MATCH, FINALIZE, POSITIONS, STAGE, COMMIT, ABORT = (
-    "psi.start", "psi.blind", "psi.reblind", "psi.learn_own", "psi.match", "psi.finalize",
-    "psi.positions", "psi.stage", "psi.commit", "psi.abort",
-)
-PURPOSES = ("training", "scoring", "blacklist")
-KEY_BYTES = 16  # doubly-blinded values are compared on a 128-bit prefix: collisions ~ n^2 / 2^129
+
 SESSION_TTL_S = 6 * 3600
 POOL_MIN_IDS = 50_000  # below this, blinding in-process beats starting worker processes
-
 
 # ---- the party's data, as the protocol needs it ----------------------------------------------------
 
@@ -330,76 +304,3 @@ class PsiParty:
 
 # ---- coordinator side ------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class PsiResult:
-    run_id: str
-    sizes: dict[str, int]
-    intersection: int
-    cardinality_only: bool
-    seconds: float
-
-
-Progress = Callable[[str], None]
-
-
-def run_psi(
-    channel: PartyChannel,
-    run_id: str,
-    parties: list[str],
-    *,
-    purpose: str = "training",
-    cardinality_only: bool = False,
-    timeout_s: float = 900.0,
-    progress: Progress | None = None,
-) -> PsiResult:
-    """Align ``parties`` (the first is the leader). Commits at every party or at none."""
-    say = progress or (lambda msg: None)
-    if len(parties) < 2 or len(set(parties)) != len(parties):
-        raise InvalidInput("PSI needs at least two distinct parties")
-    if purpose not in PURPOSES:
-        raise InvalidInput(f"PSI purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}")
-    leader, followers = parties[0], parties[1:]
-    t0 = time.monotonic()
-
-    def task(kind: str, payload: Iterable[bytes] | None = None, **params: JSONValue) -> Task:
-        return Task(kind, params, run_id=run_id, timeout_s=timeout_s, payload=payload)
-
-    try:
-        starts = channel.run_all(
-            {leader: task(START, purpose=purpose, peers=followers)}
-            | {f: task(START, purpose=purpose, peers=[leader]) for f in followers}
-        )
-        sizes = {p: int(r.params["count"]) for p, r in starts.items()}
-        say(f"set sizes: {', '.join(f'{p} {n}' for p, n in sizes.items())}")
-        for f in followers:
-            blinded = channel.run(leader, task(BLIND, peer=f))
-            reblinded = channel.run(f, task(REBLIND, payload=blinded.chunks(), peer=leader,
-                                            shuffle=cardinality_only, n=sizes[leader]))
-            channel.run(leader, task(LEARN, payload=reblinded.chunks(), peer=f))
-            say(f"{f}: re-blinded {sizes[leader]} of {leader}'s ids")
-            theirs = channel.run(f, task(BLIND, peer=leader))
-            m = channel.run(leader, task(MATCH, payload=theirs.chunks(), peer=f, n=sizes[f]))
-            say(f"{f}: compared {m.params['peer_count']} of {f}'s ids")
-        final = channel.run(leader, task(FINALIZE, cardinality_only=cardinality_only))
-        size = int(final.params["intersection"])
-        if not cardinality_only:
-            for f in followers:
-                pos = channel.run(leader, task(POSITIONS, peer=f))
-                channel.run(f, task(STAGE, payload=pos.chunks()))
-            channel.run_all({p: task(COMMIT) for p in parties})
-        else:
-            channel.run_all({p: task(ABORT) for p in parties})
-        say(f"intersection: {size}")
-    except BaseException:
-        _abort_all(channel, run_id, parties)
-        raise
-    return PsiResult(run_id, sizes, size, cardinality_only, time.monotonic() - t0)
-
-
-def _abort_all(channel: PartyChannel, run_id: str, parties: list[str]) -> None:
-    for p in parties:
-        try:
-            channel.run(p, Task(ABORT, {}, run_id=run_id, timeout_s=30))
-        except Exception as exc:  # the party may be the one that failed; it drops staged tables on restart
-            log.warning("could not abort PSI run %s at %s: %s", run_id, p, exc)

@@ -13,6 +13,10 @@ answered on its own link, so a party cannot impersonate another.
 
 What the coordinator learns from this layer: message types, sizes and timing (the content is whatever
 the protocol puts in it; see :mod:`fedcore.protocol.horizontal`).
+
+This is the ONE module that touches Flower's private internals (``Metadata``'s private fields set by
+:func:`stamp_metadata`, ``flwr.supercore``'s ``Run`` and ``TaskIdentity``). They are checked by
+``tests/unit/protocol/test_flower_adapter.py``, which fails loudly when a flwr upgrade changes them.
 """
 
 from __future__ import annotations
@@ -27,13 +31,39 @@ from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
-from fedcore.errors import FedcreditError, InvalidInput, PartyUnavailable
-from fedcore.protocol import horizontal as hz
+from fedcore.errors import FedcreditError, InvalidInput, PartyUnavailable, ProtocolError
 from fedcore.protocol.channel import PartyChannel
+from fedcore.protocol.horizontal import messages as hz
 from fedcore.protocol.messages import Task
 
-__all__ = ["ChannelGrid"]
+__all__ = ["PRIVATE_METADATA_FIELDS", "ChannelGrid", "set_task_identity", "stamp_metadata"]
+
+# Flower's Metadata keeps these as private attributes that only a SuperLink sets; ChannelGrid plays the
+# SuperLink, so it sets them here and nowhere else.
+PRIVATE_METADATA_FIELDS = ("_message_id", "_run_id", "_src_node_id")
+
+
+def stamp_metadata(msg: Message, msg_id: str, run_id: int) -> None:
+    """Set what a SuperLink sets on a pushed message: its id, the run and the source node."""
+    md = msg.metadata
+    for name in PRIVATE_METADATA_FIELDS:
+        if name not in md.__dict__:
+            raise RuntimeError(f"flwr's Metadata has no {name!r}: this flwr version is not supported")
+    md.__dict__["_message_id"] = msg_id
+    md.__dict__["_run_id"] = run_id
+    md.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+
+
+def set_task_identity(run_id: int) -> None:
+    """Flower's strategies read ``TaskIdentity``; outside a SuperLink nobody sets it, so we do."""
+    try:
+        TaskIdentity.run_id  # noqa: B018
+    except RuntimeError:
+        TaskIdentity.run_id = run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        TaskIdentity.task_id = 0
 
 
 @dataclass
@@ -110,10 +140,7 @@ class ChannelGrid(Grid):
             if party is None:
                 raise InvalidInput(f"message to unknown node id {msg.metadata.dst_node_id}")
             msg_id = uuid.uuid4().hex
-            md = msg.metadata
-            md.__dict__["_message_id"] = msg_id
-            md.__dict__["_run_id"] = self._run.run_id
-            md.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            stamp_metadata(msg, msg_id, self._run.run_id)
             pending = _Pending(party, msg)
             with self._cond:
                 self._pending[msg_id] = pending
@@ -173,7 +200,7 @@ class ChannelGrid(Grid):
             raw = result.read_payload()
             reply = hz.decode_message(raw)
             if reply.metadata.reply_to_message_id != msg_id:
-                raise hz.ProtocolError(f"party {party!r} replied to another message")
+                raise ProtocolError(f"party {party!r} replied to another message")
             reply.metadata.__dict__["_src_node_id"] = self._node_of[party]
             reply.metadata.__dict__["_dst_node_id"] = SUPERLINK_NODE_ID
             if self.on_exchange is not None:

@@ -1,86 +1,34 @@
-"""Horizontal federated training at the coordinator: the Flower ``ServerApp`` and the run lifecycle.
-
-A run (:class:`HorizontalJob`) executes :func:`run_horizontal` against a Flower ``Grid``: in
-production the :class:`~coordinator.jobs.channel_grid.ChannelGrid` over the party links; under
-``flwr run`` Flower's own grid (the module-level :data:`server_app` reads its settings from the run
-config). Steps:
-
-1. **Key setup** (``secure="he"``): every party makes a per-run X25519 envelope key and returns the
-   public half; the first party (by name) makes the CKKS ``SUMS`` secret context and seals it to each
-   other party; the coordinator relays the envelopes and keeps only the *public* context (to parse and
-   add ciphertexts). Every party reports the context fingerprint; they must agree.
-2. **Federated standardisation**: parties report row counts, a feature-schema hash and each feature's
-   order of magnitude; then encrypted, row-weighted first and second moments, which the coordinator
-   sums and returns; each party builds the same :class:`~models.train.Scaler` (mean/std, clip ±5).
-3. **Rounds**: Flower's ``FedAvg`` / ``FedProx`` drive sampling, configuration and the round loop
-   (``Strategy.start``) *unchanged*; they are wrapped by :class:`SecureAggregation`, which
-   delegates everything to them except the array part of ``aggregate_train``: in HE mode the replies'
-   arrays are ciphertexts of ``[w·n/u, n/u]``, and the wrapper *sums* them (Flower's plain weighted
-   average cannot run on ciphertexts, and a sum is all the weighted average needs since the weights
-   travel inside the ciphertext); metrics are aggregated by the wrapped strategy's own function. The
-   encrypted sum is the next round's "global model"; parties decrypt and divide at the start of the
-   next round (train and evaluate). The wrapper also enforces ``min_parties`` (a round with fewer
-   valid replies fails the run), sorts replies by node for deterministic sums, and offsets the round
-   number when a run resumes.
-4. **Per-round checkpoint and metrics**: after each round's evaluation (AUC/KS on each party's
-   validation split, averaged weighted by validation rows) the aggregate (a ciphertext in HE mode) and
-   the round number are saved through :class:`CheckpointStore`, and ``on_round`` is called.
-5. **Registration**: each party decrypts the final aggregate and stores the model under the run id and
-   version; the coordinator returns a :class:`ModelRecord` (version, metrics, parties, model and data
-   hashes). In HE mode the coordinator never holds any update or the model in clear.
-
-See :mod:`fedcore.protocol.horizontal` for what each message reveals to whom.
-"""
+"""The horizontal training driver: key set-up, federated scaler, rounds and registration (package docstring)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.common.serde import array_record_from_proto, array_record_to_proto
-from flwr.proto.recorddict_pb2 import ArrayRecord as ProtoArrayRecord
-from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx
 
-from fedcore.errors import FedcreditError, InvalidInput, NotFound, ProtocolError
+from fedcore.errors import InvalidInput, NotFound, ProtocolError
 from fedcore.protocol import horizontal as hz
 from fedcore.protocol.channel import PartyChannel
-
-from .channel_grid import ChannelGrid
+from fedcore.protocol.horizontal.checkpoints import (
+    CheckpointStore,
+    FileCheckpointStore,
+    arrays_from_bytes,
+    arrays_to_bytes,
+)
+from fedcore.protocol.horizontal.flower import ChannelGrid, set_task_identity
+from fedcore.protocol.horizontal.strategy import SecureAggregation, TrainingAborted
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "CheckpointStore",
-    "DpConfig",
-    "FileCheckpointStore",
-    "HorizontalJob",
-    "JobSpec",
-    "ModelRecord",
-    "RoundReport",
-    "SecureAggregation",
-    "TrainingAborted",
-    "run_horizontal",
-    "server_app",
-]
-
-
-class TrainingAborted(FedcreditError):
-    """A training run cannot continue (too few parties, inconsistent schemas or keys)."""
-
-    code = "unavailable"
 
 
 # ----------------------------------------------------------------------------------------- spec
@@ -175,182 +123,6 @@ class ModelRecord:
 
 
 # -------------------------------------------------------------------------------------- persistence
-
-
-@dataclass
-class Checkpoint:
-    round: int
-    arrays: ArrayRecord
-    meta: dict[str, Any]
-
-
-class CheckpointStore(Protocol):
-    """Where a run's spec, per-round checkpoints and public blobs live (the lead can back it with the
-    coordinator's ``StateStore`` + a folder)."""
-
-    def save_spec(self, run_id: str, spec: dict[str, Any]) -> None: ...
-    def load_spec(self, run_id: str) -> dict[str, Any]: ...
-    def save_checkpoint(self, run_id: str, round: int, arrays: bytes, meta: dict[str, Any]) -> None: ...
-    def latest_checkpoint(self, run_id: str) -> tuple[int, bytes, dict[str, Any]] | None: ...
-    def save_blob(self, run_id: str, name: str, data: bytes) -> None: ...
-    def load_blob(self, run_id: str, name: str) -> bytes | None: ...
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class FileCheckpointStore:
-    """``<root>/<run>/spec.json``, ``round-NNNN.arrays`` (Flower ArrayRecord protobuf) +
-    ``round-NNNN.json``; files are written atomically (temp + rename), the ``.json`` last, so a crash
-    mid-write leaves the previous round as the latest complete checkpoint."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def _d(self, run_id: str) -> Path:
-        return self.root / "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-
-    def save_spec(self, run_id: str, spec: dict[str, Any]) -> None:
-        _write_atomic(self._d(run_id) / "spec.json", json.dumps(spec, indent=2).encode())
-
-    def load_spec(self, run_id: str) -> dict[str, Any]:
-        p = self._d(run_id) / "spec.json"
-        if not p.is_file():
-            raise NotFound(f"no horizontal training run {run_id!r} under {self.root}")
-        return dict(json.loads(p.read_text()))
-
-    def save_checkpoint(self, run_id: str, round: int, arrays: bytes, meta: dict[str, Any]) -> None:
-        d = self._d(run_id)
-        _write_atomic(d / f"round-{round:04d}.arrays", arrays)
-        _write_atomic(d / f"round-{round:04d}.json", json.dumps(meta).encode())
-
-    def latest_checkpoint(self, run_id: str) -> tuple[int, bytes, dict[str, Any]] | None:
-        d = self._d(run_id)
-        metas = sorted(d.glob("round-*.json")) if d.is_dir() else []
-        for m in reversed(metas):
-            a = m.with_suffix(".arrays")
-            if a.is_file():
-                return int(m.stem.split("-")[1]), a.read_bytes(), dict(json.loads(m.read_text()))
-        return None
-
-    def save_blob(self, run_id: str, name: str, data: bytes) -> None:
-        _write_atomic(self._d(run_id) / f"{name}.bin", data)
-
-    def load_blob(self, run_id: str, name: str) -> bytes | None:
-        p = self._d(run_id) / f"{name}.bin"
-        return p.read_bytes() if p.is_file() else None
-
-
-def arrays_to_bytes(arrays: ArrayRecord) -> bytes:
-    return bytes(array_record_to_proto(arrays).SerializeToString())
-
-
-def arrays_from_bytes(data: bytes) -> ArrayRecord:
-    try:
-        return array_record_from_proto(ProtoArrayRecord.FromString(data))
-    except Exception as exc:
-        raise ProtocolError("checkpoint does not hold a Flower ArrayRecord") from exc
-
-
-# --------------------------------------------------------------------------------- strategy wrapper
-
-
-class SecureAggregation(Strategy):
-    """Wraps a Flower strategy (FedAvg, FedProx, ...) used as it is; see the module docstring, step 3.
-
-    ``public_ctx`` is the CKKS public context (``None`` in plain mode: the inner strategy's own
-    weighted average runs). ``on_train`` / ``on_evaluate`` observe each round's aggregated metrics and
-    the replying nodes.
-    """
-
-    def __init__(
-        self,
-        inner: FedAvg,
-        *,
-        public_ctx: Any = None,
-        min_parties: int = 1,
-        round_offset: int = 0,
-        on_train: Callable[[int, dict[str, float], list[int]], None] | None = None,
-        on_evaluate: Callable[[int, dict[str, float], list[int]], None] | None = None,
-    ) -> None:
-        self.inner = inner
-        self.public_ctx = public_ctx
-        self.min_parties = min_parties
-        self.round_offset = round_offset
-        self.on_train = on_train
-        self.on_evaluate = on_evaluate
-
-    def summary(self) -> None:
-        self.inner.summary()
-
-    def _check_nodes(self, grid: Grid) -> None:
-        n = len(list(grid.get_node_ids()))
-        if n < self.min_parties:
-            raise TrainingAborted(f"only {n} parties online, the run needs at least {self.min_parties}")
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self._check_nodes(grid)
-        return self.inner.configure_train(server_round + self.round_offset, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self._check_nodes(grid)
-        return self.inner.configure_evaluate(server_round + self.round_offset, arrays, config, grid)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        rnd = server_round + self.round_offset
-        ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
-        valid = [m for m in ordered if not m.has_error()]
-        for m in ordered:
-            if m.has_error():
-                log.warning("round %d: node %d dropped out: %s", rnd, m.metadata.src_node_id, m.error.reason)
-        if len(valid) < self.min_parties:
-            raise TrainingAborted(
-                f"round {rnd}: {len(valid)} parties replied, the run needs at least {self.min_parties}"
-            )
-        if self.public_ctx is None:
-            arrays, metrics = self.inner.aggregate_train(rnd, ordered)
-        else:
-            valid, _ = self.inner._check_and_log_replies(ordered, is_train=True)
-            contents = [m.content for m in valid]
-            records = [next(iter(c.array_records.values())) for c in contents]
-            if not all(hz.is_encrypted(r) for r in records):
-                raise ProtocolError(f"round {rnd}: a party sent an unencrypted update in an HE run")
-            arrays = hz.sum_encrypted(self.public_ctx, records)
-            metrics = self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key)
-        if self.on_train is not None:
-            self.on_train(rnd, _metric_dict(metrics), [m.metadata.src_node_id for m in valid])
-        return arrays, metrics
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        rnd = server_round + self.round_offset
-        ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
-        metrics = self.inner.aggregate_evaluate(rnd, ordered)
-        if self.on_evaluate is not None:
-            valid = [m.metadata.src_node_id for m in ordered if not m.has_error()]
-            self.on_evaluate(rnd, _metric_dict(metrics), valid)
-        return metrics
-
-
-def _metric_dict(m: MetricRecord | None) -> dict[str, float]:
-    if m is None:
-        return {}
-    return {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
-
-
-# ------------------------------------------------------------------------------------- the protocol
 
 
 @dataclass
@@ -493,20 +265,13 @@ def initial_arrays(spec: JobSpec, n_features: int) -> ArrayRecord:
     return ArrayRecord(get_weights(model))
 
 
-def _set_task_identity(grid: Grid) -> None:
-    try:
-        TaskIdentity.run_id  # noqa: B018
-    except RuntimeError:
-        TaskIdentity.run_id = grid.run.run_id
-        TaskIdentity.node_id = SUPERLINK_NODE_ID
-        TaskIdentity.task_id = 0
 
 
 def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, resume: bool = False) -> ModelRecord:
     """The whole protocol against any Flower grid. ``resume``: continue from the store's last
     checkpoint (the parties keep their key and scaler for the run)."""
     hooks = hooks or Hooks()
-    _set_task_identity(grid)
+    set_task_identity(grid.run.run_id)
     name_of = _names(grid)
     store = hooks.store
     history: list[dict[str, Any]] = []
@@ -723,44 +488,3 @@ class HorizontalJob:
 
 
 # ------------------------------------------------------------------------- ServerApp for `flwr run`
-
-server_app = ServerApp()
-
-
-def spec_from_run_config(rc: Mapping[str, Any]) -> JobSpec:
-    """Build a :class:`JobSpec` from a Flower run config (``[tool.flwr.app.config]``)."""
-    model = str(rc.get("model", "logistic"))
-    defaults = {"lr": 1e-2, "local_epochs": 1} if model == "logistic" else {"lr": 3e-3, "local_epochs": 2}
-    params = hz.TrainParams(
-        run=str(rc.get("run-name", "flwr-run")),
-        model=model,
-        secure=str(rc.get("secure", "he")),
-        lr=float(rc.get("lr", defaults["lr"])),
-        local_epochs=int(rc.get("local-epochs", defaults["local_epochs"])),
-        seed=int(rc.get("seed", 0)),
-        val_fraction=float(rc.get("val-fraction", 0.2)),
-    )
-    return JobSpec(
-        run_id=params.run,
-        parties=(),
-        rounds=int(rc.get("rounds", 3)),
-        strategy=str(rc.get("strategy", "fedavg")),
-        min_parties=int(rc.get("min-parties", 2)),
-        params=params,
-        round_timeout_s=float(rc.get("round-timeout", 600.0)),
-    )
-
-
-@server_app.main()
-def _main(grid: Grid, context: Context) -> None:
-    spec = spec_from_run_config(context.run_config)
-    n_wait = 0
-    while len(list(grid.get_node_ids())) < spec.min_parties and n_wait < 120:
-        time.sleep(1.0)
-        n_wait += 1
-    ckdir = context.run_config.get("checkpoint-dir")
-    store = FileCheckpointStore(Path(str(ckdir))) if ckdir else None
-    record = run_horizontal(grid, spec, Hooks(store, lambda r: log.warning("round %d: %s", r.round, r.evaluate)))
-    out = context.run_config.get("result-file")
-    if out:
-        Path(str(out)).write_text(json.dumps(record.to_dict(), indent=2))

@@ -1,0 +1,80 @@
+"""Vertical / hybrid training: coordinated logistic regression under CKKS, many lenders + one platform.
+
+The joint model is ``z = b + w_L . x_L + w_P . x_P`` on PSI-aligned subjects. Every lender ``L_i``
+holds labels and the shared lender schema ``x_L`` for its own aligned subjects (its pairwise PSI run
+with the platform); the platform ``P`` holds ``x_P`` for the same subjects, one table per lender's run.
+``w_L`` and ``b`` are trained jointly by all lenders (identical copies), ``w_P`` by the platform. The
+coordinator is the **arbiter**: it holds the run's CKKS secret key (:data:`~fedcore.crypto.he.DOT`,
+no Galois keys, no relin keys: one plaintext multiplication per value, no rotations) and only ever
+decrypts values that a party has masked.
+
+Residual: the lender linearizes the sigmoid around its *own* partial logit ``c = b + w_L . x_L`` (known
+exactly) so only the platform's part ``u = w_P . x_P`` is approximated:
+``d = s(c + u) - y ~ beta + alpha * u`` with ``alpha = s(c)(1 - s(c))``, ``beta = s(c) - y``. At
+``w = 0`` this is FATE's Taylor expansion (``0.5 + 0.25 z - y``); later it is exact in ``c`` (on FATE's
+hetero split: AUC 0.731 against 0.726 for Taylor-at-0 and 0.7315 for exact LR, see docs/vertical.md).
+Mini-batches, Adam at every party on its own slice (per coordinate, so equal to centralized Adam on
+this gradient), early stopping on the validation loss ``l(c) + beta u + alpha u^2 / 2`` (second order
+around ``c``). Packing: one slot per subject, vectors padded to whole ciphertexts; after the per-column
+plaintext products a column's ciphertexts are added slot-wise ("folded"), masked per slot and decrypted
+by the arbiter, which sums the slots. No rotations, one multiplicative level.
+
+Setup (once per session; a resumed run is a new session)::
+
+    C -> all      vertical.setup    public CKKS context (DOT), run parameters     -> row counts, feature
+                                                                                   names, data hash, a fresh
+                                                                                   X25519 envelope key
+    C -> L_1      vertical.keys     all envelope keys                            -> the lenders' common seed,
+                                                                                   sealed to each other lender
+    C -> all      vertical.start    envelope keys, sealed seed, step plan        -> lenders: moments masked
+                                                                                   by the common seed (mod 2^128)
+    C -> L_i      vertical.scaler   sum of the masked moments                     (lenders unmask: shared scaler)
+
+Per step ``t`` (a constant number of messages: 2 to the platform and 1 to each lender; the carried
+update of step ``t-1`` rides on the messages of step ``t``)::
+
+    C -> P    vertical.forward   masked sums of P's gradient of step t-1 (float64, masked by P)
+    P -> C    [[u_i]] for lender i's batch, sealed to L_i (envelope; C holds the CKKS key but cannot open it)
+    C -> L_i  vertical.residual  the sealed [[u_i]], the masked lender aggregate of step t-1
+    L_i -> C  [[alpha]], [[beta]] sealed to P; per column j of (1, x_L):
+              fold([[u]] * (x_j alpha)) + fold(x_j beta) + r_j, r_j per slot from the lenders' common seed
+    C -> P    vertical.backward  the sealed [[alpha]], [[beta]] of every lender
+    P -> C    per lender and column j of x_P: fold([[alpha]] * (x_j u) + [[beta]] * x_j) + s_j, s private to P
+    C         decrypts, sums slots (and lenders): P's masked sum S_P + sum(s), lenders' S_L + sum(r)
+
+Epoch end: ``vertical.eval_lender`` (L_i seals validation [[alpha]], [[beta]] to P and sends
+``[[l(c) + r]]`` with zero-sum masks), ``vertical.eval_platform`` (P returns
+``[[alpha u^2 / 2 + beta u + r]]``, zero-sum masks): C decrypts the slot sums = the validation loss;
+``vertical.checkpoint``. At the end the parties use the best epoch: P seals ``[[u]]`` of lender i's
+validation rows to L_i, L_i returns ``[[z + m]]`` masked per slot, C decrypts and returns the masked
+values (``vertical.reveal``), L_i removes ``m`` and reports AUC / KS / bad rate on its own validation
+rows; ``vertical.finish`` writes the slices.
+
+**What each side learns** (semi-honest parties; coordinator not colluding with a party):
+
+- *Coordinator (arbiter)*: row counts per lender (train / validation), feature counts and names, data
+  hashes; per-slot values ``v + mask`` with masks uniform in ``[-2^30, 2^30]`` (statistical distance
+  about ``|v| / 2^30`` per value); per step the *masked* gradient sums; per epoch the validation
+  loss (an aggregate over all lenders' validation rows) split per lender into its lender-only term and
+  its platform-dependent term; at the end each lender's validation AUC, KS and bad rate (reported in
+  the job result). It relays ``[[u]]``, ``[[alpha]]`` and ``[[beta]]`` only inside envelopes it cannot
+  open, and never sees a weight, a scaler, a label or a feature value.
+- *Lender L_i*: its own data; ``[[u]]`` ciphertexts it cannot decrypt; per step the aggregate lender
+  gradient ``sum_i X_L,i^T d_i`` over all lenders' batches (with one lender, FATE's guest gradient),
+  which mixes in the aggregate ``X_L^T (alpha u)`` of the batch; the pooled lender scaler (pooled mean and
+  std of the lender features) and all lenders' training row counts; at the end the joint score ``z``
+  of its own validation subjects, hence ``u_P`` of those subjects (exactly what joint scoring reveals).
+- *Platform P*: its own data; ``[[alpha]]``, ``[[beta]]`` ciphertexts it cannot decrypt; per step its own gradient
+  ``sum_i X_P,i^T d_i`` (FATE's host gradient); row counts per lender. Never labels, residuals,
+  per-subject gradients or lender weights.
+- *The final model*: each slice is kept by its party (``HOME/models/<run_id>/slice.json``); w_P is
+  known to the platform only, w_L and b to the lenders only. Scoring with it (protocol 4) reveals to the
+  requesting lender the platform's partial logit of the scored subject.
+
+Not covered: a coordinator colluding with a party (the arbiter's key decrypts every relayed
+ciphertext if the envelope key leaks); an actively malicious coordinator swapping envelope keys
+(keys are ephemeral per session and relayed; bind them to the parties' certificates for that).
+
+Layout: ``messages`` (task kinds, payload frames), ``party`` (the handlers a lender or the platform runs),
+``coordinator`` (the arbiter's driver), ``numerics`` (masks, fixed point, batch plan, CKKS helpers).
+"""
