@@ -23,7 +23,7 @@ from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 from fedcore.errors import FedcreditError
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.scoring import DEFAULT_MAX_BATCH, ScoringCoordinator
-from fedcore.wire.errors import status_of
+from fedcore.wire.errors import abort
 from fedcore.wire.scoring import request_from_proto, response_chunks
 
 from .auth import identity_of
@@ -49,9 +49,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServicer):
             # Volume only (for the dashboard): who asked and how many applicants, never which.
             self.state.audit(who.name, "score", "joint", {"applicants": len(request.pseudonyms)})
         except FedcreditError as exc:
-            code, message = status_of(exc)
-            context.abort(code, message)
+            abort(context, exc)
         except Exception as exc:
-            code, message = status_of(exc)
-            context.abort(code, message)
+            abort(context, exc)
         yield from response_chunks(resp)

@@ -99,6 +99,15 @@ class PartyTaskError(FedcreditError):
         super().__init__(f"party {party!r} failed step {step!r} ({self.kind}): {detail}")
 
 
+class ContextUnknown(NotFound):
+    """A party does not hold the requester's CKKS public context (it restarted): resend it."""
+
+    code = "context_unknown"
+
+    def __init__(self, fingerprint: str) -> None:
+        super().__init__(f"CKKS context {fingerprint[:16]}... unknown (resend with the public context)")
+
+
 ERROR_TYPES: tuple[type[FedcreditError], ...] = (
     FedcreditError,
     InvalidInput,
@@ -112,6 +121,7 @@ ERROR_TYPES: tuple[type[FedcreditError], ...] = (
     Cancelled,
     ProtocolError,
     PartyTaskError,
+    ContextUnknown,
 )
 ERROR_CODES: frozenset[str] = frozenset(t.code for t in ERROR_TYPES)
 

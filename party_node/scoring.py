@@ -37,7 +37,8 @@ import grpc
 import numpy as np
 from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 
-from fedcore.errors import DeadlineExceeded, FedcreditError, InvalidInput, NotFound
+from fedcore.coalesce import Coalescer
+from fedcore.errors import FedcreditError, InvalidInput, NotFound
 from fedcore.grpc_options import CLIENT_OPTIONS, SERVER_OPTIONS, secure_target_options
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring import (
@@ -55,7 +56,7 @@ from fedcore.protocol.scoring import (
     sigmoid,
 )
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.wire.errors import from_rpc_error, status_of
+from fedcore.wire.errors import abort, from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
 from models.scorecard import Scorecard
 
@@ -372,88 +373,14 @@ COALESCE_MAX_APPLICANTS = 64  # API calls up to this size may be merged with con
 COALESCE_MAX_MERGED = 4096
 
 
-@dataclass
-class _Waiting:
-    apps: Sequence[Applicant]
-    key: tuple[Any, ...]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: ScoredBatch | None = None
-    error: BaseException | None = None
-
-
-class _Coalescer:
-    """Merges concurrent small ``score`` calls with the same options into one chunk (one id normalization,
-    one audit record, one coordinator request); at most ``inflight`` chunks run at once, so an idle node
-    adds no delay. Each caller gets its own slice; a malformed id fails only its own caller."""
-
-    def __init__(self, service: ScoringService, inflight: int = 2) -> None:
-        self._service = service
-        self._queue: list[_Waiting] = []
-        self._cond = threading.Condition()
-        self.chunks_sent = 0
-        for i in range(inflight):
-            threading.Thread(target=self._run, name=f"score-coalesce-{i}", daemon=True).start()
-
-    def submit(self, apps: Sequence[Applicant], key: tuple[Any, ...], timeout_s: float) -> ScoredBatch:
-        item = _Waiting(apps, key)
-        with self._cond:
-            self._queue.append(item)
-            self._cond.notify()
-        if not item.done.wait(timeout_s):
-            raise DeadlineExceeded(f"scoring did not finish within {timeout_s:g} s")
-        if item.error is not None:
-            raise item.error
-        assert item.result is not None
-        return item.result
-
-    def _take(self) -> list[_Waiting]:
-        with self._cond:
-            while not self._queue:
-                self._cond.wait()
-            key = self._queue[0].key
-            batch: list[_Waiting] = []
-            rest: list[_Waiting] = []
-            total = 0
-            for it in self._queue:
-                if it.key == key and (not batch or total + len(it.apps) <= COALESCE_MAX_MERGED):
-                    batch.append(it)
-                    total += len(it.apps)
-                else:
-                    rest.append(it)
-            self._queue = rest
-            return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            model_id, model_version, queries, allow_partial, caller = batch[0].key
-            merged = [a for it in batch for a in it.apps]
-            try:
-                res = self._service._score_chunk(
-                    merged,
-                    model_id,
-                    model_version,
-                    queries,
-                    allow_partial,
-                    "skip",
-                    caller if len(batch) == 1 else f"{caller} (x{len(batch)} coalesced)",
-                )
-                self.chunks_sent += 1
-                pos = 0
-                for it in batch:
-                    part = res.slice(pos, pos + len(it.apps))
-                    pos += len(it.apps)
-                    bad = [i for i, st in enumerate(part.status) if st != "ok"]
-                    if bad:
-                        shown = ", ".join(f"#{i}" for i in bad[:5])
-                        it.error = InvalidInput(f"{len(bad)} malformed applicant id(s): {shown}")
-                    else:
-                        it.result = part
-            except BaseException as exc:  # every waiting caller gets the failure
-                for it in batch:
-                    it.error = exc
-            for it in batch:
-                it.done.set()
+def _cut_batch(res: ScoredBatch, start: int, stop: int) -> ScoredBatch:
+    """One caller's part of a coalesced batch; a malformed id fails only its own caller."""
+    part = res.slice(start, stop)
+    bad = [i for i, st in enumerate(part.status) if st != "ok"]
+    if bad:
+        shown = ", ".join(f"#{i}" for i in bad[:5])
+        raise InvalidInput(f"{len(bad)} malformed applicant id(s): {shown}")
+    return part
 
 
 class ScoringService:
@@ -474,7 +401,10 @@ class ScoringService:
         self.audit = audit or AuditLog.for_home(home)
         base = Requester(gateway, keys or KeyRing(self.settings.key_rotate_s))
         self.requester = base
-        self._coalescer = _Coalescer(self, self.settings.coalesce_inflight) if self.settings.coalesce else None
+        self._coalescer: Coalescer[tuple[Any, ...], Applicant, ScoredBatch] | None = None
+        if self.settings.coalesce:  # concurrent small calls with the same options leave as one chunk
+            self._coalescer = Coalescer(self._score_coalesced, _cut_batch, max_merged=COALESCE_MAX_MERGED,
+                                        inflight=self.settings.coalesce_inflight, name="score-coalesce")
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
@@ -570,6 +500,11 @@ class ScoringService:
             key = (model_id, model_version, check_queries(queries), allow_partial, caller)
             return self._coalescer.submit(applicants, key, self.settings.timeout_s + 30.0)
         return self._score_chunk(applicants, model_id, model_version, queries, allow_partial, on_invalid, caller)
+
+    def _score_coalesced(self, key: tuple[Any, ...], merged: list[Applicant], callers: int) -> ScoredBatch:
+        model_id, model_version, queries, allow_partial, caller = key
+        label = caller if callers == 1 else f"{caller} (x{callers} coalesced)"
+        return self._score_chunk(merged, model_id, model_version, queries, allow_partial, "skip", label)
 
     def score_stream(
         self,
@@ -836,8 +771,7 @@ class LocalScoringServicer(scoring_pb2_grpc.LocalScoringServicer):
             batch = self.service.score(_applicants(request), **self._kw(request))
             return scoring_pb2.LocalScoreResponse(scores=[_score_msg(r) for r in batch.rows()])
         except Exception as exc:
-            code, message = status_of(exc)
-            context.abort(code, message)
+            abort(context, exc)
             raise  # pragma: no cover
 
     def ScoreBatch(
@@ -852,8 +786,7 @@ class LocalScoringServicer(scoring_pb2_grpc.LocalScoringServicer):
                     done=done, total=len(apps), scores=[_score_msg(r) for r in batch.rows()]
                 )
         except Exception as exc:
-            code, message = status_of(exc)
-            context.abort(code, message)
+            abort(context, exc)
 
 
 def serve_local_grpc(

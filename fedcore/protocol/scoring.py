@@ -74,6 +74,7 @@ from fedcore.crypto.he import (
     encrypt_vector,
 )
 from fedcore.errors import (
+    ContextUnknown,
     DeadlineExceeded,
     FedcreditError,
     InvalidInput,
@@ -94,7 +95,6 @@ QUERIES = ("score", "blacklist", "loans")
 PSEUDONYM_BYTES = 16
 DEFAULT_MAX_BATCH = 1 << 17  # pseudonyms per coordinator request (the requester chunks bigger files)
 CONTEXT_CACHE = 16
-CONTEXT_UNKNOWN = "CKKS context unknown"  # prefix of the NotFound message that asks for a resend
 # N=4096 with one 60-bit data prime and a 49-bit special prime (109 bits: the 128-bit bound for N=4096),
 # scale 2^40: additions only, no Galois/relin keys. Half the ciphertext size (64 KiB per 2048 values) and
 # half the encryption time of SUMS (N=8192); per value the cost is the same, per small request it halves.
@@ -102,13 +102,6 @@ SCORING_CKKS = CkksParams("scoring", 4096, (60, 49), 40)
 ALLOWED_PARAMS = (SCORING_CKKS, SUMS)
 _REQ_MAGIC = b"FCSQ"
 _REQ_HEADER = struct.Struct(">4sBI")
-
-
-class ContextUnknown(NotFound):
-    """The receiver has no public context with this fingerprint cached: send it again with the context."""
-
-    def __init__(self, fingerprint: str) -> None:
-        super().__init__(f"{CONTEXT_UNKNOWN}: {fingerprint[:16]}... (resend with the public context)")
 
 
 class ModelVersionMismatch(InvalidInput):
@@ -601,7 +594,7 @@ class ScoringCoordinator:
         try:
             return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
         except PartyTaskError as exc:
-            if exc.kind != "not_found" or CONTEXT_UNKNOWN not in exc.detail:
+            if exc.kind != ContextUnknown.code:
                 raise
         # the party lost its cached context (restarted): send it once more, with the context
         with self._lock:
@@ -717,9 +710,7 @@ class Requester:
         )
         try:
             resp = self._gateway.joint(req)
-        except NotFound as exc:
-            if CONTEXT_UNKNOWN not in str(exc):
-                raise
+        except ContextUnknown:
             resp = self._gateway.joint(
                 JointRequest(
                     model_id, model_version, qs, packed, fp, key.public_context().serialize(), allow_partial, timeout_s
@@ -754,138 +745,6 @@ class Requester:
         )
 
 
-@dataclass
-class _Waiting:
-    packed: bytes
-    key: tuple[object, ...]
-    done: threading.Event = field(default_factory=threading.Event)
-    outcome: JointOutcome | None = None
-    error: BaseException | None = None
-
-
-class CoalescingRequester:
-    """Merges concurrent small queries of the same kind into one coordinator request.
-
-    At most ``max_inflight`` coordinator requests run at once; queries arriving meanwhile wait and leave
-    together in the next request (up to ``max_pseudonyms``), so an idle node adds no delay and a busy one
-    amortizes the fan-out, the encryptions (one ciphertext holds 4096 values) and the transport over many
-    applicants. Queries larger than ``small`` go straight through. Each caller gets its own slice of the
-    result (the request id is shared: the audit logs show one request).
-    """
-
-    def __init__(
-        self, inner: Requester, *, max_pseudonyms: int = 4096, max_inflight: int = 2, small: int = 256
-    ) -> None:
-        self.inner = inner
-        self.keys = inner.keys
-        self.max_pseudonyms = max_pseudonyms
-        self.small = small
-        self._queue: list[_Waiting] = []
-        self._cond = threading.Condition()
-        self._closed = False
-        self.requests_sent = 0
-        for i in range(max_inflight):
-            threading.Thread(target=self._dispatch, name=f"score-coalesce-{i}", daemon=True).start()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def query(
-        self,
-        pseudonyms: Sequence[bytes] | bytes,
-        *,
-        model_id: str,
-        model_version: str,
-        queries: Sequence[str] = ("score",),
-        allow_partial: bool = False,
-        timeout_s: float = 30.0,
-    ) -> JointOutcome:
-        packed = pseudonyms if isinstance(pseudonyms, bytes) else pack_pseudonyms(pseudonyms)
-        qs = check_queries(queries)
-        if len(packed) // PSEUDONYM_BYTES > self.small or len(packed) % PSEUDONYM_BYTES:
-            return self.inner.query(
-                packed,
-                model_id=model_id,
-                model_version=model_version,
-                queries=qs,
-                allow_partial=allow_partial,
-                timeout_s=timeout_s,
-            )
-        item = _Waiting(packed, (model_id, model_version, qs, allow_partial, timeout_s))
-        with self._cond:
-            if self._closed:
-                raise InvalidInput("the scoring requester is closed")
-            self._queue.append(item)
-            self._cond.notify()
-        if not item.done.wait(timeout_s + 10.0):
-            raise DeadlineExceeded(f"joint scoring request did not finish within {timeout_s:g} s")
-        if item.error is not None:
-            raise item.error
-        assert item.outcome is not None
-        return item.outcome
-
-    def _take(self) -> list[_Waiting] | None:
-        with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            key = self._queue[0].key
-            batch: list[_Waiting] = []
-            rest: list[_Waiting] = []
-            total = 0
-            for it in self._queue:
-                n = len(it.packed) // PSEUDONYM_BYTES
-                if it.key == key and (not batch or total + n <= self.max_pseudonyms):
-                    batch.append(it)
-                    total += n
-                else:
-                    rest.append(it)
-            self._queue = rest
-            return batch
-
-    def _dispatch(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            model_id, version, qs, allow_partial, timeout_s = batch[0].key
-            try:
-                out = self.inner.query(
-                    b"".join(it.packed for it in batch),
-                    model_id=str(model_id),
-                    model_version=str(version),
-                    queries=qs,  # type: ignore[arg-type]
-                    allow_partial=bool(allow_partial),
-                    timeout_s=float(timeout_s),  # type: ignore[arg-type]
-                )
-                self.requests_sent += 1
-                pos = 0
-                for it in batch:
-                    n = len(it.packed) // PSEUDONYM_BYTES
-
-                    def cut(v: np.ndarray | None, a: int = pos, b: int = pos + n) -> np.ndarray | None:
-                        return None if v is None else v[a:b]
-
-                    it.outcome = JointOutcome(
-                        out.request_id,
-                        cut(out.external_logit),
-                        cut(out.blacklist_hits),
-                        cut(out.active_loans),
-                        out.contributors,
-                        out.missing,
-                        out.model_version,
-                    )
-                    pos += n
-            except BaseException as exc:  # delivered to every waiting caller
-                for it in batch:
-                    it.error = exc
-            for it in batch:
-                it.done.set()
-
-
 def sigmoid(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))
@@ -895,7 +754,6 @@ __all__ = [
     "CONTRIBUTE",
     "QUERIES",
     "ArrayContributions",
-    "CoalescingRequester",
     "ContextUnknown",
     "Gateway",
     "JointOutcome",

@@ -3,8 +3,9 @@
 Like Flower's ``supercore/error``: each error code has a gRPC status; what goes on the wire is a fixed
 public message per code plus the error's own one-line message when the error is one we raised on
 purpose (a :class:`~fedcore.errors.FedcreditError`); unexpected exceptions are logged here and the peer
-gets only ``internal error``. A client never rebuilds an exception type from what a peer sent: it maps
-the status code to one of our own types.
+gets only ``internal error``. The error's code travels in the trailing metadata (:data:`CODE_KEY`), so
+a client decides by code, never by message text: it maps the code (or, failing that, the status) to one
+of our own types, never rebuilding a type a peer named.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ STATUS_OF: dict[str, grpc.StatusCode] = {
     e.Cancelled.code: grpc.StatusCode.CANCELLED,
     e.ProtocolError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.PartyTaskError.code: grpc.StatusCode.ABORTED,
+    e.ContextUnknown.code: grpc.StatusCode.NOT_FOUND,
 }
+CODE_KEY = "fedcredit-error-code"
+ERROR_OF_CODE: dict[str, type[e.FedcreditError]] = {t.code: t for t in e.ERROR_TYPES if t is not e.PartyTaskError}
 
 ERROR_OF_STATUS: dict[grpc.StatusCode, type[e.FedcreditError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: e.InvalidInput,
@@ -57,7 +61,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the call with ``exc``'s status, message and (for our own errors) its code in the trailers."""
     code, message = status_of(exc)
+    if isinstance(exc, e.FedcreditError):
+        context.set_trailing_metadata(((CODE_KEY, exc.code),))
     context.abort(code, message)
     raise AssertionError("context.abort returned")  # pragma: no cover
 
@@ -83,4 +90,18 @@ def from_rpc_error(err: grpc.RpcError, what: str) -> e.FedcreditError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
     cls = ERROR_OF_STATUS.get(code, e.FedcreditError)
-    return cls(f"{what}: {details or code.name.lower()}")
+    sent = error_code(err)
+    if sent in ERROR_OF_CODE and STATUS_OF.get(sent) == code:  # the code must agree with the status
+        cls = ERROR_OF_CODE[sent]
+    out = cls.__new__(cls)
+    e.FedcreditError.__init__(out, f"{what}: {details or code.name.lower()}")
+    return out
+
+
+def error_code(err: grpc.RpcError) -> str | None:
+    """The fedcredit error code a peer put in the trailing metadata, if any."""
+    trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == CODE_KEY:
+            return str(value)
+    return None

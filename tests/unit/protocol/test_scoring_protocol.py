@@ -243,13 +243,20 @@ def test_unknown_model_at_party() -> None:
 def test_coalescing_merges_concurrent_small_queries() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from fedcore.protocol.scoring import CoalescingRequester
+    from fedcore.coalesce import Coalescer
 
     fed = Fed(64)
-    co = CoalescingRequester(fed.req, max_inflight=1)
+
+    def run(key: tuple[str, str], merged: list[bytes], callers: int) -> object:
+        return fed.req.query(merged, model_id=key[0], model_version=key[1], queries=("score", "loans"))
+
+    def cut(out: object, a: int, b: int) -> object:
+        return type(out)(**{k: (v[a:b] if isinstance(v, np.ndarray) else v) for k, v in vars(out).items()})
+
+    co = Coalescer(run, cut, max_merged=4096, inflight=1)
 
     def one(i: int) -> float:
-        out = co.query([fed.ids[i]], model_id=MODEL, model_version=VERSION, queries=("score", "loans"))
+        out = co.submit([fed.ids[i]], (MODEL, VERSION), 600.0)
         assert out.external_logit is not None and out.active_loans is not None
         assert int(out.active_loans[0]) == fed.loan_count[i]
         return float(out.external_logit[0])
@@ -257,7 +264,7 @@ def test_coalescing_merges_concurrent_small_queries() -> None:
     with ThreadPoolExecutor(16) as pool:
         got = list(pool.map(one, range(64)))
     np.testing.assert_allclose(got, fed.truth_ext, atol=1e-5)
-    assert co.requests_sent < 64
+    assert co.batches_sent < 64
     with pytest.raises(PartyTaskError, match="version"):
-        co.query([fed.ids[0]], model_id=MODEL, model_version="9")
+        co.submit([fed.ids[0]], (MODEL, "9"), 600.0)
     co.close()

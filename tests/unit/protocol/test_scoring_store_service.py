@@ -250,12 +250,12 @@ def test_concurrent_calls_are_coalesced_and_errors_stay_per_caller(fed) -> None:
         except InvalidInput as exc:
             return exc
 
-    before = svc._coalescer.chunks_sent if svc._coalescer else 0
+    before = svc._coalescer.batches_sent if svc._coalescer else 0
     with ThreadPoolExecutor(12) as pool:
         got = list(pool.map(one, range(40)))
     assert isinstance(got[7], InvalidInput) and "#0" in str(got[7])
     for i, v in enumerate(got):
         if i != 7:
             assert abs(v - ref[i]) < 1e-6, i  # type: ignore[operator]
-    assert svc._coalescer is not None and svc._coalescer.chunks_sent - before < 40
+    assert svc._coalescer is not None and svc._coalescer.batches_sent - before < 40
     assert verify(fed["lender"][0] / "audit" / "scoring.log").ok
