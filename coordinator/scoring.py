@@ -22,7 +22,8 @@ from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 
 from fedcore.errors import FedcreditError
 from fedcore.protocol.channel import PartyChannel
-from fedcore.protocol.scoring import DEFAULT_MAX_BATCH, ScoringCoordinator
+from fedcore.protocol.scoring.coordinator import ScoringCoordinator
+from fedcore.protocol.scoring.messages import DEFAULT_MAX_BATCH
 from fedcore.wire.errors import abort
 from fedcore.wire.scoring import request_from_proto, response_chunks
 

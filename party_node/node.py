@@ -29,7 +29,8 @@ from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .reporting import register_report_handlers
-from .scoring import build_service, register_scoring_handlers, start_local_api
+from .scoring import build_service, register_scoring_handlers
+from .scoring_api import start_local_api
 from .store import Store
 from .training_data import store_data_provider
 from .vertical import register_vertical_handlers

@@ -22,43 +22,39 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
+from fedcredit.v1 import scoring_pb2_grpc
 
 from fedcore.coalesce import Coalescer
 from fedcore.errors import FedcreditError, InvalidInput, NotFound
-from fedcore.grpc_options import CLIENT_OPTIONS, SERVER_OPTIONS, secure_target_options
+from fedcore.grpc_options import CLIENT_OPTIONS, secure_target_options
 from fedcore.protocol.messages import JSONValue
-from fedcore.protocol.scoring import (
-    QUERIES,
-    Gateway,
-    JointOutcome,
-    JointRequest,
-    JointResponse,
-    KeyRing,
-    ModelSlice,
-    Requester,
-    ScoringParty,
-    SortedTable,
-    check_queries,
-    sigmoid,
-)
+from fedcore.protocol.scoring.messages import QUERIES, JointRequest, JointResponse, ModelSlice, check_queries
+from fedcore.protocol.scoring.party import ScoringParty, SortedTable
+from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.wire.errors import abort, from_rpc_error
+from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
 from models.scorecard import Scorecard
+from party_node.scoring_batch import (
+    COALESCE_MAX_APPLICANTS,
+    COALESCE_MAX_MERGED,
+    Applicant,
+    ApplicantTable,
+    ScoredBatch,
+    ScoringSettings,
+    _cut_batch,
+    check_features,
+)
 
 from .audit import AuditLog
 from .schema import IdKind, normalize_ids
@@ -66,7 +62,7 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-EXTERNAL_REASON = "consortium_data"  # the one reason line for the other members' combined contribution
+
 
 
 # ---- contributor side ------------------------------------------------------------------------------
@@ -180,207 +176,6 @@ class GrpcGateway:
     def close(self) -> None:
         self._channel.close()
 
-
-# ---- requester side: the scoring service --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Band:
-    """Scores of at least ``min_points`` get ``decision`` at ``rate_tier`` (bands checked high to low)."""
-
-    min_points: float
-    decision: str  # approve | review | decline
-    rate_tier: str
-
-
-DEFAULT_BANDS = (
-    Band(680.0, "approve", "A"),
-    Band(640.0, "approve", "B"),
-    Band(600.0, "review", "C"),
-    Band(-math.inf, "decline", "-"),
-)
-
-
-@dataclass
-class ScoringSettings:
-    """The requester's knobs (configurable per node)."""
-
-    model_id: str = "joint"
-    id_kind: str = IdKind.PHONE.value
-    base_score: float = 600.0
-    base_odds: float = 50.0
-    pdo: float = 20.0
-    bands: tuple[Band, ...] = DEFAULT_BANDS
-    decline_if_blacklisted: bool = True
-    max_request: int = 10_000  # applicants per API call (the batch file path chunks without limit)
-    chunk: int = 16_384  # applicants per coordinator request in a batch
-    batch_parallel: int = 2  # coordinator requests in flight during a batch
-    coalesce: bool = True  # merge concurrent small API requests into one coordinator request
-    # Coordinator requests in flight from coalesced API calls. One is fastest here: while it runs, the
-    # next calls pile up into one bigger request (measured on 2 cores: 240 req/s with 1, 176 with 2).
-    coalesce_inflight: int = 1
-    timeout_s: float = 30.0
-    allow_partial: bool = False
-    reason_top_k: int = 4
-    key_rotate_s: float = 3600.0
-    grpc_listen: str = "127.0.0.1:7601"  # the local API (empty: off)
-    http_listen: str = "127.0.0.1:7602"  # JSON over HTTP (empty: off)
-
-    def __post_init__(self) -> None:
-        decisions = {"approve", "review", "decline"}
-        if not self.bands or any(b.decision not in decisions for b in self.bands):
-            raise InvalidInput(f"score bands need decisions among {sorted(decisions)}")
-        self.bands = tuple(sorted(self.bands, key=lambda b: -b.min_points))
-        if self.bands[-1].min_points != -math.inf:
-            self.bands = (*self.bands, Band(-math.inf, "decline", "-"))
-        if self.max_request < 1 or self.chunk < 1 or self.coalesce_inflight < 1:
-            raise InvalidInput("max_request, chunk and coalesce_inflight must be positive")
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> ScoringSettings:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        unknown = set(d) - set(known)
-        if unknown:
-            raise InvalidInput(f"unknown scoring settings {sorted(unknown)}")
-        if "bands" in known:
-            known["bands"] = tuple(
-                Band(float(b.get("min_points", -math.inf)), str(b["decision"]), str(b.get("rate_tier", "-")))
-                for b in known["bands"]
-            )
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class Applicant:
-    id: str
-    id_kind: str = ""
-    features: Mapping[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class ApplicantTable:
-    """Applicants column-wise (batch files): one id kind, the lender's features as a matrix in the model
-    slice's feature order (``None``: look every applicant up in the store)."""
-
-    ids: list[str]
-    id_kind: str = ""
-    x: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def chunks(self, size: int) -> Iterator[ApplicantTable]:
-        for i in range(0, len(self.ids), size):
-            yield ApplicantTable(self.ids[i : i + size], self.id_kind, None if self.x is None else self.x[i : i + size])
-
-
-@dataclass
-class ScoredBatch:
-    """Results of a batch, column-wise (cheap for millions); :meth:`row` gives one applicant as a dict."""
-
-    ids: list[str]
-    status: np.ndarray  # "ok" | "invalid_id"
-    prob_default: np.ndarray
-    points: np.ndarray
-    prob_default_own_only: np.ndarray
-    external_logit: np.ndarray
-    own_data: np.ndarray
-    reason_index: np.ndarray  # n x k indices into features (-1: none)
-    reason_impact: np.ndarray  # n x k
-    decision: np.ndarray
-    rate_tier: np.ndarray
-    blacklist_hits: np.ndarray  # -1 when not asked
-    active_loans: np.ndarray  # -1 when not asked
-    features: tuple[str, ...]
-    model_id: str
-    model_version: str
-    request_ids: list[str] = field(default_factory=list)
-    missing: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def row(self, i: int) -> dict[str, JSONValue]:
-        ok = self.status[i] == "ok"
-        reasons: list[dict[str, JSONValue]] = []
-        if ok:
-            for j, v in zip(self.reason_index[i], self.reason_impact[i], strict=True):
-                if j >= 0:
-                    reasons.append({"feature": self.features[int(j)], "logit_impact": round(float(v), 6)})
-            reasons.append({"feature": EXTERNAL_REASON, "logit_impact": round(float(self.external_logit[i]), 6)})
-        return {
-            "id": self.ids[i],
-            "status": str(self.status[i]),
-            "prob_default": float(self.prob_default[i]) if ok else None,
-            "points": round(float(self.points[i]), 2) if ok else None,
-            "prob_default_own_only": float(self.prob_default_own_only[i]) if ok else None,
-            "external_logit": float(self.external_logit[i]) if ok else None,
-            "own_data": bool(self.own_data[i]),
-            "reasons": reasons,
-            "decision": str(self.decision[i]) if ok else None,
-            "rate_tier": str(self.rate_tier[i]) if ok else None,
-            "blacklist_hits": int(self.blacklist_hits[i]),
-            "active_loans_elsewhere": int(self.active_loans[i]),
-            "partial": bool(self.missing),
-            "missing_parties": list(self.missing),
-            "model_id": self.model_id,
-            "model_version": self.model_version,
-            "request_id": ",".join(self.request_ids),
-        }
-
-    def rows(self) -> Iterator[dict[str, JSONValue]]:
-        return (self.row(i) for i in range(len(self)))
-
-    def slice(self, a: int, b: int) -> ScoredBatch:
-        """Applicants ``a:b`` (a caller's share of a coalesced request)."""
-        return ScoredBatch(
-            self.ids[a:b],
-            self.status[a:b],
-            self.prob_default[a:b],
-            self.points[a:b],
-            self.prob_default_own_only[a:b],
-            self.external_logit[a:b],
-            self.own_data[a:b],
-            self.reason_index[a:b],
-            self.reason_impact[a:b],
-            self.decision[a:b],
-            self.rate_tier[a:b],
-            self.blacklist_hits[a:b],
-            self.active_loans[a:b],
-            self.features,
-            self.model_id,
-            self.model_version,
-            list(self.request_ids),
-            self.missing,
-        )
-
-
-def check_features(sl: ModelSlice, apps: Sequence[Applicant]) -> None:
-    """Reject unknown feature names and non-finite values, naming the applicant (0-based) and feature."""
-    names = set(sl.features)
-    for i, a in enumerate(apps):
-        if not a.features:
-            continue
-        unknown = set(a.features) - names
-        if unknown:
-            raise InvalidInput(f"applicant {i}: unknown features {sorted(unknown)} for model {sl.model_id!r}")
-        for f, v in a.features.items():
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
-                raise InvalidInput(f"applicant {i}: feature {f!r} is not a finite number")
-
-
-COALESCE_MAX_APPLICANTS = 64  # API calls up to this size may be merged with concurrent ones
-COALESCE_MAX_MERGED = 4096
-
-
-def _cut_batch(res: ScoredBatch, start: int, stop: int) -> ScoredBatch:
-    """One caller's part of a coalesced batch; a malformed id fails only its own caller."""
-    part = res.slice(start, stop)
-    bad = [i for i, st in enumerate(part.status) if st != "ok"]
-    if bad:
-        shown = ", ".join(f"#{i}" for i in bad[:5])
-        raise InvalidInput(f"{len(bad)} malformed applicant id(s): {shown}")
-    return part
 
 
 class ScoringService:
@@ -720,181 +515,6 @@ class ScoringService:
         )
 
 
-# ---- local API: gRPC ---------------------------------------------------------------------------------
-
-
-def _applicants(msg: scoring_pb2.LocalScoreRequest) -> list[Applicant]:
-    return [Applicant(a.id, a.id_kind, dict(a.features) if a.features else None) for a in msg.applicants]
-
-
-def _score_msg(row: Mapping[str, JSONValue]) -> scoring_pb2.ApplicantScore:
-    ok = row["status"] == "ok"
-    return scoring_pb2.ApplicantScore(
-        id=str(row["id"]),
-        status=str(row["status"]),
-        prob_default=float(row["prob_default"] or 0.0) if ok else 0.0,
-        points=float(row["points"] or 0.0) if ok else 0.0,
-        prob_default_own_only=float(row["prob_default_own_only"] or 0.0) if ok else 0.0,
-        reasons=[
-            scoring_pb2.ReasonCodeMsg(feature=r["feature"], logit_impact=r["logit_impact"]) for r in row["reasons"]
-        ],  # type: ignore[union-attr]
-        decision=str(row["decision"] or ""),
-        rate_tier=str(row["rate_tier"] or ""),
-        blacklist_hits=int(row["blacklist_hits"]),
-        active_loans_elsewhere=int(row["active_loans_elsewhere"]),
-        partial=bool(row["partial"]),
-        missing_parties=list(row["missing_parties"]),  # type: ignore[arg-type]
-        model_id=str(row["model_id"]),
-        model_version=str(row["model_version"]),
-        request_id=str(row["request_id"]),
-        own_data=bool(row["own_data"]),
-        external_logit=float(row["external_logit"] or 0.0) if ok else 0.0,
-    )
-
-
-class LocalScoringServicer(scoring_pb2_grpc.LocalScoringServicer):
-    def __init__(self, service: ScoringService) -> None:
-        self.service = service
-
-    def _kw(self, request: scoring_pb2.LocalScoreRequest) -> dict[str, Any]:
-        return {
-            "model_id": request.model_id or None,
-            "model_version": request.model_version or None,
-            "queries": tuple(request.queries) or QUERIES,
-            "allow_partial": request.allow_partial or None,
-        }
-
-    def Score(
-        self, request: scoring_pb2.LocalScoreRequest, context: grpc.ServicerContext
-    ) -> scoring_pb2.LocalScoreResponse:
-        try:
-            batch = self.service.score(_applicants(request), **self._kw(request))
-            return scoring_pb2.LocalScoreResponse(scores=[_score_msg(r) for r in batch.rows()])
-        except Exception as exc:
-            abort(context, exc)
-            raise  # pragma: no cover
-
-    def ScoreBatch(
-        self, request: scoring_pb2.LocalScoreRequest, context: grpc.ServicerContext
-    ) -> Iterator[scoring_pb2.LocalScoreProgress]:
-        apps = _applicants(request)
-        try:
-            done = 0
-            for batch in self.service.score_stream(apps, total=len(apps), **self._kw(request)):
-                done += len(batch)
-                yield scoring_pb2.LocalScoreProgress(
-                    done=done, total=len(apps), scores=[_score_msg(r) for r in batch.rows()]
-                )
-        except Exception as exc:
-            abort(context, exc)
-
-
-def serve_local_grpc(
-    service: ScoringService, address: str = "127.0.0.1:0", workers: int = 16
-) -> tuple[grpc.Server, int]:
-    """Start the local gRPC API (plaintext on loopback; put TLS in front for anything wider)."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="local-score"), options=SERVER_OPTIONS
-    )
-    scoring_pb2_grpc.add_LocalScoringServicer_to_server(LocalScoringServicer(service), server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise InvalidInput(f"cannot listen on {address} for the local scoring API")
-    server.start()
-    return server, port
-
-
-# ---- local API: JSON over HTTP ----------------------------------------------------------------------
-
-_HTTP_STATUS = {
-    "invalid_input": 400,
-    "invalid_config": 400,
-    "not_found": 404,
-    "permission_denied": 403,
-    "unauthenticated": 401,
-    "unavailable": 503,
-    "deadline_exceeded": 504,
-}
-MAX_HTTP_BODY = 64 << 20
-
-
-def parse_json_request(body: Mapping[str, Any]) -> tuple[list[Applicant], dict[str, Any]]:
-    """``{"applicants": [{"id": ..., "id_kind": ..., "features": {...}}], "model_id"?, "queries"?, ...}``."""
-    apps_in = body.get("applicants")
-    if apps_in is None and "id" in body:
-        apps_in = [body]
-    if not isinstance(apps_in, list) or not apps_in:
-        raise InvalidInput("body needs a non-empty 'applicants' list (or a single 'id')")
-    apps: list[Applicant] = []
-    for i, a in enumerate(apps_in):
-        if not isinstance(a, dict) or not isinstance(a.get("id"), str):
-            raise InvalidInput(f"applicants[{i}] needs a string 'id'")
-        feats = a.get("features")
-        if feats is not None and (
-            not isinstance(feats, dict)
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in feats.values())
-        ):
-            raise InvalidInput(f"applicants[{i}].features must map names to numbers")
-        apps.append(Applicant(a["id"], str(a.get("id_kind") or ""), feats))
-    kw: dict[str, Any] = {}
-    for k in ("model_id", "model_version"):
-        if body.get(k):
-            kw[k] = str(body[k])
-    if body.get("queries"):
-        kw["queries"] = tuple(body["queries"])
-    if "allow_partial" in body:
-        kw["allow_partial"] = bool(body["allow_partial"])
-    return apps, kw
-
-
-def make_http_server(service: ScoringService, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """``POST /v1/score`` (JSON in, JSON out), ``GET /healthz``. Call ``serve_forever()`` on a thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("local http: " + fmt, *args)
-
-        def _send(self, code: int, obj: Mapping[str, Any]) -> None:
-            data = json.dumps(obj).encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._send(200, {"status": "ok"})
-            else:
-                self._send(404, {"error": "not_found", "message": f"no route {self.path}"})
-
-        def do_POST(self) -> None:
-            if self.path != "/v1/score":
-                self._send(404, {"error": "not_found", "message": f"no route {self.path}"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if not 0 < length <= MAX_HTTP_BODY:
-                    raise InvalidInput(f"request body must be 1..{MAX_HTTP_BODY} bytes")
-                try:
-                    body = json.loads(self.rfile.read(length))
-                except ValueError:
-                    raise InvalidInput("request body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise InvalidInput("request body must be a JSON object")
-                apps, kw = parse_json_request(body)
-                batch = service.score(apps, **kw)
-                self._send(200, {"scores": list(batch.rows())})
-            except FedcreditError as exc:
-                self._send(_HTTP_STATUS.get(exc.code, 500), {"error": exc.code, "message": str(exc)})
-            except Exception:
-                log.exception("local scoring API crashed")
-                self._send(500, {"error": "internal", "message": "internal error (see the node's log)"})
-
-    return ThreadingHTTPServer((host, port), Handler)
-
 
 # ---- node wiring ---------------------------------------------------------------------------------------
 
@@ -931,41 +551,3 @@ def build_service(config: Any, store: Store, settings: ScoringSettings | None = 
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))
 
 
-def _split(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    try:
-        return host or "127.0.0.1", int(port)
-    except ValueError:
-        raise InvalidInput(f"listen address {listen!r} must be host:port") from None
-
-
-@dataclass
-class LocalApi:
-    """The running local scoring API (gRPC and/or HTTP); :meth:`stop` shuts both down."""
-
-    grpc_server: grpc.Server | None = None
-    grpc_port: int = 0
-    http_server: ThreadingHTTPServer | None = None
-    http_port: int = 0
-
-    def stop(self) -> None:
-        if self.grpc_server is not None:
-            self.grpc_server.stop(1.0)
-        if self.http_server is not None:
-            self.http_server.shutdown()
-            self.http_server.server_close()
-
-
-def start_local_api(service: ScoringService) -> LocalApi:
-    """Start the local API on ``settings.grpc_listen`` / ``settings.http_listen`` (loopback by default)."""
-    api = LocalApi()
-    st = service.settings
-    if st.grpc_listen:
-        api.grpc_server, api.grpc_port = serve_local_grpc(service, st.grpc_listen)
-    if st.http_listen:
-        host, port = _split(st.http_listen)
-        api.http_server = make_http_server(service, host, port)
-        api.http_port = api.http_server.server_address[1]
-        threading.Thread(target=api.http_server.serve_forever, name="local-score-http", daemon=True).start()
-    log.info("local scoring API: grpc port %s, http port %s", api.grpc_port or "-", api.http_port or "-")
-    return api

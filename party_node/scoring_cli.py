@@ -49,7 +49,7 @@ def read_table(path: Path, features: tuple[str, ...], kind: str, id_column: str 
     ``None`` when per-applicant handling is needed (store lookups, an ``id_kind`` column)."""
     import pandas as pd
 
-    from .scoring import ApplicantTable
+    from .scoring_batch import ApplicantTable
 
     if not path.is_file():
         raise InvalidInput(f"{path} does not exist")
@@ -72,7 +72,7 @@ def read_table(path: Path, features: tuple[str, ...], kind: str, id_column: str 
 
 def read_applicants(path: Path, kind: str = "", id_column: str = "id") -> list[Any]:
     """Applicants from a CSV file: an id column, an optional ``id_kind`` column, other columns as features."""
-    from .scoring import Applicant
+    from .scoring_batch import Applicant
 
     if not path.is_file():
         raise InvalidInput(f"{path} does not exist")
@@ -126,7 +126,8 @@ def _score(
 ) -> None:
     from .config import load_party_config
     from .data_cli import open_store
-    from .scoring import Applicant, build_service
+    from .scoring import build_service
+    from .scoring_batch import Applicant
 
     if bool(ids) == bool(file):
         raise InvalidInput("give either --id (one or more) or --file")

@@ -42,7 +42,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from fedcore.protocol.scoring import ModelSlice, SortedTable, sigmoid  # noqa: E402
+from fedcore.protocol.scoring.messages import ModelSlice  # noqa: E402
+from fedcore.protocol.scoring.party import SortedTable  # noqa: E402
+from fedcore.protocol.scoring.requester import sigmoid  # noqa: E402
 from party_node.pseudonym import PseudonymKey  # noqa: E402
 
 CONTRIBUTORS = {
@@ -99,7 +101,7 @@ def run_coordinator(home: Path) -> None:
 
 def run_contributor(home: Path, name: str, n: int) -> None:
     from fedcore.protocol.messages import DataSummary
-    from fedcore.protocol.scoring import ArrayContributions, ScoringParty
+    from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
     from fedcore.protocol.tasks import HandlerRegistry
     from party_node.config import load_party_config
     from party_node.link import LinkClient, LinkCredentials
@@ -128,7 +130,8 @@ def run_contributor(home: Path, name: str, n: int) -> None:
 
 def requester_service(home: Path) -> Any:
     from party_node.config import load_party_config
-    from party_node.scoring import ScoringService, ScoringSettings, build_service
+    from party_node.scoring import ScoringService, build_service
+    from party_node.scoring_batch import ScoringSettings
     from party_node.store import Store
 
     cfg = load_party_config(home)
@@ -145,7 +148,7 @@ def requester_service(home: Path) -> Any:
 
 
 def run_requester(home: Path, port_file: Path) -> None:
-    from party_node.scoring import serve_local_grpc
+    from party_node.scoring_api import serve_local_grpc
 
     svc = requester_service(home)
     server, port = serve_local_grpc(svc, "127.0.0.1:0", workers=16)
@@ -238,7 +241,7 @@ def main() -> None:
     from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 
     from coordinator.config import load_coordinator_config
-    from party_node.scoring import ApplicantTable
+    from party_node.scoring_batch import ApplicantTable
     from tests.conftest import make_homes
 
     result: dict[str, Any] = {

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from fedcredit.v1 import scoring_pb2
 
 from fedcore.errors import ProtocolError
-from fedcore.protocol.scoring import JointRequest, JointResponse
+from fedcore.protocol.scoring.messages import JointRequest, JointResponse
 
 REPLY_CHUNK = 1 << 20
 

@@ -16,7 +16,9 @@ from coordinator.server import CoordinatorServer
 from coordinator.state import StateStore
 from fedcore.errors import PermissionDenied, Unauthenticated
 from fedcore.protocol.messages import DataSummary
-from fedcore.protocol.scoring import ArrayContributions, ModelSlice, Requester, ScoringParty, sigmoid
+from fedcore.protocol.scoring.messages import ModelSlice
+from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
+from fedcore.protocol.scoring.requester import Requester, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.config import load_party_config
 from party_node.link import LinkClient, LinkCredentials

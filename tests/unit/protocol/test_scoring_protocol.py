@@ -14,18 +14,10 @@ from fedcore.crypto.he import CkksPublicContext, EncryptedVector, NoSecretKeyErr
 from fedcore.errors import DeadlineExceeded, InvalidInput, NotFound, PartyTaskError, PartyUnavailable, PermissionDenied
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role, TaskReply
-from fedcore.protocol.scoring import (
-    CONTRIBUTE,
-    ArrayContributions,
-    KeyRing,
-    LocalGateway,
-    ModelSlice,
-    Requester,
-    ScoringCoordinator,
-    ScoringParty,
-    sigmoid,
-    unpack_task_payload,
-)
+from fedcore.protocol.scoring.coordinator import ScoringCoordinator
+from fedcore.protocol.scoring.messages import CONTRIBUTE, ModelSlice, unpack_task_payload
+from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
+from fedcore.protocol.scoring.requester import KeyRing, LocalGateway, Requester, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
 MODEL = "joint-v"

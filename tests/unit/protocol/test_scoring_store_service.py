@@ -17,21 +17,17 @@ from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 from fedcore.errors import InvalidInput, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
-from fedcore.protocol.scoring import LocalGateway, ModelSlice, ScoringCoordinator, sigmoid
+from fedcore.protocol.scoring.coordinator import ScoringCoordinator
+from fedcore.protocol.scoring.messages import ModelSlice
+from fedcore.protocol.scoring.requester import LocalGateway, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.audit import AuditLog, verify
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import parse_schema
-from party_node.scoring import (
-    Applicant,
-    Band,
-    ScoringService,
-    ScoringSettings,
-    make_http_server,
-    register_scoring_handlers,
-    serve_local_grpc,
-)
+from party_node.scoring import ScoringService, register_scoring_handlers
+from party_node.scoring_api import make_http_server, serve_local_grpc
+from party_node.scoring_batch import Applicant, Band, ScoringSettings
 from party_node.store import Store
 
 N = 400
@@ -225,7 +221,7 @@ def test_local_grpc_and_http_api(fed) -> None:
 
 
 def test_table_fast_path_matches_applicant_path(fed) -> None:
-    from party_node.scoring import ApplicantTable
+    from party_node.scoring_batch import ApplicantTable
 
     svc: ScoringService = fed["svc"]
     svc.settings.chunk = 128

@@ -1,0 +1,49 @@
+"""Joint scoring, the consortium blacklist check and the multi-lending count, written against
+:class:`~fedcore.protocol.channel.PartyChannel` (protocols 4 and 5 of the design).
+
+Roles: the **requester** R (a lender's node, asked by its own loan system), the **coordinator** C, and
+every other admitted party P (the contributors). The federation pseudonym key is held by every party and
+never by C, so ``pseudonym = HMAC(key, kind || id)[:16]`` is the same person everywhere.
+
+Flow of one request (every arrow through C; R <-> C is the ``Scoring/Score`` RPC, C <-> P the party link)::
+
+    R -> C   model id + version, queries, pseudonyms (16 B each), CKKS public context fingerprint
+             (+ the public context itself the first time C sees that fingerprint; C caches it)
+    C -> P   task ``scoring.contribute``: a fresh request id, the same fields, the public context only
+             if P has not had that fingerprint yet. P is NOT told who asked.
+    P -> C   one EncryptedVector (CKKS, :data:`SCORING_CKKS`) of length n * len(queries): per query, per pseudonym,
+             ``score``: P's partial logit ``w_P . (x_P - mean_P) / std_P``;
+             ``blacklist``: 1.0 if the subject is on P's fraud list (and consented to ``blacklist``);
+             ``loans``: 1.0 if P has an active loan with the subject.
+             CKKS parameters: :data:`SCORING_CKKS` (N=4096, one data prime, no Galois keys) by default.
+             A subject P does not know, or without consent, gets 0.0 (the neutral value: a standardized
+             feature at its mean contributes 0); it is encrypted like any other value.
+    C        sums the ciphertexts of all contributors (``fedcore.crypto.he.add``)
+    C -> R   the summed EncryptedVector, the number of contributors, the names of missing parties
+    R        decrypts; joint logit = intercept + own part + external sum; blacklist/loans as counts.
+
+**What each side learns** (semi-honest; CKKS IND-CPA under RLWE at N=8192, 128-bit):
+
+- *Coordinator*: who asked (it authenticates R), n, the queries, the model id, timing and the
+  pseudonyms. Pseudonyms are keyed hashes: without the federation key C cannot link them to an id or
+  test a guess, but the same person asked twice gives the same pseudonym (C can link repeated
+  requests for one subject). C never sees a plaintext value and holds no secret key: it cannot decrypt a
+  party's response nor the sum. Neutral values are encrypted zeros, indistinguishable from real ones.
+- *Contributor P*: that *someone* asked about these pseudonyms (it can tell which of them it knows), the
+  model id and the queries; not who asked, not the result. P sees no other party's contribution.
+- *Requester R*: per applicant, the sum of the other parties' partial logits (so with exactly one other
+  contributor, that party's partial logit: inherent in a joint linear score), the number of members that
+  list the applicant as fraud and the number that hold an active loan with it, never which ones.
+- *An observer of the links*: sizes and timing (mutual TLS).
+
+Not covered: a malicious contributor can send wrong values (it could also lie about its data); R could
+ask about arbitrary pseudonyms it computed from guessed ids (rate limits and the audit log at every
+party are the control, plus the lender role check at C).
+
+Key handling: R makes a fresh CKKS key pair (:class:`KeyRing`) and rotates it on a schedule; contexts
+are cached by fingerprint at C and at each P (bounded LRU), so a steady stream of requests sends only
+the fingerprint.
+
+Layout: ``messages`` (kinds, payloads, model slices), ``party`` (the contributor's handler), ``coordinator``
+(the driver), ``requester`` (the requesting lender's side).
+"""

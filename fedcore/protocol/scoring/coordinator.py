@@ -1,0 +1,180 @@
+"""The joint scoring driver: fans a request out to the contributors and sums their ciphertexts."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+
+from fedcore.crypto.he import (
+    CkksPublicContext,
+    EncryptedVector,
+    add,
+)
+from fedcore.errors import (
+    ContextUnknown,
+    DeadlineExceeded,
+    InvalidInput,
+    PartyTaskError,
+    PartyUnavailable,
+    PermissionDenied,
+    ProtocolError,
+)
+from fedcore.protocol.channel import PartyChannel, TaskHandle
+from fedcore.protocol.messages import JSONValue, Role, Task
+from fedcore.protocol.scoring.messages import (
+    CONTRIBUTE,
+    DEFAULT_MAX_BATCH,
+    PSEUDONYM_BYTES,
+    JointRequest,
+    JointResponse,
+    check_queries,
+    pack_task_payload,
+)
+from fedcore.protocol.scoring.party import ContextCache
+
+log = logging.getLogger(__name__)
+
+
+class ScoringCoordinator:
+    """The coordinator's fan-out: validate, ask every other party, sum ciphertexts. Holds no key."""
+
+    def __init__(
+        self,
+        channel: PartyChannel,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        requester_roles: frozenset[Role] = frozenset({Role.LENDER}),
+    ) -> None:
+        self._channel = channel
+        self.max_batch = max_batch
+        self.requester_roles = requester_roles
+        self._contexts = ContextCache(64)
+        self._sent: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def _role_of(self, name: str) -> Role | None:
+        for p in self._channel.parties():
+            if p.name == name:
+                return p.role
+        return None
+
+    def score(self, requester: str, req: JointRequest) -> JointResponse:
+        queries = check_queries(req.queries)
+        if len(req.pseudonyms) % PSEUDONYM_BYTES:
+            raise InvalidInput(f"pseudonyms must be {PSEUDONYM_BYTES} bytes each")
+        n = req.n
+        if n == 0:
+            raise InvalidInput("a scoring request needs at least one pseudonym")
+        if n > self.max_batch:
+            raise InvalidInput(f"batch of {n} applicants is over the limit of {self.max_batch} per request")
+        if not (0 < req.timeout_s <= 3600):
+            raise InvalidInput("timeout_s must be in (0, 3600]")
+        role = self._role_of(requester)
+        if role not in self.requester_roles:
+            raise PermissionDenied(f"{requester!r} ({role}) may not request joint scores")
+        pub = self._contexts.resolve(req.fingerprint, req.public_context)
+        request_id = secrets.token_hex(8)
+        others = [p for p in self._channel.parties() if p.name != requester]
+        missing = [p.name for p in others if not p.online]
+        if missing and not req.allow_partial:
+            raise PartyUnavailable(missing[0], "offline; the request did not allow a partial score")
+        params: dict[str, JSONValue] = {
+            "request_id": request_id,
+            "model_id": req.model_id,
+            "model_version": req.model_version,
+            "queries": list(queries),
+            "n": n,
+            "fingerprint": pub.fingerprint(),
+        }
+        deadline = time.monotonic() + req.timeout_s
+        handles: dict[str, TaskHandle] = {}
+        for p in others:
+            if p.online:
+                try:
+                    handles[p.name] = self._submit(p.name, params, req.pseudonyms, pub, deadline, resend=False)
+                except PartyUnavailable:
+                    if not req.allow_partial:
+                        self._cancel(handles)
+                        raise
+                    missing.append(p.name)
+        vectors: list[EncryptedVector] = []
+        length = n * len(queries)
+        try:
+            for name, handle in handles.items():
+                try:
+                    data = self._result(name, handle, params, req.pseudonyms, pub, deadline)
+                except (PartyUnavailable, DeadlineExceeded):
+                    if not req.allow_partial:
+                        raise
+                    missing.append(name)
+                    continue
+                vec = EncryptedVector.from_bytes(pub, data, max_length=length)
+                if vec.length != length:
+                    raise ProtocolError(f"party {name!r} sent {vec.length} values, expected {length}")
+                vectors.append(vec)
+        except BaseException:
+            self._cancel(handles)
+            raise
+        total = add(vectors).to_bytes() if vectors else None
+        log.info(
+            "scoring request %s from %s: n=%d queries=%s contributors=%d missing=%s",
+            request_id,
+            requester,
+            n,
+            ",".join(queries),
+            len(vectors),
+            ",".join(missing) or "-",
+        )
+        return JointResponse(request_id, n, queries, total, len(vectors), tuple(sorted(missing)))
+
+    def _submit(
+        self,
+        party: str,
+        params: Mapping[str, JSONValue],
+        pseudonyms: bytes,
+        pub: CkksPublicContext,
+        deadline: float,
+        *,
+        resend: bool,
+    ) -> TaskHandle:
+        fp = pub.fingerprint()
+        with self._lock:
+            known = fp in self._sent.setdefault(party, set())
+        send_ctx = resend or not known
+        payload = pack_task_payload(pseudonyms, pub.serialize() if send_ctx else None)
+        timeout = max(0.05, deadline - time.monotonic())
+        handle = self._channel.submit(party, Task(CONTRIBUTE, dict(params), params["request_id"], timeout, [payload]))
+        if send_ctx:
+            with self._lock:
+                self._sent[party].add(fp)
+        return handle
+
+    def _result(
+        self,
+        name: str,
+        handle: TaskHandle,
+        params: Mapping[str, JSONValue],
+        pseudonyms: bytes,
+        pub: CkksPublicContext,
+        deadline: float,
+    ) -> bytes:
+        try:
+            return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
+        except PartyTaskError as exc:
+            if exc.kind != ContextUnknown.code:
+                raise
+        # the party lost its cached context (restarted): send it once more, with the context
+        with self._lock:
+            self._sent.get(name, set()).discard(pub.fingerprint())
+        handle = self._submit(name, params, pseudonyms, pub, deadline, resend=True)
+        return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
+
+    @staticmethod
+    def _cancel(handles: Mapping[str, TaskHandle]) -> None:
+        for h in handles.values():
+            h.cancel("scoring request failed")
+
+

@@ -1,0 +1,247 @@
+"""The handler a contributing party runs in joint scoring: partial logits and flags under the requester's key."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from fedcore.crypto.he import (
+    CkksPublicContext,
+    encrypt_vector,
+)
+from fedcore.errors import (
+    ContextUnknown,
+    FedcreditError,
+    InvalidInput,
+    NotFound,
+    ProtocolError,
+)
+from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.scoring.messages import (
+    ALLOWED_PARAMS,
+    CONTEXT_CACHE,
+    CONTRIBUTE,
+    PSEUDONYM_BYTES,
+    ModelSlice,
+    ModelVersionMismatch,
+    _digest,
+    check_queries,
+    pseudonym_array,
+    unpack_task_payload,
+)
+from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+
+log = logging.getLogger(__name__)
+
+
+# ---- contributor side ---------------------------------------------------------------------------
+
+
+class ContributionSource(Protocol):
+    """A contributor's data as the protocol needs it. Every method returns one value per pseudonym,
+    0.0 for subjects it does not know or that did not consent to the purpose."""
+
+    def model_version(self, model_id: str) -> str: ...
+
+    def partial_logits(self, model_id: str, pseudonyms: np.ndarray) -> np.ndarray: ...
+
+    def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray: ...
+
+    def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray: ...
+
+
+class AuditSink(Protocol):
+    def append(self, event: str, fields: Mapping[str, JSONValue]) -> object: ...
+
+
+def _prefix64(keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of ``S16`` pseudonyms as big-endian uint64 (sorts like the bytes)."""
+    raw = np.ascontiguousarray(keys, dtype="S16").view(np.uint8).reshape(-1, PSEUDONYM_BYTES)[:, :8]
+    return np.ascontiguousarray(raw).view(">u8").ravel().astype(np.uint64)
+
+
+class SortedTable:
+    """pseudonym -> value with vectorized lookups: ``searchsorted`` on the first 8 bytes as uint64, then
+    a full 16-byte comparison (two pseudonyms sharing 64 bits, probability ~n^2/2^65, make the second one
+    look unknown, i.e. neutral)."""
+
+    def __init__(self, pseudonyms: Sequence[bytes] | np.ndarray, values: np.ndarray | None = None) -> None:
+        keys = np.asarray(list(pseudonyms) if not isinstance(pseudonyms, np.ndarray) else pseudonyms, dtype="S16")
+        vals = np.ones(len(keys)) if values is None else np.asarray(values, dtype=np.float64)
+        if len(vals) != len(keys):
+            raise InvalidInput(f"{len(keys)} pseudonyms but {len(vals)} values")
+        prefix = _prefix64(keys) if len(keys) else np.zeros(0, dtype=np.uint64)
+        order = np.argsort(prefix, kind="stable")
+        self.keys = keys[order]
+        self.prefix = prefix[order]
+        self.values = vals[order]
+        self._index = pd.Index(self.prefix)
+        self._unique = bool(self._index.is_unique)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, query: np.ndarray) -> np.ndarray:
+        """One value per pseudonym of ``query`` (``S16``); 0.0 where the pseudonym is not in the table."""
+        out = np.zeros(len(query), dtype=np.float64)
+        if len(self.keys) == 0 or len(query) == 0:
+            return out
+        q = np.asarray(query, dtype="S16")
+        qp = _prefix64(q)
+        if self._unique:  # a hash table over the prefixes (pandas): ~4x faster than searchsorted at 1M
+            pos = self._index.get_indexer(qp)
+            found = pos >= 0
+            pos = np.where(found, pos, 0)
+        else:
+            pos = np.minimum(np.searchsorted(self.prefix, qp), len(self.keys) - 1)
+            found = np.ones(len(q), dtype=bool)
+        hit = found & (self.keys[pos] == q)
+        out[hit] = self.values[pos[hit]]
+        return out
+
+
+@dataclass
+class ArrayContributions:
+    """A :class:`ContributionSource` over in-memory arrays (tests; the store-backed source builds one)."""
+
+    slices: dict[str, ModelSlice]
+    scores: dict[str, SortedTable]  # model id -> partial logit per consenting subject
+    fraud: SortedTable
+    loans: SortedTable
+
+    @classmethod
+    def build(
+        cls,
+        slices: Sequence[ModelSlice],
+        features: Mapping[str, tuple[Sequence[bytes], np.ndarray]],  # model id -> (pseudonyms, X)
+        fraud: Sequence[bytes] = (),
+        loans: Sequence[bytes] = (),
+    ) -> ArrayContributions:
+        scores = {}
+        for sl in slices:
+            ps, x = features.get(sl.model_id, ((), np.zeros((0, len(sl.features)))))
+            scores[sl.model_id] = SortedTable(ps, sl.partial_logit(x) if len(ps) else np.zeros(0))
+        return cls({s.model_id: s for s in slices}, scores, SortedTable(fraud), SortedTable(loans))
+
+    def model_version(self, model_id: str) -> str:
+        sl = self.slices.get(model_id)
+        if sl is None:
+            raise NotFound(f"model {model_id!r} has no slice at this party")
+        return sl.version
+
+    def partial_logits(self, model_id: str, pseudonyms: np.ndarray) -> np.ndarray:
+        return self.scores[model_id].lookup(pseudonyms)
+
+    def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
+        return self.fraud.lookup(pseudonyms)
+
+    def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
+        return self.loans.lookup(pseudonyms)
+
+
+
+class ContextCache:
+    """Bounded LRU of parsed public contexts by fingerprint (thread-safe)."""
+
+    def __init__(self, size: int = CONTEXT_CACHE) -> None:
+        self._size = size
+        self._items: OrderedDict[str, CkksPublicContext] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, fingerprint: str) -> CkksPublicContext | None:
+        with self._lock:
+            ctx = self._items.get(fingerprint)
+            if ctx is not None:
+                self._items.move_to_end(fingerprint)
+            return ctx
+
+    def put(self, data: bytes, fingerprint: str | None = None) -> CkksPublicContext:
+        ctx = CkksPublicContext.from_bytes(data)  # rejects garbage and contexts holding a secret key
+        shape = (ctx.params.poly_modulus_degree, ctx.params.coeff_mod_bit_sizes, ctx.params.scale_bits)
+        allowed = [(p.poly_modulus_degree, p.coeff_mod_bit_sizes, p.scale_bits) for p in ALLOWED_PARAMS]
+        if shape not in allowed or ctx.has_galois_keys:
+            raise ProtocolError("scoring contexts must use the scoring or SUMS parameters without Galois keys")
+        if fingerprint is not None and ctx.fingerprint() != fingerprint:
+            raise ProtocolError("public context does not match its fingerprint")
+        with self._lock:
+            self._items[ctx.fingerprint()] = ctx
+            self._items.move_to_end(ctx.fingerprint())
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return ctx
+
+    def resolve(self, fingerprint: str, data: bytes | None) -> CkksPublicContext:
+        if data:
+            return self.get(fingerprint) or self.put(data, fingerprint)
+        ctx = self.get(fingerprint)
+        if ctx is None:
+            raise ContextUnknown(fingerprint)
+        return ctx
+
+
+class ScoringParty:
+    """The contributor's handler for :data:`CONTRIBUTE`. ``audit`` records every request."""
+
+    def __init__(self, source: ContributionSource, audit: AuditSink | None = None) -> None:
+        self._source = source
+        self._audit = audit
+        self._contexts = ContextCache()
+
+    def register(self, registry: HandlerRegistry) -> None:
+        registry.register(CONTRIBUTE, self._contribute)
+
+    def _contribute(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        queries = check_queries(params.get("queries") or [])  # type: ignore[arg-type]
+        model_id = str(params.get("model_id", ""))
+        version = str(params.get("model_version", ""))
+        fp = str(params.get("fingerprint", ""))
+        n = int(params.get("n", -1))
+        context, packed = unpack_task_payload(ctx.read_payload())
+        pseudos = pseudonym_array(packed)
+        if len(pseudos) != n:
+            raise ProtocolError(f"request announced {n} pseudonyms, payload holds {len(pseudos)}")
+        record: dict[str, JSONValue] = {
+            "request_id": str(params.get("request_id", "")),
+            "model_id": model_id,
+            "model_version": version,
+            "queries": list(queries),
+            "n": n,
+            "pseudonyms_sha256": _digest(packed),
+        }
+        try:
+            pub = self._contexts.resolve(fp, context)
+            parts: list[np.ndarray] = []
+            for q in queries:
+                ctx.check_cancelled()
+                if q == "score":
+                    have = self._source.model_version(model_id)
+                    if have != version:
+                        raise ModelVersionMismatch(
+                            f"model {model_id!r}: request names version {version!r}, this party holds {have!r}"
+                        )
+                    parts.append(self._source.partial_logits(model_id, pseudos))
+                elif q == "blacklist":
+                    parts.append(self._source.fraud_flags(pseudos))
+                else:
+                    parts.append(self._source.loan_flags(pseudos))
+            values = np.concatenate(parts) if parts else np.zeros(0)
+            enc = encrypt_vector(pub, values) if len(values) else None
+        except FedcreditError as exc:
+            self._log("score_contribution", {**record, "outcome": exc.code})
+            raise
+        self._log("score_contribution", {**record, "outcome": "ok"})
+        data = enc.to_bytes() if enc is not None else b""
+        return TaskReply({"n": n}, [data] if data else None)
+
+    def _log(self, event: str, fields: Mapping[str, JSONValue]) -> None:
+        if self._audit is not None:
+            self._audit.append(event, fields)
+
+
