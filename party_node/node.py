@@ -57,6 +57,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         party=config.party.name,
         state_dir=config.home / "training",
         model_dir=config.home / "models",
+        identity=party_identity(config),
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
     register_scoring_handlers(registry, store, config.home)

@@ -44,6 +44,7 @@ from fedcore.protocol.horizontal.env import PartyTrainingEnv, csv_data_provider 
 from fedcore.protocol.horizontal.party import register_training_handlers  # noqa: E402
 from fedcore.protocol.inmemory import InMemoryChannel  # noqa: E402
 from fedcore.protocol.messages import Role  # noqa: E402
+from fedcore.protocol.sealing import make_identities  # noqa: E402
 from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
 from models.metrics import evaluate  # noqa: E402
 from models.nets import build_model, set_weights  # noqa: E402
@@ -58,9 +59,11 @@ FEATURES = [f"x{i}" for i in range(23)]
 def federation(data: Path) -> tuple[InMemoryChannel, dict[str, PartyTrainingEnv]]:
     ch = InMemoryChannel()
     envs = {}
+    ids = make_identities(list(FILES))
     for name, f in FILES.items():
         reg = HandlerRegistry()
-        envs[name] = register_training_handlers(reg, csv_data_provider(data / f"default_credit_{f}.csv"), party=name)
+        envs[name] = register_training_handlers(reg, csv_data_provider(data / f"default_credit_{f}.csv"), party=name,
+                                                identity=ids[name])
         ch.add_party(name, Role.LENDER, reg)
     return ch, envs
 
@@ -144,6 +147,7 @@ def synthetic(
     is_test = test[person]
     ch = InMemoryChannel()
     envs: dict[str, PartyTrainingEnv] = {}
+    ids = make_identities(list(synth.LENDERS))
     for i, name in enumerate(synth.LENDERS):
         rows = np.flatnonzero((lender == i) & ~is_test)
         xs, ys = x[rows], y[rows]
@@ -153,7 +157,7 @@ def synthetic(
             return xs[tr], ys[tr], xs[va], ys[va], [f"f{j}" for j in range(n_app)]
 
         reg = HandlerRegistry()
-        envs[name] = register_training_handlers(reg, provide, party=name)
+        envs[name] = register_training_handlers(reg, provide, party=name, identity=ids[name])
         ch.add_party(name, Role.LENDER, reg)
     with TemporaryDirectory() as tmp:
         job = HorizontalJob(

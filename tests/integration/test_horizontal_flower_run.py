@@ -90,7 +90,9 @@ def test_flwr_run_local_deployment(tmp_path: Path) -> None:
         )
         time.sleep(3)
         for name, f in [("guest", "homo_guest"), ("host1", "homo_host_1"), ("host2", "homo_host_2")]:
-            node_cfg = f'data-file="{DATA / f"default_credit_{f}.csv"}" state-dir="{tmp_path / name}"'
+            # Flower's own deployment: no fedcredit certificates, so the operator opts in to unbound keys
+            node_cfg = (f'data-file="{DATA / f"default_credit_{f}.csv"}" state-dir="{tmp_path / name}"'
+                        ' unbound-keys="true"')
             start(
                 f"supernode-{name}",
                 [

@@ -197,7 +197,7 @@ def setup_keys(grid: Grid, spec: JobSpec) -> Any:
         {
             creator: {
                 "fc-recipients": [name_of(n) for n in others],
-                "fc-pubs": [bytes(_rep(pubs[n])["pub"]) for n in others],  # type: ignore[arg-type]
+                "fc-anns": [str(_rep(pubs[n])["ann"]) for n in others],
             }
         },
     )
@@ -216,7 +216,7 @@ def setup_keys(grid: Grid, spec: JobSpec) -> Any:
         spec,
         hz.MSG_KEYINSTALL,
         {
-            n: {"fc-sender": name_of(creator), "fc-envelope": bytes(e), "fc-fingerprint": fingerprint}
+            n: {"fc-sender": name_of(creator), "fc-envelope": str(e), "fc-fingerprint": fingerprint}
             for n, e in zip(others, envelopes, strict=True)
         },
     )

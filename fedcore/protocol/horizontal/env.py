@@ -16,6 +16,7 @@ from flwr.app import Context
 
 from fedcore.errors import InvalidInput, NotFound, ProtocolError
 from fedcore.protocol import horizontal as hz
+from fedcore.protocol.sealing import PartyIdentity
 from fedcore.secret import write_private_file
 
 DataSplit = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]
@@ -88,9 +89,15 @@ class PartyTrainingEnv:
         party: str | None = None,
         state_dir: Path | None = None,
         model_dir: Path | None = None,
+        identity: PartyIdentity | None = None,
+        trust_relay: bool = False,
     ) -> None:
         self.data_provider = data_provider
         self.party = party
+        # Key set-up seals the CKKS secret context to peers' certificate-bound keys; ``trust_relay`` (only
+        # under ``flwr run``, opted in per node with ``unbound-keys``) accepts keys bound to nothing.
+        self.identity = identity
+        self.trust_relay = trust_relay
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.model_dir = (
             Path(model_dir)
@@ -210,6 +217,7 @@ def _env(context: Context) -> PartyTrainingEnv:
             csv_data_provider(str(nc["data-file"])),
             party=f"node-{context.node_id}",  # the name Flower's ServerApp side uses for this node
             state_dir=state_dir,
+            trust_relay=str(nc.get("unbound-keys", "")).lower() == "true",
         )
     return _NODE_ENVS[key]
 

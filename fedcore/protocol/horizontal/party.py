@@ -32,10 +32,11 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedcore.errors import ProtocolError
+from fedcore.errors import PermissionDenied, ProtocolError
 from fedcore.protocol import horizontal as hz
 from fedcore.protocol.horizontal.env import _ENV, DataProvider, PartyTrainingEnv, _env
 from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.sealing import PartyIdentity, open_from_peer, seal_to_peers, unbound_announcement
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
 
@@ -66,28 +67,36 @@ def _reply(msg: Message, **records: Any) -> Message:
 client_app = ClientApp()
 
 
+def _sealer(env: PartyTrainingEnv, me: str) -> PartyIdentity | str:
+    """Who seals: this party's certificate-bound identity, or (``trust_relay`` only) its bare name."""
+    if env.identity is not None:
+        return env.identity
+    if not env.trust_relay:
+        raise PermissionDenied("HE training needs this party's certificate to bind its keys (or unbound-keys)")
+    return me
+
+
+def _purpose(run: str) -> str:
+    return f"horizontal-ckks/{run}"
+
+
 @client_app.query("fc_envkey")
 def _q_envkey(msg: Message, context: Context) -> Message:
     from fedcore.crypto.envelope import EnvelopePrivateKey
 
     env = _env(context)
     cfg = _config(msg)
-    _self_name(env, cfg)
+    me = _self_name(env, cfg)
     p = hz.TrainParams.from_config(cfg)
     key = EnvelopePrivateKey.generate()
     env.put_env_key(p.run, key)
-    return _reply(msg, reply=ConfigRecord({"pub": key.public_key().to_bytes()}))
-
-
-def _aad(run: str, sender: str, recipient: str) -> Any:
-    from fedcore.crypto.envelope import EnvelopeAad
-
-    return EnvelopeAad(sender=sender, recipient=recipient, purpose=f"fedcredit/horizontal/{run}/ckks")
+    sealer = _sealer(env, me)
+    ann = sealer.announcement(key) if isinstance(sealer, PartyIdentity) else unbound_announcement(me, key)
+    return _reply(msg, reply=ConfigRecord({"ann": json.dumps(ann)}))
 
 
 @client_app.query("fc_keygen")
 def _q_keygen(msg: Message, context: Context) -> Message:
-    from fedcore.crypto.envelope import EnvelopePublicKey, seal
     from fedcore.crypto.he import SUMS, CkksSecretContext
 
     env = _env(context)
@@ -95,19 +104,17 @@ def _q_keygen(msg: Message, context: Context) -> Message:
     me = _self_name(env, cfg)
     p = hz.TrainParams.from_config(cfg)
     recipients = [str(r) for r in cfg.get("fc-recipients", [])]
-    pubs = [bytes(b) for b in cfg.get("fc-pubs", [])]
-    if len(recipients) != len(pubs):
-        raise ProtocolError("fc_keygen: recipients and public keys differ in number")
+    anns = [json.loads(str(a)) for a in cfg.get("fc-anns", [])]
+    if len(recipients) != len(anns):
+        raise ProtocolError("fc_keygen: recipients and key announcements differ in number")
+    sealer = _sealer(env, me)
     ctx = CkksSecretContext.generate(SUMS)
+    sealed = seal_to_peers(sealer, dict(zip(recipients, anns, strict=True)), ctx.serialize_for_party(),
+                           _purpose(p.run), trust_relay=env.trust_relay)
     env.put_ckks(p.run, ctx)
-    secret = ctx.serialize_for_party()
-    envelopes = [
-        seal(EnvelopePublicKey.from_bytes(pub), secret, _aad(p.run, me, r))
-        for r, pub in zip(recipients, pubs, strict=True)
-    ]
     rec = ConfigRecord(
         {
-            "envelopes": envelopes,
+            "envelopes": [json.dumps(sealed[r]) for r in recipients],
             "public-ctx": ctx.public_context().serialize(),
             "fingerprint": ctx.fingerprint(),
         }
@@ -117,7 +124,6 @@ def _q_keygen(msg: Message, context: Context) -> Message:
 
 @client_app.query("fc_keyinstall")
 def _q_keyinstall(msg: Message, context: Context) -> Message:
-    from fedcore.crypto.envelope import open_sealed
     from fedcore.crypto.he import CkksSecretContext
 
     env = _env(context)
@@ -125,7 +131,8 @@ def _q_keyinstall(msg: Message, context: Context) -> Message:
     me = _self_name(env, cfg)
     p = hz.TrainParams.from_config(cfg)
     sender = str(cfg["fc-sender"])
-    plain = open_sealed(env.env_key(p.run), bytes(cfg["fc-envelope"]), _aad(p.run, sender, me))
+    plain = open_from_peer(_sealer(env, me), json.loads(str(cfg["fc-envelope"])), sender, _purpose(p.run),
+                           env.env_key(p.run), trust_relay=env.trust_relay)
     ctx = CkksSecretContext.from_party_bytes(plain)
     expected = str(cfg.get("fc-fingerprint", ""))
     if expected and ctx.fingerprint() != expected:
@@ -330,10 +337,11 @@ def register_training_handlers(
     party: str | None = None,
     state_dir: Path | None = None,
     model_dir: Path | None = None,
+    identity: PartyIdentity | None = None,
 ) -> PartyTrainingEnv:
     """Install the :data:`~fedcore.protocol.horizontal.FLOWER_TASK` handler; returns the environment
     (its ``saved_models`` and ``model_dir`` hold the final models)."""
-    env = PartyTrainingEnv(data_provider, party=party, state_dir=state_dir, model_dir=model_dir)
+    env = PartyTrainingEnv(data_provider, party=party, state_dir=state_dir, model_dir=model_dir, identity=identity)
 
     def handle(ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         msg = hz.decode_message(ctx.read_payload())

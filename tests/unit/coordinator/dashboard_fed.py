@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from fedcore.crypto.pki import CertificateAuthority
 from fedcore.protocol.horizontal.env import DataSplit, stratified_split
 from fedcore.protocol.horizontal.party import register_training_handlers
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
 from fedcore.synth import LENDER_NUMERIC, SynthConfig, generate
 from party_node.reporting import register_report_handlers
@@ -49,11 +51,16 @@ def provider(X: np.ndarray, y: np.ndarray) -> Any:
     return provide
 
 
+_CA = CertificateAuthority.create()
+
+
 def party_registry(name: str, X: np.ndarray, y: np.ndarray, home: Path) -> HandlerRegistry:
     reg = HandlerRegistry()
     register_diagnostics(reg)
     prov = provider(X, y)
-    register_training_handlers(reg, prov, party=name, state_dir=home / "training", model_dir=home / "models")
+    identity = make_identities([name], _CA)[name]
+    register_training_handlers(reg, prov, party=name, state_dir=home / "training", model_dir=home / "models",
+                               identity=identity)
     register_report_handlers(reg, prov, model_dir=home / "models")
     return reg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from fedcore.protocol.horizontal.party import register_training_handlers
 from fedcore.protocol.horizontal.strategy import TrainingAborted
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role, TaskReply
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from models.metrics import evaluate
 from models.nets import build_model, set_weights
@@ -65,9 +67,10 @@ def federation(
 ) -> tuple[InMemoryChannel, dict[str, PartyTrainingEnv]]:
     ch = InMemoryChannel(record_wire=record)
     envs = {}
+    ids = make_identities(list(PARTIES))
     for name in PARTIES:
         reg = HandlerRegistry()
-        envs[name] = register_training_handlers(reg, providers[name], party=name)
+        envs[name] = register_training_handlers(reg, providers[name], party=name, identity=ids[name])
         if wrap is not None:
             reg = wrap(name, reg, ch)
         ch.add_party(name, Role.LENDER, reg)
@@ -165,7 +168,8 @@ def test_wire_never_carries_an_update_in_clear(providers, tmp_path, monkeypatch)
             msg = hz.decode_message(r.payload)
             rep = msg.content["reply"]
             CkksPublicContext.from_bytes(bytes(rep["public-ctx"]))
-            assert all(bytes(e)[0] == 1 for e in rep["envelopes"])
+            sealed = [json.loads(str(e)) for e in rep["envelopes"]]  # HPKE ciphertexts, signed by the creator
+            assert sealed and all(set(s) == {"sender", "ciphertext", "signature", "cert"} for s in sealed)
 
 
 def test_party_dropping_mid_round_does_not_stop_the_run(providers, tmp_path):
@@ -208,6 +212,34 @@ def test_too_few_parties_aborts(providers, tmp_path):
     job = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=2, secure="none", min_parties=2)
     with pytest.raises(TrainingAborted):
         job.run()
+
+
+def test_a_key_substituted_by_the_coordinator_is_refused(providers, tmp_path, monkeypatch, caplog):
+    """A relay that swaps a recipient's announced key for its own gets no CKKS secret context."""
+    import base64
+
+    import fedcore.protocol.horizontal.coordinator as hc
+    from fedcore.crypto.envelope import EnvelopePrivateKey
+
+    mallory = EnvelopePrivateKey.generate()
+    real_query = hc._query
+
+    def swapping_query(grid, spec, kind, per_node, *a, **kw):
+        if kind == hz.MSG_KEYGEN:
+            for cfg in per_node.values():
+                anns = [json.loads(a) for a in cfg["fc-anns"]]
+                for ann in anns:
+                    ann["public"] = base64.b64encode(mallory.public_key().to_bytes()).decode()
+                cfg["fc-anns"] = [json.dumps(a) for a in anns]
+        return real_query(grid, spec, kind, per_node, *a, **kw)
+
+    monkeypatch.setattr(hc, "_query", swapping_query)
+    ch, envs = federation(providers)
+    job = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=1, secure="he", min_parties=2)
+    with pytest.raises(TrainingAborted, match="key generation failed"):
+        job.run()
+    assert "permission_denied" in caplog.text or "bad signature" in caplog.text
+    assert all(e.run(job.run_id).ckks is None for e in envs.values())
 
 
 class Crash(Exception):
