@@ -45,7 +45,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     registry = HandlerRegistry()
     register_diagnostics(registry)
     alignment = StoreAlignment(store)
-    register_vertical_handlers(registry, store, alignment, config.home, config.party.name)
+    register_vertical_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)

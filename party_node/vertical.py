@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcore.errors import InvalidInput
+from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.vertical.party import Table, VerticalParty
 from models.metrics import evaluate
@@ -71,7 +72,8 @@ def _positions(rows: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
 
 
 def register_vertical_handlers(
-    registry: HandlerRegistry, store: Store, alignment: StoreAlignment, home: Path, party: str
+    registry: HandlerRegistry, store: Store, alignment: StoreAlignment, home: Path, party: str,
+    identity: PartyIdentity,
 ) -> VerticalParty:
     """Install the ``vertical.*`` handlers for party ``party`` (call from ``build_registry``)."""
     vp = VerticalParty(
@@ -80,6 +82,7 @@ def register_vertical_handlers(
         state_dir=Path(home) / "vertical",
         model_dir=Path(home) / "models",
         metrics=evaluate,
+        identity=identity,
     )
     vp.register(registry)
     return vp

@@ -26,14 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from fedcore.crypto.pki import CertificateAuthority
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.vertical.coordinator import VerticalConfig, run_vertical
 from fedcore.protocol.vertical.party import Table, VerticalParty
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "vertical.json"
+
+CA = CertificateAuthority.create()  # the federation's CA: binds the parties' session keys
 
 
 class _Source:
@@ -56,7 +60,8 @@ def ckks_epoch(rows: int, p_platform: int, p_lender: int, batch_size: int) -> di
         ch = InMemoryChannel()
         for name, src in (("yixin", _Source({"psi": lender})), ("tiange", _Source({"psi": platform}))):
             reg = HandlerRegistry()
-            VerticalParty(name, src, Path(tmp) / name / "state", Path(tmp) / name / "models").register(reg)
+            VerticalParty(name, src, Path(tmp) / name / "state", Path(tmp) / name / "models",
+                          identity=make_identities([name], CA)[name]).register(reg)
             ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
         t0 = time.perf_counter()
         res = run_vertical(ch, "bench", ["yixin"], "tiange", {"yixin": "psi"},
@@ -140,7 +145,8 @@ def fate_hetero_auc() -> float:
         }
         for name, src in srcs.items():
             reg = HandlerRegistry()
-            VerticalParty(name, src, Path(tmp) / name / "state", Path(tmp) / name / "models").register(reg)
+            VerticalParty(name, src, Path(tmp) / name / "state", Path(tmp) / name / "models",
+                          identity=make_identities([name], CA)[name]).register(reg)
             ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
         run_vertical(ch, "fate", ["yixin"], "tiange", {"yixin": "psi"},
                      VerticalConfig(epochs=6, batch_size=2048, lr=0.05, val_fraction=0.1), workdir=Path(tmp) / "c")
@@ -176,10 +182,12 @@ def synthetic_check(people: int, epochs: int) -> dict[str, float]:
             src = _Source({name: Table(xl[rows], [f"l{j}" for j in range(xl.shape[1])], "applications", yb[rows])})
             plat[name] = Table(xp[rows], [f"p{j}" for j in range(xp.shape[1])], "behaviour")
             reg = HandlerRegistry()
-            VerticalParty(name, src, Path(tmp) / name / "s", Path(tmp) / name / "m").register(reg)
+            VerticalParty(name, src, Path(tmp) / name / "s", Path(tmp) / name / "m",
+                          identity=make_identities([name], CA)[name]).register(reg)
             ch.add_party(name, Role.LENDER, reg)
         reg = HandlerRegistry()
-        VerticalParty("tiange", _Source(plat), Path(tmp) / "tiange" / "s", Path(tmp) / "tiange" / "m").register(reg)
+        VerticalParty("tiange", _Source(plat), Path(tmp) / "tiange" / "s", Path(tmp) / "tiange" / "m",
+                      identity=make_identities(["tiange"], CA)["tiange"]).register(reg)
         ch.add_party("tiange", Role.PLATFORM, reg)
         run_vertical(ch, "synth", list(LENDERS), "tiange", {n: n for n in LENDERS},
                      VerticalConfig(epochs=epochs, batch_size=256, lr=0.05, val_fraction=0.1, patience=3),

@@ -46,7 +46,9 @@ from fedcore.protocol.messages import JSONValue
 __all__ = [
     "PartyIdentity",
     "make_identities",
+    "open_for",
     "open_from_peer",
+    "seal_for",
     "seal_to_peers",
     "unbound_announcement",
     "verify_announcement",
@@ -119,6 +121,17 @@ def _info(purpose: str, sender: str, recipient: str) -> bytes:
     return b"\x00".join((b"fedcredit/seal/v1", purpose.encode(), sender.encode(), recipient.encode()))
 
 
+def seal_for(pub: EnvelopePublicKey, data: bytes, purpose: str, sender: str, recipient: str) -> bytes:
+    """HPKE to a key already verified with :func:`verify_announcement` (bulk data of a session whose keys
+    were bound at its start; :func:`seal_to_peers` for secrets)."""
+    raw = X25519PublicKey.from_public_bytes(pub.to_bytes())
+    return SUITE.encrypt(data, raw, info=_info(purpose, sender, recipient))
+
+
+def open_for(key: EnvelopePrivateKey, data: bytes, purpose: str, sender: str, recipient: str) -> bytes:
+    return _open(key, data, _info(purpose, sender, recipient))
+
+
 def seal_to_peers(identity: PartyIdentity | str, announcements: Mapping[str, Mapping[str, JSONValue]],
                   secret: bytes, purpose: str, *, trust_relay: bool = False) -> dict[str, dict[str, str]]:
     """Seal ``secret`` to each named peer whose announcement checks out; one sealed payload per peer.
@@ -130,8 +143,7 @@ def seal_to_peers(identity: PartyIdentity | str, announcements: Mapping[str, Map
     for name, ann in announcements.items():
         ca = identity.ca_pem if isinstance(identity, PartyIdentity) else None
         pub = verify_announcement(ca, ann, str(name))
-        raw = X25519PublicKey.from_public_bytes(pub.to_bytes())
-        ct = SUITE.encrypt(secret, raw, info=_info(purpose, me, str(name)))
+        ct = seal_for(pub, secret, purpose, me, str(name))
         out[str(name)] = {"sender": me, "ciphertext": b64(ct)}
         if isinstance(identity, PartyIdentity):
             sig = sign_statement(identity.tls_key, f"{SEAL_CONTEXT}:{purpose}", me, str(name).encode() + b"\x00" + ct)

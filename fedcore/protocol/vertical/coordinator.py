@@ -184,14 +184,14 @@ def run_vertical(
             if train_rows[n] < 1:
                 raise InvalidInput(f"vertical: lender {n!r} has no training rows")
         steps = max(1, max(math.ceil(train_rows[n] / cfg.batch_size) for n in lenders))
-        keys = {n: str(setup[n].params["envelope_key"]) for n in everyone}
-        sealed: dict[str, str] = {}
+        keys = {n: setup[n].params["envelope_key"] for n in everyone}  # signed announcements, relayed as-is
+        sealed: dict[str, JSONValue] = {}
         if len(lenders) > 1:
             sealed = dict(run_one(lenders[0], task(KEYS, {"keys": keys})).params["sealed_seed"])
         start_params = {"keys": keys, "steps": steps, "train_rows": train_rows, "lr": cfg.lr, "l2": cfg.l2,
                         "resume_epoch": int(ck["epoch"]) if resume else -1}
         started = channel.run_all({
-            n: task(START, {**start_params, "sealed_seed": sealed.get(n, "")}) for n in everyone
+            n: task(START, {**start_params, "sealed_seed": sealed.get(n, {})}) for n in everyone
         })
         moments: list[int] | None = None
         for n in lenders:

@@ -17,9 +17,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedcore.crypto import he
-from fedcore.crypto.envelope import EnvelopeAad, EnvelopePrivateKey, EnvelopePublicKey, open_sealed, seal
-from fedcore.errors import InvalidInput, NotFound, ProtocolError
+from fedcore.crypto.envelope import EnvelopePrivateKey, EnvelopePublicKey
+from fedcore.errors import InvalidInput, NotFound, PermissionDenied, ProtocolError
 from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.sealing import (
+    PartyIdentity,
+    open_for,
+    open_from_peer,
+    seal_for,
+    seal_to_peers,
+    verify_announcement,
+)
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from fedcore.protocol.vertical.messages import (
     ABORT,
@@ -133,7 +141,8 @@ class _Session:
     tables: dict[str, Table] = field(default_factory=dict)  # lender name -> table (one at a lender)
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     Z: dict[str, np.ndarray] = field(default_factory=dict)  # standardized features (lender: with a 1 column)
-    peer_keys: dict[str, EnvelopePublicKey] = field(default_factory=dict)
+    peer_keys: dict[str, EnvelopePublicKey] = field(default_factory=dict)  # verified against certificates
+    peer_anns: dict[str, Mapping[str, JSONValue]] = field(default_factory=dict)
     common_seed: bytes = b""
     train_rows: dict[str, int] = field(default_factory=dict)
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -168,10 +177,14 @@ class VerticalParty:
         state_dir: Path,
         model_dir: Path,
         metrics: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
+        *,
+        identity: PartyIdentity,
     ) -> None:
         """``metrics(y, p)``: the lender's validation report of the final model (e.g.
-        :func:`models.metrics.evaluate`); without it a lender reports only its row count."""
+        :func:`models.metrics.evaluate`); without it a lender reports only its row count. ``identity``
+        binds the session's envelope key to this party's certificate (peers refuse unbound keys)."""
         self.name = name
+        self.identity = identity
         self.metrics = metrics
         self.source = source
         self.state_dir = Path(state_dir)
@@ -199,14 +212,15 @@ class VerticalParty:
             raise InvalidInput(f"step {ctx.kind!r} is for the {role}, this party is the {s.role}")
         return s
 
-    def _aad(self, s: _Session, sender: str, recipient: str, what: str, epoch: int, step: int) -> EnvelopeAad:
-        return EnvelopeAad(sender, recipient, f"{s.run_id}/{what}/{epoch}/{step}")
+    @staticmethod
+    def _purpose(s: _Session, what: str, epoch: int, step: int) -> str:
+        return f"vertical/{s.run_id}/{what}/{epoch}/{step}"
 
     def _seal(self, s: _Session, to: str, data: bytes, what: str, epoch: int, step: int) -> bytes:
-        return seal(s.peer_keys[to], data, self._aad(s, self.name, to, what, epoch, step))
+        return seal_for(s.peer_keys[to], data, self._purpose(s, what, epoch, step), self.name, to)
 
     def _open(self, s: _Session, frm: str, data: bytes, what: str, epoch: int, step: int) -> bytes:
-        return open_sealed(s.env_key, data, self._aad(s, frm, self.name, what, epoch, step))
+        return open_for(s.env_key, data, self._purpose(s, what, epoch, step), frm, self.name)
 
     def _enc(self, s: _Session, values: np.ndarray) -> he.EncryptedVector:
         return he.encrypt_vector(s.pub, values)
@@ -259,13 +273,18 @@ class VerticalParty:
             "features": list(first.features),
             "dataset": first.dataset,
             "data_hash": hashlib.sha256("".join(t.data_hash() for t in s.tables.values()).encode()).hexdigest(),
-            "envelope_key": s.env_key.public_key().to_bytes().hex(),
+            "envelope_key": self.identity.announcement(s.env_key),
         })
 
     def _set_keys(self, s: _Session, keys: Mapping[str, Any]) -> None:
-        for name, hexkey in keys.items():
+        """Peers' session keys, each checked against its certificate (PermissionDenied if swapped)."""
+        for name in [*s.lenders, s.platform]:
             if name != self.name:
-                s.peer_keys[str(name)] = EnvelopePublicKey.from_bytes(bytes.fromhex(str(hexkey)))
+                ann = keys.get(name)
+                if not isinstance(ann, Mapping):
+                    raise PermissionDenied(f"vertical: no signed key announcement for {name!r}")
+                s.peer_keys[name] = verify_announcement(self.identity.ca_pem, ann, name)
+                s.peer_anns[name] = ann
 
     def _keys(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx, "lender")
@@ -273,9 +292,9 @@ class VerticalParty:
             raise InvalidInput("only the first lender makes the lenders' common seed")
         self._set_keys(s, dict(_f(params, "keys")))
         s.common_seed = secrets.token_bytes(32)
-        sealed = {
-            n: self._seal(s, n, s.common_seed, "seed", 0, 0).hex() for n in s.lenders if n != self.name
-        }
+        peers = {n: s.peer_anns[n] for n in s.lenders if n != self.name}
+        sealed: dict[str, JSONValue] = dict(seal_to_peers(self.identity, peers, s.common_seed,
+                                                          f"vertical-seed/{s.run_id}"))
         return TaskReply({"sealed_seed": sealed})
 
     def _start(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -293,8 +312,9 @@ class VerticalParty:
             dim = s.Z[s.lenders[0]].shape[1]
         else:
             if len(s.lenders) > 1 and s.index != 0:
-                sealed = bytes.fromhex(str(_f(params, "sealed_seed")))
-                s.common_seed = self._open(s, s.lenders[0], sealed, "seed", 0, 0)
+                sealed = _f(params, "sealed_seed")
+                s.common_seed = open_from_peer(self.identity, sealed, s.lenders[0], f"vertical-seed/{s.run_id}",
+                                               key=s.env_key)
             elif len(s.lenders) == 1:
                 s.common_seed = secrets.token_bytes(32)
             dim = s.tables[self.name].X.shape[1] + 1

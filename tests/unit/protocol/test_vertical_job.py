@@ -7,10 +7,14 @@ import numpy as np
 from coordinator.jobs import vertical as vjob  # noqa: F401  (registers the job kind)
 from coordinator.runs import JOB_KINDS, RunContext
 from coordinator.state import StateStore
+from fedcore.crypto.pki import CertificateAuthority
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.vertical.party import Table, VerticalParty
+
+CA = CertificateAuthority.create()  # the federation's CA: binds the parties' session keys
 
 
 class _Src:
@@ -35,7 +39,8 @@ def test_vertical_job_registers_one_joint_model_version(tmp_path):
     }
     for name, src in srcs.items():
         reg = HandlerRegistry()
-        VerticalParty(name, src, tmp_path / name / "v", tmp_path / name / "models").register(reg)
+        VerticalParty(name, src, tmp_path / name / "v", tmp_path / name / "models",
+                      identity=make_identities([name], CA)[name]).register(reg)
         ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
     state = StateStore(tmp_path / "coord" / "state.db")
     msgs: list[str] = []

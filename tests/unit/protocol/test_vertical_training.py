@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from fedcore.crypto import he
+from fedcore.crypto.pki import CertificateAuthority
 from fedcore.errors import FedcreditError, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.vertical.coordinator import VerticalConfig, run_vertical
 from fedcore.protocol.vertical.messages import (
@@ -37,6 +39,8 @@ from fedcore.protocol.vertical.party import Table, VerticalParty
 from models.metrics import auc, evaluate
 
 FATE = Path("/work/shared/data/fate")
+
+CA = CertificateAuthority.create()  # the federation's CA: binds the parties' session keys
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +79,8 @@ def federation(sources: dict[str, MemorySource], platform: str, tmp: Path, recor
     parties = {}
     for name, src in sources.items():
         reg = HandlerRegistry()
-        vp = VerticalParty(name, src, tmp / name / "vertical", tmp / name / "models", metrics=evaluate)
+        vp = VerticalParty(name, src, tmp / name / "vertical", tmp / name / "models", metrics=evaluate,
+                           identity=make_identities([name], CA)[name])
         vp.register(reg)
         if hooks and name in hooks:
             hooks[name](reg)
@@ -196,7 +201,10 @@ def test_wire_carries_only_sealed_or_masked_values(tmp_path):
         assert rec.kind in KINDS
         for key, val in rec.params.items():
             assert not isinstance(val, list | dict) or key in {"lenders", "psi_runs", "keys", "sealed_seed",
-                                                                "train_rows", "rows", "features", "metrics"}
+                                                                "train_rows", "rows", "features", "metrics",
+                                                                "envelope_key"}
+            if key == "envelope_key":  # a public key signed by the party's certificate, nothing else
+                assert set(val) == {"party", "public", "signature", "cert"}
         if not rec.payload or (rec.kind == "vertical.setup" and rec.direction == "to_party"):
             continue
         for f in parse_frames(rec.payload):
@@ -251,3 +259,33 @@ def test_party_dropping_mid_epoch_fails_the_run_naming_it_and_resume_continues(t
     res = run_vertical(ch, "drop", [], "", {}, workdir=tmp_path / "coord", resume=True)
     assert [h["epoch"] for h in res.history] == [0, 1, 2]
     assert (tmp_path / victim / "models" / "drop" / "slice.json").exists()
+
+
+def test_a_session_key_substituted_by_the_coordinator_is_refused(tmp_path):
+    """The arbiter relays the parties' session keys; one it swaps for its own (to open the sealed [[u]],
+    [[alpha]], [[beta]] it holds the CKKS key for) is refused by the peers with permission_denied."""
+    import base64
+
+    from fedcore.crypto.envelope import EnvelopePrivateKey
+    from fedcore.errors import PartyTaskError
+
+    mallory = EnvelopePrivateKey.generate()
+
+    def swap_key(reg: HandlerRegistry) -> None:
+        original = reg.get("vertical.setup")
+
+        def setup(ctx, params):
+            reply = original(ctx, params)
+            forged = dict(reply.params)
+            forged["envelope_key"] = {**dict(forged["envelope_key"]),
+                                      "public": base64.b64encode(mallory.public_key().to_bytes()).decode()}
+            return type(reply)(forged, reply.payload)
+
+        reg._handlers["vertical.setup"] = setup
+
+    lenders, srcs, psi = _small(2, rows=600)
+    ch, _ = federation(srcs, "tiange", tmp_path, hooks={"tiange": swap_key})
+    with pytest.raises(PartyTaskError) as err:
+        run_vertical(ch, "swap", lenders, "tiange", psi, VerticalConfig(epochs=1, batch_size=256),
+                     workdir=tmp_path / "coord")
+    assert err.value.kind == "permission_denied"
