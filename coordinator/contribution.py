@@ -4,7 +4,7 @@ Method (leave-one-party-out federated retraining): for a trained horizontal mode
 and each party ``i``, the coordinator retrains the same model with the same hyper-parameters and
 secure aggregation over ``P - {i}`` (a :class:`~fedcore.protocol.horizontal.coordinator.HorizontalJob` over the
 party channel). Both models are then evaluated on the validation splits of ``P - {i}`` through the
-:data:`~fedcore.histmetrics.REPORT_TASK` histograms (counts per score bin only):
+:data:`~models.histograms.REPORT_TASK` histograms (counts per score bin only):
 
 - ``auc_lift = AUC(full on V_-i) - AUC(without i on V_-i)``
 - ``bad_rate_lift = BR80(without i on V_-i) - BR80(full on V_-i)`` (bad rate at 80 % approval; a
@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore import histmetrics as hm
 from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.messages import Task
+from models import histograms as hm
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from fedcore import metrics
+from fedcore import telemetry as metrics
 from fedcore.config import Section, check_listen
 from fedcore.errors import InvalidInput
 from fedcore.secret import write_private_file

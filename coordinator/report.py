@@ -2,7 +2,7 @@
 
 The ``report`` run kind (registered here with :func:`~coordinator.runs.register_job`) asks every
 party that trained the model for score histograms by label on its own training and validation splits
-(:data:`~fedcore.histmetrics.REPORT_TASK`; counts per score bin, never a subject's data), optionally
+(:data:`~models.histograms.REPORT_TASK`; counts per score bin, never a subject's data), optionally
 runs contribution accounting (:mod:`coordinator.contribution`), and stores the counts as the run's
 result. :func:`render_report` turns that result into PNG charts (matplotlib, Agg backend) and one
 HTML page: ROC curve, KS curve, score distribution, bad rate by score band, population stability
@@ -22,8 +22,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from fedcore import histmetrics as hm
 from fedcore.errors import InvalidInput
+from models import histograms as hm
 
 from .contribution import PartyHists, collect_histograms, leave_one_out
 from .runs import JobKind, RunContext, register_job
@@ -80,8 +80,9 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
         "bad_rate_at_80": hm.bad_rate_at_approval(val, 0.8),
         "n_val": val.n, "n_train": train.n, "default_rate_val": val.n_bad / val.n,
         "bands": hm.bands(val, 10),
-        "psi_train_vs_val": hm.psi(train.total, val.total),
-        "psi_train_vs_scoring": hm.psi(train.total, hm.merge(scoring).total) if scoring else None,
+        "stability_train_vs_val": hm.population_stability(train.total, val.total),
+        "stability_train_vs_scoring": (hm.population_stability(train.total, hm.merge(scoring).total)
+                                       if scoring else None),
         "scoring_rows": float(hm.merge(scoring).n) if scoring else 0.0,
         "parties": {k: {"auc": hm.auc(h.val), "n_val": h.n_val, "n_train": h.n_train,
                         "bad_rate_at_80": hm.bad_rate_at_approval(h.val, 0.8)}
@@ -184,14 +185,15 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
     bands = "".join(
         f"<tr><td>{b['band']}</td><td>{b['score_from']:.3f} - {b['score_to']:.3f}</td><td>{int(b['count'])}</td>"
         f"<td>{int(b['bads'])}</td><td>{100 * b['bad_rate']:.2f}%</td></tr>" for b in s["bands"])
-    if s["psi_train_vs_scoring"] is None:
-        psi = ("<p class='note'>No scoring traffic has been recorded for this model yet, so population stability "
-               "against recent scoring cannot be computed. For reference, PSI between the training and validation "
-               f"scores is {s['psi_train_vs_val']:.4f}.</p>")
+    if s["stability_train_vs_scoring"] is None:
+        stability = ("<p class='note'>No scoring traffic has been recorded for this model yet, so population "
+                     "stability against recent scoring cannot be computed. For reference, population stability "
+                     f"between the training and validation scores is {s['stability_train_vs_val']:.4f}.</p>")
     else:
-        psi = (f"<p>PSI between training scores and recent scoring traffic ({int(s['scoring_rows'])} scores): "
-               f"<b>{s['psi_train_vs_scoring']:.4f}</b> (&lt; 0.1 stable, 0.1-0.25 some shift, &gt; 0.25 major shift)."
-               f" Training vs validation: {s['psi_train_vs_val']:.4f}.</p>")
+        stability = ("<p>Population stability between training scores and recent scoring traffic "
+                     f"({int(s['scoring_rows'])} scores): <b>{s['stability_train_vs_scoring']:.4f}</b> "
+                     "(&lt; 0.1 stable, 0.1-0.25 some shift, &gt; 0.25 major shift)."
+                     f" Training vs validation: {s['stability_train_vs_val']:.4f}.</p>")
     contrib = "<p class='note'>Contribution accounting was not requested (run with --contribution).</p>"
     if contribution:
         contrib = (
@@ -220,7 +222,7 @@ no subject data left any party. Generated {e(str(result.get('created', '')))}.</
 <h2>Curves</h2>{img('roc', 'ROC curve')}{img('ks', 'KS curve')}{img('scores', 'Score distribution')}
 <h2>Bad rate by score band</h2>{img('bands', 'Bad rate by score band')}<table><tr><th>band</th><th>PD range</th>
 <th>rows</th><th>bads</th><th>bad rate</th></tr>{bands}</table>
-<h2>Population stability</h2>{psi}
+<h2>Population stability</h2>{stability}
 <h2>Contribution by party</h2>{contrib}
 </body></html>"""
 
@@ -236,7 +238,8 @@ def report_command(
     contribution: Annotated[bool, typer.Option(help="Also run leave-one-party-out contribution accounting.")] = False,
     bins: Annotated[int, typer.Option(min=10, max=hm.MAX_BINS, help="Score bins of the histograms.")] = hm.DEFAULT_BINS,
 ) -> None:
-    """Evaluation report of a model: ROC, KS, score distribution, bad rate by band, PSI, contribution."""
+    """Evaluation report of a model: ROC, KS, score distribution, bad rate by band, population stability,
+    contribution."""
     from .admin_client import AdminClient
     from .cli import follow_run
     from .config import load_coordinator_config

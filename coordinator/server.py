@@ -14,7 +14,7 @@ from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc, sco
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fedcore import metrics
+from fedcore import telemetry as metrics
 from fedcore.errors import InvalidInput
 from fedcore.grpc_options import SERVER_OPTIONS
 

@@ -12,7 +12,7 @@ default) as 1-D arrays of equal, non-zero length:
 - :func:`bad_rate_at_approval`: the default rate among the approved when the lowest-risk fraction is
   approved. Ties at the cut-off are shared pro rata (see its docstring), so the result never depends
   on row order.
-- :func:`population_stability_index`: drift of a score distribution against a reference.
+- :func:`population_stability`: drift of a score distribution against a reference.
 - :func:`evaluate`: the standard report (auc, ks, bad_rate_at_80).
 
 Invalid input (empty, mismatched lengths, non-finite scores, labels other than 0/1, a single class
@@ -36,12 +36,13 @@ __all__ = [
     "evaluate",
     "ks",
     "ks_curve",
-    "population_stability_index",
+    "population_stability",
     "roc_curve",
+    "stability_of_shares",
 ]
 
-PSI_EPSILON = 1e-4
-"""Share given to a bin that holds no rows, so the PSI stays finite."""
+STABILITY_EPSILON = 1e-4
+"""Share given to a bin that holds no rows, so the population stability stays finite."""
 
 
 def _check(y: npt.ArrayLike, p: npt.ArrayLike, *, need_both_classes: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +184,15 @@ def _quantile_edges(expected: np.ndarray, bins: int) -> np.ndarray:
     return np.unique(qs)
 
 
-def population_stability_index(
+def population_stability(
     expected_scores: npt.ArrayLike, actual_scores: npt.ArrayLike, bins: int = 10
 ) -> float:
-    """PSI = sum over bins of ``(a - e) * ln(a / e)``; ``e``, ``a`` are the shares of expected and actual
-    scores per bin.
+    """Population stability = sum over bins of ``(a - e) * ln(a / e)``; ``e``, ``a`` are the shares of
+    expected and actual scores per bin.
 
     Bins are quantiles of ``expected_scores`` (``bins`` of them; fewer if ties merge edges), open at
     both ends so every actual score lands in a bin; a bin is ``(edge[i-1], edge[i]]``. Empty bins get
-    share :data:`PSI_EPSILON`. Rule of thumb: < 0.1 stable, 0.1-0.25 some shift, > 0.25 major shift.
+    share :data:`STABILITY_EPSILON`. Rule of thumb: < 0.1 stable, 0.1-0.25 some shift, > 0.25 major shift.
     """
     if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
         raise InvalidInput(f"bins must be an integer >= 2, got {bins!r}")
@@ -213,8 +214,13 @@ def population_stability_index(
     n_bins = edges.shape[0] + 1
     e = np.bincount(np.searchsorted(edges, exp, side="left"), minlength=n_bins) / exp.shape[0]
     a = np.bincount(np.searchsorted(edges, act, side="left"), minlength=n_bins) / act.shape[0]
-    e = np.maximum(e, PSI_EPSILON)
-    a = np.maximum(a, PSI_EPSILON)
+    return stability_of_shares(e, a)
+
+
+def stability_of_shares(e: np.ndarray, a: np.ndarray) -> float:
+    """``sum((a - e) * ln(a / e))`` over bins; shares below :data:`STABILITY_EPSILON` count as that."""
+    e = np.maximum(np.asarray(e, dtype=np.float64), STABILITY_EPSILON)
+    a = np.maximum(np.asarray(a, dtype=np.float64), STABILITY_EPSILON)
     return float(np.sum((a - e) * np.log(a / e)))
 
 

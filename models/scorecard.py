@@ -170,13 +170,22 @@ def reason_codes(
         raise InvalidInput(f"feature_names has {len(names)} names for {c.shape[0]} contributions")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise InvalidInput(f"top_k must be a positive integer, got {top_k!r}")
-    excess = c - r
-    order = np.argsort(-excess, kind="stable")
+    index, impact = top_adverse((c - r)[None, :], top_k)
     out: list[ReasonCode] = []
-    for j in order[:top_k]:
-        impact = float(excess[j])
-        if impact <= 0:
+    for j, v in zip(index[0], impact[0], strict=True):
+        if j < 0:
             break
-        pts = scorecard.factor * impact if scorecard is not None else None
-        out.append(ReasonCode(feature=names[j], index=int(j), logit_impact=impact, points_lost=pts))
+        pts = scorecard.factor * float(v) if scorecard is not None else None
+        out.append(ReasonCode(feature=names[j], index=int(j), logit_impact=float(v), points_lost=pts))
     return out
+
+
+def top_adverse(excess: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reason-code ranking for many applicants at once: per row of ``excess`` (logit contribution
+    above the reference, applicants x features) the indices of the ``top_k`` most adverse features, most
+    adverse first (-1 where a feature is not adverse), and their excess. Ties are broken by feature order."""
+    e = np.asarray(excess, dtype=np.float64)
+    k = min(top_k, e.shape[1])
+    order = np.argsort(-e, axis=1, kind="stable")[:, :k]
+    impact = np.take_along_axis(e, order, axis=1)
+    return np.where(impact > 0, order, -1), impact

@@ -9,8 +9,8 @@ import pydantic
 
 from fedcore.config import RootConfig, Section, load_config, resolve_path
 from fedcore.errors import InvalidInput
-from fedcore.metrics import MetricsSettings
 from fedcore.protocol.messages import check_name
+from fedcore.telemetry import MetricsSettings
 
 ResolvedPath = Annotated[Path, pydantic.AfterValidator(resolve_path)]
 

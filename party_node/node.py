@@ -15,14 +15,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from fedcore import metrics
+from fedcore import telemetry as metrics
 from fedcore.errors import NotFound
-from fedcore.metrics import start_metrics_server
 from fedcore.protocol.horizontal.party import register_training_handlers
 from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
+from fedcore.telemetry import start_metrics_server
 
 from .alignment import StoreAlignment
 from .config import PartyConfig

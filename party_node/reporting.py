@@ -1,4 +1,4 @@
-"""Party side of evaluation reports: the :data:`~fedcore.histmetrics.REPORT_TASK` handler.
+"""Party side of evaluation reports: the :data:`~models.histograms.REPORT_TASK` handler.
 
 For a model this party holds (``<model dir>/<run>/<version>/``, saved by horizontal training), the
 handler scores the party's own training and validation splits (the same deterministic split the run
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from fedcore import histmetrics as hm
 from fedcore.errors import InvalidInput, NotFound
 from fedcore.protocol.horizontal.env import DataProvider
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+from models import histograms as hm
 
 __all__ = ["ScoringScores", "load_model", "register_report_handlers", "score_splits"]
 
@@ -78,7 +78,7 @@ def register_report_handlers(
     scoring_scores: ScoringScores | None = None,
     min_rows: int = 20,
 ) -> None:
-    """Install the :data:`~fedcore.histmetrics.REPORT_TASK` handler.
+    """Install the :data:`~models.histograms.REPORT_TASK` handler.
 
     Params: ``model_run``, ``version``, ``bins`` (default 1000). Reply params: ``val`` and ``train``
     histograms (``{"bad": [...], "good": [...]}``), ``scoring`` (an unlabelled histogram or ``None``),

@@ -44,7 +44,7 @@ from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, R
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
-from models.scorecard import Scorecard
+from models.scorecard import Scorecard, top_adverse
 from party_node.scoring_batch import (
     COALESCE_MAX_APPLICANTS,
     COALESCE_MAX_MERGED,
@@ -479,10 +479,7 @@ class ScoringService:
         z = own_logit + ext
         prob = sigmoid(z)
         points = np.asarray(self.scorecard.points_from_logit(z))
-        k = min(st.reason_top_k, contrib.shape[1])
-        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-        impact = np.take_along_axis(contrib, order, axis=1)
-        order = np.where(impact > 0, order, -1)
+        order, impact = top_adverse(contrib, st.reason_top_k)  # contributions are relative to the reference
         decision = np.full(n, "decline", dtype=object)
         tier = np.full(n, "-", dtype=object)
         for b in reversed(st.bands):

@@ -18,12 +18,12 @@ from coordinator.contribution import horizontal_job_kwargs
 from coordinator.report import render_report, report_job, summarize
 from coordinator.runs import RunContext
 from coordinator.state import StateStore
-from fedcore import histmetrics as hm
 from fedcore.protocol.horizontal.coordinator import HorizontalJob
 from fedcore.protocol.horizontal.env import stratified_split
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.synth import fit_logistic
+from models import histograms as hm
 from models import metrics as rowm
 from party_node.reporting import score_splits
 from tests.unit.coordinator.dashboard_fed import LENDERS3, lender_arrays, party_registry, provider
@@ -64,7 +64,7 @@ def test_histogram_metrics_match_row_level(setup: dict[str, Any]) -> None:
     assert abs(s["auc"] - rowm.auc(y, p)) < 2e-3
     assert abs(s["ks"] - rowm.ks(y, p)) < 1e-2
     assert abs(s["bad_rate_at_80"] - rowm.bad_rate_at_approval(y, p, 0.8)) < 2e-3
-    assert s["psi_train_vs_scoring"] is None  # no scoring traffic yet: the report says so
+    assert s["stability_train_vs_scoring"] is None  # no scoring traffic yet: the report says so
     assert s["auc"] > 0.6
 
 
@@ -114,7 +114,7 @@ def test_histogram_auc_exact_on_binned_scores() -> None:
     assert abs(hm.bad_rate_at_approval(h, 0.8) - rowm.bad_rate_at_approval(y, p, 0.8)) < 1e-9
     merged = hm.merge([hm.histogram(y[:200], p[:200], 100), hm.histogram(y[200:], p[200:], 100)])
     assert np.array_equal(merged.bad, h.bad)
-    assert hm.psi(h.total, h.total) == pytest.approx(0.0)
+    assert hm.population_stability(h.total, h.total) == pytest.approx(0.0)
     assert sum(b["count"] for b in hm.bands(h, 10)) == 500
 
 

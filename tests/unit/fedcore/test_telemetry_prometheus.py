@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from fedcore import metrics
+from fedcore import telemetry as metrics
 from fedcore.errors import PartyTaskError
 from fedcore.logs import setup_logging
 from fedcore.protocol.inmemory import InMemoryChannel

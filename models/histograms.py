@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedcore.errors import InvalidInput
+from models.metrics import stability_of_shares
 
 __all__ = [
     "DEFAULT_BINS",
@@ -29,7 +30,7 @@ __all__ = [
     "histogram",
     "ks_curve",
     "merge",
-    "psi",
+    "population_stability",
     "roc_curve",
 ]
 
@@ -38,7 +39,6 @@ REPORT_TASK = "report.histograms"
 
 DEFAULT_BINS = 1000
 MAX_BINS = 10_000
-PSI_EPSILON = 1e-4
 
 
 @dataclass(frozen=True)
@@ -191,16 +191,16 @@ def bands(h: Hist, n_bands: int = 10) -> list[dict[str, float]]:
     return out
 
 
-def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, n_bands: int = 10) -> float:
+def population_stability(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray,
+                         n_bands: int = 10) -> float:
     """Population stability index of ``actual`` counts against ``expected`` counts (same bins), over
     bands that hold about equal shares of the expected population."""
     e, a = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if e.shape != a.shape or e.sum() <= 0 or a.sum() <= 0:
-        raise InvalidInput("PSI needs two non-empty histograms with the same bins")
+        raise InvalidInput("population stability needs two non-empty histograms with the same bins")
     cum = np.cumsum(e) / e.sum()
     band_of = np.minimum((np.ceil(cum * n_bands - 1e-9) - 1).clip(0), n_bands - 1).astype(int)
     es = np.bincount(band_of, weights=e, minlength=n_bands) / e.sum()
     as_ = np.bincount(band_of, weights=a, minlength=n_bands) / a.sum()
     keep = (es > 0) | (as_ > 0)
-    es, as_ = np.maximum(es[keep], PSI_EPSILON), np.maximum(as_[keep], PSI_EPSILON)
-    return float(np.sum((as_ - es) * np.log(as_ / es)))
+    return stability_of_shares(es[keep], as_[keep])
