@@ -32,9 +32,6 @@ def build_app() -> typer.Typer:
     for ep in sorted(entry_points(group="fedcredit.cli"), key=lambda e: e.name):
         sub = ep.load()
         app.add_typer(sub, name=ep.name)
-    from fedcore.localfed import demo_command
-
-    app.command("demo", help="Run a whole local federation on loopback (the quick start).")(demo_command)
     return app
 
 

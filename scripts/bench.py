@@ -41,7 +41,7 @@ def pct(values: list[float], q: float) -> float:
 
 def bench_link(args: argparse.Namespace) -> None:
     """Task round trip through the party link for 6 parties as processes, and large-payload throughput."""
-    from fedcore.localfed import DEMO_PARTIES, LocalFederation
+    from scripts.localfed import DEMO_PARTIES, LocalFederation
 
     with tempfile.TemporaryDirectory() as tmp, LocalFederation(Path(tmp), DEMO_PARTIES) as fed:
         fed.setup()
@@ -101,7 +101,7 @@ def bench_psi(args: argparse.Namespace) -> None:
     across two party processes and the coordinator."""
     import random
 
-    from fedcore.localfed import LocalFederation
+    from scripts.localfed import LocalFederation
 
     prim = _primitives()
     n_small = args.compare_n
@@ -176,9 +176,9 @@ def bench_psi(args: argparse.Namespace) -> None:
 def bench_train(args: argparse.Namespace) -> None:
     """Horizontal round time on the real FATE homo split, three lenders as separate processes on
     loopback: plain aggregation vs CKKS-encrypted aggregation, same configuration, same run."""
-    from fedcore.fate_data import write_fate_federations
-    from fedcore.localfed import LocalFederation
     from fedcore.wire.convert import params_from_struct
+    from scripts.fate_data import write_fate_federations
+    from scripts.localfed import LocalFederation
 
     lenders = {"yixin": "guest", "meili": "host_1", "cango": "host_2"}
     out: dict[str, Any] = {}

@@ -30,10 +30,10 @@ import pyarrow.csv as pacsv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedcore.synth import SynthConfig, generate, reference_models  # noqa: E402
 from party_node.ingest import ingest_file  # noqa: E402
 from party_node.schema import load_schema  # noqa: E402
 from party_node.store import Store  # noqa: E402
+from scripts.synthetic import SynthConfig, generate, reference_models  # noqa: E402
 
 N_NUMERIC = 22
 N_CATEGORICAL = 6

@@ -10,7 +10,7 @@ CKKS-secured aggregation) over the in-memory party channel and writes
 - ``plain_round_s`` / ``he_round_s``: median seconds of a round (train + federated evaluation) of the
   MLP with one local epoch, plain and HE, in the same process with the same configuration;
 - ``synthetic_federated_auc`` / ``synthetic_centralized_auc``: on the synthetic federation when
-  ``fedcore.synth`` provides it (null with a reason otherwise).
+  ``scripts.synthetic`` provides it (null with a reason otherwise).
 
 Usage: ``python scripts/bench_horizontal.py [--data DIR] [--out FILE] [--rounds N]``. About 30 s.
 """
@@ -125,10 +125,10 @@ def local_only(data: Path, X: np.ndarray, y: np.ndarray, val_fraction: float) ->
 def synthetic(
     reason_out: dict[str, Any], rounds: int = 20, local_epochs: int = 3, people: int = 60_000
 ) -> tuple[float | None, float | None]:
-    """Five non-IID lenders of :mod:`fedcore.synth` (lender application features only, no lender id
+    """Five non-IID lenders of :mod:`scripts.synthetic` (lender application features only, no lender id
     columns); federated logistic (HE) vs the same trainer on the pooled rows; test = held-out people."""
     try:
-        import fedcore.synth as synth
+        import scripts.synthetic as synth
     except ImportError:
         reason_out["synthetic_reason"] = "fedcore/synth.py (synthetic federation generator) does not exist yet"
         return None, None
@@ -183,7 +183,7 @@ def synthetic(
     train_local(m, sc.transform(xtr), ytr, epochs=rounds * local_epochs, lr=1e-2, batch_size=256)
     central = float(evaluate(y[is_test], predict_proba(m, sc.transform(x[is_test])))["auc"])
     reason_out["synthetic_setup"] = (
-        f"fedcore.synth people={people}, five lenders' application features (13 columns), logistic; "
+        f"scripts.synthetic people={people}, five lenders' application features (13 columns), logistic; "
         f"{int((~is_test).sum())} training loans split by lender, {int(is_test.sum())} test loans of held-out "
         f"people; federated: {rounds} rounds x {local_epochs} local epochs; centralized: same trainer on the "
         f"pooled training splits for {rounds * local_epochs} epochs"

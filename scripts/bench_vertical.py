@@ -121,8 +121,9 @@ def fate_hetero_auc() -> float:
 
     from fedcore.protocol.vertical.numerics import score_slices
     from models.metrics import auc
+    from scripts.fate_data import fate_data_dir
 
-    fate = Path("/work/shared/data/fate")
+    fate = fate_data_dir()
 
     def read(name: str) -> tuple[np.ndarray, np.ndarray]:
         with open(fate / name) as fh:
@@ -161,8 +162,8 @@ def synthetic_check(people: int, epochs: int) -> dict[str, float]:
     LR (centralized, i.e. an upper bound on the lenders-only federated model: a conservative comparison).
     """
     from fedcore.protocol.vertical.numerics import score_slices
-    from fedcore.synth import LENDERS, SynthConfig, _design, _sigmoid, fit_logistic, generate
     from models.metrics import auc, bad_rate_at_approval
+    from scripts.synthetic import LENDERS, SynthConfig, _design, _sigmoid, fit_logistic, generate
 
     fed = generate(SynthConfig(people=people, seed=0))
     x, y, person = _design(fed, True)

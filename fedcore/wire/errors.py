@@ -100,8 +100,9 @@ def from_rpc_error(err: grpc.RpcError, what: str) -> e.FedcreditError:
 
 def error_code(err: grpc.RpcError) -> str | None:
     """The fedcredit error code a peer put in the trailing metadata, if any."""
-    trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    for key, value in trailers or ():
+    trailers: Any = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    for item in trailers or ():
+        key, value = item[0], item[1]
         if key == CODE_KEY:
             return str(value)
     return None

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from fedcore.localfed import LocalFederation
+from scripts.localfed import LocalFederation
 
 pytestmark = pytest.mark.slow
 

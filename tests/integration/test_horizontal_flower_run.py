@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.fate_data import fate_data_dir
+from scripts.fate_data import fate_data_dir
 from tests.conftest import free_port
 
 DATA = fate_data_dir()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fedcore.localfed import LocalFederation
+from scripts.localfed import LocalFederation
 
 pytestmark = pytest.mark.slow
 

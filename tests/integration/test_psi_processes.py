@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from fedcore.errors import FedcreditError
-from fedcore.localfed import LocalFederation
+from scripts.localfed import LocalFederation
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.fate_data import write_fate_federations
-from fedcore.localfed import LocalFederation
 from fedcore.wire.convert import params_from_struct
+from scripts.fate_data import write_fate_federations
+from scripts.localfed import LocalFederation
 
 pytestmark = pytest.mark.slow
 

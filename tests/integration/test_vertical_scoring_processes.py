@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from fedcore.fate_data import fate_data_dir, write_fate_federations
-from fedcore.localfed import LocalFederation
+from scripts.fate_data import fate_data_dir, write_fate_federations
+from scripts.localfed import LocalFederation
 
 pytestmark = pytest.mark.slow
 

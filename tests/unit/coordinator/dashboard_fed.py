@@ -17,8 +17,8 @@ from fedcore.protocol.horizontal.env import DataSplit, stratified_split
 from fedcore.protocol.horizontal.party import register_training_handlers
 from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
-from fedcore.synth import LENDER_NUMERIC, SynthConfig, generate
 from party_node.reporting import register_report_handlers
+from scripts.synthetic import LENDER_NUMERIC, SynthConfig, generate
 
 LENDERS3 = ("yixin", "meili", "cango")
 

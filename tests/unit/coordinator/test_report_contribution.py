@@ -22,10 +22,10 @@ from fedcore.protocol.horizontal.coordinator import HorizontalJob
 from fedcore.protocol.horizontal.env import stratified_split
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
-from fedcore.synth import fit_logistic
 from models import histograms as hm
 from models import metrics as rowm
 from party_node.reporting import score_splits
+from scripts.synthetic import fit_logistic
 from tests.unit.coordinator.dashboard_fed import LENDERS3, lender_arrays, party_registry, provider
 
 TRAIN = {"kind": "horizontal", "parties": list(LENDERS3), "model": "logistic", "rounds": 15, "secure": "he",

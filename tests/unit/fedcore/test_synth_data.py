@@ -10,12 +10,12 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from fedcore.fate_data import fate_data_dir, write_fate_federations
-from fedcore.synth import LENDERS, PLATFORM, SynthConfig, generate, reference_models
-from fedcore.synth_cli import app as synth_app
 from party_node.data_cli import app as data_app
 from party_node.schema import normalize_ids
 from party_node.store import Store
+from scripts.fate_data import fate_data_dir, write_fate_federations
+from scripts.synthesize import app as synth_app
+from scripts.synthetic import LENDERS, PLATFORM, SynthConfig, generate, reference_models
 
 
 @pytest.fixture(scope="module")

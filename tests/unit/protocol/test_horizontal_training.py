@@ -16,7 +16,6 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 from fedcore.errors import ProtocolError
-from fedcore.fate_data import fate_data_dir
 from fedcore.protocol import horizontal as hz
 from fedcore.protocol.horizontal.checkpoints import FileCheckpointStore, arrays_from_bytes
 from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob
@@ -30,6 +29,7 @@ from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from models.metrics import evaluate
 from models.nets import build_model, set_weights
 from models.train import predict_proba
+from scripts.fate_data import fate_data_dir
 
 DATA = fate_data_dir()
 FILES = {"guest": "homo_guest", "host1": "homo_host_1", "host2": "homo_host_2"}

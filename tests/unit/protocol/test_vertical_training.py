@@ -37,8 +37,9 @@ from fedcore.protocol.vertical.messages import (
 from fedcore.protocol.vertical.numerics import score_slices
 from fedcore.protocol.vertical.party import Table, VerticalParty
 from models.metrics import auc, evaluate
+from scripts.fate_data import fate_data_dir
 
-FATE = Path("/work/shared/data/fate")
+FATE = fate_data_dir()
 
 CA = CertificateAuthority.create()  # the federation's CA: binds the parties' session keys
 

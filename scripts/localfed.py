@@ -1,9 +1,10 @@
 """A whole federation on loopback, as real processes driven through the ``fedcredit`` CLI.
 
-Used by the quick start (``fedcredit demo``) and by the integration tests, so both exercise exactly
+Used by the quick start (``scripts/demo.py``) and by the integration tests, so both exercise exactly
 what an operator runs: ``coordinator init``, ``party init``, ``coordinator admit``, ``party
 install-kit``, then ``coordinator serve`` and one ``party serve`` per party, each its own process with
-mutual TLS between them. Imports neither role: it only runs commands.
+mutual TLS between them. It lives in ``scripts/`` because it may import both roles (here: the
+coordinator's admin client).
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ class LocalFederation:
     def synth(self, people: int, seed: int = 7) -> Path:
         """Write a synthetic federation's per-party files under ``root/data``."""
         out = self.root / "data"
-        self.cli("synth", "--out", str(out), "--people", str(people), "--seed", str(seed))
+        from scripts.synthetic import SynthConfig, generate, write_federation
+
+        write_federation(generate(SynthConfig(people=people, seed=seed)), out)
         return out
 
     def ingest(self, name: str, file: Path, schema: Path) -> str:
@@ -200,10 +203,10 @@ class LocalFederation:
 
     def admin(self) -> Any:
         """An admin API client (imports the coordinator package lazily: for callers that may)."""
-        from importlib import import_module
+        from coordinator.admin_client import AdminClient
+        from coordinator.config import load_coordinator_config
 
-        cfg = import_module("coordinator.config").load_coordinator_config(self.coordinator_home)
-        return import_module("coordinator.admin_client").AdminClient(cfg)
+        return AdminClient(load_coordinator_config(self.coordinator_home))
 
     def online(self) -> dict[str, bool]:
         try:

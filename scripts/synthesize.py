@@ -1,18 +1,20 @@
-"""``fedcredit synth``: write a synthetic federation (or the real FATE splits) for parties to ingest.
+"""Write a synthetic federation (or the real FATE splits' schemas) for parties to ingest::
 
-Mount with ``root.add_typer(synth_cli.app, name="synth")``::
-
-    fedcredit synth --out DIR --people 100000 --seed 7 [--format csv|parquet] [--id-kind phone|national_id]
-    fedcredit synth --fate --out DIR      # schemas for the real FATE data (homo/ and hetero/)
+    python scripts/synthesize.py --out DIR --people 100000 --seed 7 [--format csv|parquet] \\
+        [--id-kind phone|national_id]
+    python scripts/synthesize.py --fate --out DIR      # schemas for the real FATE data (homo/ and hetero/)
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fedcore.errors import FedcreditError, InvalidInput
 
@@ -31,7 +33,7 @@ def synth(
     """Write per-party data files and schema TOMLs that `fedcredit party ingest` takes as they are."""
     try:
         if fate:
-            from fedcore.fate_data import write_fate_federations
+            from scripts.fate_data import write_fate_federations
 
             for layout, parties in write_fate_federations(out).items():
                 for party, (csv, schema) in parties.items():
@@ -43,7 +45,7 @@ def synth(
             raise InvalidInput(f"--id-kind must be phone or national_id, not {id_kind!r}")
         if people < 100:
             raise InvalidInput("--people must be at least 100")
-        from fedcore.synth import SynthConfig, generate, write_federation
+        from scripts.synthetic import SynthConfig, generate, write_federation
 
         t0 = time.perf_counter()
         fed = generate(SynthConfig(people=people, seed=seed, fmt=fmt, id_kind=id_kind))
@@ -58,3 +60,7 @@ def synth(
     except FedcreditError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -1,4 +1,4 @@
-"""A synthetic car-loan federation with a ground truth (``fedcredit synth``).
+"""A synthetic car-loan federation with a ground truth (``python scripts/synthesize.py``).
 
 A population of people with two latent risk factors: ``app_risk``, which shows (noisily) in what a
 lender sees on an application (income, credit history, past delinquencies, down payment), and
@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from fedcore.config import dump_toml
+from models.metrics import auc, bad_rate_at_approval
 
 LENDERS = ("yixin", "meili", "cango", "uxin", "guazi")
 PLATFORM = "tiange"
@@ -373,7 +374,7 @@ def write_federation(fed: Federation, out: Path) -> dict[str, tuple[Path, Path]]
     ext = "parquet" if fed.config.fmt == "parquet" else "csv"
     written: dict[str, tuple[Path, Path]] = {}
     manifest: list[str] = [
-        "# Synthetic federation written by `fedcredit synth`.",
+        "# Synthetic federation written by `scripts/synthesize.py`.",
         f"# people = {fed.config.people}, seed = {fed.config.seed}, id_kind = {fed.config.id_kind}",
         "",
     ]
@@ -469,21 +470,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 25
             break
     wx = w[1:] / sd
     return np.r_[w[0] - (mu * wx).sum(), wx]
-
-
-def auc(y: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (rank statistic, ties averaged)."""
-    ranks = pd.Series(score).rank().to_numpy()
-    pos = y == 1
-    n1, n0 = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def bad_rate_at_approval(y: np.ndarray, pd_hat: np.ndarray, approval: float = 0.8) -> float:
-    """Default rate among the ``approval`` share of applicants with the lowest predicted PD."""
-    k = round(approval * len(y))
-    order = np.argsort(pd_hat, kind="stable")[:k]
-    return float(y[order].mean())
 
 
 def reference_models(fed: Federation, seed: int = 0, test_share: float = 0.3) -> dict[str, float]:

@@ -1,11 +1,12 @@
 """Ready-made federations from the real FATE credit data (UCI default of credit card clients).
 
-The CSVs in ``/work/shared/data/fate`` (read-only; override with ``FEDCREDIT_FATE_DATA``) are not
-copied: :func:`write_fate_federations` writes one schema TOML per party (opaque ids, ``y`` as label
+The CSVs ship compressed in ``tests/data/fate/*.csv.gz`` (licence and source in the README there);
+:func:`fate_data_dir` unpacks them once into a cache folder (or uses ``FEDCREDIT_FATE_DATA`` when set).
+:func:`write_fate_federations` writes one schema TOML per party (opaque ids, ``y`` as label
 where the file has it, all ``x*`` columns numeric and whitelisted) and a ``federation.toml`` whose
 ``file`` entries point at the CSVs, so each party ingests with the same command as any other data::
 
-    fedcredit party ingest /work/shared/data/fate/default_credit_hetero_guest.csv \\
+    fedcredit party ingest DATA/default_credit_hetero_guest.csv \\
         --schema OUT/hetero/guest.toml
 
 Layouts: ``homo/`` (three lenders ``guest``, ``host_1``, ``host_2`` with the same 23 features and
@@ -15,10 +16,16 @@ features; ``host``: the platform with 10 features, no labels; the same 30,000 id
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from fedcore.errors import NotFound
+
+SHIPPED = Path(__file__).resolve().parents[1] / "tests" / "data" / "fate"
 
 FATE_FILES = {
     "homo": {
@@ -35,11 +42,26 @@ FATE_FILES = {
 
 
 def fate_data_dir() -> Path:
-    """Where the FATE CSVs are: ``FEDCREDIT_FATE_DATA`` or ``../shared/data/fate`` beside the repo."""
+    """A folder with the six FATE CSVs: ``FEDCREDIT_FATE_DATA`` if set, else the repository's compressed
+    copies (``tests/data/fate``) unpacked once into ``<temp>/fedcredit-fate-<digest>``."""
     env = os.environ.get("FEDCREDIT_FATE_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "fate"
+    packed = sorted(SHIPPED.glob("*.csv.gz"))
+    if not packed:
+        raise NotFound(f"the FATE data is missing from {SHIPPED} (set FEDCREDIT_FATE_DATA)")
+    digest = hashlib.sha256(b"".join(p.name.encode() + str(p.stat().st_size).encode() for p in packed)).hexdigest()
+    out = Path(tempfile.gettempdir()) / f"fedcredit-fate-{digest[:16]}"
+    for gz in packed:
+        csv = out / gz.name[: -len(".gz")]
+        if csv.is_file():
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = csv.with_suffix(f".tmp{os.getpid()}")
+        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, csv)  # atomic: concurrent test workers see a whole file or none
+    return out
 
 
 def fate_schema(dataset: str, n_features: int, labelled: bool) -> str:
