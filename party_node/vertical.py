@@ -17,7 +17,8 @@ import numpy as np
 from fedcore.errors import InvalidInput
 from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical.party import Table, VerticalParty
+from fedcore.protocol.vertical.party import VerticalParty
+from fedcore.protocol.vertical.session import Table
 from models.metrics import evaluate
 
 from .alignment import StoreAlignment

@@ -32,7 +32,8 @@ from fedcore.protocol.messages import Role
 from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.vertical.coordinator import VerticalConfig, run_vertical
-from fedcore.protocol.vertical.party import Table, VerticalParty
+from fedcore.protocol.vertical.party import VerticalParty
+from fedcore.protocol.vertical.session import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "vertical.json"

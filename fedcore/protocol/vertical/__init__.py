@@ -76,5 +76,6 @@ ciphertext if the envelope key leaks); an actively malicious coordinator swappin
 (keys are ephemeral per session and relayed; bind them to the parties' certificates for that).
 
 Layout: ``messages`` (task kinds, payload frames), ``party`` (the handlers a lender or the platform runs),
-``coordinator`` (the arbiter's driver), ``numerics`` (masks, fixed point, batch plan, CKKS helpers).
+``coordinator`` (the arbiter's driver), ``numerics`` (masks, fixed point, batch plan, CKKS helpers),
+``session`` (a party's table and per-run state).
 """

@@ -12,7 +12,8 @@ from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.vertical.party import Table, VerticalParty
+from fedcore.protocol.vertical.party import VerticalParty
+from fedcore.protocol.vertical.session import Table
 
 CA = CertificateAuthority.create()  # the federation's CA: binds the parties' session keys
 

@@ -12,6 +12,7 @@ import pytest
 from fedcore.errors import InvalidInput, NotFound
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.vertical.coordinator import run_vertical
 from party_node.alignment import StoreAlignment
@@ -70,9 +71,10 @@ def test_store_source_returns_rows_in_joint_order_and_trains(tmp_path):
         StoreVerticalSource(ps, bad).vertical_table("psi-2", None, labels=False)
 
     ch = InMemoryChannel()
+    ids = make_identities(["yixin", "tiange"])
     for name, store, al in (("yixin", ls, la), ("tiange", ps, pa)):
         reg = HandlerRegistry()
-        register_vertical_handlers(reg, store, al, tmp_path / name, name)
+        register_vertical_handlers(reg, store, al, tmp_path / name, name, ids[name])
         ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
     res = run_vertical(ch, "vt", ["yixin"], "tiange", {"yixin": "psi-1"}, workdir=tmp_path / "coord")
     assert res.metrics["yixin"]["auc"] > 0.6

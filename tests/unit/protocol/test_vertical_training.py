@@ -35,7 +35,8 @@ from fedcore.protocol.vertical.messages import (
     parse_frames,
 )
 from fedcore.protocol.vertical.numerics import score_slices
-from fedcore.protocol.vertical.party import Table, VerticalParty
+from fedcore.protocol.vertical.party import VerticalParty
+from fedcore.protocol.vertical.session import Table
 from models.metrics import auc, evaluate
 from scripts.fate_data import fate_data_dir
 
