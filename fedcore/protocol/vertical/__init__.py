@@ -72,8 +72,9 @@ rows; ``vertical.finish`` writes the slices.
   requesting lender the platform's partial logit of the scored subject.
 
 Not covered: a coordinator colluding with a party (the arbiter's key decrypts every relayed
-ciphertext if the envelope key leaks); an actively malicious coordinator swapping envelope keys
-(keys are ephemeral per session and relayed; bind them to the parties' certificates for that).
+ciphertext if the envelope key leaks); an actively malicious coordinator that holds the CA key. Session
+keys are announced signed by each party's TLS key and checked against the CA
+(:mod:`fedcore.protocol.sealing`), so a key the coordinator substitutes is refused.
 
 Layout: ``messages`` (task kinds, payload frames), ``party`` (the handlers a lender or the platform runs),
 ``coordinator`` (the arbiter's driver), ``numerics`` (masks, fixed point, batch plan, CKKS helpers),
