@@ -130,7 +130,7 @@ def synthetic(
     try:
         import scripts.synthetic as synth
     except ImportError:
-        reason_out["synthetic_reason"] = "fedcore/synth.py (synthetic federation generator) does not exist yet"
+        reason_out["synthetic_reason"] = "scripts/synthetic.py (synthetic federation generator) is missing"
         return None, None
     import torch
 

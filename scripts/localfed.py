@@ -53,7 +53,7 @@ class LocalFederation:
         root: Path,
         parties: dict[str, str],
         *,
-        heartbeat_s: float = 0.5,
+        heartbeat_s: float = 2.0,  # generous: a loaded machine must not drop a busy party (CKKS steps)
         env: dict[str, str] | None = None,
         dashboard: bool = False,
     ) -> None:
