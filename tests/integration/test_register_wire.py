@@ -21,8 +21,11 @@ def test_registration_and_heartbeats_carry_no_ids_or_values(tmp_path, monkeypatc
 
     homes = make_homes(tmp_path / "fed", {"yixin": "lender"})
     data = tmp_path / "data"
-    subprocess.run([sys.executable, "-m", "fedcore.cli", "synth", "--out", str(data), "--people", "3000",
-                    "--seed", "3"], check=True, capture_output=True)
+    from pathlib import Path
+
+    synthesize = Path(__file__).resolve().parents[2] / "scripts" / "synthesize.py"
+    subprocess.run([sys.executable, str(synthesize), "--out", str(data), "--people", "3000", "--seed", "3"],
+                   check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "fedcore.cli", "party", "ingest", str(data / "yixin/applications.csv"),
                     "--schema", str(data / "yixin/applications.toml"), "--home", str(homes.parties["yixin"]),
                     "--quiet"], check=True, capture_output=True)
