@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(1)
     if isinstance(rc, int) and rc != 0:
+        if rc == 130:  # typer turns Ctrl-C into a returned 130, silently
+            print("error: interrupted", file=sys.stderr)
         sys.exit(rc)
 
 
