@@ -52,6 +52,7 @@ class CoordinatorServer:
             missed_heartbeats=link.missed_heartbeats,
             chunk_bytes=link.chunk_bytes,
             revocation_poll_s=link.revocation_poll_s,
+            registration_timeout_s=link.registration_timeout_s,
         )
         host, _, cfg_port = config.coordinator.listen.rpartition(":")
         self._address = f"{host}:{cfg_port if port is None else port}"
@@ -71,13 +72,16 @@ class CoordinatorServer:
             root_certificates=tls.ca_cert.read_bytes(),
             require_client_auth=True,
         )
+        slots = self.config.coordinator.max_workers - 4
+        per_party = min(self.config.coordinator.max_rpcs_per_party, max(2, slots // 4))
+        self.auth = AuthInterceptor(self.state, max_rpcs_per_party=per_party)
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.coordinator.max_workers, thread_name_prefix="rpc"
             ),
-            interceptors=[AuthInterceptor(self.state)],
+            interceptors=[self.auth],
             options=SERVER_OPTIONS,
-            maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
+            maximum_concurrent_rpcs=slots,
         )
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
         self.runs = RunManager(metrics.instrument_channel(self.hub), self.state, self.config.home / "runs")
