@@ -195,5 +195,5 @@ def audit_verify(
 
     res = verify(path or home / AUDIT_FILE)
     if not res.ok:
-        raise InvalidInput(f"{path or home / AUDIT_FILE}: {res}")
+        _fail(InvalidInput(f"{path or home / AUDIT_FILE}: {res}"))
     typer.echo(str(res))
