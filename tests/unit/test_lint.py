@@ -29,3 +29,15 @@ def test_cli_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing the CLI loaded {out.stdout.strip()}"
+
+
+def test_peer_libraries_stay_out_of_the_product_env():
+    """openmined-psi and spu pin protobuf 6.30 (the generated code needs 6.31+): no extra may pull them
+    into the product's venv; the benchmarks run them from their own (scripts/setup_peer_venv.sh)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(d for ds in project.get("optional-dependencies", {}).values() for d in ds)]
+    names = {d.split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip().lower() for d in wanted}
+    assert not names & {"openmined-psi", "spu", "secretflow"}
+    assert "openmined" in (ROOT / "scripts" / "setup_peer_venv.sh").read_text()
