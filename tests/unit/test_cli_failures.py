@@ -207,3 +207,20 @@ def test_batch_score_that_stops_leaves_no_results_file(
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: ") and "tiange" in err
     assert out.read_text() == "previous results\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.jsonl"]
+
+
+def test_coordinator_refuses_a_missing_registry(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """state.db deleted or its path mistyped: serve refuses, names the file and the way to create one,
+    and creates nothing (an empty registry would reject every party and the admin)."""
+    import shutil
+
+    home = world.root / "copy"
+    shutil.copytree(world.down, home)
+    state = home / "state.db"
+    state.unlink()
+    for args in (["coordinator", "serve", "--home", str(home)], ["coordinator", "parties", "--offline", "--home",
+                                                                  str(home)]):
+        code, err = run_cli(capsys, args)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"{state} does not exist" in err and "coordinator init" in err
+        assert not state.exists()
