@@ -72,3 +72,18 @@ def test_csv_and_parquet_number_rows_alike(tmp_path: Path, schema) -> None:
             ingest(tmp_path / name, schema)
         messages.append(str(err.value).split(": ", 1)[1])
     assert messages == ["data row 3, column 'age': 'old' is not a number"] * 2
+
+
+def test_read_only_or_corrupt_store_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    Store.open(f"sqlite:///{path}").close()
+    path.chmod(0o444)
+    try:
+        with pytest.raises(InvalidInput, match=r"store .*store\.db is not writable"):
+            Store.open(f"sqlite:///{path}")
+    finally:
+        path.chmod(0o644)
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a database" * 300)
+    with pytest.raises(InvalidInput, match=r"cannot open store .*bad\.db.*not a database"):
+        Store.open(f"sqlite:///{bad}")
