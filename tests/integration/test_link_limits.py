@@ -51,6 +51,17 @@ def open_watch(ch: grpc.Channel) -> tuple[grpc.StatusCode, object]:
         return err.code(), None
 
 
+def test_finished_calls_give_their_slot_back(server: tuple[CoordinatorServer, Homes]) -> None:
+    srv, homes = server
+    ch = channel(srv, *creds_for(homes.parties["meili"]))
+    stub = health_pb2_grpc.HealthStub(ch)
+    for _ in range(PER_PARTY * 5):  # sequential unary calls, many more than the concurrent limit
+        assert stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status == 1
+    ch.close()
+    while srv.auth.limiter.held("meili"):
+        threading.Event().wait(0.01)
+
+
 def test_one_party_cannot_take_every_rpc_slot(server: tuple[CoordinatorServer, Homes]) -> None:
     """The coordinator has 20 slots; a party opening 24 streams gets its 4 and is refused the rest,
     while the admin and the other parties are still served."""
