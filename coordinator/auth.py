@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,11 +97,51 @@ def authorize(method: str, identity: Identity) -> None:
         raise PermissionDenied(f"{identity.role.value} {identity.name!r} may not call {method}")
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Wraps every method handler with the registry check above."""
+class PrincipalLimiter:
+    """Concurrent RPCs (unary calls and streams alike) per party principal. A slot is taken when the
+    call is authorized and given back when the RPC terminates, however it ends. The admin is not
+    limited: it is one trusted principal, and the slots the parties cannot take are its reserve."""
 
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, per_party: int) -> None:
+        self.per_party = per_party
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def acquire(self, identity: Identity) -> Callable[[], None] | None:
+        """A release function, or None when the principal already holds all its slots."""
+        if identity.role == Role.ADMIN:
+            return lambda: None
+        name = identity.name
+        with self._lock:
+            if self._held.get(name, 0) >= self.per_party:
+                return None
+            self._held[name] = self._held.get(name, 0) + 1
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                left = self._held.get(name, 1) - 1
+                if left:
+                    self._held[name] = left
+                else:
+                    self._held.pop(name, None)
+
+        return release
+
+    def held(self, name: str) -> int:
+        with self._lock:
+            return self._held.get(name, 0)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Wraps every method handler with the registry check above and the per-principal RPC limit."""
+
+    def __init__(self, state: StateStore, max_rpcs_per_party: int = 16) -> None:
         self._state = state
+        self.limiter = PrincipalLimiter(max_rpcs_per_party)
 
     def intercept_service(
         self,
@@ -115,11 +156,22 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
-                    authorize(method, identity_of(context, self._state))
+                    identity = identity_of(context, self._state)
+                    authorize(method, identity)
                 except FedcreditError as exc:
                     code, message = status_of(exc)
                     log.warning("denied %s: %s", method, message)
                     context.abort(code, message)
+                release = self.limiter.acquire(identity)
+                if release is None:
+                    log.warning("refused %s to %s: it already holds %d concurrent RPCs", method, identity.name,
+                                self.limiter.per_party)
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{identity.name!r} already holds {self.limiter.per_party} concurrent calls and streams",
+                    )
+                if not context.add_callback(release):  # the RPC already ended
+                    release()
                 return behavior(request, context)
 
             return wrapped

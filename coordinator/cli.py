@@ -123,7 +123,7 @@ def parties(
             typer.echo(f"coordinator not reachable ({exc}); showing the registry only", err=True)
             offline = True
     if offline:
-        for pr in StateStore(config.coordinator.state).principals():
+        for pr in StateStore(config.coordinator.state, create=False).principals():
             if pr.role == Role.ADMIN:
                 continue
             seen = _ago(pr.last_seen) if pr.last_seen else "never"
@@ -167,7 +167,7 @@ def audit(home: Home = Path(".")) -> None:
     """Show the audit log of admin actions."""
     from .state import StateStore
 
-    for e in StateStore(load_coordinator_config(home).coordinator.state).audit_log():
+    for e in StateStore(load_coordinator_config(home).coordinator.state, create=False).audit_log():
         when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
         typer.echo(f"{when}  {e.actor:<10} {e.action:<18} {e.target:<12} {e.detail}")
 

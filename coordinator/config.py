@@ -23,6 +23,9 @@ class CoordinatorSection(Section):
     # Where `coordinator serve` writes the port it bound (useful with port 0).
     port_file: ResolvedPath = Path("run/coordinator.port")
     max_workers: int = pydantic.Field(default=64, ge=8, le=1024)
+    # Concurrent RPCs (calls and streams) one party's certificate may hold; capped at a quarter of
+    # the server's slots so that one party can never take the admin's or the other parties' slots.
+    max_rpcs_per_party: int = pydantic.Field(default=16, ge=2, le=1024)
 
     @pydantic.field_validator("listen")
     @classmethod
@@ -45,6 +48,8 @@ class LinkSettings(Section):
     chunk_bytes: int = pydantic.Field(default=1 << 20, ge=1024, le=4 << 20)
     # How often the server re-reads revocations from the state store.
     revocation_poll_s: float = pydantic.Field(default=0.5, gt=0, le=60)
+    # A connection that has not sent its Register message by then is closed.
+    registration_timeout_s: float = pydantic.Field(default=10.0, gt=0, le=600)
 
 
 class LogSettings(Section):

@@ -2,7 +2,8 @@
 
 ``[dashboard] listen = "127.0.0.1:7480"`` turns it on (off by default). Everything is behind the admin's
 dashboard token: a random secret written at first start to ``COORD_HOME/admin/dashboard.token`` (0600),
-given either in the login form (which sets an HttpOnly session cookie derived from the token), as
+given either in the login form (which sets an HttpOnly cookie holding a random session id that expires
+after ``session_ttl_s``; repeated wrong tokens lock the address out for a while), as
 ``Authorization: Bearer TOKEN`` or as HTTP Basic with any user name and the token as password (what a
 Prometheus scrape config uses).
 
@@ -34,6 +35,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +66,12 @@ class DashboardSettings(Section):
     # The admin's dashboard token, relative to the coordinator's home; created at first start (0600).
     token_file: Path = Path("admin/dashboard.token")
     refresh_s: int = pydantic.Field(default=10, ge=0, le=3600)
+    # A login session lasts this long (then the form asks for the token again).
+    session_ttl_s: float = pydantic.Field(default=8 * 3600, gt=0, le=30 * 86400)
+    # After this many wrong tokens from one address, that address is locked out for login_lockout_s
+    # (doubling with each further lockout, up to a day); bearer and basic credentials count too.
+    login_max_failures: int = pydantic.Field(default=5, ge=1, le=1000)
+    login_lockout_s: float = pydantic.Field(default=60.0, gt=0, le=86400)
 
     @pydantic.field_validator("listen")
     @classmethod
@@ -256,13 +264,76 @@ class DashboardHandle:
         self._thread.join(timeout=5)
 
 
-def start_dashboard(server: CoordinatorServer, config: DashboardSettings) -> DashboardHandle:
-    """Serve the dashboard of ``server`` on ``config.listen`` (a thread); raises InvalidInput if it cannot."""
+class Sessions:
+    """Login sessions (random ids that expire) and per-address login throttling."""
+
+    def __init__(self, config: DashboardSettings, clock: Callable[[], float]) -> None:
+        self._ttl = config.session_ttl_s
+        self._max_failures = config.login_max_failures
+        self._lockout = config.login_lockout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, float] = {}  # sha256(session id) -> expiry
+        self._failures: dict[str, tuple[int, int, float]] = {}  # address -> (failures, lockouts, locked until)
+
+    def new(self) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            now = self._clock()
+            self._sessions = {k: t for k, t in self._sessions.items() if t > now}
+            self._sessions[hashlib.sha256(sid.encode()).hexdigest()] = now + self._ttl
+        return sid
+
+    def valid(self, sid: str) -> bool:
+        key = hashlib.sha256(sid.encode()).hexdigest()
+        with self._lock:
+            expiry = self._sessions.get(key)
+            if expiry is None:
+                return False
+            if expiry <= self._clock():
+                del self._sessions[key]
+                return False
+            return True
+
+    def end(self, sid: str) -> None:
+        with self._lock:
+            self._sessions.pop(hashlib.sha256(sid.encode()).hexdigest(), None)
+
+    def locked_for(self, address: str) -> float:
+        """Seconds ``address`` must still wait before it may try a token again (0: it may)."""
+        with self._lock:
+            _, _, until = self._failures.get(address, (0, 0, 0.0))
+            return max(0.0, until - self._clock())
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            failures, lockouts, until = self._failures.get(address, (0, 0, 0.0))
+            failures += 1
+            if failures >= self._max_failures:
+                until = self._clock() + min(86400.0, self._lockout * 2**lockouts)
+                failures, lockouts = 0, lockouts + 1
+                log.warning("dashboard: %s locked out of login after repeated wrong tokens", address)
+            if len(self._failures) > 10_000:  # bounded: forget the oldest addresses
+                self._failures.pop(next(iter(self._failures)))
+            self._failures[address] = (failures, lockouts, until)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
+
+
+def start_dashboard(
+    server: CoordinatorServer, config: DashboardSettings, clock: Callable[[], float] = time.monotonic
+) -> DashboardHandle:
+    """Serve the dashboard of ``server`` on ``config.listen`` (a thread); raises InvalidInput if it cannot.
+
+    ``clock`` (monotonic seconds) times session expiry and login lockouts."""
     if not config.listen:
         raise InvalidInput("the dashboard is off: set [dashboard] listen = \"HOST:PORT\"")
     token_path = config.token_file if config.token_file.is_absolute() else server.config.home / config.token_file
     token = ensure_token(token_path)
-    session = hmac.new(token.encode(), b"fedcredit-dashboard-session", hashlib.sha256).hexdigest()
+    sessions = Sessions(config, clock)
+    ttl = int(config.session_ttl_s)
     metrics.watch_links(server.hub.online)
     refresh = config.refresh_s
 
@@ -287,21 +358,38 @@ def start_dashboard(server: CoordinatorServer, config: DashboardSettings) -> Das
             self.end_headers()
             self.wfile.write(body)
 
+        def _check_token(self, given: str) -> bool:
+            """A token attempt; wrong ones count towards this address's lockout."""
+            address = self.client_address[0]
+            if hmac.compare_digest(given.encode(), token.encode()):
+                sessions.succeeded(address)
+                return True
+            log.warning("dashboard: wrong token from %s", address)
+            metrics.count_error("coordinator", "dashboard_login")
+            sessions.failed(address)
+            return False
+
+        def _cookie(self) -> str:
+            for part in self.headers.get("Cookie", "").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == COOKIE:
+                    return v
+            return ""
+
         def _authorized(self) -> bool:
             auth = self.headers.get("Authorization", "")
+            if auth.startswith(("Bearer ", "Basic ")) and sessions.locked_for(self.client_address[0]) > 0:
+                return False
             if auth.startswith("Bearer "):
-                return hmac.compare_digest(auth[7:].strip().encode(), token.encode())
+                return self._check_token(auth[7:].strip())
             if auth.startswith("Basic "):
                 try:
                     _, _, pw = base64.b64decode(auth[6:].strip()).decode().partition(":")
                 except (ValueError, UnicodeDecodeError):
                     return False
-                return hmac.compare_digest(pw.encode(), token.encode())
-            for part in self.headers.get("Cookie", "").split(";"):
-                k, _, v = part.strip().partition("=")
-                if k == COOKIE:
-                    return hmac.compare_digest(v.encode(), session.encode())
-            return False
+                return self._check_token(pw)
+            sid = self._cookie()
+            return bool(sid) and sessions.valid(sid)
 
         def _deny(self) -> None:
             if self.path.startswith(("/api/", "/metrics")):
@@ -317,6 +405,7 @@ def start_dashboard(server: CoordinatorServer, config: DashboardSettings) -> Das
                     self._send(200, _page("fedcredit: log in", LOGIN))
                     return
                 if path == "/logout":
+                    sessions.end(self._cookie())
                     gone = f"{COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"
                     self._send(303, b"", headers={"Location": "/login", "Set-Cookie": gone})
                     return
@@ -345,12 +434,14 @@ def start_dashboard(server: CoordinatorServer, config: DashboardSettings) -> Das
             n = min(int(self.headers.get("Content-Length", "0") or 0), 4096)
             form = urllib.parse.parse_qs(self.rfile.read(n).decode("utf-8", "replace"))
             given = (form.get("token") or [""])[0].strip()
-            if given and hmac.compare_digest(given.encode(), token.encode()):
-                self._send(303, b"", headers={"Location": "/",
-                                              "Set-Cookie": f"{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict"})
+            wait = sessions.locked_for(self.client_address[0])
+            if wait > 0:
+                self._send(429, _page("fedcredit: log in", '<p class="offline">too many wrong tokens; try again in '
+                                      f"{wait:.0f} s</p>" + LOGIN), headers={"Retry-After": str(int(wait) + 1)})
+            elif given and self._check_token(given):
+                cookie = f"{COOKIE}={sessions.new()}; Max-Age={ttl}; Path=/; HttpOnly; SameSite=Strict"
+                self._send(303, b"", headers={"Location": "/", "Set-Cookie": cookie})
             else:
-                log.warning("dashboard: failed login from %s", self.client_address[0])
-                metrics.count_error("coordinator", "dashboard_login")
                 self._send(401, _page("fedcredit: log in", '<p class="offline">wrong token</p>' + LOGIN))
 
     host, _, port = config.listen.rpartition(":")

@@ -92,7 +92,7 @@ def admit(
         raise InvalidInput(f"{csr_path} is a folder, not a CSR file") from None
     ca = CertificateAuthority.load(config.tls.ca_key, config.tls.ca_cert)
     name, cert_pem = ca.sign_csr(csr, source=str(csr_path), valid_days=valid_days)
-    state = StateStore(config.coordinator.state)
+    state = StateStore(config.coordinator.state, create=False)
     if state.principal(name) is not None:
         raise AlreadyExists(
             f"{csr_path}: a party named {name!r} is already admitted (revoked names stay taken)"
@@ -137,4 +137,4 @@ def revoke(config: CoordinatorConfig, name: str, reason: str = "revoked by the a
     """Revoke every certificate of ``name``; a running coordinator cuts its link within a second."""
     if name == ADMIN_NAME:
         raise InvalidInput("the admin principal cannot be revoked this way")
-    return StateStore(config.coordinator.state).revoke(name, reason=reason, actor=ADMIN_NAME)
+    return StateStore(config.coordinator.state, create=False).revoke(name, reason=reason, actor=ADMIN_NAME)

@@ -29,6 +29,7 @@ from fedcredit.v1 import link_pb2, link_pb2_grpc
 from fedcore.errors import (
     Cancelled,
     FedcreditError,
+    InvalidInput,
     PartyTaskError,
     PartyUnavailable,
     ProtocolError,
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 OUTBOUND_QUEUE = 64
 RESULT_QUEUE_CHUNKS = 8
+# A data summary is names, types and counts: a few KB for hundreds of features. Anything bigger is
+# refused at registration (it would be stored, and sent back to every `coordinator parties`).
+MAX_SUMMARY_BYTES = 256 << 10
 _END = object()
 
 
@@ -128,8 +132,10 @@ class LinkHub(PartyChannel):
         missed_heartbeats: int = 3,
         chunk_bytes: int = 1 << 20,
         revocation_poll_s: float = 0.5,
+        registration_timeout_s: float = 10.0,
     ) -> None:
         self.state = state
+        self.registration_timeout_s = registration_timeout_s
         self.heartbeat_s = heartbeat_s
         self.offline_after_s = heartbeat_s * missed_heartbeats
         self.chunk_bytes = chunk_bytes
@@ -176,13 +182,18 @@ class LinkHub(PartyChannel):
                         s.close(grpc.StatusCode.UNAUTHENTICATED, "certificate revoked")
                         self._detach(s)
 
-    def _attach(self, session: _Session) -> None:
+    def _attach(self, session: _Session) -> bool:
+        """Make ``session`` the party's live link, unless it already has one: one live link per name.
+        The newer connection is refused (a duplicate or an impostor with a copied key must not be able
+        to knock the real node off); a node that really restarted gets in once its old link is gone
+        (the old TCP connection closes, or it misses heartbeats)."""
         with self._lock:
             old = self._sessions.get(session.name)
+            if old is not None and not old.closed.is_set():
+                return False
             self._sessions[session.name] = session
-        if old is not None:
-            old.close(grpc.StatusCode.ABORTED, "superseded by a new connection from the same party")
         self._notify()
+        return True
 
     def _detach(self, session: _Session) -> None:
         with self._lock:
@@ -425,20 +436,38 @@ class PartyLinkServicer(link_pb2_grpc.PartyLinkServicer):
     def Connect(
         self, request_iterator: Iterator[link_pb2.PartyMessage], context: grpc.ServicerContext
     ) -> Iterator[link_pb2.CoordinatorMessage]:
+        # A connection that does not register in time is cut (it would hold a thread and a slot).
+        deadline = threading.Timer(self._hub.registration_timeout_s, context.cancel)
+        deadline.daemon = True
+        deadline.start()
         try:
             who = identity_of(context, self._hub.state)
             first = next(request_iterator)
+            deadline.cancel()
             if first.WhichOneof("body") != "register":
                 raise ProtocolError("the first message on a party link must be Register")
-        except StopIteration:
+            size = first.register.summary.ByteSize()
+            if size > MAX_SUMMARY_BYTES:
+                raise InvalidInput(
+                    f"party {who.name!r}: data summary of {size} bytes is over the {MAX_SUMMARY_BYTES}-byte limit"
+                )
+        except (StopIteration, grpc.RpcError):
+            deadline.cancel()
+            if not context.is_active():
+                log.warning("a connection closed without registering within %.0f s", self._hub.registration_timeout_s)
             return
         except FedcreditError as exc:
+            deadline.cancel()
             code, message = status_of(exc)
+            log.warning("refused a party link: %s", message)
             context.abort(code, message)
         summary = summary_from_proto(first.register.summary)
         session = _Session(who.name, who.role, who.serial, summary)
+        if not self._hub._attach(session):
+            log.warning("refused a second link for party %s (%s): it already has a live link; kept the old one",
+                        who.name, context.peer())
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"party {who.name!r} already has a live link")
         self._hub.state.record_seen(who.name, json.dumps(asdict(summary), sort_keys=True))
-        self._hub._attach(session)
         log.info("party %s (%s) connected", who.name, who.role.value)
         reader = threading.Thread(
             target=self._hub.serve_session,

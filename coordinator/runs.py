@@ -131,20 +131,29 @@ class RunManager:
             log.info("run %s: %s", run_id, message)
             w.publish(RunEvent(run_id, message))
 
+        def finish(status: str, result: dict[str, Any], message: str) -> None:
+            """Record the run's end and tell its watchers, whatever happens to the registry: a client
+            following the run always gets a final event, never a hang."""
+            try:
+                self.state.update_run(run_id, status, result)
+            except Exception as exc:
+                log.error("run %s ended (%s) but could not be recorded: %s", run_id, status, exc)
+                status, message, result = "failed", f"{message}; the run could not be recorded: {exc}", {}
+            w.publish(RunEvent(run_id, message, done=True, status=status, result=result))
+
         def body() -> None:
             try:
                 rc = RunContext(self.channel, run_id, params, progress, self.workdir, self.state)
                 result = fn(rc)
-                self.state.update_run(run_id, "succeeded", result)
-                w.publish(RunEvent(run_id, "succeeded", done=True, status="succeeded", result=result))
             except FedcreditError as exc:
                 log.warning("run %s failed: %s", run_id, exc)
-                self.state.update_run(run_id, "failed", {"error": str(exc)})
-                w.publish(RunEvent(run_id, str(exc), done=True, status="failed"))
-            except Exception as exc:
+                finish("failed", {"error": str(exc)}, str(exc))
+            except BaseException as exc:
                 log.exception("run %s crashed", run_id)
-                self.state.update_run(run_id, "failed", {"error": f"internal error: {type(exc).__name__}"})
-                w.publish(RunEvent(run_id, "internal error (see the coordinator's log)", done=True, status="failed"))
+                finish("failed", {"error": f"internal error: {type(exc).__name__}: {exc}"},
+                       f"internal error: {type(exc).__name__}: {exc} (see the coordinator's log)")
+            else:
+                finish("succeeded", result, "succeeded")
 
         threading.Thread(target=body, name=f"run-{run_id}", daemon=True).start()
 

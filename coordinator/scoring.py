@@ -48,7 +48,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServicer):
             req = request_from_proto(request)
             resp = self.fanout.score(who.name, req)
             # Volume only (for the dashboard): who asked and how many applicants, never which.
-            self.state.audit(who.name, "score", "joint", {"applicants": len(request.pseudonyms)})
+            self.state.audit(who.name, "score", "joint", {"applicants": req.n})
         except FedcreditError as exc:
             abort(context, exc)
         except Exception as exc:

@@ -12,7 +12,7 @@ from concurrent import futures
 import grpc
 from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc, scoring_pb2, scoring_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from fedcore import telemetry as metrics
 from fedcore.errors import InvalidInput
@@ -41,10 +41,29 @@ SERVICES = (
 )
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(services: tuple[str, ...], server: grpc.Server) -> None:
+    """Server reflection, v1 and v1alpha. grpcio-reflection ships only v1alpha; v1 is the same messages
+    under a new package (same fields, same numbers), so the v1alpha servicer answers v1 clients too."""
+    names = (*services, reflection.SERVICE_NAME, REFLECTION_V1)
+    reflection.enable_server_reflection(names, server)
+    servicer = reflection.ReflectionServicer(names)
+    handler = grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    })
+    server.add_generic_rpc_handlers((handler,))
+
+
 class CoordinatorServer:
     def __init__(self, config: CoordinatorConfig, port: int | None = None) -> None:
         self.config = config
-        self.state = StateStore(config.coordinator.state)
+        self.state = StateStore(config.coordinator.state, create=False)
         link = config.link
         self.hub = LinkHub(
             self.state,
@@ -52,6 +71,7 @@ class CoordinatorServer:
             missed_heartbeats=link.missed_heartbeats,
             chunk_bytes=link.chunk_bytes,
             revocation_poll_s=link.revocation_poll_s,
+            registration_timeout_s=link.registration_timeout_s,
         )
         host, _, cfg_port = config.coordinator.listen.rpartition(":")
         self._address = f"{host}:{cfg_port if port is None else port}"
@@ -71,20 +91,23 @@ class CoordinatorServer:
             root_certificates=tls.ca_cert.read_bytes(),
             require_client_auth=True,
         )
+        slots = self.config.coordinator.max_workers - 4
+        per_party = min(self.config.coordinator.max_rpcs_per_party, max(2, slots // 4))
+        self.auth = AuthInterceptor(self.state, max_rpcs_per_party=per_party)
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.coordinator.max_workers, thread_name_prefix="rpc"
             ),
-            interceptors=[AuthInterceptor(self.state)],
+            interceptors=[self.auth],
             options=SERVER_OPTIONS,
-            maximum_concurrent_rpcs=self.config.coordinator.max_workers - 4,
+            maximum_concurrent_rpcs=slots,
         )
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
         self.runs = RunManager(metrics.instrument_channel(self.hub), self.state, self.config.home / "runs")
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
         scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(self.hub, self.state), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        enable_reflection((*SERVICES, health.SERVICE_NAME), server)
         try:
             self.port = server.add_secure_port(self._address, creds)
         except RuntimeError as exc:

@@ -9,16 +9,19 @@ with ``fedcredit coordinator revoke`` reaches a running server.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore.errors import AlreadyExists, InvalidInput, NotFound
+from fedcore.errors import AlreadyExists, InvalidInput, NotFound, Unavailable
+from fedcore.files import check_writable
 from fedcore.protocol.messages import Role
 
 SCHEMA_VERSION = 1
@@ -100,36 +103,81 @@ class Run:
 
 
 class StateStore:
-    def __init__(self, path: Path) -> None:
+    """The registry. ``create=False`` (what the server and the admin commands use) refuses a missing,
+    read-only or corrupt file, naming it; only ``fedcredit coordinator init`` creates one."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        if not create:
+            if not path.is_file():
+                raise NotFound(
+                    f"coordinator registry {path} does not exist (a mistyped path or a deleted file?); "
+                    "`fedcredit coordinator init` creates a new federation"
+                )
+            check_writable(path, "coordinator registry")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(SCHEMA)
-        with self._tx() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+        self._ident: tuple[int, int] | None = None
+        try:
+            self._conn().executescript(SCHEMA)
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        except sqlite3.DatabaseError as exc:
+            raise InvalidInput(
+                f"coordinator registry {path} is not a valid registry ({exc}); restore it from a backup"
+            ) from None
+
+    def _check_file(self) -> None:
+        """The registry must still be the file we opened: deleted or replaced while running is an error
+        every caller sees (a new empty file would silently forget every party and run)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise Unavailable(f"coordinator registry {self.path} was deleted while the coordinator ran") from None
+        ident = (st.st_dev, st.st_ino)
+        if self._ident is None:
+            self._ident = ident
+        elif ident != self._ident:
+            raise Unavailable(f"coordinator registry {self.path} was replaced while the coordinator ran")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            if self._ident is not None:
+                self._check_file()
+            # once created, never create again: a vanished file must not come back empty
+            mode = "rw" if self._ident is not None else "rwc"
+            uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}?mode={mode}"
+            try:
+                conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"coordinator registry {self.path}: {exc}") from None
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
+        self._check_file()
         return conn
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"coordinator registry {self.path}: {exc}") from None
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            db.execute("ROLLBACK")
+            raise Unavailable(f"coordinator registry {self.path}: cannot write ({exc})") from None
 
     # ---- principals and certificates ----
 

@@ -38,14 +38,15 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> None:
     app = build_app()
     try:
-        app(args=argv, prog_name="fedcredit", standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of raising it.
+        rc = app(args=argv, prog_name="fedcredit", standalone_mode=False)
     except FedcreditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        print("error: aborted", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except click.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if isinstance(rc, int) and rc != 0:
+        if rc == 130:  # typer turns Ctrl-C into a returned 130, silently
+            print("error: interrupted", file=sys.stderr)
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

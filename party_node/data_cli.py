@@ -18,15 +18,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fedcore.errors import FedcreditError
-from party_node.ingest import IngestReport, ingest_file
-from party_node.pseudonym import PseudonymKey, default_key_path
-from party_node.schema import load_schema
-from party_node.store import Store
+
+if TYPE_CHECKING:  # pandas, pyarrow and SQLAlchemy load only when a command runs (fast --help)
+    from party_node.ingest import IngestReport
+    from party_node.store import Store
 
 app = typer.Typer(help="Ingest and inspect this party's local data.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect this party's local data and its federation whitelist.", no_args_is_help=True)
@@ -49,6 +49,9 @@ def _fail(exc: FedcreditError) -> None:
 
 def open_store(home: Path, store_url: str | None, key_file: Path | None = None) -> Store:
     """The store of ``--store URL`` or of the party configured in ``HOME/party.toml``."""
+    from party_node.pseudonym import PseudonymKey, default_key_path
+    from party_node.store import Store
+
     if store_url is None:
         from party_node.config import load_party_config
 
@@ -95,6 +98,9 @@ def ingest(
     """Ingest FILE into the local store, atomically: on any error the store is left as it was."""
 
     def run() -> None:
+        from party_node.ingest import ingest_file
+        from party_node.schema import load_schema
+
         sch = load_schema(schema)
         st = open_store(home, store, key_file)
         try:

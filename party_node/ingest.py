@@ -27,11 +27,10 @@ schema declares different features than the stored dataset, too many rejected ro
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,19 +39,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fedcore.errors import InvalidInput, NotFound
+from party_node.ingest_sources import CsvSource, ParquetSource, fail, is_parquet
 from party_node.schema import MISSING, UNSEEN, DatasetSchema, id_problem, normalize_ids
 from party_node.store import Store, feature_table
 
-NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 TRUE_VALUES = frozenset({"1", "1.0", "true", "t", "yes", "y"})
 FALSE_VALUES = frozenset({"0", "0.0", "false", "f", "no", "n"})
-DELIMITERS = (",", ";", "\t", "|")
 MAX_REJECT_DETAILS = 20
 
 ProgressFn = Callable[[int, int], None]  # (bytes or rows done, total)
@@ -80,166 +76,6 @@ class IngestReport:
     seconds: float = 0.0
 
 
-def _fail(path: Path, msg: str) -> InvalidInput:
-    return InvalidInput(f"{path}: {msg}")
-
-
-# ------------------------------------------------------------------------------------- readers
-
-
-def _column_keys(schema: DatasetSchema) -> dict[str, str]:
-    """File column -> schema key that names it (for 'schema names unknown column' errors)."""
-    keys: dict[str, str] = {schema.id_column: "dataset.id_column"}
-    if schema.label_column:
-        keys[schema.label_column] = "dataset.label_column"
-    for s in schema.numeric:
-        keys[s.name] = f"numeric.{s.name}"
-    for c in schema.categorical:
-        keys[c.name] = f"categorical.{c.name}"
-    for p, col in schema.consent.items():
-        keys.setdefault(col, f"consent.{p}")
-    for p, col in schema.flags.items():
-        keys.setdefault(col, f"flags.{p}")
-    return keys
-
-
-def _check_columns(path: Path, schema: DatasetSchema, header: list[str], raw_header: str | None) -> None:
-    dups = {h for h in header if header.count(h) > 1}
-    if dups:
-        raise _fail(path, f"header names column {sorted(dups)[0]!r} more than once")
-    if schema.id_column not in header:
-        if raw_header is not None and len(header) <= 1:
-            for d in DELIMITERS:
-                if d != schema.delimiter and d in raw_header:
-                    shown = "\\t" if d == "\t" else d
-                    raise _fail(
-                        path,
-                        f"wrong delimiter: line 1 has no {schema.delimiter!r} but looks {shown!r}-separated "
-                        f'(set dataset.delimiter = "{shown}" in {schema.source})',
-                    )
-        raise _fail(
-            path,
-            f"missing id column {schema.id_column!r} (dataset.id_column in {schema.source}); "
-            f"header has: {', '.join(header[:12])}{' ...' if len(header) > 12 else ''}",
-        )
-    for col, key in _column_keys(schema).items():
-        if col not in header:
-            raise InvalidInput(f"{schema.source}: {key} names column {col!r}, which {path} does not have")
-
-
-class _CsvSource:
-    def __init__(self, path: Path, schema: DatasetSchema, block_size: int) -> None:
-        self.path = path
-        self.schema = schema
-        self.size = path.stat().st_size
-        if self.size == 0:
-            raise _fail(path, "file is empty (no header, no data rows)")
-        with path.open("rb") as f:
-            first = f.readline(1 << 20)
-            f.seek(max(0, self.size - 65536))
-            self.tail = f.read()
-        try:
-            line = first.decode("utf-8-sig").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise _fail(path, "line 1 is not UTF-8 text (is this a CSV file?)") from None
-        if not line.strip():
-            raise _fail(path, "file is empty: line 1 has no header")
-        header = next(csv.reader([line], delimiter=schema.delimiter))
-        header = [h.strip() for h in header]
-        _check_columns(path, schema, header, line)
-        self.ends_with_newline = self.tail.endswith(b"\n")
-        self.block_size = block_size
-        self.invalid: list[Any] = []
-        self.columns = schema.file_columns()
-        self._done = 0
-
-    def _on_invalid(self, row: Any) -> str:
-        self.invalid.append(row)
-        return "error"
-
-    def done(self) -> int:
-        # each batch is one block of the file; the reader itself reads ahead (up to ~32 blocks)
-        return self._done
-
-    def batches(self) -> Iterator[dict[str, pa.Array]]:
-        s = self.schema
-        ro = pacsv.ReadOptions(use_threads=False, block_size=self.block_size)
-        po = pacsv.ParseOptions(delimiter=s.delimiter, invalid_row_handler=self._on_invalid)
-        co = pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in self.columns},
-            include_columns=self.columns,
-            null_values=NULL_VALUES,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        )
-        with self.path.open("rb") as f:
-            try:
-                reader = pacsv.open_csv(f, read_options=ro, parse_options=po, convert_options=co)
-                for batch in reader:
-                    self._done = min(self.size, self._done + self.block_size)
-                    yield {c: batch.column(c) for c in self.columns}
-            except pa.ArrowInvalid as exc:
-                raise self._explain(exc) from None
-
-    def _explain(self, exc: Exception) -> InvalidInput:
-        if self.invalid:
-            bad = self.invalid[0]
-            row = (bad.number - 1) if bad.number is not None else None
-            where = f"data row {row}" if row is not None else "a row"
-            last_line = self.tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace").rstrip("\r")
-            if not self.ends_with_newline and bad.text.rstrip("\r") == last_line:
-                return _fail(
-                    self.path,
-                    f"file is cut off in the middle of {where} (the last line has {bad.actual_columns} of "
-                    f"{bad.expected_columns} fields and no line end)",
-                )
-            return _fail(self.path, f"{where} has {bad.actual_columns} fields, the header has {bad.expected_columns}")
-        msg = str(exc).splitlines()[0]
-        hint = "" if self.ends_with_newline else " (the file does not end with a line end: is it cut off?)"
-        return _fail(self.path, f"not valid CSV: {msg}{hint}")
-
-
-class _ParquetSource:
-    def __init__(self, path: Path, schema: DatasetSchema, batch_rows: int) -> None:
-        self.path = path
-        self.schema = schema
-        self.size = path.stat().st_size
-        if self.size == 0:
-            raise _fail(path, "file is empty")
-        try:
-            self.pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _fail(path, f"not a valid Parquet file (cut off or corrupt?): {exc}") from None
-        header = list(self.pf.schema_arrow.names)
-        _check_columns(path, schema, header, None)
-        if self.pf.metadata.num_rows == 0:
-            raise _fail(path, "file has no data rows")
-        self.total_rows = self.pf.metadata.num_rows
-        self.batch_rows = batch_rows
-        self.columns = schema.file_columns()
-        self._done = 0
-
-    def done(self) -> int:
-        return self._done
-
-    def batches(self) -> Iterator[dict[str, pa.Array]]:
-        try:
-            for batch in self.pf.iter_batches(batch_size=self.batch_rows, columns=self.columns):
-                self._done += batch.num_rows
-                yield {c: batch.column(c) for c in self.columns}
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _fail(self.path, f"cannot read Parquet data (cut off or corrupt?): {exc}") from None
-
-
-def _is_parquet(path: Path) -> bool:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return True
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return False
-    with path.open("rb") as f:
-        return f.read(4) == b"PAR1"
-
-
 # ------------------------------------------------------------------------------------- conversion
 
 
@@ -253,7 +89,7 @@ def _first_bad(path: Path, arr: pa.Array, col: str, rows0: int, what: str, ok: n
     i = int(np.flatnonzero(~ok)[0])
     value = arr[i].as_py()
     shown = value if len(str(value)) <= 40 else str(value)[:40] + "..."
-    return _fail(path, f"data row {rows0 + i + 1}, column {col!r}: {shown!r} is not {what}")
+    return fail(path, f"data row {rows0 + i + 1}, column {col!r}: {shown!r} is not {what}")
 
 
 def _to_float(path: Path, arr: pa.Array, col: str, rows0: int) -> np.ndarray:
@@ -291,7 +127,7 @@ def _to_bool(path: Path, arr: pa.Array, col: str, rows0: int) -> list[bool | Non
         elif v in FALSE_VALUES:
             out.append(False)
         else:
-            raise _fail(
+            raise fail(
                 path,
                 f"data row {rows0 + i + 1}, column {col!r}: {v!r} is not a yes/no value (1/0, true/false)",
             )
@@ -411,7 +247,7 @@ class _Ingest:
             self.report.rejects.append(Reject(rows0 + int(i) + 1, column, reason))
         if self.report.rejected > self.max_rejects:
             first = self.report.rejects[0]
-            raise _fail(
+            raise fail(
                 self.path,
                 f"more than {self.max_rejects} rejected rows (--max-rejects); the first: {first}",
             )
@@ -494,7 +330,7 @@ class _Ingest:
             k = norm[i]
             assert k is not None
             if k in seen:
-                raise _fail(
+                raise fail(
                     path,
                     f"data row {rows0 + i + 1}, column {s.id_column!r}: duplicate id (same normalized id as "
                     f"data row {seen[k]})",
@@ -599,14 +435,14 @@ class _Ingest:
     def finish(self) -> None:
         s, conn = self.schema, self.conn
         if self.report.rows_read == 0:
-            raise _fail(self.path, "file has a header but no data rows")
+            raise fail(self.path, "file has a header but no data rows")
         means: dict[str, float] = {}
         mean_cols = [spec.name for spec in s.numeric if spec.missing == "mean"]
         if mean_cols:  # one scan for every mean, then fill only the columns that got missing values
             avgs = conn.execute(sa.select(*[sa.func.avg(self.ds.c[c]) for c in mean_cols])).one()
             for c, avg in zip(mean_cols, avgs, strict=True):
                 if avg is None:
-                    raise _fail(self.path, f'column {c!r} has no values to take a mean from (missing = "mean")')
+                    raise fail(self.path, f'column {c!r} has no values to take a mean from (missing = "mean")')
                 means[c] = float(avg)
         for c in sorted(self.null_cols):
             col = self.ds.c[c]
@@ -651,12 +487,12 @@ def ingest_file(
         raise NotFound(f"data file {path} does not exist")
     if max_rejects < 0:
         max_rejects = 1 << 62
-    source: _CsvSource | _ParquetSource
-    if _is_parquet(path):
-        source = _ParquetSource(path, schema, batch_rows)
+    source: CsvSource | ParquetSource
+    if is_parquet(path):
+        source = ParquetSource(path, schema, batch_rows)
         total = source.total_rows
     else:
-        source = _CsvSource(path, schema, block_size)
+        source = CsvSource(path, schema, block_size)
         total = source.size
     with store.write_transaction() as conn:
         job = _Ingest(store, conn, path, schema, max_rejects)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fedcore import telemetry as metrics
-from fedcore.errors import NotFound
+from fedcore.errors import AlreadyExists, NotFound
 from fedcore.protocol.horizontal.party import register_training_handlers
 from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import DataSummary
@@ -38,6 +39,26 @@ from .vertical import register_vertical_handlers
 log = logging.getLogger(__name__)
 
 STATUS_FILE = Path("run/status.json")
+LOCK_FILE = Path("run/node.lock")
+
+
+def lock_home(home: Path) -> int:
+    """Hold the party home for this process (an ``flock`` released when the process ends, however it
+    ends); a second node on the same home is refused instead of fighting the first for its link."""
+    path = home / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyExists(
+            f"{home} is already served by another party node (pid {pid}, lock {path}); stop that one first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
 
 
 def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
@@ -81,6 +102,9 @@ class PartyNode:
         for path in (tls.ca_cert, tls.cert, tls.key):
             if not path.is_file():
                 raise NotFound(f"{path} is missing: run `fedcredit party init` and install the startup kit")
+        # before the store is touched: starting up drops uncommitted alignment rows, which are the
+        # running node's work in progress if there is one
+        self._lock_fd = lock_home(config.home)
         self.store = Store.open(config.store_url(), pseudonym_key=load_pseudonym_key(config.home))
         self.registry = registry or build_registry(config, self.store)
         link = config.link
@@ -127,6 +151,12 @@ class PartyNode:
         return bool(st.grpc_listen or st.http_listen) and (self.config.home / "scoring.json").is_file()
 
     def serve_forever(self) -> None:
+        try:
+            self._serve_forever()
+        finally:
+            os.close(self._lock_fd)
+
+    def _serve_forever(self) -> None:
         done = threading.Event()
 
         def _stop(signum: int, frame: object) -> None:

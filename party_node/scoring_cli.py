@@ -6,16 +6,18 @@ the node's certificate and prints the results; raw ids and the lender's features
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import numpy as np
 import typer
 
 from fedcore.errors import FedcreditError, InvalidInput
+from fedcore.files import replacing
 
 app = typer.Typer(help="Joint scoring and the scoring audit log.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained scoring audit log.", no_args_is_help=True)
@@ -127,7 +129,6 @@ def _score(
     from .config import load_party_config
     from .data_cli import open_store
     from .scoring import build_service
-    from .scoring_batch import Applicant
 
     if bool(ids) == bool(file):
         raise InvalidInput("give either --id (one or more) or --file")
@@ -138,36 +139,50 @@ def _score(
     store = open_store(config.home, None)
     service = build_service(config, store)
     kw: dict[str, Any] = {"allow_partial": allow_partial or None, "model_id": model or None}
-    sink = out.open("w", encoding="utf-8") if out else sys.stdout
-    try:
-        if ids:
-            apps = [Applicant(i, kind, feats or None) for i in ids]
-            batch = service.score(apps, **kw)
-            for row in batch.rows():
-                sink.write(json.dumps(row) + "\n")
-            return
-        assert file is not None
-        table = read_table(file, service.model(model or None).features, kind)
+    # --out is written beside its final name and renamed when every row is in: a batch that stops
+    # part-way (a party died, Ctrl-C) leaves no half-written results file under that name.
+    with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
+        sink = stack.enter_context(replacing(out)) if out else sys.stdout
+        _write_scores(service, sink, ids, file, kind, feats, model, kw)
 
-        def progress(done: int, total: int | None) -> None:
-            typer.echo(f"scored {done}/{total}", err=True)
 
-        counts: dict[str, int] = {}
-        batches = (
-            service.score_table(table, progress=progress, **kw)
-            if table is not None
-            else service.score_stream(apps := read_applicants(file, kind), total=len(apps), progress=progress, **kw)
-        )
-        for batch in batches:
-            for row in batch.rows():
-                key = str(row["decision"] or row["status"])
-                counts[key] = counts.get(key, 0) + 1
-                sink.write(json.dumps(row) + "\n")
-        typer.echo("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), err=True)
-    finally:
-        if out:
-            sink.close()
-        store.close()
+def _write_scores(
+    service: Any,
+    sink: TextIO,
+    ids: list[str],
+    file: Path | None,
+    kind: str,
+    feats: dict[str, float],
+    model: str,
+    kw: dict[str, Any],
+) -> None:
+    from .scoring_batch import Applicant
+
+    if ids:
+        apps = [Applicant(i, kind, feats or None) for i in ids]
+        batch = service.score(apps, **kw)
+        for row in batch.rows():
+            sink.write(json.dumps(row) + "\n")
+        return
+    assert file is not None
+    table = read_table(file, service.model(model or None).features, kind)
+
+    def progress(done: int, total: int | None) -> None:
+        typer.echo(f"scored {done}/{total}", err=True)
+
+    counts: dict[str, int] = {}
+    batches = (
+        service.score_table(table, progress=progress, **kw)
+        if table is not None
+        else service.score_stream(apps := read_applicants(file, kind), total=len(apps), progress=progress, **kw)
+    )
+    for batch in batches:
+        for row in batch.rows():
+            key = str(row["decision"] or row["status"])
+            counts[key] = counts.get(key, 0) + 1
+            sink.write(json.dumps(row) + "\n")
+    typer.echo("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), err=True)
 
 
 @audit_app.command("verify")
@@ -179,6 +194,6 @@ def audit_verify(
     from .audit import AUDIT_FILE, verify
 
     res = verify(path or home / AUDIT_FILE)
-    typer.echo(str(res), err=not res.ok)
     if not res.ok:
-        raise typer.Exit(1)
+        _fail(InvalidInput(f"{path or home / AUDIT_FILE}: {res}"))
+    typer.echo(str(res))

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from fedcore.errors import InvalidInput, NotFound, PermissionDenied
+from fedcore.files import check_writable
 from fedcore.protocol.messages import DataSummary, FeatureInfo, TableSummary
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import PURPOSES, UNSEEN, IdKind, normalize_ids
@@ -176,6 +178,9 @@ class Store:
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
             raise InvalidInput(f"store URL {url!r} is not a valid SQLAlchemy URL: {exc}") from None
         if engine.dialect.name == "sqlite":
+            db = engine.url.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                check_writable(Path(db), "store")
             _install_sqlite_hooks(engine)
         store = cls(engine)
         try:
@@ -188,7 +193,7 @@ class Store:
                     is None
                 ):
                     conn.execute(store.t["store_meta"].insert(), {"key": "version", "value": STORE_VERSION})
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DatabaseError as exc:  # also a corrupt file ("file is not a database")
             raise InvalidInput(f"cannot open store {url!r}: {exc.orig}") from None
         if pseudonym_key is not None:
             store.install_pseudonym_key(pseudonym_key)

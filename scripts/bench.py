@@ -107,7 +107,7 @@ def bench_psi(args: argparse.Namespace) -> None:
     n_small = args.compare_n
     floor = prim.bench_floor(args.floor_ops)
     ours = prim.bench_ours(n_small)
-    openmined = prim.bench_openmined(n_small) if not args.skip_peers else {"error": "skipped"}
+    openmined = prim.bench_openmined(n_small, args.openmined_python) if not args.skip_peers else {"error": "skipped"}
     spu = prim.bench_spu(n_small, args.spu_python) if not args.skip_peers else {"error": "skipped"}
     print("floor", floor, "ours", ours, "openmined", openmined, "spu", spu, flush=True)
 
@@ -233,6 +233,8 @@ def main() -> None:
     psi.add_argument("--floor-ops", type=int, default=50_000)
     psi.add_argument("--skip-peers", action="store_true")
     psi.add_argument("--spu-python", default=os.environ.get("FEDCREDIT_SPU_PYTHON", ".venv-spu/bin/python"))
+    psi.add_argument("--openmined-python",
+                     default=os.environ.get("FEDCREDIT_OPENMINED_PYTHON", ".venv-openmined/bin/python"))
     psi.set_defaults(fn=bench_psi)
     train = sub.add_parser("train", help="horizontal round time across processes, plain vs HE")
     train.add_argument("--rounds", type=int, default=6)

@@ -2,8 +2,9 @@
 
 Run once, on a quiet machine::
 
+    scripts/setup_peer_venv.sh openmined && scripts/setup_peer_venv.sh spu
     .venv/bin/python scripts/bench_psi_primitives.py --sizes 100000 --big 1000000 \
-        --spu-python /tmp/spu-venv/bin/python
+        --openmined-python .venv-openmined/bin/python --spu-python .venv-spu/bin/python
 
 Definitions (every figure is per party-id, per core):
 
@@ -14,7 +15,9 @@ Definitions (every figure is per party-id, per core):
   intersect), CPU time; ids/s per core = 2n / CPU seconds. ``ours_pool``: the same with a
   :class:`ParallelBlinder` of 2 workers per party; ids/s per core = 2n / (wall seconds x 2 cores).
 * ``openmined``: openmined-psi 2.x client and server (RAW data structure, exact) in one process on
-  the same sets; 2n / CPU seconds. Its bytes are the serialized setup, request and response.
+  the same sets; 2n / CPU seconds. Its bytes are the serialized setup, request and response. It pins
+  protobuf 6.30 (the product's generated code needs 6.31+), so it runs from its own venv given by
+  ``--openmined-python``, like spu.
 * ``spu``: SecretFlow spu ``psi_execute`` with ``PROTOCOL_ECDH`` / ``CURVE_25519``, two processes over
   brpc on loopback, CSV in and out (its only input type); 2n / (sum of both processes' CPU seconds).
   spu pins numpy<2 and protobuf 6.30, which the project's venv cannot take, so it runs from a separate
@@ -156,31 +159,54 @@ def bench_ours_pool(n: int, workers: int) -> dict[str, Any]:
     }
 
 
-def bench_openmined(n: int) -> dict[str, Any]:
-    try:
-        import private_set_intersection.python as omp  # type: ignore[import-not-found]
-    except ImportError as exc:
-        return {"n": n, "error": f"openmined-psi not importable: {exc}"}
+OPENMINED_RUN = r"""
+import json, sys, time
+from importlib.metadata import version
+import private_set_intersection.python as omp
+xs = open(sys.argv[1]).read().split()
+ys = open(sys.argv[2]).read().split()
+n = len(xs)
+c, t = time.process_time(), time.perf_counter()
+client = omp.client.CreateWithNewKey(True)
+server = omp.server.CreateWithNewKey(True)
+setup = server.CreateSetupMessage(0.0, n, ys, omp.DataStructure.RAW)
+request = client.CreateRequest(xs)
+response = server.ProcessRequest(request)
+found = len(client.GetIntersection(setup, response))
+cpu, wall = time.process_time() - c, time.perf_counter() - t
+wire = sum(len(m.SerializeToString()) for m in (setup, request, response))
+print("RESULT " + json.dumps({"found": found, "cpu_s": cpu, "wall_s": wall, "wire": wire,
+                              "version": version("openmined-psi")}))
+"""
+
+
+def bench_openmined(n: int, openmined_python: str | None) -> dict[str, Any]:
+    """openmined-psi from its own venv (scripts/setup_peer_venv.sh openmined): it pins a protobuf
+    older than the product's generated code needs, so it never shares the product's environment."""
+    if not openmined_python or not Path(openmined_python).exists():
+        return {"n": n, "error": "no --openmined-python (run scripts/setup_peer_venv.sh openmined)"}
     xs, ys, common = make_sets(n)
-    xs_s, ys_s = [x.decode() for x in xs], [y.decode() for y in ys]
-    c, t = time.process_time(), time.perf_counter()
-    client = omp.client.CreateWithNewKey(True)
-    server = omp.server.CreateWithNewKey(True)
-    setup = server.CreateSetupMessage(0.0, n, ys_s, omp.DataStructure.RAW)
-    request = client.CreateRequest(xs_s)
-    response = server.ProcessRequest(request)
-    found = len(client.GetIntersection(setup, response))
-    cpu, wall = time.process_time() - c, time.perf_counter() - t
-    assert found == common, (found, common)
-    wire = sum(len(m.SerializeToString()) for m in (setup, request, response))
+    with tempfile.TemporaryDirectory(prefix="openmined-bench-") as d:
+        files = []
+        for name, ids in (("x", xs), ("y", ys)):
+            path = Path(d) / f"{name}.txt"
+            path.write_bytes(b"\n".join(ids) + b"\n")
+            files.append(str(path))
+        run = subprocess.run([openmined_python, "-c", OPENMINED_RUN, *files], capture_output=True, text=True,
+                             timeout=3600)
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if run.returncode != 0 or line is None:
+        return {"n": n, "error": f"openmined-psi run exited with {run.returncode}: {run.stderr.strip()[-300:]}"}
+    r = json.loads(line[len("RESULT "):])
+    assert r["found"] == common, (r["found"], common)
     return {
         "n": n,
-        "version": _version("openmined-psi"),
-        "cpu_s": cpu,
-        "wall_s": wall,
-        "ids_per_s_per_core": 2 * n / cpu,
-        "bytes_per_id": wire / n,
-        "bytes_per_id_per_direction": wire / (2 * n),
+        "version": r["version"],
+        "cpu_s": r["cpu_s"],
+        "wall_s": r["wall_s"],
+        "ids_per_s_per_core": 2 * n / r["cpu_s"],
+        "bytes_per_id": r["wire"] / n,
+        "bytes_per_id_per_direction": r["wire"] / (2 * n),
         "data_structure": "RAW",
     }
 
@@ -247,7 +273,9 @@ def main() -> None:
     ap.add_argument("--big", type=int, nargs="*", default=[], help="n for ours (pool) and spu only")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--floor-ops", type=int, default=50_000)
-    ap.add_argument("--spu-python", default=os.environ.get("FEDCREDIT_SPU_PYTHON"))
+    ap.add_argument("--spu-python", default=os.environ.get("FEDCREDIT_SPU_PYTHON", ".venv-spu/bin/python"))
+    ap.add_argument("--openmined-python",
+                    default=os.environ.get("FEDCREDIT_OPENMINED_PYTHON", ".venv-openmined/bin/python"))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -269,7 +297,7 @@ def main() -> None:
         print("ours", json.dumps(run["ours"]), flush=True)
         run["ours_pool"] = bench_ours_pool(n, args.workers)
         print("ours_pool", json.dumps(run["ours_pool"]), flush=True)
-        run["openmined"] = bench_openmined(n)
+        run["openmined"] = bench_openmined(n, args.openmined_python)
         print("openmined", json.dumps(run["openmined"]), flush=True)
         run["spu"] = bench_spu(n, args.spu_python)
         print("spu", json.dumps(run["spu"]), flush=True)

@@ -11,5 +11,13 @@ if ! command -v chromium >/dev/null 2>&1; then
       || echo "warning: could not install chromium; the dashboard browser test will try again" >&2
   fi
 fi
+# The other-language generation test uses Debian's protoc and Go plugins.
+if ! command -v protoc >/dev/null 2>&1 || ! command -v protoc-gen-go >/dev/null 2>&1 \
+    || ! command -v protoc-gen-go-grpc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler protoc-gen-go \
+      protoc-gen-go-grpc >/dev/null) || echo "warning: could not install protoc; the proto generation test will fail" >&2
+  fi
+fi
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 exec .venv/bin/python -m pytest -q "$@"

@@ -310,8 +310,12 @@ def intersect_indices(own: Sequence[bytes], peer: Iterable[bytes]) -> list[int]:
 _WORKER_EXCHANGE: Callable[[X25519PublicKey], bytes] | None = None
 
 
-def _init_worker(scalar: bytes) -> None:
+def _init_worker(scalar: bytes, owner_pid: int | None = None) -> None:
     global _WORKER_EXCHANGE
+    if owner_pid is not None:
+        from fedcore.lifeline import die_with
+
+        die_with(owner_pid)  # a killed node must not leave workers holding its scalar
     _WORKER_EXCHANGE = X25519PrivateKey.from_private_bytes(scalar).exchange
 
 
@@ -363,7 +367,7 @@ class ParallelBlinder:
             max_workers=self.n_workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(secret.export_scalar_for_local_workers(),),
+            initargs=(secret.export_scalar_for_local_workers(), os.getpid()),
         )
 
     def __enter__(self) -> ParallelBlinder:

@@ -147,6 +147,29 @@ def test_health_and_reflection_are_served(server):
     ch.close()
 
 
+def test_reflection_v1_is_served(server):
+    """A v1 reflection client (grpcurl, Postman, current grpc tooling) lists services and gets the
+    file descriptors. v1 messages are v1alpha's under a new package: same bytes on the wire."""
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    srv, homes = server
+    ch = channel(srv, *creds_for(homes.parties["yixin"]))
+    call = ch.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    reqs = [reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="fedcredit.v1.Scoring")]
+    listed, files = list(call(iter(reqs), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"fedcredit.v1.Scoring", "grpc.reflection.v1.ServerReflection"} <= names
+    fd = descriptor_pb2.FileDescriptorProto.FromString(files.file_descriptor_response.file_descriptor_proto[0])
+    assert fd.name == "fedcredit/v1/scoring.proto" and fd.options.go_package.endswith(";fedcreditv1")
+    ch.close()
+
+
 def _client(home: Path, port: int, name: str | None = None) -> LinkClient:
     cfg = load_party_config(home)
     reg = HandlerRegistry()

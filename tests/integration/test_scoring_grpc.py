@@ -94,6 +94,9 @@ def test_joint_score_over_grpc_matches_plaintext(fed: dict) -> None:
     assert out2.external_logit is not None
     np.testing.assert_allclose(out2.external_logit, fed["truth"][:3], atol=1e-5)
     gw.close()
+    # the coordinator's audit counts applicants (not the bytes of their 16-byte pseudonyms)
+    counts = [e.detail["applicants"] for e in fed["srv"].state.audit_log() if e.action == "score"]
+    assert counts[-2:] == [N, 3]
 
 
 def test_platform_may_not_request_scores(fed: dict) -> None:

@@ -103,3 +103,67 @@ def test_settings_validation(tmp_path: Path) -> None:
     with pytest.raises(pydantic.ValidationError):
         DashboardSettings(listen="nohost")
     assert DashboardSettings().listen == ""
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _login(url: str, token: str) -> tuple[int, dict[str, str]]:
+    opener = urllib.request.build_opener(_NoRedirect)
+    body = urllib.parse.urlencode({"token": token}).encode()
+    try:
+        with opener.open(urllib.request.Request(url + "/login", data=body), timeout=10) as r:  # noqa: S310
+            return r.status, dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
+def test_session_expires_and_logout_ends_it(dash: tuple[InProcessFed, Any, str]) -> None:
+    fed, _, token = dash
+    clock = FakeClock()
+    h = start_dashboard(fed.server, DashboardSettings(listen="127.0.0.1:0", session_ttl_s=600), clock=clock)
+    try:
+        code, headers = _login(h.url, token)
+        assert code == 303 and "Max-Age=600" in headers["Set-Cookie"]
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert _get(h.url + "/", {"Cookie": cookie})[0] == 200
+        clock.now += 599
+        assert _get(h.url + "/", {"Cookie": cookie})[0] == 200
+        clock.now += 2
+        code, hdrs, _ = _get(h.url + "/", {"Cookie": cookie})
+        assert code == 303 and hdrs["Location"] == "/login"
+        # a fresh session, then logout: the cookie is dead at the server, not only in the browser
+        cookie = _login(h.url, token)[1]["Set-Cookie"].split(";")[0]
+        assert _get(h.url + "/", {"Cookie": cookie})[0] == 200
+        _get(h.url + "/logout", {"Cookie": cookie})
+        assert _get(h.url + "/", {"Cookie": cookie})[0] == 303
+    finally:
+        h.stop()
+
+
+def test_login_throttled_after_wrong_tokens(dash: tuple[InProcessFed, Any, str]) -> None:
+    fed, _, token = dash
+    clock = FakeClock()
+    settings = DashboardSettings(listen="127.0.0.1:0", login_max_failures=3, login_lockout_s=60)
+    h = start_dashboard(fed.server, settings, clock=clock)
+    try:
+        for _ in range(3):
+            assert _login(h.url, "guess")[0] == 401
+        code, headers = _login(h.url, token)  # even the right token waits out the lockout
+        assert code == 429 and int(headers["Retry-After"]) >= 60
+        assert _get(h.url + "/api/overview", {"Authorization": f"Bearer {token}"})[0] == 401
+        clock.now += 61
+        # a second lockout in a row lasts twice as long
+        for _ in range(3):
+            assert _login(h.url, "guess")[0] == 401
+        clock.now += 61
+        assert _login(h.url, token)[0] == 429
+        clock.now += 60
+        assert _login(h.url, token)[0] == 303
+    finally:
+        h.stop()

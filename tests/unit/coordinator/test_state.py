@@ -57,3 +57,64 @@ def test_revoke_unknown_or_twice(tmp_path):
         s.revoke("yixin", reason="x", actor="admin")
     with pytest.raises(NotFound):
         s.run("nope")
+
+
+def test_missing_registry_is_refused_not_recreated(tmp_path):
+    path = tmp_path / "typo" / "state.db"
+    with pytest.raises(NotFound, match=r"typo/state.db does not exist.*coordinator init"):
+        StateStore(path, create=False)
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_corrupt_registry_named(tmp_path):
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(InvalidInput, match=r"state.db is not a valid registry"):
+        StateStore(path, create=False)
+
+
+def test_read_only_registry_refused_at_start(tmp_path):
+    path = tmp_path / "state.db"
+    StateStore(path).close()
+    path.chmod(0o444)
+    try:
+        with pytest.raises(InvalidInput, match=r"state.db is not writable"):
+            StateStore(path, create=False)
+    finally:
+        path.chmod(0o644)
+    StateStore(path, create=False).close()
+
+
+def test_deleted_registry_fails_every_call_and_runs_end(tmp_path):
+    """state.db deleted under a running coordinator: calls fail naming the file, a run in progress ends
+    as failed with the reason and its watcher gets the final event instead of waiting forever."""
+    import threading
+
+    from coordinator.runs import JOB_KINDS, JobKind, RunManager, register_job
+    from fedcore.errors import Unavailable
+    from fedcore.protocol.inmemory import InMemoryChannel
+
+    path = tmp_path / "state.db"
+    state = StateStore(path)
+    started, go = threading.Event(), threading.Event()
+
+    def job(ctx):
+        started.set()
+        go.wait(60)
+        ctx.state.audit("test", "step", ctx.run_id, {})
+        return {"ok": True}
+
+    register_job(JobKind("test-wait", job))
+    try:
+        runs = RunManager(InMemoryChannel(), state, tmp_path / "runs")
+        run_id = runs.start("test-wait", {}, actor="admin")
+        assert started.wait(60)
+        path.unlink()
+        with pytest.raises(Unavailable, match=r"state.db was deleted"):
+            state.principals()
+        go.set()
+        last = list(runs.watch(run_id))[-1]
+        assert last.done and last.status == "failed" and "state.db was deleted" in last.message
+        assert not path.exists()  # not silently re-created empty
+    finally:
+        JOB_KINDS.pop("test-wait", None)

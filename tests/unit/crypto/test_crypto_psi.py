@@ -355,3 +355,29 @@ def test_parallel_blinder_matches_single_process() -> None:
 if __name__ == "__main__" and "--write" in sys.argv:
     VECTORS.write_text(json.dumps(make_psi_vectors(), indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {VECTORS}")
+
+
+def test_pool_workers_die_with_a_killed_node() -> None:
+    """SIGKILL the process that owns a ParallelBlinder: its workers (which hold the scalar) go too."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    code = (
+        "import os, sys, threading\n"
+        "from fedcore.crypto import psi\n"
+        "pa = psi.ParallelBlinder(psi.PsiSecret.generate(), n_workers=2, chunk_ids=50)\n"
+        "pa.blind_ids([os.urandom(8) for _ in range(400)])\n"
+        "print(' '.join(str(p) for p in pa._pool._processes), flush=True)\n"
+        "threading.Event().wait()\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[3])
+    assert owner.stdout is not None
+    workers = [psutil.Process(int(p)) for p in owner.stdout.readline().split()]
+    assert len(workers) == 2 and all(w.is_running() for w in workers)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, f"workers outlived their node: {[w.pid for w in alive]}"

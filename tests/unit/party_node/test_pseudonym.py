@@ -78,3 +78,18 @@ def test_store_pseudonym_index(tmp_path: Path) -> None:
     assert store3.row_ids_for_pseudonyms(k2.pseudonymize(["13000000000"], "phone")).tolist() == [3]
     for s in (store, store2, store3):
         s.close()
+
+
+def test_docs_state_the_wire_formula() -> None:
+    """docs/protocols.md says what goes into a pseudonym and a key fingerprint; the code computes that."""
+    key = PseudonymKey(bytes(range(32)))
+    raw = bytes(range(32))
+    assert key.pseudonymize(["13800138000"], "phone") == [
+        hmac.new(raw, b"phone" + b"\x00" + b"13800138000", hashlib.sha256).digest()[:16]
+    ]
+    label = b"fedcredit pseudonym key fingerprint v1"
+    assert key.fingerprint() == hmac.new(raw, label, hashlib.sha256).hexdigest()[:16]
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "protocols.md").read_text()
+    assert "`HMAC-SHA256(key, kind || 0x00 || normalized id)`" in docs
+    assert '`HMAC-SHA256(key, "fedcredit pseudonym key fingerprint v1")`, first 16 hex characters' in docs
+    assert "HMAC-SHA256 of `kind:normalized id`" not in docs and "(SHA-256 of\n  the key)" not in docs
