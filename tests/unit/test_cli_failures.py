@@ -76,7 +76,6 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
     gone = str(w.root / "no-such-home")
     broken_log = w.root / "broken.log"
     return {
-        "demo": (["demo", "--keep", "--root", str(w.root / "bad.csv")], "bad.csv"),
         "coordinator init": (["coordinator", "init", "--home", c], "already"),
         "coordinator serve": (["coordinator", "serve", "--home", gone], "coordinator.toml does not exist"),
         "coordinator admit": (["coordinator", "admit", str(w.root / "x.csr"), "--role", "lender", "--home", c],
@@ -107,7 +106,6 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
                                  "nope"),
         "party score": (["party", "score", "--home", y], "give either --id"),
         "party audit verify": (["party", "audit", "verify", "--log", str(broken_log)], "BROKEN at line 2"),
-        "synth": (["synth", "--out", str(w.root / "s"), "--format", "xml"], "--format must be csv or parquet"),
     }
 
 
@@ -224,3 +222,20 @@ def test_coordinator_refuses_a_missing_registry(world: World, capsys: pytest.Cap
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert f"{state} does not exist" in err and "coordinator init" in err
         assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "needle"),
+    [
+        ("scripts/synthesize.py", ["--out", "OUT", "--format", "xml"], "--format"),
+        ("scripts/demo.py", ["--keep", "--root", "ROOT/bad.csv"], "bad.csv"),
+    ],
+)
+def test_the_demo_scripts_fail_loudly(tmp_path: Path, script: str, args: list[str], needle: str) -> None:
+    """The generator and the demo left the product CLI for scripts/: they still exit non-zero on bad input."""
+    (tmp_path / "bad.csv").write_text("not a folder")
+    argv = [a.replace("OUT", str(tmp_path / "s")).replace("ROOT", str(tmp_path)) for a in args]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / script), *argv], capture_output=True, text=True, cwd=root)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
