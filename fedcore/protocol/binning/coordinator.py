@@ -4,7 +4,7 @@ deals the correlated randomness for the platform-feature counts (see the package
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +21,11 @@ from fedcore.protocol.binning.messages import (
     PLATFORM_IV,
     PLATFORM_MASK,
     SETUP,
+    FeatureIv,
     IvTable,
     MaskSeed,
     feature_ivs,
+    frame,
     pack_frames,
     u64_array,
     u64_bytes,
@@ -92,27 +94,29 @@ def run_binning(
 
     everyone = [*lenders, *([platform] if platform else [])]
     setup = channel.run_all({p: task(SETUP, params) for p in everyone})
-    pubs: dict[str, JSONValue] = {p: str(setup[p].params["env_pub"]) for p in everyone}
-    rows = {x: int(setup[x].params["rows"]) for x in lenders}
-    if platform:
-        prow = dict(setup[platform].params["rows"])
-        if any(int(prow.get(x, -1)) != rows[x] for x in lenders):
-            raise ProtocolError(f"the platform's aligned rows {prow} do not match the lenders' {rows}")
-    kinds = {str(f["name"]): str(f["kind"]) for f in setup[lenders[0]].params["features"]}
+    try:
+        pubs: dict[str, JSONValue] = {p: str(setup[p].params["env_pub"]) for p in everyone}
+        rows = {x: int(setup[x].params["rows"]) for x in lenders}
+        prow = dict(setup[platform].params["rows"]) if platform else {}
+        schemas = {x: {str(f["name"]): str(f["kind"]) for f in setup[x].params["features"]} for x in lenders}
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError(f"a party's {SETUP} reply is malformed") from None
+    if platform and any(int(prow.get(x, -1)) != rows[x] for x in lenders):
+        raise ProtocolError(f"the platform's aligned rows {prow} do not match the lenders' {rows}")
     for x in lenders[1:]:
-        if {str(f["name"]): str(f["kind"]) for f in setup[x].params["features"]} != kinds:
+        if schemas[x] != schemas[lenders[0]]:
             raise ProtocolError(f"lender {x!r} does not hold the same feature schema as {lenders[0]!r}")
 
     # Lender features: sketches sealed to the first lender, pairwise seeds sealed lender to lender.
     keys = channel.run_all({x: task(KEYS, {"pubs": pubs}) for x in lenders})
     kframes = {x: unpack_frames(keys[x].read_payload()) for x in lenders}
     cuts = unpack_frames(channel.run(lenders[0], task(
-        CUTS, payload={f"sketch:{x}": kframes[x]["sketch"] for x in lenders[1:]})).read_payload())
+        CUTS, payload={f"sketch:{x}": frame(kframes[x], "sketch", KEYS) for x in lenders[1:]})).read_payload())
     count_tasks = {}
     for i, x in enumerate(lenders):
-        frames = {f"pair:{o}": kframes[o][f"pair:{x}"] for o in lenders[:i]}
+        frames = {f"pair:{o}": frame(kframes[o], f"pair:{x}", KEYS) for o in lenders[:i]}
         if i > 0:
-            frames["cuts"] = cuts[f"cuts:{x}"]
+            frames["cuts"] = frame(cuts, f"cuts:{x}", CUTS)
         count_tasks[x] = task(LENDER_COUNTS, payload=frames)
     counted = channel.run_all(count_tasks)
     total: np.ndarray | None = None
@@ -121,16 +125,27 @@ def run_binning(
         total = v if total is None else total + v
     assert total is not None
     table = IvTable()
+    if platform is not None:
+        table.parties[platform] = _platform_features(channel, task, lenders, platform, pubs, rows)
+    # Last, as it ends the lenders' sessions (the platform step needs their keys and pairwise seeds).
     liv = channel.run_all({x: task(LENDER_IV, raw=u64_bytes(total)) for x in lenders})
     first = feature_ivs(liv[lenders[0]].params, lenders[0])
     for x in lenders[1:]:
         if feature_ivs(liv[x].params, x) != first:
             raise ProtocolError(f"lender {x!r} computed different lender-feature IVs from {lenders[0]!r}")
-    table.parties[LENDERS_PARTY] = first
-    if platform is None:
-        return table
+    table.parties = {LENDERS_PARTY: first, **table.parties}
+    return table
 
-    # Platform features: dealer-assisted product of the platform's bin one-hots and the lenders' labels.
+
+def _platform_features(
+    channel: PartyChannel,
+    task: Callable[..., Task],
+    lenders: Sequence[str],
+    platform: str,
+    pubs: dict[str, JSONValue],
+    rows: dict[str, int],
+) -> dict[str, FeatureIv]:
+    """Dealer-assisted product of the platform's bin one-hots and the lenders' labels."""
     width = int(sum(int(k) for k in channel.run(platform, task(PLATFORM_BINS)).params["n_bins"]))
     seeds_a = {x: MaskSeed.generate() for x in lenders}
     seeds_b = {x: MaskSeed.generate() for x in lenders}
@@ -144,9 +159,8 @@ def run_binning(
         rb = Ra.T @ seeds_b[x].stream("Rb", n) - seeds_a[x].stream("ra", width)
         del Ra
         share_tasks[x] = task(LABEL_SHARE, {"width": width, "seed_b": seeds_b[x].seal_bytes().hex()},
-                              payload={"xhat": masked[f"xhat:{x}"], "rb": u64_bytes(rb)})
+                              payload={"xhat": frame(masked, f"xhat:{x}", PLATFORM_MASK), "rb": u64_bytes(rb)})
     shares = channel.run_all(share_tasks)
     piv = channel.run(platform, task(PLATFORM_IV, payload={
-        f"share:{x}": unpack_frames(shares[x].read_payload())["share"] for x in lenders}))
-    table.parties[platform] = feature_ivs(piv.params, platform)
-    return table
+        f"share:{x}": frame(unpack_frames(shares[x].read_payload()), "share", LABEL_SHARE) for x in lenders}))
+    return feature_ivs(piv.params, platform)

@@ -68,6 +68,14 @@ def unpack_frames(data: bytes) -> dict[str, bytes]:
     return out
 
 
+def frame(frames: Mapping[str, bytes], tag: str, step: str) -> bytes:
+    """The body of frame ``tag``; a missing frame is a protocol error naming the step."""
+    try:
+        return frames[tag]
+    except KeyError:
+        raise ProtocolError(f"{step}: frame {tag!r} is missing") from None
+
+
 def u64_bytes(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype="<u8").tobytes()
 

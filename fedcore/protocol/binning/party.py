@@ -31,6 +31,7 @@ from fedcore.protocol.binning.messages import (
     PLATFORM_MASK,
     SETUP,
     MaskSeed,
+    frame,
     json_bytes,
     json_of,
     pack_frames,
@@ -140,6 +141,13 @@ class _Base:
         except KeyError:
             raise NotFound(f"no finished binning run {run_id!r} at {self.name!r}") from None
 
+    def _finish(self, s: _Session, details: dict[str, FeatureDetail]) -> TaskReply:
+        """Keep the detail of this party's features; drop the run's keys and seeds."""
+        with self._lock:
+            self._details[s.run_id] = details
+            self._sessions.pop(s.run_id, None)
+        return _reply_ivs(details)
+
     def _session(self, ctx: TaskContext) -> _Session:
         with self._lock:
             s = self._sessions.get(ctx.run_id)
@@ -238,7 +246,7 @@ class LenderBinning(_Base):
         frames = unpack_frames(ctx.read_payload())
         stats = [self._local_stats(s)]
         for other in lenders[1:]:
-            stats.append(json_of(self._open(s, other, frames[f"sketch:{other}"], "sketch"), "sketch"))
+            stats.append(json_of(self._open(s, other, frame(frames, f"sketch:{other}", CUTS), "sketch"), "sketch"))
         s.binnings = [_fine_from_stats(f, k, [st[f] for st in stats], s.params) for f, k in self.data.kinds.items()]
         s.common = MaskSeed.generate()
         body = {"binnings": [b.to_dict() for b in s.binnings], "common": s.common.seal_bytes().hex()}
@@ -251,11 +259,11 @@ class LenderBinning(_Base):
         me = lenders.index(self.name)
         frames = unpack_frames(ctx.read_payload())
         if me > 0:
-            body = json_of(self._open(s, lenders[0], frames["cuts"], "cuts"), "cuts")
+            body = json_of(self._open(s, lenders[0], frame(frames, "cuts", LENDER_COUNTS), "cuts"), "cuts")
             s.binnings = [binning_from_dict(d) for d in body["binnings"]]
             s.common = MaskSeed(bytes.fromhex(body["common"]))
         for other in lenders[:me]:
-            s.pair_seeds[other] = MaskSeed(self._open(s, other, frames[f"pair:{other}"], "pair"))
+            s.pair_seeds[other] = MaskSeed(self._open(s, other, frame(frames, f"pair:{other}", LENDER_COUNTS), "pair"))
         vec = self._own_counts(s)
         masked = vec + self._pair_mask(s, "lender-counts", len(vec)) + self._common_mask(s, self.name, len(vec))
         return TaskReply({"length": len(vec)}, [u64_bytes(masked)])
@@ -275,12 +283,16 @@ class LenderBinning(_Base):
     def _label_share(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx)
         n = len(self.data.labels)
-        width = int(params["width"])
-        seed_b = MaskSeed(bytes.fromhex(str(params["seed_b"])))
+        try:
+            width = int(params["width"])
+            seed_b = MaskSeed(bytes.fromhex(str(params["seed_b"])))
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError(f"{LABEL_SHARE} needs an integer width and a hex dealer seed") from None
         frames = unpack_frames(ctx.read_payload())
         platform = str(s.params["platform"])
-        xhat = u64_array(self._open(s, platform, frames["xhat"], "xhat"), n * width, "masked bins").reshape(n, width)
-        rb = u64_array(frames["rb"], width, "dealer share")
+        sealed = frame(frames, "xhat", LABEL_SHARE)
+        xhat = u64_array(self._open(s, platform, sealed, "xhat"), n * width, "masked bins").reshape(n, width)
+        rb = u64_array(frame(frames, "rb", LABEL_SHARE), width, "dealer share")
         Rb = seed_b.stream("Rb", n)
         y = np.asarray(self.data.labels).astype(np.uint64)
         yhat = y + Rb
@@ -300,8 +312,7 @@ class LenderBinning(_Base):
             ev, ne = counts[pos:pos + b.n_bins], counts[pos + b.n_bins:pos + 2 * b.n_bins]
             pos += 2 * b.n_bins
             details[b.feature] = _optimal(b, ev, ne, s.params, False)
-        self._details[s.run_id] = details
-        return _reply_ivs(details)
+        return self._finish(s, details)
 
 
 class PlatformBinning(_Base):
@@ -379,10 +390,10 @@ class PlatformBinning(_Base):
         events = np.zeros(width, dtype=np.uint64)
         rows = np.zeros(width, dtype=np.int64)
         for i, lender in enumerate(lenders):
-            body = unpack_frames(self._open(s, lender, frames[f"share:{lender}"], "share"))
+            body = unpack_frames(self._open(s, lender, frame(frames, f"share:{lender}", PLATFORM_IV), "share"))
             n = len(self.data.tables[lender])
-            yhat = u64_array(body["yhat"], n, "masked labels")
-            events = events + u64_array(body["share"], width, "label share")
+            yhat = u64_array(frame(body, "yhat", PLATFORM_IV), n, "masked labels")
+            events = events + u64_array(frame(body, "share", PLATFORM_IV), width, "label share")
             events = events + s.seeds_a[lender].stream("ra", width)
             for b, off in zip(s.binnings, offsets, strict=True):
                 idx = s.idx[b.feature][i]
@@ -403,8 +414,7 @@ class PlatformBinning(_Base):
             ev = ev_all[off:off + b.n_bins]
             ne = rows[off:off + b.n_bins] - ev
             details[b.feature] = _optimal(b, ev, ne, s.params, s.excluded[b.feature])
-        self._details[s.run_id] = details
-        return _reply_ivs(details)
+        return self._finish(s, details)
 
 
 def _guard(b: Binning, cols: Sequence[np.ndarray], min_rows: int) -> tuple[Binning, bool]:

@@ -139,13 +139,14 @@ def test_wire_carries_no_label_count_or_platform_bin(split, run):
     _, nodes, wire, _ = run
     blob = b"".join(_payloads(wire))
     params = json.dumps([r.params for r in wire])
-    platform = nodes[PLATFORM]
-    sess = platform._sessions["r1"]
-    for i, n in enumerate(LENDERS):
+    details = nodes[PLATFORM].detail("r1")
+    assert not nodes[PLATFORM]._sessions  # the run's seeds and keys are gone
+    binnings = [d.fine for d in details.values()]
+    for n in LENDERS:
         y = parts[n][1]
         assert y.astype("<u8").tobytes() not in blob and y.astype("<i8").tobytes() not in blob
-        for b in sess.binnings:  # one lender's per-bin events of a platform feature: never on the wire
-            idx = sess.idx[b.feature][i]
+        for b in binnings:  # one lender's per-bin events of a platform feature: never on the wire
+            idx = b.assign(parts[n][2][b.feature].to_numpy())
             ev, _ = bin_counts(idx, y, b.n_bins)
             assert ev.astype("<u8").tobytes() not in blob
             assert idx.astype("<u8").tobytes()[:4096] not in blob and idx.astype("<i8").tobytes()[:4096] not in blob
@@ -157,7 +158,7 @@ def test_wire_carries_no_label_count_or_platform_bin(split, run):
                              for d in nodes[LENDERS[0]].detail("r1").values()]).astype("<u8")
     assert pooled.tobytes() not in blob
     # no cut point of the platform's bins appears anywhere
-    for b in sess.binnings:
+    for b in binnings:
         if isinstance(b, NumericBinning) and b.cuts:
             assert np.asarray(b.cuts, dtype="<f8").tobytes() not in blob
             assert repr(b.cuts[len(b.cuts) // 2]) not in params
