@@ -6,8 +6,9 @@ adjacent fine bins to join so that the information value is the largest possible
 - every bin holds at least ``min_bin_size`` of all rows (a fraction, optbinning's parameter),
 - at most ``max_bins`` bins (missing excluded, as in optbinning),
 - the event rate is monotone over the bins: ``"ascending"`` (non-decreasing with the value),
-  ``"descending"``, ``"auto"`` (both are solved and the higher IV is kept: optbinning's
-  ``"auto_asc_desc"``), or ``"none"``.
+  ``"descending"``, ``"auto"`` (both are solved and the higher IV is kept; optbinning's
+  ``"auto_asc_desc"`` instead picks one trend by a heuristic first, so on a weak feature it can return
+  a lower IV), or ``"none"``.
 
 Numeric fine bins are joined in value order. Categorical groups are first ordered by event rate and
 then joined in that order with an ascending trend, as optbinning does for categorical features. The
