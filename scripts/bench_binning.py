@@ -19,6 +19,9 @@ Usage: ``scripts/bench_binning.py`` (data from ``FEDCREDIT_FATE_DATA`` or ../sha
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -40,9 +43,17 @@ from models.binning import NumericBinning  # noqa: E402
 from models.optimal_binning import optimal_binning  # noqa: E402
 from models.prebinning import QuantileSketch, numeric_prebinning  # noqa: E402
 from models.woe import bin_counts, woe_iv  # noqa: E402
-from scripts.bench import write  # noqa: E402
 
 LENDERS = ["bank-a", "bank-b", "bank-c"]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def write(name: str, data: dict[str, object]) -> None:
+    data = {**data, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.machine()} cores={os.cpu_count()}"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(data, indent=2, sort_keys=True))
 
 
 def main() -> None:
