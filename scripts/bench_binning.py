@@ -39,7 +39,7 @@ from fedcore.protocol.binning.party import LenderBinning, LenderData, PlatformBi
 from fedcore.protocol.inmemory import InMemoryChannel  # noqa: E402
 from fedcore.protocol.messages import Role  # noqa: E402
 from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
-from models.binning import NumericBinning  # noqa: E402
+from models.binning import Binning, NumericBinning  # noqa: E402
 from models.optimal_binning import optimal_binning  # noqa: E402
 from models.prebinning import QuantileSketch, numeric_prebinning  # noqa: E402
 from models.woe import bin_counts, woe_iv  # noqa: E402
@@ -69,14 +69,13 @@ def main() -> None:
     nodes: dict[str, LenderBinning | PlatformBinning] = {}
     for n in LENDERS:
         rows = parts[n]
-        node = LenderBinning(n, LenderData(g.loc[rows, lf].reset_index(drop=True), g.loc[rows, "y"].to_numpy(),
-                                           dict.fromkeys(lf, "numeric")))
-        nodes[n] = node
+        nodes[n] = LenderBinning(n, LenderData(g.loc[rows, lf].reset_index(drop=True), g.loc[rows, "y"].to_numpy(),
+                                               dict.fromkeys(lf, "numeric")))
     nodes["tiange"] = PlatformBinning("tiange", PlatformData(
         {n: h.loc[parts[n], pf].reset_index(drop=True) for n in LENDERS}, dict.fromkeys(pf, "numeric")))
-    for n, node in nodes.items():
+    for n, party in nodes.items():
         reg = HandlerRegistry()
-        node.register(reg)
+        party.register(reg)
         ch.add_party(n, Role.PLATFORM if n == "tiange" else Role.LENDER, reg)
     t0 = time.perf_counter()
     table = run_binning(ch, LENDERS, "tiange", settings, run_id="bench")
@@ -94,6 +93,7 @@ def main() -> None:
         for f in feats:
             cols = [frame.loc[parts[n], f].to_numpy() for n in LENDERS]
             allx = np.concatenate(cols)
+            fine: Binning
             if owner == LENDERS_PARTY:
                 sk = QuantileSketch.of(cols[0])
                 for c in cols[1:]:
@@ -113,8 +113,9 @@ def main() -> None:
     from optbinning import OptimalBinning
 
     ob_err, t_ours, t_ob = 0.0, 0.0, 0.0
-    for fine, allx in fines.values():
-        fine_b: NumericBinning = fine
+    for fine_any, allx in fines.values():
+        assert isinstance(fine_any, NumericBinning)
+        fine_b = fine_any
         ev, ne = bin_counts(fine_b.assign(allx), y, fine_b.n_bins)
         t0 = time.perf_counter()
         ours = optimal_binning(fine_b, ev, ne, max_bins=6, min_bin_size=0.05)
