@@ -42,11 +42,12 @@ from fedcore.protocol.binning.messages import (
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from models.binning import Binning, CategoricalBinning, NumericBinning, binning_from_dict
+from models.encoding import WoeEncoder
 from models.optimal_binning import OptimalBinning, optimal_binning
 from models.prebinning import LevelCounts, QuantileSketch, categorical_prebinning, numeric_prebinning
 from models.woe import WoeTable, bin_counts, woe_iv
 
-__all__ = ["FeatureDetail", "LenderBinning", "LenderData", "PlatformBinning", "PlatformData"]
+__all__ = ["FeatureDetail", "LenderBinning", "LenderData", "PlatformBinning", "PlatformData", "woe_encoder"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,12 @@ class _Session:
     idx: dict[str, list[np.ndarray]] = field(default_factory=dict)
     excluded: dict[str, bool] = field(default_factory=dict)
     seeds_a: dict[str, MaskSeed] = field(default_factory=dict)
+
+
+def woe_encoder(details: Mapping[str, FeatureDetail], *, optimal: bool = True) -> WoeEncoder:
+    """A WOE encoder of a party's own features from a run's detail (optimal bins by default)."""
+    pairs = [(d.optimal.binning, d.optimal.table) if optimal else (d.fine, d.fine_table) for d in details.values()]
+    return WoeEncoder(tuple(b for b, _ in pairs), tuple(tuple(float(w) for w in t.woe) for _, t in pairs))
 
 
 def _features(kinds: Mapping[str, str]) -> list[dict[str, str]]:
@@ -197,6 +204,13 @@ class LenderBinning(_Base):
         super().__init__(name)
         if len(data.features) != len(data.labels):
             raise InvalidInput(f"lender {name!r}: {len(data.features)} feature rows but {len(data.labels)} labels")
+        y = np.asarray(data.labels)
+        if y.size and not np.all((y == 0) | (y == 1)):
+            row = int(np.flatnonzero(~((y == 0) | (y == 1)))[0])
+            raise InvalidInput(f"lender {name!r} row {row}: label {y[row].item()!r} is not 0 or 1 (1 = default)")
+        missing = [f for f in data.kinds if f not in data.features.columns]
+        if missing:
+            raise InvalidInput(f"lender {name!r}: no column(s) {missing} in its feature table")
         self.data = data
 
     def register(self, registry: HandlerRegistry) -> None:
@@ -320,6 +334,10 @@ class PlatformBinning(_Base):
 
     def __init__(self, name: str, data: PlatformData) -> None:
         super().__init__(name)
+        for lender, table in data.tables.items():
+            missing = [f for f in data.kinds if f not in table.columns]
+            if missing:
+                raise InvalidInput(f"platform {name!r}: no column(s) {missing} in its table for lender {lender!r}")
         self.data = data
 
     def register(self, registry: HandlerRegistry) -> None:

@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fedcore.errors import InvalidInput
+from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.binning import messages as bm
 from fedcore.protocol.binning.coordinator import BinningSettings, run_binning
-from fedcore.protocol.binning.party import LenderBinning, LenderData, PlatformBinning, PlatformData, _guard
+from fedcore.protocol.binning.party import (
+    LenderBinning,
+    LenderData,
+    PlatformBinning,
+    PlatformData,
+    _guard,
+    woe_encoder,
+)
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
+from fedcore.secret import SecretLeakError
 from models.binning import NumericBinning
 from models.optimal_binning import optimal_binning
 from models.prebinning import QuantileSketch, categorical_prebinning, numeric_prebinning
@@ -208,3 +217,40 @@ def test_guard_merges_bins_one_lender_barely_fills():
     c = np.r_[np.arange(100.0), [np.nan] * 5]
     got, excluded = _guard(NumericBinning("x", (50.0,)), [np.r_[np.arange(100.0), [np.nan] * 40], c], 20)
     assert excluded and got.cuts == (50.0,)
+
+
+def test_encoder_from_a_run_transforms_raw_values(split, run):
+    parts, _, pk = split
+    _, nodes, _, _ = run
+    enc = woe_encoder(nodes[PLATFORM].detail("r1"))
+    assert enc.features == list(pk)
+    X = enc.transform(parts["bank-a"][2])
+    assert X.shape == (len(parts["bank-a"][2]), len(pk)) and np.all(np.isfinite(X))
+    x5 = nodes[PLATFORM].detail("r1")["x5"].optimal
+    assert set(np.unique(X[:, list(pk).index("x5")])) <= set(x5.table.woe)
+
+
+def test_frames_and_mask_seeds():
+    frames = {"a": b"x" * 3, "share:bank-a": b"", "z": bytes(range(256))}
+    assert bm.unpack_frames(b"".join(bm.pack_frames(frames))) == frames
+    with pytest.raises(ProtocolError, match="truncated"):
+        bm.unpack_frames(b"".join(bm.pack_frames(frames))[:-1])
+    with pytest.raises(ProtocolError, match="'cuts' is missing"):
+        bm.frame({}, "cuts", bm.LENDER_COUNTS)
+    seed = bm.MaskSeed.generate()
+    a, b = seed.stream("x", 1000), seed.stream("y", 1000)
+    assert a.dtype == np.uint64 and np.array_equal(a, seed.stream("x", 1000)) and not np.array_equal(a, b)
+    assert abs(float((a >> np.uint64(63)).mean()) - 0.5) < 0.1  # top bit uniform
+    with pytest.raises(SecretLeakError):
+        pickle.dumps(seed)
+    assert "secret" in repr(seed)
+
+
+def test_bad_party_input_is_a_typed_error_naming_the_party():
+    feats = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    with pytest.raises(InvalidInput, match=r"lender 'bank-a' row 2: label 2 is not 0 or 1"):
+        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 2]), {"x": "numeric"}))
+    with pytest.raises(InvalidInput, match=r"lender 'bank-a': no column\(s\) \['age'\]"):
+        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 0]), {"age": "numeric"}))
+    with pytest.raises(InvalidInput, match=r"platform 'tiange': no column\(s\) \['age'\] .* lender 'bank-b'"):
+        PlatformBinning("tiange", PlatformData({"bank-b": feats}, {"age": "numeric"}))
