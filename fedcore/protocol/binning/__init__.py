@@ -51,6 +51,7 @@ The bins, cut points, counts and WOE of a feature stay with its owner (``party.d
   least ``min_rows`` rows of every lender.
 
 Cost: ``n_i * B * 8`` bytes from P to L_i (the masked one-hot), ``n_i * 8`` back; the coordinator
-generates ``Ra_i`` once to compute ``rb_i``. Not covered: a coordinator colluding with a party, or one
-swapping envelope keys (keys are relayed, as in :mod:`fedcore.protocol.vertical`).
+generates ``Ra_i`` once to compute ``rb_i``. Not covered: a coordinator colluding with a party, or an
+active coordinator swapping envelope keys: the per-run keys are relayed unsigned (binding them to the
+parties' certificates, as the other protocols' sealing does, is the next step).
 """
