@@ -32,17 +32,18 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedcore.fate_data import fate_data_dir  # noqa: E402
 from fedcore.protocol.binning.coordinator import BinningSettings, run_binning  # noqa: E402
 from fedcore.protocol.binning.messages import LENDERS_PARTY  # noqa: E402
 from fedcore.protocol.binning.party import LenderBinning, LenderData, PlatformBinning, PlatformData  # noqa: E402
 from fedcore.protocol.inmemory import InMemoryChannel  # noqa: E402
 from fedcore.protocol.messages import Role  # noqa: E402
+from fedcore.protocol.sealing import make_identities  # noqa: E402
 from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
 from models.binning import Binning, NumericBinning  # noqa: E402
 from models.optimal_binning import optimal_binning  # noqa: E402
 from models.prebinning import QuantileSketch, numeric_prebinning  # noqa: E402
 from models.woe import bin_counts, woe_iv  # noqa: E402
+from scripts.fate_data import fate_data_dir  # noqa: E402
 
 LENDERS = ["bank-a", "bank-b", "bank-c"]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -65,14 +66,15 @@ def main() -> None:
     settings = BinningSettings(max_bins=6)
     parts = {n: (g["id"] % 3 == k).to_numpy() for k, n in enumerate(LENDERS)}
 
+    ids = make_identities([*LENDERS, "tiange"])
     ch = InMemoryChannel(record_wire=True)
     nodes: dict[str, LenderBinning | PlatformBinning] = {}
     for n in LENDERS:
         rows = parts[n]
         nodes[n] = LenderBinning(n, LenderData(g.loc[rows, lf].reset_index(drop=True), g.loc[rows, "y"].to_numpy(),
-                                               dict.fromkeys(lf, "numeric")))
+                                               dict.fromkeys(lf, "numeric")), ids[n])
     nodes["tiange"] = PlatformBinning("tiange", PlatformData(
-        {n: h.loc[parts[n], pf].reset_index(drop=True) for n in LENDERS}, dict.fromkeys(pf, "numeric")))
+        {n: h.loc[parts[n], pf].reset_index(drop=True) for n in LENDERS}, dict.fromkeys(pf, "numeric")), ids["tiange"])
     for n, party in nodes.items():
         reg = HandlerRegistry()
         party.register(reg)

@@ -3,7 +3,9 @@
 Parties: lenders ``L_1 < ... < L_k`` (sorted by name), each holding 0/1 labels and the lenders' shared
 feature schema for its rows; the platform ``P``, holding its features for each lender's PSI-aligned
 rows (same row order); the coordinator ``C``, a non-colluding helper. Each party makes a fresh X25519
-envelope key per run; "sealed" means sealed to the named party with the run id bound in. Masks are
+key per run and announces it signed with its TLS key (:mod:`fedcore.protocol.sealing`); a peer checks
+the announcement against the federation CA before sealing to it. "Sealed" means HPKE to the named
+party with the run id bound in; seeds go through ``seal_to_peers`` (signed by the sender). Masks are
 ChaCha20 streams in Z_2^64.
 
 Lender features (counts pooled with masks)::
@@ -51,7 +53,7 @@ The bins, cut points, counts and WOE of a feature stay with its owner (``party.d
   least ``min_rows`` rows of every lender.
 
 Cost: ``n_i * B * 8`` bytes from P to L_i (the masked one-hot), ``n_i * 8`` back; the coordinator
-generates ``Ra_i`` once to compute ``rb_i``. Not covered: a coordinator colluding with a party, or an
-active coordinator swapping envelope keys: the per-run keys are relayed unsigned (binding them to the
-parties' certificates, as the other protocols' sealing does, is the next step).
+generates ``Ra_i`` once to compute ``rb_i``. Not covered: a coordinator colluding with a party (it
+deals ``Ra, Rb``, so with the recipient's key it could unmask); whoever holds the CA key can substitute
+run keys (docs/threat_model.md).
 """

@@ -95,7 +95,7 @@ def run_binning(
     everyone = [*lenders, *([platform] if platform else [])]
     setup = channel.run_all({p: task(SETUP, params) for p in everyone})
     try:
-        pubs: dict[str, JSONValue] = {p: str(setup[p].params["env_pub"]) for p in everyone}
+        pubs: dict[str, JSONValue] = {p: dict(setup[p].params["envelope_key"]) for p in everyone}
         rows = {x: int(setup[x].params["rows"]) for x in lenders}
         prow = dict(setup[platform].params["rows"]) if platform else {}
         schemas = {x: {str(f["name"]): str(f["kind"]) for f in setup[x].params["features"]} for x in lenders}
@@ -108,7 +108,7 @@ def run_binning(
             raise ProtocolError(f"lender {x!r} does not hold the same feature schema as {lenders[0]!r}")
 
     # Lender features: sketches sealed to the first lender, pairwise seeds sealed lender to lender.
-    keys = channel.run_all({x: task(KEYS, {"pubs": pubs}) for x in lenders})
+    keys = channel.run_all({x: task(KEYS, {"keys": pubs}) for x in lenders})
     kframes = {x: unpack_frames(keys[x].read_payload()) for x in lenders}
     cuts = unpack_frames(channel.run(lenders[0], task(
         CUTS, payload={f"sketch:{x}": frame(kframes[x], "sketch", KEYS) for x in lenders[1:]})).read_payload())
@@ -150,7 +150,7 @@ def _platform_features(
     seeds_a = {x: MaskSeed.generate() for x in lenders}
     seeds_b = {x: MaskSeed.generate() for x in lenders}
     masked = unpack_frames(channel.run(platform, task(
-        PLATFORM_MASK, {"pubs": pubs, "seeds_a": {x: s.seal_bytes().hex() for x, s in seeds_a.items()}},
+        PLATFORM_MASK, {"keys": pubs, "seeds_a": {x: s.seal_bytes().hex() for x, s in seeds_a.items()}},
     )).read_payload())
     share_tasks = {}
     for x in lenders:

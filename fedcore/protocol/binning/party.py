@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcore.crypto.envelope import EnvelopeAad, EnvelopePrivateKey, EnvelopePublicKey, open_sealed, seal
+from fedcore.crypto.envelope import EnvelopePrivateKey, EnvelopePublicKey
 from fedcore.errors import InvalidInput, NotFound, ProtocolError
 from fedcore.protocol.binning.messages import (
     CUTS,
@@ -40,6 +40,14 @@ from fedcore.protocol.binning.messages import (
     unpack_frames,
 )
 from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.sealing import (
+    PartyIdentity,
+    open_for,
+    open_from_peer,
+    seal_for,
+    seal_to_peers,
+    verify_announcement,
+)
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from models.binning import Binning, CategoricalBinning, NumericBinning, binning_from_dict
 from models.encoding import WoeEncoder
@@ -84,6 +92,7 @@ class _Session:
     params: Mapping[str, Any]
     env_key: EnvelopePrivateKey
     pubs: dict[str, EnvelopePublicKey] = field(default_factory=dict)
+    anns: dict[str, Mapping[str, JSONValue]] = field(default_factory=dict)
     pair_seeds: dict[str, MaskSeed] = field(default_factory=dict)
     common: MaskSeed | None = None
     binnings: list[Binning] = field(default_factory=list)
@@ -135,8 +144,11 @@ def _reply_ivs(details: Mapping[str, FeatureDetail]) -> TaskReply:
 class _Base:
     role = ""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, identity: PartyIdentity) -> None:
+        if identity.name != name:
+            raise InvalidInput(f"party {name!r} was given the identity of {identity.name!r}")
         self.name = name
+        self.identity = identity
         self._sessions: dict[str, _Session] = {}
         self._details: dict[str, dict[str, FeatureDetail]] = {}
         self._lock = threading.Lock()
@@ -168,23 +180,30 @@ class _Base:
             self._sessions[ctx.run_id] = s
         return s
 
-    def _aad(self, s: _Session, sender: str, recipient: str, what: str) -> EnvelopeAad:
-        return EnvelopeAad(sender, recipient, f"binning/{s.run_id}/{what}")
+    def _purpose(self, s: _Session, what: str) -> str:
+        return f"binning/{s.run_id}/{what}"
 
     def _seal(self, s: _Session, to: str, data: bytes, what: str) -> bytes:
-        return seal(s.pubs[to], data, self._aad(s, self.name, to, what))
+        """Bulk data to a peer whose run key was checked against its certificate."""
+        return seal_for(s.pubs[to], data, self._purpose(s, what), self.name, to)
 
     def _open(self, s: _Session, frm: str, data: bytes, what: str) -> bytes:
-        return open_sealed(s.env_key, data, self._aad(s, frm, self.name, what))
+        return open_for(s.env_key, data, self._purpose(s, what), frm, self.name)
+
+    def _seal_secret(self, s: _Session, to: str, secret: bytes, what: str) -> bytes:
+        """A seed, through the certificate-bound :func:`seal_to_peers` (signed by this party)."""
+        return json_bytes(seal_to_peers(self.identity, {to: s.anns[to]}, secret, self._purpose(s, what))[to])
+
+    def _open_secret(self, s: _Session, frm: str, data: bytes, what: str) -> bytes:
+        return open_from_peer(self.identity, json_of(data, what), frm, self._purpose(s, what), s.env_key)
 
     def _set_pubs(self, s: _Session, params: Mapping[str, JSONValue]) -> None:
-        pubs = params.get("pubs")
-        if not isinstance(pubs, Mapping):
-            raise ProtocolError("binning step needs the parties' envelope keys")
-        try:
-            s.pubs = {str(p): EnvelopePublicKey.from_bytes(bytes.fromhex(str(v))) for p, v in pubs.items()}
-        except ValueError:
-            raise ProtocolError("an envelope key is not hex") from None
+        """The run keys of the parties, each checked against its certificate (PermissionDenied if not)."""
+        anns = params.get("keys")
+        if not isinstance(anns, Mapping):
+            raise ProtocolError("binning step needs the parties' signed key announcements")
+        s.anns = {str(p): a for p, a in anns.items()}
+        s.pubs = {p: verify_announcement(self.identity.ca_pem, a, p) for p, a in s.anns.items()}
 
     def _pair_mask(self, s: _Session, label: str, n: int) -> np.ndarray:
         """Sum of pairwise masks: + stream(seed_ij) for later lenders j, - for earlier ones (zero-sum)."""
@@ -200,8 +219,8 @@ class _Base:
 class LenderBinning(_Base):
     role = "lender"
 
-    def __init__(self, name: str, data: LenderData) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, data: LenderData, identity: PartyIdentity) -> None:
+        super().__init__(name, identity)
         if len(data.features) != len(data.labels):
             raise InvalidInput(f"lender {name!r}: {len(data.features)} feature rows but {len(data.labels)} labels")
         y = np.asarray(data.labels)
@@ -224,7 +243,7 @@ class LenderBinning(_Base):
 
     def _setup(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._new_session(ctx, params)
-        return TaskReply({"env_pub": s.env_key.public_key().to_bytes().hex(), "rows": len(self.data.labels),
+        return TaskReply({"envelope_key": self.identity.announcement(s.env_key), "rows": len(self.data.labels),
                           "features": _features(self.data.kinds)})
 
     def _local_stats(self, s: _Session) -> dict[str, Any]:
@@ -249,7 +268,7 @@ class LenderBinning(_Base):
         for other in lenders[me + 1:]:
             seed = MaskSeed.generate()
             s.pair_seeds[other] = seed
-            frames[f"pair:{other}"] = self._seal(s, other, seed.seal_bytes(), "pair")
+            frames[f"pair:{other}"] = self._seal_secret(s, other, seed.seal_bytes(), "pair")
         return TaskReply({}, pack_frames(frames))
 
     def _cuts(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -264,7 +283,7 @@ class LenderBinning(_Base):
         s.binnings = [_fine_from_stats(f, k, [st[f] for st in stats], s.params) for f, k in self.data.kinds.items()]
         s.common = MaskSeed.generate()
         body = {"binnings": [b.to_dict() for b in s.binnings], "common": s.common.seal_bytes().hex()}
-        out = {f"cuts:{o}": self._seal(s, o, json_bytes(body), "cuts") for o in lenders[1:]}
+        out = {f"cuts:{o}": self._seal_secret(s, o, json_bytes(body), "cuts") for o in lenders[1:]}
         return TaskReply({}, pack_frames(out))
 
     def _counts(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -273,11 +292,12 @@ class LenderBinning(_Base):
         me = lenders.index(self.name)
         frames = unpack_frames(ctx.read_payload())
         if me > 0:
-            body = json_of(self._open(s, lenders[0], frame(frames, "cuts", LENDER_COUNTS), "cuts"), "cuts")
+            body = json_of(self._open_secret(s, lenders[0], frame(frames, "cuts", LENDER_COUNTS), "cuts"), "cuts")
             s.binnings = [binning_from_dict(d) for d in body["binnings"]]
             s.common = MaskSeed(bytes.fromhex(body["common"]))
         for other in lenders[:me]:
-            s.pair_seeds[other] = MaskSeed(self._open(s, other, frame(frames, f"pair:{other}", LENDER_COUNTS), "pair"))
+            sealed = frame(frames, f"pair:{other}", LENDER_COUNTS)
+            s.pair_seeds[other] = MaskSeed(self._open_secret(s, other, sealed, "pair"))
         vec = self._own_counts(s)
         masked = vec + self._pair_mask(s, "lender-counts", len(vec)) + self._common_mask(s, self.name, len(vec))
         return TaskReply({"length": len(vec)}, [u64_bytes(masked)])
@@ -332,8 +352,8 @@ class LenderBinning(_Base):
 class PlatformBinning(_Base):
     role = "platform"
 
-    def __init__(self, name: str, data: PlatformData) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, data: PlatformData, identity: PartyIdentity) -> None:
+        super().__init__(name, identity)
         for lender, table in data.tables.items():
             missing = [f for f in data.kinds if f not in table.columns]
             if missing:
@@ -351,7 +371,7 @@ class PlatformBinning(_Base):
         missing = [x for x in lenders if x not in self.data.tables]
         if missing:
             raise NotFound(f"the platform has no aligned table for lender(s) {missing}")
-        return TaskReply({"env_pub": s.env_key.public_key().to_bytes().hex(),
+        return TaskReply({"envelope_key": self.identity.announcement(s.env_key),
                           "rows": {x: len(self.data.tables[x]) for x in lenders},
                           "features": _features(self.data.kinds)})
 

@@ -25,6 +25,7 @@ from fedcore.protocol.binning.party import (
 )
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
+from fedcore.protocol.sealing import make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.secret import SecretLeakError
 from models.binning import NumericBinning
@@ -34,6 +35,7 @@ from models.woe import bin_counts, woe_iv
 
 LENDERS = ["bank-a", "bank-b", "bank-c"]
 PLATFORM = "tiange"
+IDS = make_identities([*LENDERS, PLATFORM])
 
 
 def _fate(name: str) -> pd.DataFrame:
@@ -70,12 +72,12 @@ def _federation(split, lenders=LENDERS, record=False):
     nodes = {}
     for name in lenders:
         feats, y, _ = parts[name]
-        node = LenderBinning(name, LenderData(feats, y, lk))
+        node = LenderBinning(name, LenderData(feats, y, lk), IDS[name])
         reg = HandlerRegistry()
         node.register(reg)
         ch.add_party(name, Role.LENDER, reg)
         nodes[name] = node
-    platform = PlatformBinning(PLATFORM, PlatformData({n: parts[n][2] for n in lenders}, pk))
+    platform = PlatformBinning(PLATFORM, PlatformData({n: parts[n][2] for n in lenders}, pk), IDS[PLATFORM])
     reg = HandlerRegistry()
     platform.register(reg)
     ch.add_party(PLATFORM, Role.PLATFORM, reg)
@@ -176,7 +178,7 @@ def test_wire_carries_no_label_count_or_platform_bin(split, run):
 def test_replies_say_only_what_the_docstring_says(run):
     _, _, wire, _ = run
     allowed = {
-        bm.SETUP: {"env_pub", "rows", "features"},
+        bm.SETUP: {"envelope_key", "rows", "features"},
         bm.KEYS: set(), bm.CUTS: set(), bm.LENDER_COUNTS: {"length"}, bm.PLATFORM_BINS: {"n_bins"},
         bm.PLATFORM_MASK: set(), bm.LABEL_SHARE: set(), bm.PLATFORM_IV: {"features"}, bm.LENDER_IV: {"features"},
     }
@@ -249,8 +251,34 @@ def test_frames_and_mask_seeds():
 def test_bad_party_input_is_a_typed_error_naming_the_party():
     feats = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
     with pytest.raises(InvalidInput, match=r"lender 'bank-a' row 2: label 2 is not 0 or 1"):
-        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 2]), {"x": "numeric"}))
+        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 2]), {"x": "numeric"}), IDS["bank-a"])
     with pytest.raises(InvalidInput, match=r"lender 'bank-a': no column\(s\) \['age'\]"):
-        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 0]), {"age": "numeric"}))
+        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 0]), {"age": "numeric"}), IDS["bank-a"])
     with pytest.raises(InvalidInput, match=r"platform 'tiange': no column\(s\) \['age'\] .* lender 'bank-b'"):
-        PlatformBinning("tiange", PlatformData({"bank-b": feats}, {"age": "numeric"}))
+        PlatformBinning("tiange", PlatformData({"bank-b": feats}, {"age": "numeric"}), IDS["tiange"])
+    with pytest.raises(InvalidInput, match="identity of 'bank-b'"):
+        LenderBinning("bank-a", LenderData(feats, np.array([0, 1, 0]), {"x": "numeric"}), IDS["bank-b"])
+
+
+def test_a_substituted_run_key_is_refused(split):
+    """A relaying coordinator that swaps a lender's run key (here: re-signed by another CA) is caught."""
+    from fedcore.errors import PartyTaskError
+    from fedcore.protocol.binning.coordinator import BinningSettings as _S
+
+    ch, _ = _federation(split)
+    real_submit = ch.submit
+    forged = make_identities(["bank-b"])["bank-b"]
+
+    def tamper(party, task):
+        if task.kind == bm.KEYS:
+            keys = dict(task.params["keys"])
+            from fedcore.crypto.envelope import EnvelopePrivateKey
+
+            keys["bank-b"] = forged.announcement(EnvelopePrivateKey.generate())
+            task = type(task)(task.kind, {"keys": keys}, task.run_id, task.timeout_s, task.payload)
+        return real_submit(party, task)
+
+    ch.submit = tamper  # type: ignore[method-assign]
+    with pytest.raises(PartyTaskError, match="permission_denied"):
+        run_binning(ch, LENDERS, PLATFORM, _S())
+    ch.close()
