@@ -15,6 +15,7 @@ from fedcore.crypto.he import (
 )
 from fedcore.errors import (
     ContextUnknown,
+    CorruptResult,
     DeadlineExceeded,
     InvalidInput,
     PartyTaskError,
@@ -111,10 +112,13 @@ class ScoringCoordinator:
                         raise
                     missing.append(name)
                     continue
-                vec = EncryptedVector.from_bytes(pub, data, max_length=length)
-                if vec.length != length:
-                    raise ProtocolError(f"party {name!r} sent {vec.length} values, expected {length}")
-                vectors.append(vec)
+                try:
+                    vectors.append(_contribution(name, pub, data, length))
+                except CorruptResult as exc:
+                    log.warning("scoring request %s: %s", request_id, exc)
+                    if not req.allow_partial:
+                        raise
+                    missing.append(name)
         except BaseException:
             self._cancel(handles)
             raise
@@ -178,3 +182,12 @@ class ScoringCoordinator:
             h.cancel("scoring request failed")
 
 
+def _contribution(party: str, pub: CkksPublicContext, data: bytes, length: int) -> EncryptedVector:
+    """Parse one contributor's ciphertext; anything that does not fit is that party's CorruptResult."""
+    try:
+        vec = EncryptedVector.from_bytes(pub, data, max_length=length)
+    except ProtocolError as exc:
+        raise CorruptResult(party, CONTRIBUTE, str(exc)) from None
+    if vec.length != length:
+        raise CorruptResult(party, CONTRIBUTE, f"{vec.length} values, expected {length}")
+    return vec
