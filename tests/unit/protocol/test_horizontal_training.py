@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
-from fedcore.errors import ProtocolError
+from fedcore.errors import CorruptResult, ProtocolError
 from fedcore.protocol import horizontal as hz
 from fedcore.protocol.horizontal.checkpoints import FileCheckpointStore, arrays_from_bytes
 from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob
@@ -203,6 +203,41 @@ def test_party_dropping_mid_round_does_not_stop_the_run(providers, tmp_path):
     assert reports[2].parties == ["guest", "host1"]
     assert rec.parties == ["guest", "host1"]
     assert rec.metrics["val_auc"] > 0.65
+    # the run record says who dropped out and when, not only the coordinator's log
+    assert reports[0].dropped == [] and reports[1].dropped == ["host2"]
+    assert [(d["party"], d["round"]) for d in rec.dropped] == [("host2", 2)]
+    assert rec.to_dict()["dropped"][0]["at"] > 0
+
+
+def test_corrupt_update_is_attributed_and_dropped(providers, tmp_path, caplog):
+    def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
+        if name != "host1":
+            return reg
+        inner = reg.get(hz.FLOWER_TASK)
+        out = HandlerRegistry()
+
+        def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
+            reply = inner(ctx, params)
+            if params.get("message_type") != "train":
+                return reply
+            msg = hz.decode_message(b"".join(reply.payload or []))
+            rec = next(iter(msg.content.array_records.values()))
+            good = hz.unpack_encrypted(rec)
+            bad = hz.pack_encrypted(good[: len(good) // 2] + b"\x00" * (len(good) - len(good) // 2), 1)
+            msg.content.array_records[next(iter(msg.content.array_records))] = bad
+            return TaskReply(reply.params, [hz.encode_message(msg)])
+
+        out.register(hz.FLOWER_TASK, handler)
+        return out
+
+    ch, _envs = federation(providers, wrap=wrap)
+    with caplog.at_level("WARNING", logger="fedcore.protocol.horizontal.strategy"):
+        rec = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=1, secure="he", min_parties=2).run()
+    assert rec.history[0]["parties"] == ["guest", "host2"] and rec.history[0]["dropped"] == ["host1"]
+    assert any("'host1'" in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
+    ch2, _ = federation(providers, wrap=wrap)
+    with pytest.raises(CorruptResult, match="host1"):
+        HorizontalJob(ch2, tmp_path / "b", PARTIES, model="logistic", rounds=1, secure="he", min_parties=3).run()
 
 
 def test_too_few_parties_aborts(providers, tmp_path):

@@ -4,14 +4,21 @@ plaintext joint model, what the coordinator sees on the wire, offline parties, b
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
 from fedcore.crypto.he import CkksPublicContext, EncryptedVector, NoSecretKeyError, decrypt_vector
-from fedcore.errors import CorruptResult, DeadlineExceeded, InvalidInput, NotFound, PartyTaskError, PartyUnavailable, PermissionDenied
+from fedcore.errors import (
+    CorruptResult,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    PartyTaskError,
+    PartyUnavailable,
+    PermissionDenied,
+)
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role, TaskReply
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
