@@ -82,6 +82,10 @@ class ProtocolError(FedcreditError):
     code = "protocol_error"
 
 
+class RateLimited(Unavailable):
+    """A caller asked for more than its share (names the caller and the limit); try again later."""
+
+
 class CorruptResult(ProtocolError):
     """A party's result does not parse or does not fit the step (garbage ciphertext, wrong length,
     truncated positions). Names the party and the step; travels as ``protocol_error``."""

@@ -18,6 +18,7 @@ from fedcore.errors import (
     PartyTaskError,
     PartyUnavailable,
     PermissionDenied,
+    RateLimited,
 )
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role, TaskReply
@@ -297,3 +298,30 @@ def test_coalescing_merges_concurrent_small_queries() -> None:
     with pytest.raises(PartyTaskError, match="version"):
         co.submit([fed.ids[0]], (MODEL, "9"), 600.0)
     co.close()
+
+
+def test_requester_is_rate_limited_per_minute_naming_it() -> None:
+    fed = Fed(60)
+    now = [0.0]
+    fed.coord = ScoringCoordinator(fed.ch, rate_per_minute=100, clock=lambda: now[0])
+    fed.req = Requester(LocalGateway(fed.coord, "lender_a"))
+    fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION, queries=("loans",))
+    with pytest.raises(RateLimited, match=r"lender_a.*100 applicants per minute"):
+        fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION, queries=("loans",))
+    now[0] = 15.0  # a quarter of a minute refills 25: 40 + 25 = 65 >= 60
+    out = fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION, queries=("loans",))
+    assert out.contributors == 2
+
+
+def test_contributors_see_one_fingerprint_per_requester_key_as_documented() -> None:
+    # The stated leak (docs/scoring.md, "Linkability"): requests under one key carry one fingerprint;
+    # after a rotation they carry another, and nothing else on the task names the requester.
+    fed = Fed(20, record=True)
+    now = [0.0]
+    fed.req = Requester(LocalGateway(fed.coord, "lender_a"), KeyRing(rotate_s=60, clock=lambda: now[0]))
+    for t in (0.0, 1.0, 61.0):
+        now[0] = t
+        fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION)
+    fps = [r.params["fingerprint"] for r in fed.ch.wire_log if r.direction == "to_party" and r.party == "platform"]
+    assert len(fps) == 3 and fps[0] == fps[1] != fps[2]
+    assert not any("lender_a" in repr(r.params) for r in fed.ch.wire_log)
