@@ -23,6 +23,7 @@ from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
+from fedcore.secret import ensure_token
 from fedcore.telemetry import start_metrics_server
 
 from .alignment import StoreAlignment
@@ -31,7 +32,7 @@ from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_ke
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .reporting import register_report_handlers
 from .scoring import build_service, register_scoring_handlers
-from .scoring_api import start_local_api
+from .scoring_api import TOKEN_FILE, start_local_api
 from .store import Store
 from .training_data import store_data_provider
 from .vertical import register_vertical_handlers
@@ -167,7 +168,10 @@ class PartyNode:
         self._write_status(self.link.status)
         log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
         metrics_server = start_metrics_server(self.config.metrics)
-        local_api = start_local_api(build_service(self.config, self.store)) if self._serves_scoring() else None
+        local_api = None
+        if self._serves_scoring():
+            token = ensure_token(self.config.home / TOKEN_FILE, "local scoring API token")
+            local_api = start_local_api(build_service(self.config, self.store), token)
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):
