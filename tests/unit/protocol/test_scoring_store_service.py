@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 
-from fedcore.errors import InvalidInput, PartyUnavailable
+from fedcore.errors import InvalidInput, NotFound, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
@@ -277,3 +277,17 @@ def test_concurrent_calls_are_coalesced_and_errors_stay_per_caller(fed) -> None:
             assert abs(v - ref[i]) < 1e-6, i  # type: ignore[operator]
     assert svc._coalescer is not None and svc._coalescer.batches_sent - before < 40
     assert verify(fed["lender"][0] / "audit" / "scoring.log").ok
+
+
+def test_default_model_name_joint_resolves_to_the_newest_joint_model(fed, tmp_path) -> None:
+    from party_node.scoring import JOINT_ALIAS
+
+    svc: ScoringService = fed["svc"]
+    svc.settings.model_id = JOINT_ALIAS  # the default of a fresh scoring.json
+    assert svc.model().model_id == "m1"  # no model called "joint": the newest one this lender labels
+    out = svc.score([Applicant(phone(3))])
+    assert out.row(0)["model_id"] == "m1" and out.row(0)["status"] == "ok"
+    gateway = LocalGateway(ScoringCoordinator(fed["ch"]), "lender_a")
+    empty = ScoringService(fed["lender"][1], tmp_path / "nobody", gateway, ScoringSettings())
+    with pytest.raises(NotFound, match="no joint model"):
+        empty.model()
