@@ -176,7 +176,7 @@ class HttpApi:
         config = uvicorn.Config(
             make_app(service, token, limits), log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=int(max(1, limits.idle_timeout_s)), limit_concurrency=limits.max_connections,
-            h11_max_incomplete_event_size=16 << 10,
+            h11_max_incomplete_event_size=16 << 10, ws="none", http="h11",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
