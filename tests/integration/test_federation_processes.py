@@ -3,6 +3,7 @@ mutual TLS on loopback."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -79,7 +80,13 @@ def test_cli_revocation_cuts_live_party_and_keeps_it_out(fed):
     while fed.online().get("meili") and time.monotonic() - t0 < 60:
         time.sleep(0.1)
     assert fed.online().get("meili") is False
-    time.sleep(2)  # the node keeps dialling with back-off and stays out
+    # the node keeps dialling with back-off and stays out: wait for two more refused attempts (its status
+    # file counts them), not for a fixed time
+    status = fed.party_home("meili") / "run" / "status.json"
+    first = json.loads(status.read_text())["failures"]
+    while json.loads(status.read_text())["failures"] < first + 2 and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+    assert json.loads(status.read_text())["failures"] >= first + 2
     assert fed.online().get("meili") is False
     status = fed.cli("party", "status", "--home", str(fed.party_home("meili"))).stdout
     assert "not connected" in status and "revoked" in status
