@@ -56,3 +56,22 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, crash_after: int) 
     assert resumed.best_epoch == clean.best_epoch
     for n in lenders:
         assert abs(resumed.metrics[n]["auc"] - clean.metrics[n]["auc"]) < 1e-4, n
+
+
+@pytest.mark.parametrize("garbage", [b"\x07" * 40, b""])
+def test_a_malformed_reply_is_attributed_to_its_party(tmp_path: Path, garbage: bytes) -> None:
+    from fedcore.errors import CorruptResult
+    from fedcore.protocol.messages import TaskReply
+    from fedcore.protocol.vertical.messages import FORWARD
+
+    def hook(reg) -> None:
+        reg._handlers[FORWARD] = lambda ctx, params: TaskReply({}, [garbage])
+
+    lenders, srcs, psi = _small(1, 600)
+    ch, _ = federation(srcs, "tiange", tmp_path, hooks={"tiange": hook})
+    with pytest.raises(CorruptResult) as err:
+        run_vertical(ch, "g", lenders, "tiange", psi, VerticalConfig(epochs=1, batch_size=256, timeout_s=120),
+                     workdir=tmp_path / "coord")
+    assert err.value.party == "tiange" and err.value.step == FORWARD
+    assert not any((tmp_path / n / "models" / "g").exists() for n in [*lenders, "tiange"])
+    ch.close()
