@@ -16,7 +16,8 @@ Messages, per follower F (every arrow is relayed by the coordinator)::
                            with their count and digest (SHA-256 over run id + positions)
     F        psi.stage     checks count and digest of what it received, stages, returns both
     C -> L   psi.verify    F's count and digest; L checks them against what it sent
-    all      psi.commit    only after both checks: the staged tables become visible (or psi.abort drops them)
+    all      psi.commit    only after both checks: the staged tables become visible
+                           (or psi.abort drops them)
 
 **What each side learns** (semi-honest parties; DDH on Curve25519, SHA-256 as a random oracle):
 
@@ -26,9 +27,10 @@ Messages, per follower F (every arrow is relayed by the coordinator)::
   cardinality-only mode except |X|. In a multi-party run F learns only the intersection of all sets,
   not its pairwise intersection with L.
 - *Coordinator*: set sizes, the intersection size (the count of positions relayed), the positions'
-  digest (a hash of values it relays anyway), timing and who takes part. Everything it relays is a blinded point under a scalar it does not know, or a position in
-  a freshly shuffled list; no relayed value equals an id or a hash of an id, and because scalars and
-  shuffles are fresh per run, no relayed value links to another run.
+  digest (a hash of values it relays anyway), timing and who takes part. Everything it relays is a
+  blinded point under a scalar it does not know, or a position in a freshly shuffled list; no relayed
+  value equals an id or a hash of an id, and because scalars and shuffles are fresh per run, no relayed
+  value links to another run.
 - *An observer of the links*: sizes and timing only (mutual TLS).
 
 Not covered: a malicious party can put ids it does not hold into its set (inherent to PSI) or lie about

@@ -240,6 +240,27 @@ def test_corrupt_update_is_attributed_and_dropped(providers, tmp_path, caplog):
         HorizontalJob(ch2, tmp_path / "b", PARTIES, model="logistic", rounds=1, secure="he", min_parties=3).run()
 
 
+def test_losing_a_party_below_min_parties_fails_the_run_naming_the_round(providers, tmp_path):
+    def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
+        if name != "host2":
+            return reg
+        inner = reg.get(hz.FLOWER_TASK)
+        out = HandlerRegistry()
+
+        def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
+            if params.get("message_type") == "train":
+                ch.disconnect(name)  # gone before answering its first training message
+            return inner(ctx, params)
+
+        out.register(hz.FLOWER_TASK, handler)
+        return out
+
+    ch, _envs = federation(providers, wrap=wrap)
+    job = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=2, secure="none", min_parties=3)
+    with pytest.raises(TrainingAborted, match=r"round 1: 2 parties replied, the run needs at least 3"):
+        job.run()
+
+
 def test_too_few_parties_aborts(providers, tmp_path):
     ch, _ = federation(providers)
     ch.disconnect("host1")
