@@ -83,7 +83,8 @@ class SecureAggregation(Strategy):
                 f"round {rnd}: {len(valid)} parties replied, the run needs at least {self.min_parties}"
             )
         if self.public_ctx is None:
-            arrays, metrics = self.inner.aggregate_train(rnd, ordered)
+            valid = self._drop_corrupt_plain(rnd, valid)
+            arrays, metrics = self.inner.aggregate_train(rnd, valid)
         else:
             valid, _ = self.inner._check_and_log_replies(ordered, is_train=True)
             valid = self._drop_corrupt(rnd, valid)
@@ -117,6 +118,33 @@ class SecureAggregation(Strategy):
             for node, n in lengths.items():
                 if n != usual:
                     corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", f"{n} values, not {usual}"))
+        return self._without(rnd, replies, corrupt)
+
+    def _drop_corrupt_plain(self, rnd: int, replies: list[Message]) -> list[Message]:
+        """Plain mode: an update whose arrays differ in names, shapes or dtypes from the others', or hold
+        a non-finite value, is its party's :class:`CorruptResult` (dropped as in HE mode)."""
+        import numpy as np
+
+        shapes: dict[int, tuple[Any, ...]] = {}
+        corrupt: list[CorruptResult] = []
+        for m in replies:
+            node = m.metadata.src_node_id
+            try:
+                record = next(iter(m.content.array_records.values()))
+                arrays = {k: a.numpy() for k, a in record.items()}
+                if not all(np.all(np.isfinite(a)) for a in arrays.values()):
+                    raise ProtocolError("an update holds NaN or infinite values")
+                shapes[node] = tuple((k, a.shape, str(a.dtype)) for k, a in sorted(arrays.items()))
+            except (ProtocolError, StopIteration, ValueError, TypeError) as exc:
+                corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", str(exc) or "no update"))
+        if shapes:
+            usual = max(set(shapes.values()), key=list(shapes.values()).count)
+            for node, sig in shapes.items():
+                if sig != usual:
+                    corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", "arrays of another shape"))
+        return self._without(rnd, replies, corrupt)
+
+    def _without(self, rnd: int, replies: list[Message], corrupt: list[CorruptResult]) -> list[Message]:
         bad = {e.party for e in corrupt}
         for e in corrupt:
             log.warning("round %d: %s; dropped like a party that did not answer", rnd, e)

@@ -240,6 +240,37 @@ def test_corrupt_update_is_attributed_and_dropped(providers, tmp_path, caplog):
         HorizontalJob(ch2, tmp_path / "b", PARTIES, model="logistic", rounds=1, secure="he", min_parties=3).run()
 
 
+def test_plain_update_with_nan_is_attributed_and_dropped(providers, tmp_path, caplog):
+    from flwr.app import Array, ArrayRecord
+
+    def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
+        if name != "host2":
+            return reg
+        inner = reg.get(hz.FLOWER_TASK)
+        out = HandlerRegistry()
+
+        def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
+            reply = inner(ctx, params)
+            if params.get("message_type") != "train":
+                return reply
+            msg = hz.decode_message(b"".join(reply.payload or []))
+            key = next(iter(msg.content.array_records))
+            rec = msg.content.array_records[key]
+            msg.content.array_records[key] = ArrayRecord({k: Array(np.full_like(a.numpy(), np.nan))
+                                                          for k, a in rec.items()})
+            return TaskReply(reply.params, [hz.encode_message(msg)])
+
+        out.register(hz.FLOWER_TASK, handler)
+        return out
+
+    ch, _ = federation(providers, wrap=wrap)
+    with caplog.at_level("WARNING", logger="fedcore.protocol.horizontal.strategy"):
+        rec = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=1, secure="none", min_parties=2).run()
+    assert rec.history[0]["parties"] == ["guest", "host1"] and rec.history[0]["dropped"] == ["host2"]
+    assert any("'host2'" in r.getMessage() and "NaN" in r.getMessage() for r in caplog.records)
+    assert rec.metrics["val_auc"] > 0.5
+
+
 def test_losing_a_party_below_min_parties_fails_the_run_naming_the_round(providers, tmp_path):
     def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
         if name != "host2":
