@@ -21,7 +21,9 @@ from tests.conftest import free_port
 DATA = fate_data_dir()
 VENV_BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+# Flower 1.41 starts a fresh `flwr-clientapp` process (importing torch and TenSEAL) for every message a
+# SuperNode handles: about seven per node here, the bulk of the time (147 s at load 12 on two cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 APP_TOML = """\
 [build-system]
