@@ -232,7 +232,7 @@ def dropped_text(result: Any) -> str:
     out = []
     for d in result.get("dropped", []) if isinstance(result, dict) else []:
         when = dt.datetime.fromtimestamp(float(d.get("at", 0))).isoformat(timespec="seconds")
-        out.append(f"{d.get('party')} (round {d.get('round')}, {when})")
+        out.append(f"{d.get('party')} (round {int(d.get('round', 0))}, {when})")  # Struct numbers are floats
     return ", ".join(out)
 
 

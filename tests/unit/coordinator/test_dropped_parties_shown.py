@@ -10,7 +10,7 @@ from coordinator.dashboard import render_overview
 
 def test_runs_listing_and_dashboard_name_the_dropped_party_and_round() -> None:
     at = time.time()
-    result = {"parties": ["guest", "host1"], "dropped": [{"party": "host2", "round": 2, "at": at}]}
+    result = {"parties": ["guest", "host1"], "dropped": [{"party": "host2", "round": 2.0, "at": at}]}  # via Struct
     text = dropped_text(result)
     assert text.startswith("host2 (round 2, ") and dropped_text({"parties": ["a"]}) == ""
     run = {"run_id": "r1", "kind": "train", "status": "succeeded", "created": at, "updated": at, "error": "",
