@@ -6,7 +6,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -114,11 +114,20 @@ def aligned_points(chunks: Iterable[bytes], size: int = POINT_BYTES * 4096) -> I
 class PsiParty:
     """The party-side steps of PSI, as task handlers. Holds per-run state in memory only."""
 
-    def __init__(self, source: SubjectSource, sink: AlignmentSink, workers: int | None = None) -> None:
-        """``workers``: processes for blinding (None: one per core; 0: always in this process)."""
+    def __init__(
+        self,
+        source: SubjectSource,
+        sink: AlignmentSink,
+        workers: int | None = None,
+        blinder: Callable[[PsiSecret], ParallelBlinder] | None = None,
+    ) -> None:
+        """``workers``: processes for blinding (None: one per core; 0: always in this process).
+        ``blinder``: builds the pool for a run's scalar instead of a local :class:`ParallelBlinder`
+        (the party's Ray cluster: ``party_node.compute.RayBlinder``; then every size is pooled)."""
         self._source = source
         self._sink = sink
         self._workers = workers
+        self._blinder = blinder
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -184,11 +193,12 @@ class PsiParty:
                 pair.close()
 
     def _pooled(self, n: int) -> bool:
-        return self._workers != 0 and n >= POOL_MIN_IDS
+        return self._blinder is not None or (self._workers != 0 and n >= POOL_MIN_IDS)
 
     def _pool(self, pair: _Pair) -> ParallelBlinder:
         if pair.pool is None:
-            pair.pool = ParallelBlinder(pair.secret, self._workers)
+            make = self._blinder or (lambda sec: ParallelBlinder(sec, self._workers))
+            pair.pool = make(pair.secret)
         return pair.pool
 
     def _blind_stream(self, ctx: TaskContext, pair: _Pair, ids: list[bytes]) -> Iterator[bytes]:
