@@ -3,11 +3,11 @@ or ``"ray"`` (the party's own Ray cluster at ``compute.ray_address``).
 
 With Ray:
 
-* **PSI blinding and re-blinding** run on Ray actors, one per CPU the cluster offers (or
-  ``compute.workers``), spread over its nodes. Each actor receives this run's PSI scalar once, when
-  it starts; the scalar travels inside the party's own Ray cluster (the party's machines and
-  network) and nowhere else. Chunks go round-robin with a bounded number in flight, so memory stays
-  bounded and adding nodes adds throughput.
+* **PSI blinding and re-blinding** run as Ray tasks, one chunk of ids each, spread over the
+  cluster's nodes, with at most two per CPU the cluster offers (or per ``compute.workers``) in
+  flight, so memory stays bounded and adding nodes adds throughput. The run's PSI scalar is put in
+  the party's Ray object store once; it travels inside the party's own Ray cluster (the party's
+  machines and network) and nowhere else, and is dropped when the run ends.
 * **Batch scoring's partial scores** (the contributor's ``x . w`` over every consenting subject)
   run as Ray tasks over row-id ranges of the party's store: each task opens the store at its URL,
   reads its range (features and pseudonyms) and returns the pseudonyms as one ``S16`` array and the
@@ -32,7 +32,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from fedcore.crypto.psi import DEFAULT_CHUNK_IDS, PsiSecret, iter_chunks
-from fedcore.errors import InvalidInput, Unavailable
+from fedcore.errors import FedcreditError, InvalidInput, PermissionDenied, Unavailable
 from fedcore.protocol.scoring.messages import ModelSlice
 
 log = logging.getLogger(__name__)
@@ -59,30 +59,32 @@ def connect(address: str) -> Any:
     return ray
 
 
-class _BlindWorker:
-    """A Ray actor holding one PSI run's scalar (the same functions the local pool runs)."""
+def _blind_task(scalar: bytes, ids: list[bytes]) -> bytes:
+    """One chunk of ``scalar * H(id)`` on a Ray worker (the same function the local pool runs)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    def __init__(self, scalar: bytes) -> None:
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from fedcore.crypto.psi import _blind_hashed
 
-        self._exchange = X25519PrivateKey.from_private_bytes(scalar).exchange
+    try:
+        return b"".join(_blind_hashed(X25519PrivateKey.from_private_bytes(scalar).exchange, ids))
+    except ValueError as exc:
+        raise InvalidInput("an id hashes to a small-order point; it cannot take part in PSI") from exc
 
-    def blind(self, ids: list[bytes]) -> bytes:
-        from fedcore.crypto.psi import _blind_hashed
 
-        try:
-            return b"".join(_blind_hashed(self._exchange, ids))
-        except ValueError as exc:
-            raise InvalidInput("an id hashes to a small-order point; it cannot take part in PSI") from exc
+def _reblind_task(scalar: bytes, packed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    def reblind(self, packed: bytes) -> bytes:
-        from fedcore.crypto.psi import _reblind_points, unpack_points
+    from fedcore.crypto.psi import _reblind_points, unpack_points
 
-        return b"".join(_reblind_points(self._exchange, unpack_points(packed)))
+    return b"".join(_reblind_points(X25519PrivateKey.from_private_bytes(scalar).exchange, unpack_points(packed)))
 
 
 class RayBlinder:
-    """:class:`fedcore.crypto.psi.ParallelBlinder`'s interface on Ray actors (see the module doc)."""
+    """:class:`fedcore.crypto.psi.ParallelBlinder`'s interface on Ray tasks (see the module doc).
+
+    The run's scalar is put in the party's Ray object store once and every task reads it from there;
+    :meth:`close` drops it. Tasks (not actors) so that CPUs are held only while a chunk is computed.
+    """
 
     def __init__(
         self, secret: PsiSecret, address: str = "", n_workers: int | None = None, chunk_ids: int = RAY_CHUNK_IDS
@@ -93,9 +95,11 @@ class RayBlinder:
         if n <= 0:
             raise InvalidInput("the Ray cluster offers no CPUs")
         self.n_workers, self.chunk_ids = n, chunk_ids
-        actor = ray.remote(num_cpus=1)(_BlindWorker)
-        scalar = secret.export_scalar_for_local_workers()
-        self._actors: list[Any] = [actor.options(scheduling_strategy="SPREAD").remote(scalar) for _ in range(n)]
+        self._tasks = {
+            "blind": ray.remote(num_cpus=1)(_blind_task).options(scheduling_strategy="SPREAD"),
+            "reblind": ray.remote(num_cpus=1)(_reblind_task).options(scheduling_strategy="SPREAD"),
+        }
+        self._scalar: Any = ray.put(secret.export_scalar_for_local_workers())
         log.info("PSI blinding on the Ray cluster at %s: %d workers", address or "(in-process)", n)
 
     def __enter__(self) -> RayBlinder:
@@ -105,17 +109,16 @@ class RayBlinder:
         self.close()
 
     def close(self) -> None:
-        for a in self._actors:
-            self._ray.kill(a)
-        self._actors = []
+        self._scalar = None  # the last reference: Ray frees the object
 
     def _run(self, method: str, tasks: Iterable[Any]) -> Iterator[bytes]:
-        if not self._actors:
+        if self._scalar is None:
             raise InvalidInput("RayBlinder is closed")
         pending: deque[Any] = deque()
-        limit = 2 * len(self._actors)
-        for i, task in enumerate(tasks):
-            pending.append(getattr(self._actors[i % len(self._actors)], method).remote(task))
+        limit = 2 * self.n_workers
+        fn = self._tasks[method]
+        for task in tasks:
+            pending.append(fn.remote(self._scalar, task))
             if len(pending) >= limit:
                 yield self._get(pending.popleft())
         while pending:
@@ -125,9 +128,9 @@ class RayBlinder:
         try:
             return bytes(self._ray.get(ref))
         except self._ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
-            if isinstance(cause, InvalidInput):
-                raise InvalidInput(str(cause).splitlines()[-1]) from None
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, FedcreditError):  # the worker's typed error, as the local pool raises it
+                raise cause from None
             raise
 
     def blind_ids_stream(self, ids: Iterable[bytes]) -> Iterator[bytes]:
@@ -147,6 +150,9 @@ def _score_range(url: str, sl: ModelSlice, lo: int, hi: int) -> tuple[bytes, np.
     store = Store.open(url)
     try:
         info = store.dataset_info(sl.dataset)
+        for c in sl.features:  # the same rule as Store.feature_matrix: only whitelisted columns
+            if c not in info.federation_columns:
+                raise PermissionDenied(f"feature {c!r} of dataset {sl.dataset!r} is not whitelisted for the federation")
         ds = feature_table(info.name, info.features)
         s = store.t["subjects"]
         stmt = (
@@ -187,7 +193,14 @@ def ray_partial_scores(
     keys: list[bytes] = []
     vals: list[np.ndarray] = []
     log.info("partial scores of %s on the Ray cluster at %s: %d row-id ranges", sl.model_id, address, len(refs))
-    for k, v in ray.get(refs):
+    try:
+        results = ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, FedcreditError):
+            raise cause from None
+        raise
+    for k, v in results:
         keys.append(k)
         vals.append(v)
     packed = b"".join(keys)
@@ -213,7 +226,7 @@ def row_id_bounds(store: Any, dataset: str) -> tuple[int, int]:
 
 
 def psi_blinder(settings: Any) -> Callable[[PsiSecret], Any] | None:
-    """The PSI pool factory for ``compute`` settings: None (the local process pool) or Ray actors."""
+    """The PSI pool factory for ``compute`` settings: None (the local process pool) or Ray tasks."""
     if settings.backend != "ray":
         return None
     address, workers = settings.ray_address, settings.workers or None

@@ -88,7 +88,7 @@ class RayCluster:
                 if p.poll() is not None:
                     raise RayClusterError(f"a Ray node exited with {p.returncode}; logs in {self.root}")
             r = subprocess.run([sys.executable, "-c", probe, self.address], capture_output=True, env=self.env,
-                               check=False, timeout=120)
+                               text=True, check=False, timeout=300)
             if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(want)]:
                 return
             time.sleep(0.2)
