@@ -64,7 +64,9 @@ class _Pair:
     secret: PsiSecret
     own_keys: np.ndarray | None = None  # sorted 16-byte prefixes of b*(a*H(x)), leader only
     own_index: np.ndarray | None = None  # own position of each sorted key
-    matches: dict[int, int] = field(default_factory=dict)  # own position -> peer position
+    # matched own positions (ascending) and the peer position of each: arrays, not a dict of ints
+    match_own: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    match_peer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     matched_count: int = 0
     pool: ParallelBlinder | None = None  # worker processes holding this pair's scalar, reused across steps
 
@@ -272,31 +274,37 @@ class PsiParty:
             raise ProtocolError("psi.match before psi.learn_own")
         own_keys, own_index = pair.own_keys, pair.own_index
         peer_pos = 0
-        matches: dict[int, int] = {}
+        owns: list[np.ndarray] = []
+        peers: list[np.ndarray] = []
         for packed in self._reblind_stream(ctx, pair, int(params.get("n", 0))):
             pk = _prefixes(packed)
             if len(own_keys):
                 at = np.searchsorted(own_keys, pk)
                 at[at == len(own_keys)] = 0
-                for j in np.nonzero(own_keys[at] == pk)[0]:
-                    matches[int(own_index[at[j]])] = peer_pos + int(j)
+                hit = np.nonzero(own_keys[at] == pk)[0]
+                owns.append(own_index[at[hit]].astype(np.int64))
+                peers.append(hit.astype(np.int64) + peer_pos)
             peer_pos += len(pk)
-        pair.matches = matches
-        pair.matched_count = len(matches)
+        own = np.concatenate(owns) if owns else np.zeros(0, dtype=np.int64)
+        peer = np.concatenate(peers) if peers else np.zeros(0, dtype=np.int64)
+        # one peer position per own position (the last, as a dict would keep), own positions ascending
+        last = len(own) - 1 - np.unique(own[::-1], return_index=True)[1]
+        pair.match_own, pair.match_peer = own[last], peer[last]
+        pair.matched_count = len(pair.match_own)
         pair.own_keys = pair.own_index = None
-        return TaskReply({"matched": len(matches), "peer_count": peer_pos})
+        return TaskReply({"matched": pair.matched_count, "peer_count": peer_pos})
 
     def _finalize(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx)
-        common: set[int] | None = None
+        common: np.ndarray | None = None
         for pair in s.pairs.values():
-            common = set(pair.matches) if common is None else common & set(pair.matches)
-        final = np.array(sorted(common or ()), dtype=np.int64)
+            common = pair.match_own if common is None else np.intersect1d(common, pair.match_own, assume_unique=True)
+        final = np.zeros(0, dtype=np.int64) if common is None else np.asarray(common, dtype=np.int64)
         final = final[np.random.default_rng(secrets.randbits(128)).permutation(len(final))]
         if bool(params.get("cardinality_only", False)):
             return TaskReply({"intersection": len(final)})
-        for peer, pair in s.pairs.items():
-            s.alignment[peer] = np.array([pair.matches[int(i)] for i in final], dtype=np.uint32)
+        for peer, pair in s.pairs.items():  # match_own is ascending: each final position found by bisection
+            s.alignment[peer] = pair.match_peer[np.searchsorted(pair.match_own, final)].astype(np.uint32)
         self._sink.stage_alignment(ctx.run_id, s.keys[final])
         return TaskReply({"intersection": len(final)})
 
