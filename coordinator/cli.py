@@ -35,11 +35,14 @@ def init(
     host: Annotated[
         list[str] | None, typer.Option("--host", help="Host name or IP parties dial (repeatable).")
     ] = None,
+    state_url: Annotated[
+        str, typer.Option(help="Keep the registry in PostgreSQL at this URL (postgresql+psycopg://...).")
+    ] = "",
 ) -> None:
     """Create a new federation: CA, coordinator and admin certificates, state store."""
     from .home import init_home
 
-    config = init_home(home, listen=listen, hosts=tuple(host or ["127.0.0.1", "localhost"]))
+    config = init_home(home, listen=listen, hosts=tuple(host or ["127.0.0.1", "localhost"]), state_url=state_url)
     typer.echo(f"created federation in {config.home}; admin credentials in {config.tls.admin_cert.parent}")
 
 
@@ -123,7 +126,7 @@ def parties(
             typer.echo(f"coordinator not reachable ({exc}); showing the registry only", err=True)
             offline = True
     if offline:
-        for pr in StateStore(config.coordinator.state, create=False).principals():
+        for pr in StateStore(config.coordinator.registry(), create=False).principals():
             if pr.role == Role.ADMIN:
                 continue
             seen = _ago(pr.last_seen) if pr.last_seen else "never"
@@ -167,7 +170,7 @@ def audit(home: Home = Path(".")) -> None:
     """Show the audit log of admin actions."""
     from .state import StateStore
 
-    for e in StateStore(load_coordinator_config(home).coordinator.state, create=False).audit_log():
+    for e in StateStore(load_coordinator_config(home).coordinator.registry(), create=False).audit_log():
         when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
         typer.echo(f"{when}  {e.actor:<10} {e.action:<18} {e.target:<12} {e.detail}")
 

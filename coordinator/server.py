@@ -44,7 +44,7 @@ SERVICES = (
 class CoordinatorServer:
     def __init__(self, config: CoordinatorConfig, port: int | None = None) -> None:
         self.config = config
-        self.state = StateStore(config.coordinator.state, create=False)
+        self.state = StateStore(config.coordinator.registry(), create=False)
         link = config.link
         self.hub = LinkHub(
             self.state,

@@ -27,6 +27,7 @@ from fedcore.secret import ensure_token
 from fedcore.telemetry import start_metrics_server
 
 from .alignment import StoreAlignment
+from .compute import psi_blinder
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
@@ -71,7 +72,9 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)
-    PsiParty(alignment, alignment, workers=config.compute.workers).register(registry)
+    PsiParty(alignment, alignment, workers=config.compute.workers, blinder=psi_blinder(config.compute)).register(
+        registry
+    )
     KeyParty(party_identity(config), StorePseudonymHolder(store, config.home), new_pseudonym_key).register(registry)
     register_training_handlers(
         registry,
@@ -82,7 +85,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         identity=party_identity(config),
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
-    register_scoring_handlers(registry, store, config.home)
+    register_scoring_handlers(registry, store, config.home, compute=config.compute)
     metrics.instrument_registry(registry)
     return registry
 

@@ -56,8 +56,10 @@ class LocalFederation:
         heartbeat_s: float = 2.0,  # generous: a loaded machine must not drop a busy party (CKKS steps)
         env: dict[str, str] | None = None,
         dashboard: bool = False,
+        state_url: str = "",
     ) -> None:
         self.root = root
+        self.state_url = state_url  # the coordinator's registry in PostgreSQL instead of SQLite
         self.parties = dict(parties)
         self.coordinator_home = root / "coordinator"
         self.kits = root / "kits"
@@ -99,7 +101,8 @@ class LocalFederation:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.cli(
-            "coordinator", "init", "--home", str(self.coordinator_home), "--listen", f"127.0.0.1:{self.port}"
+            "coordinator", "init", "--home", str(self.coordinator_home), "--listen", f"127.0.0.1:{self.port}",
+            *(["--state-url", self.state_url] if self.state_url else []),
         )
         self._tune(self.coordinator_home / "coordinator.toml", "link", {"heartbeat_s": self.heartbeat_s})
         if self.dashboard:

@@ -30,5 +30,12 @@ if [ ! -d tests/node/node_modules/@grpc/grpc-js ] && command -v npm >/dev/null 2
   (cd tests/node && npm install --no-audit --no-fund --silent) \
     || echo "warning: npm install failed; the Node.js client test will fail" >&2
 fi
+# The PostgreSQL tests start a throw-away server from Debian's postgresql (initdb, postgres).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+      || echo "warning: could not install postgresql; the PostgreSQL tests will fail naming it" >&2
+  fi
+fi
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 exec .venv/bin/python -m pytest -q "$@"

@@ -325,3 +325,22 @@ def test_contributors_see_one_fingerprint_per_requester_key_as_documented() -> N
     fps = [r.params["fingerprint"] for r in fed.ch.wire_log if r.direction == "to_party" and r.party == "platform"]
     assert len(fps) == 3 and fps[0] == fps[1] != fps[2]
     assert not any("lender_a" in repr(r.params) for r in fed.ch.wire_log)
+
+
+def test_sorted_table_single_and_batch_lookups_agree_and_flags_need_no_values():
+    from fedcore.protocol.scoring.party import HASH_MIN_QUERY, SortedTable
+
+    rng = np.random.default_rng(1)
+    keys = np.frombuffer(rng.bytes(16 * 20_000), dtype="S16")
+    flags = SortedTable(keys)
+    assert flags.values is None  # presence only: no per-entry value array
+    scored = SortedTable(keys, np.arange(len(keys), dtype=np.float64) + 1)
+    unknown = np.frombuffer(rng.bytes(16 * 3), dtype="S16")
+    batch = np.concatenate([keys[::3], unknown])
+    assert len(batch) >= HASH_MIN_QUERY  # the hash-index path
+    big = scored.lookup(batch)
+    one_by_one = np.array([scored.lookup(batch[i : i + 1])[0] for i in range(0, len(batch), 97)])
+    np.testing.assert_array_equal(big[::97], one_by_one)  # the binary-search path gives the same
+    np.testing.assert_array_equal(big[:-3], np.arange(0, len(keys), 3) + 1.0)
+    assert big[-3:].tolist() == [0.0, 0.0, 0.0]
+    assert flags.lookup(keys[5:6]).tolist() == [1.0] and flags.lookup(unknown).tolist() == [0.0] * 3
