@@ -29,6 +29,8 @@ from .alignment import StoreAlignment
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
+from .preapproval import PreapprovalSettings, build_platform_service, register_preapproval_handlers
+from .preapproval_api import start_preapproval_api
 from .reporting import register_report_handlers
 from .scoring import build_service, register_scoring_handlers
 from .scoring_api import start_local_api
@@ -82,6 +84,8 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
     register_scoring_handlers(registry, store, config.home)
+    # a lender with a pricing policy (HOME/pricing.toml) answers pre-approvals
+    register_preapproval_handlers(registry, config.home, lambda: build_service(config, store))
     metrics.instrument_registry(registry)
     return registry
 
@@ -168,6 +172,8 @@ class PartyNode:
         log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
         metrics_server = start_metrics_server(self.config.metrics)
         local_api = start_local_api(build_service(self.config, self.store)) if self._serves_scoring() else None
+        pre = PreapprovalSettings.load(self.config.home)  # the platform: HOME/preapproval.json
+        pre_api = start_preapproval_api(build_platform_service(self.config, self.store, pre)) if pre else None
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):
@@ -179,5 +185,7 @@ class PartyNode:
             metrics_server.stop()
         if local_api is not None:
             local_api.stop()
+        if pre_api is not None:
+            pre_api.stop()
         self._write_status(LinkStatus(last_error="stopped"))
         log.info("party %s stopped", self.config.party.name)
