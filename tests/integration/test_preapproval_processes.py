@@ -79,7 +79,7 @@ def post(fed, body: dict) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{fed.http_port}/v1/preapprove", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=120) as r:
+        with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (loopback test)
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
