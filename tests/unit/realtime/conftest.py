@@ -52,22 +52,25 @@ class Party:
 
 
 def make_party(root: Path, name: str, rows: range, feats: list[str], rng: np.random.Generator, *,
-               intercept: float | None = None, consent_pre_every: int = 0, fraud: set[int] | None = None) -> Party:
+               intercept: float | None = None, consent_pre_every: int = 0, fraud: set[int] | None = None,
+               loans: set[int] | None = None) -> Party:
     home = root / name
     home.mkdir()
     x = rng.normal(3, 2, size=(len(rows), len(feats)))
-    lines = [",".join(["phone", *feats, "c_scoring", "c_blacklist", "c_pre", "fraud", "loan"])]
+    lines = [",".join(["phone", *feats, "c_scoring", "c_blacklist", "c_pre", "c_mon", "fraud", "loan"])]
     truth = {}
     for j, i in enumerate(rows):
         pre = bool(consent_pre_every) and i % consent_pre_every == 0
         lines.append(",".join([phone(i), *(f"{v:.6f}" for v in x[j]), "true", "true", str(pre).lower(),
-                               str(i in (fraud or set())).lower(), "false"]))
+                               str(i % 5 != 0).lower(), str(i in (fraud or set())).lower(),
+                               str(i in (loans or set())).lower()]))
         truth[phone(i)] = x[j]
     (home / "d.csv").write_text("\n".join(lines) + "\n")
     schema = parse_schema({
         "dataset": {"name": "d", "id_column": "phone", "id_kind": "phone", "federation_columns": feats},
         "numeric": {f: {"missing": "reject"} for f in feats},
-        "consent": {"scoring": "c_scoring", "blacklist": "c_blacklist", "preapproval": "c_pre"},
+        "consent": {"scoring": "c_scoring", "blacklist": "c_blacklist", "preapproval": "c_pre",
+                    "monitoring": "c_mon"},
         "flags": {"fraud": "fraud", "active_loan": "loan"},
     })
     store = Store.open(f"sqlite:///{home / 'store.db'}")
@@ -96,7 +99,8 @@ def fed(tmp_path: Path):
     rng = np.random.default_rng(11)
     platform = make_party(tmp_path, "platform", range(0, 300), ["spend", "tips"], rng, consent_pre_every=2)
     lenders = {
-        "lender_a": make_party(tmp_path, "lender_a", range(0, 200), ["income", "ltv"], rng, intercept=-2.5),
+        "lender_a": make_party(tmp_path, "lender_a", range(0, 200), ["income", "ltv"], rng, intercept=-2.5,
+                               loans=set(range(0, 200, 2))),  # lender_a's active book: even rows
         "lender_b": make_party(tmp_path, "lender_b", range(100, 300), ["dti"], rng, intercept=-2.0,
                                fraud={150}),
         "lender_c": make_party(tmp_path, "lender_c", range(200, 400), ["age"], rng, intercept=-1.0),
