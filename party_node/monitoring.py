@@ -80,6 +80,8 @@ class MonitorSettings:
     webhook: str = ""  # http(s) URL receiving {"alerts": [...]} after each pass with alerts
     chunk: int = 16_384
     timeout_s: float = 120.0
+    interval_s: float = 0.0  # a running node passes every interval_s seconds (0: only when asked)
+    http_listen: str = ""  # GET /v1/alerts on a running node (loopback; empty: off)
 
     @classmethod
     def load(cls, home: Path) -> MonitorSettings:
@@ -104,7 +106,7 @@ class MonitorSettings:
         st = cls(**data)
         checks = {"pd_threshold": 0 < st.pd_threshold < 1, "pd_factor": st.pd_factor > 1,
                   "contribution_delta": st.contribution_delta > 0, "drift_psi": st.drift_psi > 0,
-                  "chunk": st.chunk >= 1, "timeout_s": st.timeout_s > 0,
+                  "chunk": st.chunk >= 1, "timeout_s": st.timeout_s > 0, "interval_s": st.interval_s >= 0,
                   "webhook": not st.webhook or st.webhook.startswith(("http://", "https://"))}
         for name, ok in checks.items():
             if not ok:

@@ -29,6 +29,9 @@ from .alignment import StoreAlignment
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
+from .monitoring import SETTINGS_FILE as MONITORING_FILE
+from .monitoring import Monitor, MonitorSettings
+from .monitoring_cli import MonitoringRunner
 from .preapproval import PreapprovalSettings, build_platform_service, register_preapproval_handlers
 from .preapproval_api import start_preapproval_api
 from .reporting import register_report_handlers
@@ -174,6 +177,10 @@ class PartyNode:
         local_api = start_local_api(build_service(self.config, self.store)) if self._serves_scoring() else None
         pre = PreapprovalSettings.load(self.config.home)  # the platform: HOME/preapproval.json
         pre_api = start_preapproval_api(build_platform_service(self.config, self.store, pre)) if pre else None
+        monitoring = None
+        if (self.config.home / MONITORING_FILE).is_file():  # a lender monitoring its book
+            monitoring = MonitoringRunner(Monitor(build_service(self.config, self.store),
+                                                  MonitorSettings.load(self.config.home)))
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):
@@ -187,5 +194,7 @@ class PartyNode:
             local_api.stop()
         if pre_api is not None:
             pre_api.stop()
+        if monitoring is not None:
+            monitoring.stop()
         self._write_status(LinkStatus(last_error="stopped"))
         log.info("party %s stopped", self.config.party.name)

@@ -137,6 +137,26 @@ def test_viewer_without_consent_and_bad_bodies_are_refused(fed):
     assert code == 400 and "nobody" in body["message"]
 
 
+def test_monitoring_pass_from_the_cli_keeps_alerts_at_the_lender(fed):
+    home = fed.party_home("yixin")
+    (home / "monitoring.toml").write_text('model_id = "pre"\npd_threshold = 0.05\n')
+    out = fed.cli("party", "monitor", "register", "--home", str(home)).stdout
+    assert int(out.split("book: ")[1].split()[0]) > 0
+    report = json.loads(fed.cli("party", "monitor", "run", "--home", str(home)).stdout)
+    assert report["book"] > 0 and report["alerts"] == report["by_kind"].get("pd_above", 0) > 0
+    rows = [json.loads(x) for x in fed.cli("party", "monitor", "alerts", "--home", str(home), "--limit", "3")
+            .stdout.splitlines()]
+    assert len(rows) == 3 and all(r["kind"] == "pd_above" for r in rows)
+    for other in ("tiange", "meili", "cango"):  # the others saw scoring requests, nothing about alerts
+        text = (fed.party_home(other) / "audit" / "scoring.log").read_text()
+        assert "alert" not in text and "monitor" not in text
+    unregistered = json.loads(fed.cli("party", "monitor", "run", "--home", str(fed.party_home("meili"))).stdout)
+    assert unregistered["book"] == 0 and unregistered["alerts"] == 0  # no book registered: nothing scored
+    (home / "monitoring.toml").write_text("pd_threshold = 7\n")
+    bad = fed.cli("party", "monitor", "run", "--home", str(home), check=False)
+    assert bad.returncode == 1 and "pd_threshold" in bad.stderr
+
+
 def test_offline_lender_is_left_out(fed):
     fed.kill("cango")
     car = {"kind": "car_loan", "amount": 150000}

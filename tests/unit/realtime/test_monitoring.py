@@ -140,3 +140,29 @@ def test_bad_monitoring_settings_name_the_field(tmp_path, text, field):
     (tmp_path / "monitoring.toml").write_text(text + "\n")
     with pytest.raises(ConfigError, match=field):
         MonitorSettings.load(tmp_path)
+
+
+def test_alerts_api_lists_stored_alerts(fed, monitor):
+    import urllib.error
+    import urllib.request
+
+    from party_node.monitoring_cli import make_alerts_server
+
+    monitor.register_book()
+    monitor.run()
+    make_riskier(fed)
+    monitor.run()
+    server = make_alerts_server(monitor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/v1/alerts"
+    try:
+        with urllib.request.urlopen(base + "?kind=pd_up&limit=5", timeout=30) as r:  # noqa: S310
+            body = json.loads(r.read())
+        assert 0 < len(body["alerts"]) <= 5 and {a["kind"] for a in body["alerts"]} == {"pd_up"}
+        assert body["alerts"] == monitor.alerts(kind="pd_up", limit=5)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "?kind=nonsense", timeout=30)  # noqa: S310
+        assert err.value.code == 400
+    finally:
+        server.shutdown()
+        server.server_close()
