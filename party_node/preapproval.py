@@ -45,7 +45,7 @@ from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 
 from .audit import AuditLog
-from .pricing import PricingPolicy, load_policy
+from .pricing import POLICY_FILE, PricingPolicy, load_policy
 from .schema import IdKind, normalize_id
 from .scoring import ScoringService
 from .store import Store
@@ -111,24 +111,34 @@ class JointOfferSource:
         return self.policy.decide(product, s.prob_default, s.blacklist_hits, s.active_loans)
 
 
-def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service_factory: Any) -> bool:
-    """Add ``preapproval.offer`` when ``HOME/pricing.toml`` exists (a malformed one fails start-up).
+def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service_factory: Any) -> None:
+    """Add ``preapproval.offer``. The policy is ``HOME/pricing.toml``, re-read when it changes (a lender
+    can reprice without a restart); a malformed one fails here, at start-up, and at each request after
+    an edit. Without a policy the lender answers ``not_found`` and is left out of every offer list.
 
     ``service_factory()`` builds the lender's :class:`ScoringService` (lazily, on the first request)."""
-    policy = load_policy(home)
-    if policy is None:
-        return False
+    path = home / POLICY_FILE
+    load_policy(home)  # validate now: a malformed policy stops the node at start-up
     holder: list[ScoringService] = []
-    pol = policy
+    cache: dict[float, PricingPolicy] = {}
 
-    class _Lazy:
+    class _Reloading:
         def quote(self, pseudonym: bytes, product: Product, request_id: str, deadline: float) -> Quote | None:
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                raise NotFound("this lender has no pricing policy (HOME/pricing.toml)") from None
+            if mtime not in cache:
+                pol = load_policy(home)
+                if pol is None:
+                    raise NotFound("this lender has no pricing policy (HOME/pricing.toml)")
+                cache.clear()
+                cache[mtime] = pol
             if not holder:
                 holder.append(service_factory())
-            return JointOfferSource(holder[0], pol).quote(pseudonym, product, request_id, deadline)
+            return JointOfferSource(holder[0], cache[mtime]).quote(pseudonym, product, request_id, deadline)
 
-    PreapprovalLender(_Lazy(), AuditLog.for_home(home)).register(registry)
-    return True
+    PreapprovalLender(_Reloading(), AuditLog.for_home(home)).register(registry)
 
 
 # ---- platform side ---------------------------------------------------------------------------------------

@@ -72,3 +72,31 @@ def test_not_toml_and_no_products(tmp_path):
         load_policy(tmp_path)
     with pytest.raises(ConfigError, match="products"):
         parse_policy({"policy": {}})
+
+
+def test_lender_handler_validates_at_start_and_rereads_an_edited_policy(tmp_path):
+    import os
+
+    from fedcore.errors import NotFound
+    from fedcore.protocol.preapproval.messages import OFFER
+    from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+    from party_node.preapproval import register_preapproval_handlers
+
+    (tmp_path / "pricing.toml").write_text(GOOD.replace("rate = 0.07", "rate = 3"))
+    with pytest.raises(ConfigError, match=r"bands\[1\]\.rate"):
+        register_preapproval_handlers(HandlerRegistry(), tmp_path, lambda: None)
+    (tmp_path / "pricing.toml").unlink()
+    reg = HandlerRegistry()
+    register_preapproval_handlers(reg, tmp_path, lambda: None)  # no policy yet: registered, answers not_found
+
+    def call() -> object:
+        ctx = TaskContext(party="l", task_id="t", kind=OFFER, run_id="r", deadline=1e18, payload=iter([b"p" * 16]))
+        return reg.get(OFFER)(ctx, {"request_id": "r", "product": {"kind": "mortgage", "amount": 1000.0}})
+
+    with pytest.raises(NotFound, match="pricing policy"):
+        call()
+    (tmp_path / "pricing.toml").write_text(GOOD)
+    st = (tmp_path / "pricing.toml").stat()
+    os.utime(tmp_path / "pricing.toml", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    reply = call()  # the new policy is read; it does not offer mortgages: declined without scoring
+    assert reply.params == {"decision": "decline"}
