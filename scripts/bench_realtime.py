@@ -200,7 +200,8 @@ def alerts_quality(env: dict[str, Any], seed: int) -> dict[str, Any]:
         dw = ts.default_week[person]
         # defaults while the book was monitored (each within 6 months of a pass)
         window = (dw >= first_pass + 5) & (dw < weeks)
-        early = [i for i in np.flatnonzero(window) if any(dw[i] - 26 <= a <= dw[i] - 5 for a in alerts.get(i, []))]
+        early = [i for i in np.flatnonzero(window).tolist()
+                 if any(dw[i] - 26 <= a <= dw[i] - 5 for a in alerts.get(int(i), []))]
         recall = len(early) / max(1, int(window.sum()))
         events = [(i, a) for i, ws in alerts.items() for a in ws]
         hits = sum(1 for i, a in events if a < dw[i] <= a + 26)
