@@ -2,9 +2,9 @@
 
 The **book** is the lender's own active borrowers who consented to ``monitoring`` (its store's
 active-loan flags and consent; :meth:`Monitor.register_book`); it is a table in the lender's store and
-never leaves the node. A **pass** (:meth:`Monitor.run`, ``fedcredit party monitor run``, e.g. from cron
-or after a new platform snapshot) scores the book with the joint model through the ordinary joint
-scoring request (chunks of pseudonyms, queries score/blacklist/loans): to the coordinator and the other
+never leaves the node, nor does the last pass's state (``HOME/monitoring/state.npz``). A **pass**
+(:meth:`Monitor.run`, ``fedcredit party monitor run``, e.g. from cron or after a new platform snapshot)
+scores the book with the joint model through the ordinary joint scoring request (chunks of pseudonyms, queries score/blacklist/loans): to the coordinator and the other
 members it is indistinguishable from any batch scoring request, and they learn exactly what they learn
 from one (:mod:`fedcore.protocol.scoring`). The pass compares each borrower with the previous pass and
 raises alerts:
@@ -57,11 +57,6 @@ BOOK = sa.Table("monitoring_book", _MD,
                 sa.Column("row_id", sa.BigInteger, primary_key=True, autoincrement=False),
                 sa.Column("pseudonym", sa.LargeBinary(16), nullable=False),
                 sa.Column("added_at", sa.Float, nullable=False))
-STATE = sa.Table("monitoring_state", _MD,
-                 sa.Column("row_id", sa.BigInteger, primary_key=True, autoincrement=False),
-                 sa.Column("pd", sa.Float, nullable=False), sa.Column("loans", sa.Integer, nullable=False),
-                 sa.Column("blacklist", sa.Integer, nullable=False), sa.Column("external", sa.Float, nullable=False),
-                 sa.Column("at", sa.Float, nullable=False))
 ALERTS = sa.Table("monitoring_alerts", _MD,
                   sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
                   sa.Column("at", sa.Float, nullable=False), sa.Column("pass_at", sa.Float, nullable=False),
@@ -146,6 +141,30 @@ def evaluate(prev: dict[str, float] | None, cur: dict[str, float], st: MonitorSe
     return out
 
 
+FIELDS = ("pd", "loans", "blacklist", "external")
+
+
+def evaluate_arrays(prev: dict[str, np.ndarray] | None, known: np.ndarray, cur: dict[str, np.ndarray],
+                    st: MonitorSettings, rows: np.ndarray) -> list[Alert]:
+    """:func:`evaluate` for a whole pass at once (``known``: the rows that have a previous state)."""
+    n = len(rows)
+    p = prev or {k: np.zeros(n) for k in FIELDS}
+    out: list[Alert] = []
+
+    def emit(kind: str, mask: np.ndarray, value: np.ndarray, previous: np.ndarray | None) -> None:
+        for i in np.flatnonzero(mask):
+            prior = None if previous is None or not known[i] else float(previous[i])
+            out.append(Alert(kind, int(rows[i]), float(value[i]), prior))
+
+    emit("pd_above", (cur["pd"] > st.pd_threshold) & (~known | (p["pd"] <= st.pd_threshold)), cur["pd"], p["pd"])
+    emit("pd_up", known & (p["pd"] > 0) & (cur["pd"] >= st.pd_factor * p["pd"]), cur["pd"], p["pd"])
+    emit("loans_up", known & (cur["loans"] > p["loans"]), cur["loans"], p["loans"])
+    emit("fraud_hit", (cur["blacklist"] > 0) & (~known | (p["blacklist"] == 0)), cur["blacklist"], p["blacklist"])
+    emit("contribution", known & (np.abs(cur["external"] - p["external"]) >= st.contribution_delta),
+         cur["external"], p["external"])
+    return out
+
+
 @dataclass(frozen=True)
 class PassReport:
     book: int
@@ -188,8 +207,8 @@ class Monitor:
                 return np.asarray(json.loads(path.read_text()), dtype=np.float64)
             except (OSError, ValueError) as exc:
                 raise InvalidInput(f"{path}: not a JSON list of scores ({exc})") from None
-        ref = self.service.home / "monitoring" / f"reference_{model_id}.json"
-        return np.asarray(json.loads(ref.read_text()), dtype=np.float64) if ref.is_file() else None
+        ref = self.service.home / "monitoring" / f"reference_{model_id}.npy"
+        return np.load(ref, allow_pickle=False) if ref.is_file() else None
 
     def score_book(self, rows: np.ndarray, pseudos: list[bytes]) -> dict[str, np.ndarray]:
         """Joint PD, loans, fraud-list count and the consortium's contribution per book row."""
@@ -221,29 +240,20 @@ class Monitor:
         psi = None
         if len(rows):
             cur = self.score_book(rows, pseudos)
-            with self.store.engine.connect() as conn:
-                prev = {int(r.row_id): {"pd": r.pd, "loans": r.loans, "blacklist": r.blacklist, "external": r.external}
-                        for r in conn.execute(sa.select(STATE))}
-            for i, rid in enumerate(rows):
-                now = {k: float(v[i]) for k, v in cur.items()}
-                alerts += evaluate(prev.get(int(rid)), now, self.settings, int(rid))
+            prev, known = self._load_state(rows)
+            alerts += evaluate_arrays(prev, known, cur, self.settings, rows)
             model_id = self.service.model(self.settings.model_id or None).model_id
             ref = self._reference(model_id)
             if ref is None:
-                path = self.service.home / "monitoring" / f"reference_{model_id}.json"
+                path = self.service.home / "monitoring" / f"reference_{model_id}.npy"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(cur["pd"].tolist()))
+                np.save(path, cur["pd"], allow_pickle=False)
             else:
                 psi = population_stability(ref, cur["pd"])
                 if psi > self.settings.drift_psi:
                     alerts.append(Alert("score_drift", None, psi, self.settings.drift_psi))
+            self._save_state(rows, cur)
             with self.store.write_transaction() as conn:
-                conn.execute(STATE.delete())
-                state = [{"row_id": int(r), "pd": float(cur["pd"][i]), "loans": int(cur["loans"][i]),
-                          "blacklist": int(cur["blacklist"][i]), "external": float(cur["external"][i]), "at": started}
-                         for i, r in enumerate(rows)]
-                for i in range(0, len(state), 20_000):
-                    conn.execute(STATE.insert(), state[i : i + 20_000])
                 if alerts:
                     conn.execute(ALERTS.insert(), [{**a.to_dict(), "at": time.time(), "pass_at": started,
                                                     "delivered": False} for a in alerts])
@@ -253,6 +263,31 @@ class Monitor:
         self.service.audit.append("monitoring_pass", {"book": len(rows), "alerts": len(alerts),
                                                       "psi": psi if psi is None or math.isfinite(psi) else None})
         return PassReport(len(rows), len(rows), alerts, psi, delivered)
+
+    def _state_path(self) -> Path:
+        return self.service.home / "monitoring" / "state.npz"
+
+    def _load_state(self, rows: np.ndarray) -> tuple[dict[str, np.ndarray] | None, np.ndarray]:
+        """The previous pass's values aligned to ``rows`` (and which rows had one)."""
+        path = self._state_path()
+        if not path.is_file():
+            return None, np.zeros(len(rows), dtype=bool)
+        with np.load(path, allow_pickle=False) as z:
+            old_rows = z["row_id"]
+            old = {k: z[k] for k in FIELDS}
+        pos = np.minimum(np.searchsorted(old_rows, rows), max(len(old_rows) - 1, 0))
+        known = (old_rows[pos] == rows) if len(old_rows) else np.zeros(len(rows), dtype=bool)
+        if not len(old_rows):
+            return {k: np.zeros(len(rows)) for k in old}, known
+        return {k: np.where(known, v[pos], 0.0) for k, v in old.items()}, known
+
+    def _save_state(self, rows: np.ndarray, cur: dict[str, np.ndarray]) -> None:
+        path = self._state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        arrays: dict[str, Any] = {k: np.asarray(cur[k], dtype=np.float64) for k in FIELDS}
+        np.savez(tmp, row_id=rows, **arrays)
+        tmp.replace(path)
 
     def _deliver(self, pass_at: float) -> bool:
         pending = self.alerts(pass_at=pass_at)

@@ -166,3 +166,27 @@ def test_alerts_api_lists_stored_alerts(fed, monitor):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pass_wide_rules_match_the_per_borrower_rules():
+    from party_node.monitoring import evaluate_arrays
+
+    rng = np.random.default_rng(4)
+    n = 400
+    st = MonitorSettings(pd_threshold=0.3, pd_factor=1.8, contribution_delta=0.7)
+
+    def draw() -> dict[str, np.ndarray]:
+        return {"pd": rng.random(n) * 0.6, "loans": rng.integers(0, 3, n).astype(float),
+                "blacklist": (rng.random(n) < 0.1).astype(float), "external": rng.normal(0, 1, n)}
+
+    prev, cur = draw(), draw()
+    known = rng.random(n) < 0.8
+    rows = np.arange(n) * 3
+    fast = evaluate_arrays(prev, known, cur, st, rows)
+    slow = [a for i in range(n) for a in evaluate(
+        {k: float(v[i]) for k, v in prev.items()} if known[i] else None,
+        {k: float(v[i]) for k, v in cur.items()}, st, int(rows[i]))]
+    key = lambda a: (a.row_id, a.kind)  # noqa: E731
+    assert sorted(((a.row_id, a.kind, a.value) for a in fast), key=lambda t: t[:2]) == \
+        sorted(((a.row_id, a.kind, a.value) for a in slow), key=lambda t: t[:2])
+    assert len(fast) > 50 and key(fast[0])
