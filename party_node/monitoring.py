@@ -4,8 +4,9 @@ The **book** is the lender's own active borrowers who consented to ``monitoring`
 active-loan flags and consent; :meth:`Monitor.register_book`); it is a table in the lender's store and
 never leaves the node, nor does the last pass's state (``HOME/monitoring/state.npz``). A **pass**
 (:meth:`Monitor.run`, ``fedcredit party monitor run``, e.g. from cron or after a new platform snapshot)
-scores the book with the joint model through the ordinary joint scoring request (chunks of pseudonyms, queries score/blacklist/loans): to the coordinator and the other
-members it is indistinguishable from any batch scoring request, and they learn exactly what they learn
+scores the book with the joint model through the ordinary joint scoring request (chunks of
+pseudonyms, queries score/blacklist/loans): to the coordinator and the other members it is
+indistinguishable from any batch scoring request, and they learn exactly what they learn
 from one (:mod:`fedcore.protocol.scoring`). The pass compares each borrower with the previous pass and
 raises alerts:
 
