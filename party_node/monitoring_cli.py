@@ -8,14 +8,15 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, urlparse
 
 import typer
 
 from fedcore.errors import FedcreditError, InvalidInput
 
-from .monitoring import Monitor, MonitorSettings
+if TYPE_CHECKING:
+    from .monitoring import Monitor
 
 log = logging.getLogger(__name__)
 app = typer.Typer(help="Post-loan monitoring of the lender's active book (alerts stay here).",
@@ -28,6 +29,7 @@ Home = Annotated[
 def _monitor(home: Path) -> tuple[Monitor, Any]:
     from .config import load_party_config
     from .data_cli import open_store
+    from .monitoring import Monitor, MonitorSettings
     from .scoring import build_service
 
     config = load_party_config(home)
