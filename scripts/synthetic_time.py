@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,4 +83,26 @@ def platform_ids(fed: Federation, person_ids: np.ndarray) -> list[str]:
     return [str(v) for v in fed.people[col].to_numpy()[person_ids]]
 
 
-__all__ = ["PLATFORM", "START", "TimeConfig", "TimeSeries", "generate_time", "platform_ids"]
+
+
+def write_time(ts: TimeSeries, fed: Federation, out: Path) -> list[Path]:
+    """Weekly platform snapshot CSVs (``tiange/snapshots/YYYY-MM-DD.csv``: user_id, spend, active_days;
+    load each with ``fedcredit party snapshot load FILE --dataset behaviour --as-of DATE --id-column
+    user_id``) and ``ground_truth/default_week.csv`` (measuring only)."""
+    folder = out / PLATFORM / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = np.array(platform_ids(fed, np.arange(len(fed.people))), dtype=object)
+    written = []
+    for week, frame in ts.snapshots.groupby("week", sort=True):
+        path = folder / f"{ts.as_of(int(week)).isoformat()}.csv"
+        pd.DataFrame({"user_id": ids[frame["person_id"].to_numpy()], "spend": frame["spend"].to_numpy(),
+                      "active_days": frame["active_days"].to_numpy()}).to_csv(path, index=False)
+        written.append(path)
+    gt = out / "ground_truth"
+    gt.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"person_id": np.arange(len(ts.default_week)), "default_week": ts.default_week}).to_csv(
+        gt / "default_week.csv", index=False)
+    return written
+
+
+__all__ = ["PLATFORM", "START", "TimeConfig", "TimeSeries", "generate_time", "platform_ids", "write_time"]
