@@ -137,6 +137,22 @@ def test_viewer_without_consent_and_bad_bodies_are_refused(fed):
     assert code == 400 and "nobody" in body["message"]
 
 
+def test_only_the_platform_may_ask_for_preapprovals(fed):
+    from fedcore.errors import PermissionDenied
+    from fedcore.protocol.preapproval.messages import PreapprovalRequest, Product
+    from party_node.config import load_party_config
+    from party_node.preapproval import GrpcPreapprovalGateway
+
+    cfg = load_party_config(fed.party_home("yixin"))
+    gw = GrpcPreapprovalGateway(cfg.coordinator.address, cfg.coordinator.server_name, cfg.tls.ca_cert.read_bytes(),
+                                cfg.tls.cert.read_bytes(), cfg.tls.key.read_bytes())
+    try:
+        with pytest.raises(PermissionDenied):
+            gw.preapprove(PreapprovalRequest(b"p" * 16, Product("car_loan", 1000.0), ("meili",)))
+    finally:
+        gw.close()
+
+
 def test_monitoring_pass_from_the_cli_keeps_alerts_at_the_lender(fed):
     home = fed.party_home("yixin")
     (home / "monitoring.toml").write_text('model_id = "pre"\npd_threshold = 0.05\n')
