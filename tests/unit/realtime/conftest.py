@@ -20,7 +20,7 @@ from fedcore.protocol.scoring.requester import LocalGateway
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.audit import AuditLog
 from party_node.ingest import ingest_file
-from party_node.preapproval import JointOfferSource, PreapprovalService
+from party_node.preapproval import JointOfferSource, PreapprovalService, PreapprovalSettings
 from party_node.pricing import parse_policy
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import parse_schema
@@ -120,7 +120,9 @@ def fed(tmp_path: Path):
         PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY)), AuditLog.for_home(p.home)).register(reg)
         ch.add_party(name, Role.LENDER, reg)
     coord = PreapprovalCoordinator(ch)
-    svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"))
+    # a generous budget: the tests expect every lender's answer on a loaded machine (the budget test sets its own)
+    svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"),
+                             PreapprovalSettings(budget_ms=30_000))
     yield Federation(ch, platform, lenders, services, svc, coord)
     for p in (platform, *lenders.values()):
         p.store.close()
