@@ -73,7 +73,10 @@ def dates(dataset: Annotated[str, typer.Option(help="Snapshot dataset name.")], 
     from .data_cli import open_store
     from .snapshots import Snapshots
 
-    store = open_store(home, None)
+    try:
+        store = open_store(home, None)
+    except FedcreditError as exc:
+        _fail(exc)
     try:
         for d in Snapshots(store).dates(dataset):
             typer.echo(d.isoformat())
@@ -94,7 +97,10 @@ def changes(
     from .data_cli import open_store
     from .snapshots import Snapshots, change_features
 
-    store = open_store(home, None)
+    try:
+        store = open_store(home, None)
+    except FedcreditError as exc:
+        _fail(exc)
     try:
         out = change_features(Snapshots(store), dataset, feature, as_of, recent_days=recent_days,
                               prior_days=prior_days)
