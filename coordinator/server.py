@@ -10,7 +10,15 @@ import threading
 from concurrent import futures
 
 import grpc
-from fedcredit.v1 import admin_pb2, admin_pb2_grpc, link_pb2, link_pb2_grpc, scoring_pb2, scoring_pb2_grpc
+from fedcredit.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    link_pb2,
+    link_pb2_grpc,
+    preapproval_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedcore import telemetry as metrics
@@ -28,6 +36,8 @@ from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
 from .jobs import train as _train_job  # noqa: F401 (registers the job kind)
 from .jobs import vertical as _vertical_job  # noqa: F401 (registers the job kind)
 from .link import LinkHub, PartyLinkServicer
+from .preapproval import SERVICE as PREAPPROVAL_SERVICE
+from .preapproval import PreapprovalServicer
 from .runs import RunManager
 from .scoring import ScoringServicer
 from .state import StateStore
@@ -38,6 +48,7 @@ SERVICES = (
     link_pb2.DESCRIPTOR.services_by_name["PartyLink"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     scoring_pb2.DESCRIPTOR.services_by_name["Scoring"].full_name,
+    PREAPPROVAL_SERVICE,
 )
 
 
@@ -87,6 +98,7 @@ class CoordinatorServer:
         self.runs = RunManager(metrics.instrument_channel(self.hub), self.state, self.config.home / "runs")
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
         scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(self.hub, self.state), server)
+        preapproval_pb2_grpc.add_PreapprovalServicer_to_server(PreapprovalServicer(self.hub, self.state), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((*SERVICES, health.SERVICE_NAME), server)
         try:

@@ -339,6 +339,9 @@ def demo_command(
     say(f"[2/8] synthetic data for {people} people; each party ingests its own file into its local store")
     for name, report in fed.ingest_synthetic(fed.synth(people)).items():
         say(f"      {name}: {report}")
+    from scripts.realtime_demo import prepare_platform, realtime_examples
+
+    preapproval_port = prepare_platform(fed)
     say(f"[3/8] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
     with fed:
         fed.start()
@@ -379,6 +382,9 @@ def demo_command(
         joint = next(ln.split("(run ", 1)[1].split(")")[0] for ln in out.splitlines() if ln.startswith("model "))
         say("[7/8] joint scoring at yixin: the applicant's id and yixin's own data stay at yixin")
         for line in score_examples(fed, root, joint):
+            say("      " + line)
+        say("      real time: a live-stream pre-approval and a monitoring pass")
+        for line in realtime_examples(fed, root, joint, preapproval_port):
             say("      " + line)
         if serve:
             grpc_addr, url, tok = fed.serve_scoring("yixin")
