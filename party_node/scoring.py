@@ -57,6 +57,7 @@ from party_node.scoring_batch import (
 )
 
 from .audit import AuditLog
+from .categories import encode_raw
 from .schema import IdKind, normalize_ids
 from .store import Store
 
@@ -285,6 +286,7 @@ class ScoringService:
                 f"{len(applicants)} applicants is over the limit of {self.settings.max_request} per request"
                 " (use batch scoring for files)"
             )
+        applicants = encode_raw(self.store, self.model(model_id).dataset, applicants)
         if self._coalescer is not None and on_invalid == "raise" and len(applicants) <= COALESCE_MAX_APPLICANTS:
             sl = self.model(model_id)
             if model_version and model_version != sl.version:
@@ -312,15 +314,19 @@ class ScoringService:
         """Score any number of applicants in chunks of ``settings.chunk`` (``settings.batch_parallel``
         requests in flight); yields one :class:`ScoredBatch` per chunk, in input order."""
 
+        dataset = self.model(kw.get("model_id")).dataset
+
         def chunks() -> Iterator[list[Applicant]]:
             buf: list[Applicant] = []
+            done = 0
             for a in applicants:
                 buf.append(a)
                 if len(buf) >= self.settings.chunk:
-                    yield buf
+                    yield encode_raw(self.store, dataset, buf, done)
+                    done += len(buf)
                     buf = []
             if buf:
-                yield buf
+                yield encode_raw(self.store, dataset, buf, done)
 
         return self._pipeline(chunks(), total, progress, kw)
 

@@ -95,7 +95,7 @@ class ScoringSettings:
 class Applicant:
     id: str
     id_kind: str = ""
-    features: Mapping[str, float] | None = None
+    features: Mapping[str, float | str] | None = None  # strings: raw category levels (party_node.categories)
 
 
 @dataclass(frozen=True)

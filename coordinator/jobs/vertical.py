@@ -74,8 +74,10 @@ def _result(res: VerticalResult) -> dict[str, Any]:
 
 
 def vertical_job(rc: RunContext) -> dict[str, Any]:
-    lenders, platform = _roles(rc)
     p = rc.params
+    if p.get("model") not in (None, "logistic", "joint-logistic"):
+        raise InvalidInput(f"vertical training fits a joint logistic model; model {p.get('model')!r} is not one")
+    lenders, platform = _roles(rc)
     psi_runs = dict(p.get("psi_runs") or {})
     for lender in lenders:
         if lender not in psi_runs:

@@ -51,7 +51,7 @@ class JointScoreChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[JointScoreHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Applicant(_message.Message):
-    __slots__ = ("id", "id_kind", "features")
+    __slots__ = ("id", "id_kind", "features", "categories")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,13 +59,22 @@ class Applicant(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class CategoriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     ID_KIND_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     id: str
     id_kind: str
     features: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., id_kind: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    categories: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., id_kind: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., categories: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LocalScoreRequest(_message.Message):
     __slots__ = ("applicants", "model_id", "queries", "allow_partial", "model_version")
