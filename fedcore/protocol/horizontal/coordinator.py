@@ -117,6 +117,7 @@ class ModelRecord:
     strategy: str
     history: list[dict[str, Any]]
     dp: dict[str, Any] | None = None
+    best_round: int | None = None  # the round whose model is registered (best validation AUC)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -306,6 +307,9 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
 
     current: dict[str, Any] = {}
     t_round = [time.perf_counter()]
+    # The model registered is the round with the best validation AUC (as vertical training keeps its
+    # best epoch), not the last; on a resumed run, among the rounds run since the resume.
+    best: dict[str, Any] = {}
 
     def on_train(rnd: int, metrics: dict[str, float], nodes: list[int]) -> None:
         current.update(round=rnd, train=metrics, parties=sorted(name_of(n) for n in nodes))
@@ -327,6 +331,9 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
             seconds=time.perf_counter() - t_round[0],
         )
         history.append(report.to_dict())
+        score = report.evaluate.get("val-auc")
+        if score is not None and ("auc" not in best or float(score) > best["auc"]):
+            best.update(auc=float(score), round=rnd, arrays=agg, report=history[-1])
         if store is not None:
             store.save_checkpoint(spec.run_id, rnd, arrays_to_bytes(agg), {"round": rnd, "history": history})
         if hooks.on_round is not None:
@@ -363,16 +370,16 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
             evaluate_config=ConfigRecord(dict(cfg)),
             evaluate_fn=after_round,
         )
-        arrays = result.arrays
+        arrays = best.get("arrays", result.arrays)
 
-    # Step 5: the parties decrypt and store the final model.
+    # Step 5: the parties decrypt and store the best round's model.
     saved = _query(grid, spec, hz.MSG_SAVE, {n: {"fc-version": spec.version} for n in _online(grid, spec)}, arrays)
     _need(spec, "model registration", saved)
     model_hashes = {str(_rep(r)["model-sha256"]) for r in saved.values()}
     if len(model_hashes) != 1:
         raise ProtocolError("parties decrypted different final models")
-    last = history[-1] if history else {}
-    metrics = {f"val_{k.removeprefix('val-')}": v for k, v in last.get("evaluate", {}).items()}
+    kept = best.get("report") or (history[-1] if history else {})
+    metrics = {f"val_{k.removeprefix('val-')}": v for k, v in kept.get("evaluate", {}).items()}
     dp = None
     if spec.dp is not None:
         dp = asdict(
@@ -397,6 +404,7 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         strategy=spec.strategy,
         history=history,
         dp=dp,
+        best_round=int(kept["round"]) if kept else None,
     )
 
 
