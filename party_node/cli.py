@@ -12,6 +12,7 @@ import typer
 from fedcore.errors import NotFound
 from fedcore.logs import setup_logging
 
+from .binning_cli import app as binning_app
 from .config import load_party_config
 from .data_cli import app as data_app
 from .scoring_cli import app as scoring_app
@@ -19,6 +20,16 @@ from .scoring_cli import app as scoring_app
 app = typer.Typer(help="Run a party node and manage its data.", no_args_is_help=True)
 app.add_typer(data_app)
 app.add_typer(scoring_app)
+app.add_typer(binning_app)
+
+
+def _mount() -> None:
+    from .evaluate_cli import evaluate_command
+
+    app.command("evaluate")(evaluate_command)
+
+
+_mount()
 
 Home = Annotated[
     Path,

@@ -187,3 +187,25 @@ def test_raw_levels_over_grpc_and_http(svc) -> None:
     finally:
         http.shutdown()
         http.server_close()
+
+
+def test_party_evaluate_of_a_joint_model_goes_through_joint_scoring(svc) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from party_node.evaluate import evaluate_file
+
+    service, store, tmp = svc
+    f = tmp / "holdout.csv"
+    rows = [f"{phone(i)},{'bad' if i % 3 == 0 else 'good'},{1.0 + i / 10:.2f},{PURPOSES[i % 4]}" for i in range(30)]
+    f.write_text("phone,status,income,purpose\n" + "\n".join(rows) + "\n")
+    ev = evaluate_file(tmp / "lender", store, lambda: service, "m1", f, id_column="phone", label_column="status",
+                       kind="phone", label_bad=("bad",), label_good=("good",))
+    assert ev.kind == "joint" and len(ev.y) == 30 and ev.y.sum() == 10
+    direct = service.score([Applicant(phone(i), "phone", {"income": 1.0 + i / 10, "purpose": PURPOSES[i % 4]})
+                            for i in range(30)])
+    np.testing.assert_allclose(ev.p, direct.prob_default, atol=1e-6)
+    assert abs(ev.metrics["auc"] - roc_auc_score(ev.y, ev.p)) < 1e-12
+    f.write_text("phone,status,income,purpose\n" + rows[0] + "\n" + rows[1].replace("good", "maybe") + "\n")
+    with pytest.raises(InvalidInput, match=r"row 3, column 'status': label 'maybe'"):
+        evaluate_file(tmp / "lender", store, lambda: service, "m1", f, id_column="phone", label_column="status",
+                      kind="phone", label_bad=("bad",), label_good=("good",))
