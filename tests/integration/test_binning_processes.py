@@ -104,3 +104,24 @@ def test_binning_with_one_lender_and_the_platform_is_refused_naming_the_reason(f
                    check=False)
     assert proc.returncode != 0
     assert "at least 2 lenders" in proc.stdout + proc.stderr
+
+
+def test_report_of_a_vertical_model_has_intervals_calibration_and_bands(fed, tmp_path):
+    coord = ["--home", str(fed.coordinator_home)]
+    out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,meili,tiange", "--rounds", "3",
+                  *coord).stdout
+    run_id = out.split("(run ", 1)[1].split(")")[0]
+    folder = tmp_path / "report"
+    fed.cli("coordinator", "report", run_id, "--out", str(folder), *coord)
+    data = json.loads((folder / "report.json").read_text())["summary"]
+    assert data["n_val"] > 0 and 0.6 < data["auc"] < 1
+    ci = data["ci"]["auc"]
+    assert ci["low"] < data["auc"] < ci["high"] and abs(ci["estimate"] - data["auc"]) < 1e-9
+    assert abs(data["ci"]["ks"]["estimate"] - data["ks"]) < 1e-9  # one KS: the pooled one
+    rows = data["calibration"]["rows"]
+    assert len(rows) == 10 and abs(sum(r["n"] for r in rows) - data["n_val"]) < 1e-6
+    bands = data["bands"]
+    assert bands[-1]["approval_rate"] == 1.0 and all(isinstance(b["non_monotone"], bool) for b in bands)
+    html = (folder / "report.html").read_text()
+    assert "Calibration" in html and "calibration.png" in html and "approval rate" in html and run_id in html
+    assert (folder / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
