@@ -200,7 +200,7 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
         return f'<figure><img src="{e(images[key])}" alt="{e(alt)}"><figcaption>{e(alt)}</figcaption></figure>'
 
     rows = "".join(
-        f"<tr><td>{e(k)}</td><td>{v['n_train']}</td><td>{v['n_val']}</td><td>{v['auc']:.4f}</td>"
+        f"<tr><td>{e(k)}</td><td>{v['n_train'] or '-'}</td><td>{v['n_val']}</td><td>{v['auc']:.4f}</td>"
         f"<td>{100 * v['bad_rate_at_80']:.2f}%</td></tr>" for k, v in sorted(s["parties"].items()))
     bands = "".join(
         f"<tr{' class=flag' if b['non_monotone'] else ''}><td>{b['band']}</td>"
@@ -238,13 +238,14 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
                 f"<td>{100 * c['bad_rate_without']:.2f}%</td><td>{100 * c['bad_rate_lift']:+.2f} pp</td>"
                 f"<td>{c['eval_rows']}</td></tr>" for c in contribution)
             + "</table>" + img("contribution", "AUC lift by party"))
+    splits = "training and validation splits" if s["n_train"] else "validation split (joint model: its best epoch)"
     title = f"{e(str(result['model_run']))} (version {e(str(result['version']))}, {e(str(result.get('model', '')))})"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model report {title}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:.5em}}
 .note{{color:#8a5a00}}tr.flag td{{background:#fde2e2}}</style></head><body>
 <h1>Model report: {title}</h1>
-<p>Computed from score histograms of each party's own training and validation splits ({result['bins']} bins);
+<p>Computed from score histograms of each party's own {splits} ({result['bins']} bins);
 no subject data left any party. Generated {e(str(result.get('created', '')))}.</p>
 <h2>Summary</h2><table><tr><th>AUC</th><th>KS</th><th>bad rate at 80% approval</th><th>validation rows</th>
 <th>default rate</th></tr><tr><td>{s['auc']:.4f}</td><td>{s['ks']:.4f}</td><td>{100 * s['bad_rate_at_80']:.2f}%</td>

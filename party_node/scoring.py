@@ -50,6 +50,7 @@ from party_node.scoring_batch import (
     COALESCE_MAX_MERGED,
     Applicant,
     ApplicantTable,
+    Band,
     ScoredBatch,
     ScoringSettings,
     _cut_batch,
@@ -58,6 +59,7 @@ from party_node.scoring_batch import (
 
 from .audit import AuditLog
 from .categories import encode_raw
+from .model_bands import model_bands
 from .schema import IdKind, normalize_ids
 from .store import Store
 
@@ -204,6 +206,8 @@ class ScoringService:
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        self._band_cache: dict[str, tuple[Band, ...]] = {}
+        self._models_dir = home / "models"
         self._lock = threading.Lock()
 
     def model(self, model_id: str | None = None) -> ModelSlice:
@@ -211,6 +215,20 @@ class ScoringService:
         if sl.intercept is None:
             raise InvalidInput(f"model {sl.model_id!r}: this party's slice has no intercept (not the label holder)")
         return sl
+
+    def _bands(self, model_id: str) -> tuple[Band, ...]:
+        """The configured bands, or (by default) the bands set from the model's validation scores."""
+        st = self.settings
+        if not st.bands_from_model:
+            return st.bands
+        with self._lock:
+            hit = self._band_cache.get(model_id)
+        if hit is None:
+            derived = model_bands(self._models_dir, model_id, self.scorecard, st.band_targets, st.max_bad_rate)
+            hit = derived if derived is not None else st.bands
+            with self._lock:
+                self._band_cache[model_id] = hit
+        return hit
 
     # -- own features
 
@@ -488,7 +506,7 @@ class ScoringService:
         order, impact = top_adverse(contrib, st.reason_top_k)  # contributions are relative to the reference
         decision = np.full(n, "decline", dtype=object)
         tier = np.full(n, "-", dtype=object)
-        for b in reversed(st.bands):
+        for b in reversed(self._bands(sl.model_id)):
             sel = points >= b.min_points
             decision[sel] = b.decision
             tier[sel] = b.rate_tier

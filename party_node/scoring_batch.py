@@ -52,6 +52,12 @@ class ScoringSettings:
     base_odds: float = 50.0
     pdo: float = 20.0
     bands: tuple[Band, ...] = DEFAULT_BANDS
+    # No fixed "bands" in scoring.json: bands from the model's validation scores (party_node.model_bands)
+    # at these cumulative approval targets [[rate, decision, tier], ...], approve tiers capped at max_bad_rate.
+    bands_from_model: bool = True
+    band_targets: tuple[tuple[float, str, str], ...] = ((0.5, "approve", "A"), (0.8, "approve", "B"),
+                                                        (0.9, "review", "C"))
+    max_bad_rate: float | None = None
     decline_if_blacklisted: bool = True
     max_request: int = 10_000  # applicants per API call (the batch file path chunks without limit)
     chunk: int = 16_384  # applicants per coordinator request in a batch
@@ -83,7 +89,10 @@ class ScoringSettings:
         unknown = set(d) - set(known)
         if unknown:
             raise InvalidInput(f"unknown scoring settings {sorted(unknown)}")
+        if "band_targets" in known:
+            known["band_targets"] = tuple((float(t[0]), str(t[1]), str(t[2])) for t in known["band_targets"])
         if "bands" in known:
+            known.setdefault("bands_from_model", False)  # fixed bands, as configured
             known["bands"] = tuple(
                 Band(float(b.get("min_points", -math.inf)), str(b["decision"]), str(b.get("rate_tier", "-")))
                 for b in known["bands"]
