@@ -519,7 +519,6 @@ class ScoringService:
             status=status,
             prob_default=prob,
             points=points,
-            prob_default_own_only=sigmoid(own_logit),
             external_logit=ext,
             own_data=have,
             reason_index=order,

@@ -43,7 +43,6 @@ def _score_msg(row: Mapping[str, JSONValue]) -> scoring_pb2.ApplicantScore:
         status=str(row["status"]),
         prob_default=float(row["prob_default"] or 0.0) if ok else 0.0,
         points=float(row["points"] or 0.0) if ok else 0.0,
-        prob_default_own_only=float(row["prob_default_own_only"] or 0.0) if ok else 0.0,
         reasons=[
             scoring_pb2.ReasonCodeMsg(feature=r["feature"], logit_impact=r["logit_impact"]) for r in row["reasons"]
         ],  # type: ignore[union-attr]

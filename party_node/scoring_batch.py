@@ -132,7 +132,6 @@ class ScoredBatch:
     status: np.ndarray  # "ok" | "invalid_id"
     prob_default: np.ndarray
     points: np.ndarray
-    prob_default_own_only: np.ndarray
     external_logit: np.ndarray
     own_data: np.ndarray
     reason_index: np.ndarray  # n x k indices into features (-1: none)
@@ -158,12 +157,13 @@ class ScoredBatch:
                 if j >= 0:
                     reasons.append({"feature": self.features[int(j)], "logit_impact": round(float(v), 6)})
             reasons.append({"feature": EXTERNAL_REASON, "logit_impact": round(float(self.external_logit[i]), 6)})
+            # most adverse first; the consortium's line sits where its size puts it
+            reasons.sort(key=lambda r: -float(r["logit_impact"]))  # type: ignore[arg-type]
         return {
             "id": self.ids[i],
             "status": str(self.status[i]),
             "prob_default": float(self.prob_default[i]) if ok else None,
             "points": round(float(self.points[i]), 2) if ok else None,
-            "prob_default_own_only": float(self.prob_default_own_only[i]) if ok else None,
             "external_logit": float(self.external_logit[i]) if ok else None,
             "own_data": bool(self.own_data[i]),
             "reasons": reasons,
@@ -188,7 +188,6 @@ class ScoredBatch:
             self.status[a:b],
             self.prob_default[a:b],
             self.points[a:b],
-            self.prob_default_own_only[a:b],
             self.external_logit[a:b],
             self.own_data[a:b],
             self.reason_index[a:b],
