@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Credit-risk workflow benchmark (issue 14), each figure against a baseline computed in the same run.
+
+Writes ``benchmarks/results/workflow.json``:
+
+- ``evaluate_auc_abs_err``: ``party evaluate``'s horizontal path (:func:`party_node.evaluate.
+  horizontal_probabilities` and :func:`models.metrics.evaluate`) on FATE's held-out ``homo_test`` for a
+  model trained by the three FATE homo lenders (in-process channel, HE, logistic), minus scikit-learn's
+  ``roc_auc_score`` on the same predictions;
+- ``default_bands_approval_rate_abs_err``: the quick start's synthetic federation; bands set by
+  :func:`party_node.model_bands.bands_from_histogram` (default targets: 80% approved) from validation
+  scores, applied to held-out applicants; |approval rate - 0.8|. The baseline is the old fixed bands
+  (``fixed_bands_approval_rate``). The scores come from a central logistic regression on the same
+  features as the joint model (a stand-in for it: the bands only see the score distribution);
+- ``woe_iv_abs_err``: copied from ``benchmarks/results/binning.json`` (``scripts/bench_binning.py``:
+  federated IV vs the central IV on FATE's hetero split).
+
+Not measured yet: ``synthetic_categorical_auc`` / ``synthetic_categorical_central_onehot_auc`` (the
+generator has no categorical columns with lift at the platform yet).
+
+Usage: ``scripts/bench_workflow.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+RESULTS = ROOT / "benchmarks" / "results"
+FEATURES = [f"x{i}" for i in range(23)]
+
+
+def evaluate_abs_err() -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    from fedcore.protocol.horizontal.coordinator import HorizontalJob
+    from fedcore.protocol.horizontal.env import csv_data_provider
+    from fedcore.protocol.horizontal.party import register_training_handlers
+    from fedcore.protocol.inmemory import InMemoryChannel
+    from fedcore.protocol.messages import Role
+    from fedcore.protocol.sealing import make_identities
+    from fedcore.protocol.tasks import HandlerRegistry
+    from models.metrics import evaluate
+    from party_node.evaluate import horizontal_probabilities
+    from party_node.scoring_batch import Applicant
+    from party_node.store import Store
+    from scripts.fate_data import fate_data_dir
+
+    data = fate_data_dir()
+    files = {"guest": "homo_guest", "host1": "homo_host_1", "host2": "homo_host_2"}
+    with tempfile.TemporaryDirectory() as tmp:
+        ch = InMemoryChannel()
+        ids = make_identities(list(files))
+        for name, f in files.items():
+            reg = HandlerRegistry()
+            register_training_handlers(reg, csv_data_provider(data / f"default_credit_{f}.csv"), party=name,
+                                       identity=ids[name], model_dir=Path(tmp) / name)
+            ch.add_party(name, Role.LENDER, reg)
+        job = HorizontalJob(ch, Path(tmp) / "coord", list(files), model="logistic", rounds=4, secure="he")
+        rec = job.run()
+        test = pd.read_csv(data / "default_credit_homo_test.csv")
+        apps = [Applicant(str(i), "opaque", dict(zip(FEATURES, row, strict=True)))
+                for i, row in zip(test["id"], test[FEATURES].to_numpy().tolist(), strict=True)]
+        with Store.open(f"sqlite:///{tmp}/s.db") as store:
+            p = horizontal_probabilities(store, Path(tmp) / "guest", job.run_id, None, apps)
+        y = test["y"].to_numpy()
+        ours = evaluate(y, p)["auc"]
+        ref = float(roc_auc_score(y, p))
+        ch.close()
+    return {"evaluate_auc": round(ours, 6), "evaluate_auc_sklearn": round(ref, 6),
+            "evaluate_auc_abs_err": abs(ours - ref), "evaluate_rows": len(y),
+            "horizontal_best_round": rec.best_round or 0}
+
+
+def bands_error(people: int = 60_000, target: float = 0.8) -> dict[str, float]:
+    from models import histograms as hm
+    from models.scorecard import Scorecard
+    from party_node.model_bands import bands_from_histogram
+    from party_node.scoring_batch import DEFAULT_BANDS
+    from scripts.synthetic import SynthConfig, _design, _sigmoid, fit_logistic, generate
+
+    fed = generate(SynthConfig(people=people, seed=7))
+    x, y, person = _design(fed, True)
+    rng = np.random.default_rng(3)
+    part = rng.integers(0, 3, len(fed.people))[person]  # by person: train / validation / held-out
+    w = fit_logistic(x[part == 0], y[part == 0])
+    p = _sigmoid(w[0] + x @ w[1:])
+    sc = Scorecard()
+    bands = bands_from_histogram(hm.histogram(y[part == 1], p[part == 1]), sc)
+    pts = sc.points(p[part == 2])
+
+    def approval(bs: tuple) -> float:
+        approve = [b.min_points for b in bs if b.decision == "approve"]
+        return float((pts >= min(approve)).mean())
+
+    ours = approval(bands)
+    fixed = approval(DEFAULT_BANDS)
+    return {"default_bands_approval_rate": round(ours, 5), "default_bands_approval_target": target,
+            "default_bands_approval_rate_abs_err": round(abs(ours - target), 5),
+            "fixed_bands_approval_rate": round(fixed, 5),
+            "fixed_bands_approval_rate_abs_err": round(abs(fixed - target), 5),
+            "synthetic_default_rate": round(float(y.mean()), 5), "synthetic_heldout_loans": int((part == 2).sum())}
+
+
+def main() -> None:
+    out: dict[str, object] = {}
+    binning = RESULTS / "binning.json"
+    if binning.is_file():
+        out["woe_iv_abs_err"] = json.loads(binning.read_text())["woe_iv_abs_err"]
+        out["woe_iv_source"] = "benchmarks/results/binning.json (scripts/bench_binning.py)"
+    out.update(bands_error())
+    out.update(evaluate_abs_err())
+    out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out["machine"] = f"{platform.machine()} cores={os.cpu_count()}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "workflow.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(out, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
