@@ -17,6 +17,7 @@ from fedcore.protocol.messages import Role
 from fedcore.protocol.psi.coordinator import run_psi
 from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, VerticalResult, run_vertical
 
+from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s")
@@ -91,7 +92,8 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
         rc.channel, rc.run_id, lenders, platform, psi_runs, cfg,
         workdir=rc.workdir, version=version, progress=rc.progress,
     )
-    return _result(res)
+    # KS and AUC of the pooled validation scores, as the report computes them (not a mean of lenders')
+    return with_pooled_metrics(_result(res), rc.channel, list(lenders), rc.run_id, key="summary_metrics")
 
 
 def vertical_resume(rc: RunContext) -> dict[str, Any]:

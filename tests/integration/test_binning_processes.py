@@ -125,3 +125,8 @@ def test_report_of_a_vertical_model_has_intervals_calibration_and_bands(fed, tmp
     html = (folder / "report.html").read_text()
     assert "Calibration" in html and "calibration.png" in html and "approval rate" in html and run_id in html
     assert (folder / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from fedcore.wire.convert import params_from_struct
+
+    with fed.admin() as admin:
+        rec = params_from_struct(next(r for r in admin.list_runs() if r.run_id == run_id).result)
+    assert abs(rec["summary_metrics"]["val_ks"] - data["ks"]) < 1e-12  # the CLI's KS is the report's

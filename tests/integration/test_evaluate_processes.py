@@ -55,6 +55,16 @@ def test_party_evaluate_scores_a_horizontal_model_locally_on_a_holdout_file(fed)
     other = json.loads(fed.cli("party", "evaluate", run_id, "--file", str(holdout), "--home",
                                str(fed.party_home("cango"))).stdout.strip().splitlines()[-1])
     assert abs(other["auc"] - res["auc"]) < 1e-9
+    # one KS: the model's registered validation KS is the pooled one the report shows
+    folder = fed.root_dir / "report"
+    fed.cli("coordinator", "report", run_id, "--out", str(folder), "--no-contribution", *coord)
+    summary = json.loads((folder / "report.json").read_text())["summary"]
+    from fedcore.wire.convert import params_from_struct
+
+    with fed.admin() as admin:
+        rec = params_from_struct(next(r for r in admin.list_runs() if r.run_id == run_id).result)
+    assert rec["metrics_pooled"] and abs(rec["metrics"]["val_ks"] - summary["ks"]) < 1e-12
+    assert abs(rec["metrics"]["val_auc"] - summary["auc"]) < 1e-12
     bad = fed.cli("party", "evaluate", "no-such-model", "--file", str(holdout), "--home",
                   str(fed.party_home("yixin")), check=False)
     assert bad.returncode != 0 and "no-such-model" in bad.stderr
