@@ -141,6 +141,21 @@ def _score(
         raise InvalidInput("--feature works with exactly one --id")
     config = load_party_config(home)
     store = open_store(config.home, None)
+    from .horizontal_scoring import is_horizontal, score_horizontal
+    from .scoring_batch import Applicant
+
+    if is_horizontal(config.home, model):  # held whole here: scored locally, no consortium query
+        from .scoring import load_settings
+
+        try:
+            apps = [Applicant(i, kind, feats or None) for i in ids] if file is None else read_applicants(file, kind)
+            rows = score_horizontal(store, config.home, model, apps, load_settings(config.home))
+        finally:
+            store.close()
+        with replacing(out) if out else contextlib.nullcontext(sys.stdout) as sink:
+            for row in rows:
+                sink.write(json.dumps(row) + "\n")
+        return
     service = build_service(config, store)
     kw: dict[str, Any] = {"allow_partial": allow_partial or None, "model_id": model or None}
     # --out is written beside its final name and renamed when every row is in: a batch that stops

@@ -55,6 +55,20 @@ def test_party_evaluate_scores_a_horizontal_model_locally_on_a_holdout_file(fed)
     other = json.loads(fed.cli("party", "evaluate", run_id, "--file", str(holdout), "--home",
                                str(fed.party_home("cango"))).stdout.strip().splitlines()[-1])
     assert abs(other["auc"] - res["auc"]) < 1e-9
+    # `party score` with the horizontal model: locally, features given or looked up in the store
+    with open(holdout, newline="") as f:
+        first = next(csv.DictReader(f))
+    feats = [a for k, v in first.items() if k.startswith("x") for a in ("--feature", f"{k}={v}")]
+    home = str(fed.party_home("yixin"))
+    given = json.loads(fed.cli("party", "score", "--id", first["id"], "--kind", "opaque", "--model", run_id, *feats,
+                               "--home", home).stdout)
+    assert given["status"] == "ok" and given["kind"] == "horizontal"
+    assert abs(given["prob_default"] - float(rows[0]["prob_default"])) < 1e-12
+    with open(fate_data_dir() / "default_credit_homo_guest.csv", newline="") as f:
+        own_id = next(csv.DictReader(f))["id"]
+    looked_up = json.loads(fed.cli("party", "score", "--id", own_id, "--kind", "opaque", "--model", run_id,
+                                   "--home", home).stdout)
+    assert looked_up["status"] == "ok" and 0 < looked_up["prob_default"] < 1
     # one KS: the model's registered validation KS is the pooled one the report shows
     folder = fed.root_dir / "report"
     fed.cli("coordinator", "report", run_id, "--out", str(folder), "--no-contribution", *coord)
