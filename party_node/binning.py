@@ -128,7 +128,7 @@ class NodeBinning:
         if platform:
             if not psi_run:
                 raise InvalidInput(f"binning with a platform needs {self.party!r}'s PSI run with it")
-            t = self.source.vertical_table(str(psi_run), dataset, labels=True)
+            t = self.source.vertical_table(str(psi_run), dataset, labels=True, onehot=False)
             info = self.store.dataset_info(t.dataset)
             assert t.y is not None
             return LenderData(_frame(info, t.features, t.X), np.asarray(t.y, dtype=np.int64),
@@ -149,7 +149,7 @@ class NodeBinning:
         for lender in lenders:
             if not psi_runs.get(lender):
                 raise InvalidInput(f"binning: no PSI run of lender {lender!r} with the platform")
-            t = self.source.vertical_table(str(psi_runs[lender]), dataset, labels=False)
+            t = self.source.vertical_table(str(psi_runs[lender]), dataset, labels=False, onehot=False)
             info = self.store.dataset_info(t.dataset)
             tables[lender] = _frame(info, t.features, t.X)
             kinds = {c: info.features[c] for c in t.features}

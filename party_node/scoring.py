@@ -249,7 +249,7 @@ class ScoringService:
         """Own features per applicant: given ones, else the store's row, else the mean (``have`` False).
         Applicants not ``valid`` (malformed ids) are not looked up."""
         n, k = len(apps), len(sl.features)
-        x = np.tile(sl.mean, (n, 1))  # neutral: the population mean
+        x = np.tile(sl.neutral(), (n, 1))  # neutral: the population mean
         have = np.zeros(n, dtype=bool)
         need: list[int] = []
         check_features(sl, apps)

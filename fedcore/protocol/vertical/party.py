@@ -524,6 +524,8 @@ class VerticalParty:
             "weights": (w[1:] if s.role == "lender" else w).tolist(),
             "scaler": {"mean": s.mean.tolist(), "std": s.std.tolist()},
         }
+        if t.columns is not None and t.base_features is not None:  # one-hot categoricals: encode at scoring
+            doc["features"], doc["columns"] = list(t.base_features), [[j, c] for j, c in t.columns]
         if s.role == "lender":
             doc["intercept"] = float(w[0])
         path = self.model_dir / s.run_id / "slice.json"

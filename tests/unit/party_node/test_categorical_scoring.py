@@ -209,3 +209,26 @@ def test_party_evaluate_of_a_joint_model_goes_through_joint_scoring(svc) -> None
     with pytest.raises(InvalidInput, match=r"row 3, column 'status': label 'maybe'"):
         evaluate_file(tmp / "lender", store, lambda: service, "m1", f, id_column="phone", label_column="status",
                       kind="phone", label_bad=("bad",), label_good=("good",))
+
+
+def test_onehot_encoding_for_the_joint_model_and_its_slice(svc) -> None:
+    from fedcore.protocol.vertical.session import Table
+    from party_node.vertical import onehot_table
+
+    _, store, _ = svc
+    ids, x = store.feature_matrix("d", ["income", "purpose"], allow_local=True)
+    t = onehot_table(store, Table(x, ["income", "purpose"], "d"))
+    # four equally common levels: the first seen is the reference, the other three get indicators
+    assert t.features[0] == "income" and sorted(t.features[1:]) == ["purpose=education", "purpose=furniture",
+                                                                    "purpose=other"]
+    assert t.base_features == ["income", "purpose"] and t.columns is not None and t.columns[0] == (0, None)
+    assert np.all(t.X[:, 1:].sum(axis=1) <= 1)
+    w = np.array([0.5, 1.0, -2.0, 0.3])
+    mean, std = t.X.mean(axis=0), t.X.std(axis=0)
+    sl = ModelSlice("m", "1", "p", "d", ("income", "purpose"), w, mean, std, -1.0, tuple(t.columns))
+    back = ModelSlice.from_dict(json.loads(json.dumps(sl.to_dict())))
+    expected = ((t.X - mean) / std * w).sum(axis=1)
+    np.testing.assert_allclose(back.partial_logit(x), expected, atol=1e-12)
+    contrib = back.contributions(x)
+    assert contrib.shape == (len(x), 2)  # one reason line per stored feature, levels summed
+    np.testing.assert_allclose(back.contributions(back.neutral()[None, :]), 0.0, atol=1e-12)
