@@ -13,14 +13,13 @@ Writes ``benchmarks/results/workflow.json``:
   (``fixed_bands_approval_rate``). The scores come from a central logistic regression on the same
   features as the joint model (a stand-in for it: the bands only see the score distribution);
 - ``woe_iv_abs_err``: copied from ``benchmarks/results/binning.json`` (``scripts/bench_binning.py``:
-  federated IV vs the central IV on FATE's hetero split).
-
+  federated IV vs the central IV on FATE's hetero split);
 - ``synthetic_categorical_auc``: the joint model (vertical logistic under CKKS, in-process) on the
-  synthetic federation's lender and platform features, categorical text columns entering as the store's
-  codes (the only encoding models have yet), on its validation rows; ``synthetic_categorical_central_
-  onehot_auc``: scikit-learn's logistic regression on the same rows with those columns one-hot (the
-  baseline); ``synthetic_categorical_central_codes_auc``: scikit-learn with the codes, which separates
-  the encoding's cost from the federation's.
+  synthetic federation's lender and platform features, categorical text columns one-hot encoded as a
+  node encodes them for the joint model (:func:`party_node.vertical.onehot_table`), on its validation
+  rows; ``synthetic_categorical_central_onehot_auc``: scikit-learn's logistic regression on the same
+  rows with those columns one-hot (the baseline); ``synthetic_categorical_central_codes_auc``:
+  scikit-learn with the codes, which separates the encoding's cost from the federation's.
 
 Usage: ``scripts/bench_workflow.py``.
 """
@@ -152,6 +151,7 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     from fedcore.protocol.vertical.party import VerticalParty
     from fedcore.protocol.vertical.session import Table
     from models.metrics import evaluate
+    from party_node.vertical import onehot_levels
     from scripts.synthetic import (
         LENDER_CATEGORICAL,
         LENDER_NUMERIC,
@@ -175,12 +175,28 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     xp = np.column_stack([beh[c].to_numpy(float) for c in PLATFORM_NUMERIC]
                          + [_codes(beh[c].to_numpy()) for c in PLATFORM_CATEGORICAL])
     lcols, pcols = [*LENDER_NUMERIC, *LENDER_CATEGORICAL], [*PLATFORM_NUMERIC, *PLATFORM_CATEGORICAL]
+
+    def encoded(x: np.ndarray, names: list[str], n_cat: int, y_: np.ndarray | None) -> Table:
+        # as party_node.vertical.onehot_table does at a node (levels from the whole column)
+        cols, out, spec = [], [], []
+        for j, c in enumerate(names):
+            if j < len(names) - n_cat:
+                cols.append(x[:, j])
+                out.append(c)
+                spec.append((j, None))
+                continue
+            for code in onehot_levels(x[:, j]):
+                cols.append((x[:, j] == code).astype(float))
+                out.append(f"{c}={code:g}")
+                spec.append((j, code))
+        return Table(np.column_stack(cols), out, "d", y_, base_features=names, columns=spec)
+
     cfg = VerticalConfig(epochs=epochs, batch_size=2048, lr=0.05, val_fraction=0.3, patience=epochs)
     with tempfile.TemporaryDirectory() as tmp:
         ca = CertificateAuthority.create()
         ch = InMemoryChannel()
-        tables = {"bank": _Source({"psi": Table(xl, lcols, "applications", y)}),
-                  "tiange": _Source({"psi": Table(xp, pcols, "behaviour")})}
+        tables = {"bank": _Source({"psi": encoded(xl, lcols, len(LENDER_CATEGORICAL), y)}),
+                  "tiange": _Source({"psi": encoded(xp, pcols, len(PLATFORM_CATEGORICAL), None)})}
         for name, src in tables.items():
             reg = HandlerRegistry()
             VerticalParty(name, src, Path(tmp) / name / "v", Path(tmp) / name / "m", metrics=evaluate,  # type: ignore[arg-type]

@@ -216,7 +216,7 @@ def test_onehot_encoding_for_the_joint_model_and_its_slice(svc) -> None:
     from party_node.vertical import onehot_table
 
     _, store, _ = svc
-    ids, x = store.feature_matrix("d", ["income", "purpose"], allow_local=True)
+    _, x = store.feature_matrix("d", ["income", "purpose"], allow_local=True)
     t = onehot_table(store, Table(x, ["income", "purpose"], "d"))
     # four equally common levels: the first seen is the reference, the other three get indicators
     assert t.features[0] == "income" and sorted(t.features[1:]) == ["purpose=education", "purpose=furniture",
