@@ -178,7 +178,9 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
 
     def encoded(x: np.ndarray, names: list[str], n_cat: int, y_: np.ndarray | None) -> Table:
         # as party_node.vertical.onehot_table does at a node (levels from the whole column)
-        cols, out, spec = [], [], []
+        cols: list[np.ndarray] = []
+        out: list[str] = []
+        spec: list[tuple[int, float | None]] = []
         for j, c in enumerate(names):
             if j < len(names) - n_cat:
                 cols.append(x[:, j])
