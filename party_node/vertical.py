@@ -47,7 +47,7 @@ class StoreVerticalSource:
         """This party's side of the PSI run; categorical columns one-hot encoded (``onehot``, the default
         for the logistic model) or as the store's codes."""
         t = self._table(psi_run, dataset, labels=labels)
-        return onehot_table(self.store, t) if onehot else t
+        return onehot_table(self.store, t, shared=labels) if onehot else t
 
     def _table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table:
         name = self._dataset(dataset, labels)
@@ -78,12 +78,17 @@ def onehot_levels(codes: np.ndarray) -> list[float]:
     return kept[1:MAX_LEVELS + 1]
 
 
-def onehot_table(store: Store, t: Table) -> Table:
+def onehot_table(store: Store, t: Table, *, shared: bool = False) -> Table:
     """``t`` with each categorical column replaced by indicators of its levels: those with at least
     :data:`MIN_LEVEL_SHARE` of the dataset's training rows (at most :data:`MAX_LEVELS`), the most
     frequent one left out as the reference. Rare, missing-as-rare and unseen levels have every indicator
-    zero. The levels come from the whole dataset, so every PSI run of a party encodes alike."""
+    zero. The levels come from the whole dataset, so every PSI run of a party encodes alike.
+
+    ``shared`` (the lenders' common schema): every lender must encode alike without seeing the others'
+    data, so a column is one-hot only with a declared ``vocabulary`` (indicators for every declared level
+    but the first), and stays as codes otherwise."""
     info = store.dataset_info(t.dataset)
+    declared = {c["name"]: c.get("vocabulary") for c in info.schema.get("categorical", [])}
     if not any(info.features[c] == "categorical" for c in t.features):
         return t
     cols: list[np.ndarray] = []
@@ -95,8 +100,21 @@ def onehot_table(store: Store, t: Table) -> Table:
             names.append(c)
             spec.append((j, None))
             continue
-        _, full = store.feature_matrix(t.dataset, [c], purpose="training")
         vocab = info.vocabularies[c]
+        if shared:
+            levels = declared.get(c)
+            if not levels:
+                cols.append(t.X[:, j])
+                names.append(c)
+                spec.append((j, None))
+                continue
+            for level in levels[1:]:  # a level this lender never stored gets code -1: never set
+                code = float(vocab.index(level)) if level in vocab else -1.0
+                cols.append((t.X[:, j] == code).astype(np.float64))
+                names.append(f"{c}={level}")
+                spec.append((j, code))
+            continue
+        _, full = store.feature_matrix(t.dataset, [c], purpose="training")
         for code in onehot_levels(full[:, 0]):
             cols.append((t.X[:, j] == code).astype(np.float64))
             names.append(f"{c}={vocab[int(code)]}")

@@ -154,6 +154,7 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     from party_node.vertical import onehot_levels
     from scripts.synthetic import (
         LENDER_CATEGORICAL,
+        LENDER_LEVELS,
         LENDER_NUMERIC,
         LENDERS,
         PLATFORM,
@@ -170,8 +171,10 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     beh = beh.loc[apps["applicant_id"]].reset_index(drop=True)
     apps["monthly_income"] = apps["monthly_income"].fillna(apps["monthly_income"].mean())
     y = apps["defaulted"].to_numpy(np.int8)
+    # lenders declare their vocabularies (a fixed vocabulary is stored in declared order, from code 1)
     xl = np.column_stack([apps[c].to_numpy(float) for c in LENDER_NUMERIC]
-                         + [_codes(apps[c].to_numpy()) for c in LENDER_CATEGORICAL])
+                         + [apps[c].map({v: i + 1.0 for i, v in enumerate(LENDER_LEVELS[c])}).to_numpy(float)
+                            for c in LENDER_CATEGORICAL])
     xp = np.column_stack([beh[c].to_numpy(float) for c in PLATFORM_NUMERIC]
                          + [_codes(beh[c].to_numpy()) for c in PLATFORM_CATEGORICAL])
     lcols, pcols = [*LENDER_NUMERIC, *LENDER_CATEGORICAL], [*PLATFORM_NUMERIC, *PLATFORM_CATEGORICAL]
@@ -187,7 +190,10 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
                 out.append(c)
                 spec.append((j, None))
                 continue
-            for code in onehot_levels(x[:, j]):
+            # a lender: every declared level but the first; the platform: levels from its data
+            levels = ([float(k) for k in range(2, len(LENDER_LEVELS[c]) + 1)] if y_ is not None
+                      else onehot_levels(x[:, j]))
+            for code in levels:
                 cols.append((x[:, j] == code).astype(float))
                 out.append(f"{c}={code:g}")
                 spec.append((j, code))

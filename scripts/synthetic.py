@@ -53,6 +53,8 @@ PLATFORM_CATEGORICAL = ("main_app_category",)
 EMPLOYMENT = {"salaried": 0.0, "self_employed": 0.6, "civil_servant": -0.9, "gig_worker": 1.1,
               "retired": -0.3, "student": 0.8}
 APP_CATEGORY = {"shopping": 0.3, "gaming": 1.0, "finance": -0.8, "news": -0.6, "video": 0.4, "social": 0.7}
+LENDER_LEVELS = {"city_tier": ("tier1", "tier2", "tier3", "tier4"), "vehicle_type": ("new", "used"),
+                 "employment_type": tuple(EMPLOYMENT)}
 
 _MOBILE_PREFIXES = np.array(
     [130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 147, 150, 151, 152, 153, 155, 156, 157, 158, 159,
@@ -345,7 +347,8 @@ def _lender_schema(id_kind: str) -> dict[str, Any]:
             "federation_columns": [*LENDER_NUMERIC, *LENDER_CATEGORICAL],
         },
         "numeric": numeric,
-        "categorical": {c: {"missing": "category"} for c in LENDER_CATEGORICAL},
+        # declared vocabularies: every lender encodes them alike (one-hot in the joint model)
+        "categorical": {c: {"missing": "category", "vocabulary": list(v)} for c, v in LENDER_LEVELS.items()},
         "consent": dict(_CONSENT),
         "flags": {"active_loan": "active_loan", "fraud": "fraud_flag"},
     }  # fmt: skip
