@@ -223,6 +223,10 @@ def test_onehot_encoding_for_the_joint_model_and_its_slice(svc) -> None:
                                                                     "purpose=other"]
     assert t.base_features == ["income", "purpose"] and t.columns is not None and t.columns[0] == (0, None)
     assert np.all(t.X[:, 1:].sum(axis=1) <= 1)
+    # the lenders' shared schema declares no vocabulary for purpose: lenders keep its codes (they could
+    # not agree on levels from their own data)
+    shared = onehot_table(store, Table(x, ["income", "purpose"], "d"), shared=True)
+    assert shared.features == ["income", "purpose"] and shared.columns == [(0, None), (1, None)]
     w = np.array([0.5, 1.0, -2.0, 0.3])
     mean, std = t.X.mean(axis=0), t.X.std(axis=0)
     sl = ModelSlice("m", "1", "p", "d", ("income", "purpose"), w, mean, std, -1.0, tuple(t.columns))
