@@ -26,10 +26,28 @@ from fedcore.protocol.preapproval.messages import Product
 from fedcore.wire.errors import abort
 from party_node.preapproval import PreapprovalService, product_from_msg, result_to_msg
 from party_node.scoring_api import _split
-from party_node.scoring_http import HTTP_STATUS as _HTTP_STATUS
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 << 10
+_HTTP_STATUS = {"invalid_input": 400, "invalid_config": 400, "not_found": 404, "permission_denied": 403,
+                "unauthenticated": 401, "unavailable": 503, "deadline_exceeded": 504}
+
+
+@dataclass
+class PreapprovalApi:
+    """The running local pre-approval API; :meth:`stop` shuts both servers down."""
+
+    grpc_server: grpc.Server | None = None
+    grpc_port: int = 0
+    http_server: ThreadingHTTPServer | None = None
+    http_port: int = 0
+
+    def stop(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(1.0)
+        if self.http_server is not None:
+            self.http_server.shutdown()
+            self.http_server.server_close()
 
 
 class LocalPreapprovalServicer(preapproval_pb2_grpc.LocalPreapprovalServicer):
@@ -102,23 +120,6 @@ def make_http_server(service: PreapprovalService, host: str = "127.0.0.1", port:
                 self._send(500, {"error": "internal", "message": "internal error (see the node's log)"})
 
     return ThreadingHTTPServer((host, port), Handler)
-
-
-@dataclass
-class PreapprovalApi:
-    """The running local pre-approval API (gRPC and/or HTTP); :meth:`stop` shuts both down."""
-
-    grpc_server: grpc.Server | None = None
-    grpc_port: int = 0
-    http_server: ThreadingHTTPServer | None = None
-    http_port: int = 0
-
-    def stop(self) -> None:
-        if self.grpc_server is not None:
-            self.grpc_server.stop(1.0)
-        if self.http_server is not None:
-            self.http_server.shutdown()
-            self.http_server.server_close()
 
 
 def start_preapproval_api(service: PreapprovalService) -> PreapprovalApi:
