@@ -184,7 +184,11 @@ def train(
         source.begin_tree(g, h, rows)
         gt = grow_tree(source, params, feats, party_names)
         grown.append(gt)
-        margin += gt.predict_bins(bins)
+        if rows is None:
+            for leaf, leaf_rows in source.leaf_rows().items():
+                margin[leaf_rows] += gt.tree.value[leaf]
+        else:
+            margin += gt.predict_bins(bins)
         if valid is not None:
             vmargin += gt.predict_bins(vbins)
             score = _metric(params.eval_metric, vy, vmargin)

@@ -113,17 +113,27 @@ class LocalHistogramSource:
     def build(self, nodes: Sequence[int], features: np.ndarray) -> list[Histogram]:
         out = []
         slots = self.layout.n_slots
+        n = self.bins.shape[1]
         for node in nodes:
             rows = self._rows[node]
             hist = Histogram.zeros(len(self.layout), slots)
-            g = self._g[rows]
-            h = self._h[rows]
+            whole = len(rows) == n  # the root without row sampling: no gather needed
+            g = self._g if whole else self._g[rows]
+            h = self._h if whole else self._h[rows]
             for f in features:
-                b = self.bins[f, rows]
+                b = self.bins[f] if whole else self.bins[f, rows]
                 hist.g[f] = np.bincount(b, weights=g, minlength=slots)
                 hist.h[f] = np.bincount(b, weights=h, minlength=slots)
             out.append(hist)
         return out
+
+    def leaf_rows(self) -> dict[int, np.ndarray]:
+        """The rows of every leaf of the tree just grown (sampled rows only)."""
+        return dict(self._rows)
+
+    def leaf_rows(self) -> dict[int, np.ndarray]:
+        """The rows of every leaf of the tree just grown (sampled rows only)."""
+        return dict(self._rows)
 
     def split(self, splits: Sequence[tuple[int, SplitDecision, int, int]]) -> list[tuple[str, int]]:
         out = []
