@@ -131,10 +131,6 @@ class LocalHistogramSource:
         """The rows of every leaf of the tree just grown (sampled rows only)."""
         return dict(self._rows)
 
-    def leaf_rows(self) -> dict[int, np.ndarray]:
-        """The rows of every leaf of the tree just grown (sampled rows only)."""
-        return dict(self._rows)
-
     def split(self, splits: Sequence[tuple[int, SplitDecision, int, int]]) -> list[tuple[str, int]]:
         out = []
         for node, dec, left, right in splits:
