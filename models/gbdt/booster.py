@@ -130,8 +130,10 @@ def train(
     owners: Mapping[str, str] | None = None,
     valid: tuple[Columns, npt.ArrayLike] | None = None,
     names: Sequence[str] | None = None,
+    mappers: Mapping[str, BinMapper] | None = None,
 ) -> GBDTModel:
-    """Train centrally. ``owners`` maps feature name -> owning party (default: every feature ``local``)."""
+    """Train centrally. ``owners`` maps feature name -> owning party (default: every feature ``local``);
+    ``mappers`` gives an owner's bins instead of fitting them on ``columns`` (e.g. bins agreed by lenders)."""
     params = params or GBDTParams()
     names = list(columns) if names is None else list(names)
     if not names:
@@ -144,12 +146,17 @@ def train(
     if unknown:
         raise InvalidInput(f"gbdt parameters name feature(s) {unknown} that are not among the columns")
     party_names = list(dict.fromkeys(owner_of[n] for n in names))
-    mappers = {
+    given = dict(mappers or {})
+    fitted = {
         o: BinMapper.fit(columns, params.max_bins, [c for c in params.categorical if owner_of[c] == o],
                          names=[n for n in names if owner_of[n] == o])
-        for o in party_names
+        for o in party_names if o not in given
     }  # fmt: skip
+    mappers = {**fitted, **given}
     by_name = {fb.name: fb for m in mappers.values() for fb in m.features}
+    unbinned = [n for n in names if n not in by_name or by_name[n].n_bins > params.max_bins]
+    if unbinned:
+        raise InvalidInput(f"feature(s) {unbinned} have no bins, or more than max_bins, in the given mappers")
     layout = FeatureLayout(
         tuple(FeatureSpec(n, owner_of[n], by_name[n].n_bins, by_name[n].categorical, params.monotone.get(n, 0))
               for n in names),
@@ -178,9 +185,13 @@ def train(
         if params.subsample < 1.0:
             rows = np.sort(rng.choice(n, size=max(1, round(n * params.subsample)), replace=False))
         feats = np.arange(len(names))
+        if it == 0 and params.first_tree_owners:
+            feats = np.array(
+                [j for j, n in enumerate(names) if owner_of[n] in params.first_tree_owners], dtype=np.int64
+            )
         if params.colsample_bytree < 1.0:
             k = max(1, round(len(names) * params.colsample_bytree))
-            feats = np.sort(rng.choice(len(names), size=k, replace=False))
+            feats = np.sort(rng.choice(feats, size=min(k, len(feats)), replace=False))
         source.begin_tree(g, h, rows)
         gt = grow_tree(source, params, feats, party_names)
         grown.append(gt)

@@ -26,6 +26,7 @@ class _Node:
     bounds: tuple[float, float]
     depth: int
     hist: Histogram | None = None
+    only: str | None = None  # set below a split on a sticky owner's feature
     left: int = -1
     right: int = -1
     owner: int = -1
@@ -67,6 +68,7 @@ def grow_tree(
     layout: FeatureLayout = source.layout
     feats = np.asarray(sorted(features), dtype=np.int64)
     lam = params.reg_lambda
+    by_owner = {o: feats[[layout.features[f].owner == o for f in feats]] for o in params.sticky_owners}
     root_hist = source.build([0], feats)[0]
     nodes = [_Node(float(root_hist.g[feats[0]].sum()), float(root_hist.h[feats[0]].sum()), (-np.inf, np.inf), 0)]
     nodes[0].hist = root_hist
@@ -78,14 +80,16 @@ def grow_tree(
             node = nodes[i]
             if node.depth >= params.max_depth or node.hist is None:
                 continue
-            dec = find_best_split(node.hist, node.g, node.h, layout, feats, params, node.bounds)
+            node_feats = feats if node.only is None else by_owner[node.only]
+            dec = find_best_split(node.hist, node.g, node.h, layout, node_feats, params, node.bounds)
             if dec is None:
                 continue
-            sign = layout.features[dec.feature].monotone
-            lb, rb = child_bounds(dec, sign, lam, *node.bounds)
+            spec = layout.features[dec.feature]
+            lb, rb = child_bounds(dec, spec.monotone, lam, *node.bounds)
+            only = spec.owner if spec.owner in params.sticky_owners else node.only
             node.left, node.right, node.decision = len(nodes), len(nodes) + 1, dec
-            nodes.append(_Node(dec.g_left, dec.h_left, lb, node.depth + 1))
-            nodes.append(_Node(dec.g_right, dec.h_right, rb, node.depth + 1))
+            nodes.append(_Node(dec.g_left, dec.h_left, lb, node.depth + 1, only=only))
+            nodes.append(_Node(dec.g_right, dec.h_right, rb, node.depth + 1, only=only))
             splits.append((i, dec, node.left, node.right))
             gains.append((dec.feature, dec.gain))
         if not splits:

@@ -15,6 +15,11 @@ class GBDTParams:
     """Hyper-parameters. ``monotone`` maps a feature name to +1 (score never falls as the value rises) or
     -1; ``categorical`` names the features whose values are categories (a split sends a set of them left).
 
+    ``sticky_owners``: once a node splits on a feature of one of these owners, its whole subtree splits on
+    that owner's features only (the layered trees of the hybrid protocol: no party needs to learn another
+    party's split outcomes to build histograms). ``first_tree_owners``: the first tree splits only on
+    these owners' features.
+
     ``gamma`` is compared with the split gain ``0.5 * (GL²/(HL+λ) + GR²/(HR+λ) - G²/(H+λ))``.
     """
 
@@ -33,6 +38,8 @@ class GBDTParams:
     early_stopping_rounds: int | None = None
     eval_metric: str = "logloss"
     seed: int = 0
+    sticky_owners: tuple[str, ...] = ()
+    first_tree_owners: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> InvalidInput:
@@ -66,6 +73,8 @@ class GBDTParams:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["monotone"] = dict(self.monotone)
         out["categorical"] = list(self.categorical)
+        out["sticky_owners"] = list(self.sticky_owners)
+        out["first_tree_owners"] = list(self.first_tree_owners)
         return out
 
     @classmethod
@@ -75,8 +84,9 @@ class GBDTParams:
         if unknown:
             raise InvalidInput(f"gbdt parameters: unknown field(s) {unknown}")
         kw = dict(data)
-        if "categorical" in kw:
-            kw["categorical"] = tuple(kw["categorical"])
+        for name in ("categorical", "sticky_owners", "first_tree_owners"):
+            if name in kw:
+                kw[name] = tuple(kw[name])
         if "monotone" in kw:
             kw["monotone"] = {str(k): int(v) for k, v in kw["monotone"].items()}
         return cls(**kw)

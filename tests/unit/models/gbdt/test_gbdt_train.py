@@ -227,3 +227,21 @@ def test_bad_parameters_are_typed_errors():
         GBDTParams.from_dict({"trees": 3})
     with pytest.raises(InvalidInput, match="infinite value at row 1"):
         train({"a": np.array([0.0, np.inf] * 5)}, np.array([0.0, 1.0] * 5))
+
+
+def test_layered_trees_keep_a_sticky_owners_subtree_to_its_own_features():
+    cols, y = _credit(seed=11)
+    params = GBDTParams(
+        n_trees=15, max_depth=4, categorical=("city",), sticky_owners=("platform",), first_tree_owners=("lender",)
+    )
+    model = train(cols, y, params, owners=OWNERS)
+    platform = model.owners.index("platform")
+    for t, tree in enumerate(model.trees):
+        owner_of = tree.owner
+        for i in np.flatnonzero(tree.left >= 0):
+            if owner_of[i] == platform:
+                for child in (tree.left[i], tree.right[i]):
+                    assert owner_of[child] in (-1, platform)
+        if t == 0:
+            assert set(owner_of[tree.left >= 0]) == {model.owners.index("lender")}
+    assert any((tree.owner == platform).any() for tree in model.trees)
