@@ -49,13 +49,16 @@ def mask_int128(seed: bytes, label: str, n: int) -> list[int]:
 
 
 def bincount_u64(idx: np.ndarray, weights: np.ndarray, minlength: int) -> np.ndarray:
-    """Per-bin sums of uint64 ``weights`` modulo 2^64 (exact: four 16-bit limbs summed in float64)."""
+    """Per-bin sums of uint64 ``weights`` modulo 2^64, exact: limbs summed in float64 stay below 2^53
+    (two 32-bit limbs up to 2^21 rows, else four 16-bit limbs)."""
     w = np.asarray(weights, dtype=np.uint64)
+    bits = 32 if len(w) <= 1 << 21 else 16
     out = np.zeros(minlength, dtype=np.uint64)
-    for k in range(4):
-        limb = ((w >> np.uint64(16 * k)) & np.uint64(0xFFFF)).astype(np.float64)
+    low = np.uint64((1 << bits) - 1)
+    for k in range(64 // bits):
+        limb = ((w >> np.uint64(bits * k)) & low).astype(np.float64)
         part = np.bincount(idx, weights=limb, minlength=minlength).astype(np.uint64)
-        out += part << np.uint64(16 * k)
+        out += part << np.uint64(bits * k)
     return out
 
 
