@@ -180,7 +180,7 @@ def train(
     for it in range(params.n_trees):
         p = sigmoid(margin)
         g = p - yy
-        h = np.maximum(p * (1.0 - p), 1e-16)
+        h = np.maximum(p * (1.0 - p), 2.0**-32)  # never 0 after quantization
         rows = None
         if params.subsample < 1.0:
             rows = np.sort(rng.choice(n, size=max(1, round(n * params.subsample)), replace=False))

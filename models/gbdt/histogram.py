@@ -19,6 +19,16 @@ from models.gbdt.binning import BinMapper
 from models.gbdt.split import SplitDecision
 from models.gbdt.tree import SplitRule, SplitTable
 
+# g and h are rounded to multiples of 2^-32: float64 sums of such values (below 2^21 in magnitude) are
+# exact, so histograms do not depend on summation order, subtraction leaves exact zeros in empty bins,
+# and the federated protocols (fixed point with this quantum) reproduce the central histograms bit for bit.
+GRADIENT_FRAC_BITS = 32
+
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    scale = float(1 << GRADIENT_FRAC_BITS)
+    return np.round(np.asarray(x, dtype=np.float64) * scale) / scale
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -105,8 +115,8 @@ class LocalHistogramSource:
         self._h = np.zeros(0)
 
     def begin_tree(self, g: np.ndarray, h: np.ndarray, rows: np.ndarray | None = None) -> None:
-        self._g = np.asarray(g, dtype=np.float64)
-        self._h = np.asarray(h, dtype=np.float64)
+        self._g = quantize(g)
+        self._h = quantize(h)
         n = self.bins.shape[1]
         self._rows = {0: np.arange(n) if rows is None else np.asarray(rows)}
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedcore.errors import ProtocolError
+from models.gbdt.histogram import GRADIENT_FRAC_BITS
 
 SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, FINISH = (
     "trees.setup", "trees.keys", "trees.bins", "trees.edges",
@@ -22,7 +23,7 @@ SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, FINISH = (
 )  # fmt: skip
 KINDS = (SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, FINISH)
 LENDERS_OWNER = "lenders"  # the owner of the shared-schema lender features (every lender holds their table)
-FRAC_BITS = 32
+FRAC_BITS = GRADIENT_FRAC_BITS  # the learner's gradient quantum: fixed point reproduces its histograms exactly
 SCALE = float(1 << FRAC_BITS)
 MOD128 = 1 << 128
 _DTYPES = {"uint8": np.uint8, "uint64": np.uint64, "float64": np.float64, "int64": np.int64}

@@ -224,7 +224,7 @@ class LenderTreeParty:
         assert s.margin is not None
         p = 0.5 * (1.0 + np.tanh(0.5 * s.margin))
         s.g = to_fixed(p - self.y)
-        s.h = to_fixed(np.maximum(p * (1.0 - p), 1e-16))
+        s.h = to_fixed(np.maximum(p * (1.0 - p), 2.0**-32))
         s.tree = int(params["tree"])
         s.tree_seed = os.urandom(SEED_BYTES)
         s.rows = {0: np.arange(len(self.y))}

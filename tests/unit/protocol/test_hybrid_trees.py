@@ -81,17 +81,24 @@ def central(params: GBDTParams, parties, platform, lenders, tables):
 PARAMS = GBDTParams(n_trees=6, max_depth=3, learning_rate=0.3, max_bins=16, categorical=("segment",))
 
 
-def test_protocol_grows_the_central_learners_trees():
-    result, parties, platform, lenders, tables, _ = run(PARAMS)
-    model, cols, _ = central(PARAMS, parties, platform, lenders, tables)
+CONSTRAINED = GBDTParams(
+    n_trees=5, max_depth=4, max_bins=16, categorical=("segment",), monotone={"arrears": 1, "active": -1},
+    colsample_bytree=0.7, reg_lambda=2.0, min_child_weight=0.5, gamma=0.01, seed=3,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("params", [PARAMS, CONSTRAINED], ids=["plain", "monotone-colsample"])
+def test_protocol_grows_the_central_learners_trees(params):
+    result, parties, platform, lenders, tables, _ = run(params)
+    model, cols, _ = central(params, parties, platform, lenders, tables)
     assert result.owners == model.owners
     assert result.base_score == model.base_score
-    assert len(result.trees) == len(model.trees) == PARAMS.n_trees
+    assert len(result.trees) == len(model.trees) == params.n_trees
     for ours, ref in zip(result.trees, model.trees, strict=True):
         np.testing.assert_array_equal(ours.left, ref.left)
         np.testing.assert_array_equal(ours.owner, ref.owner)
         np.testing.assert_array_equal(ours.ref, ref.ref)
-        np.testing.assert_allclose(ours.value, ref.value, rtol=0, atol=1e-7)  # fixed-point g/h: 2^-32
+        np.testing.assert_array_equal(ours.value, ref.value)  # fixed point reproduces the histograms exactly
     lender_tables = [p.table.to_dict() for p in parties.values()]
     assert all(t == lender_tables[0] for t in lender_tables)
     assert lender_tables[0] == model.tables[LENDERS_OWNER].to_dict()
@@ -100,12 +107,12 @@ def test_protocol_grows_the_central_learners_trees():
     assert any((t.owner == 1).any() for t in result.trees)  # the platform's features are used
     fed = GBDTModel(result.owners, result.trees, result.base_score,
                     {LENDERS_OWNER: parties["yixin"].table, "tiange": platform.table})  # fmt: skip
-    np.testing.assert_allclose(fed.margin(cols), model.margin(cols), atol=1e-6)
+    np.testing.assert_array_equal(fed.margin(cols), model.margin(cols))
     # every lender's margins are the joint model's on its own rows
     start = 0
     central_margin = model.margin(cols)
     for name, n in SIZES.items():
-        np.testing.assert_allclose(parties[name].margin(), central_margin[start : start + n], atol=1e-6)
+        np.testing.assert_array_equal(parties[name].margin(), central_margin[start : start + n])
         start += n
 
 
