@@ -40,12 +40,15 @@ envelope sealed to ``K`` that ``C`` relays but cannot open)::
             C -> P     the same for platform features;  owner -> C  opaque reference of its new rule
     leaves  C -> L_i   values of leaves under lender nodes; for each platform subtree, the value each of
                        L_i's rows reaches in it (C computes it from the platform bins)
+    finish  C -> L_i   the last leaves, the trees (opaque splits, leaf values), the lenders' gain importance
+            C -> P     the platform's gain importance (total gain per platform feature)
 
 **What each side learns** (semi-honest parties, ``C`` colluding with none):
 
 - *Platform P*: its own data and rules (its raw thresholds never leave it); the lenders' row counts, the
   tree shapes and node ids; which of its features and bins ``C`` chose; for a lender split only that the
-  node split and which child was built (the child with the smaller hessian sum). Per-tree mask seeds,
+  node split and which child was built (the child with the smaller hessian sum); the total split gain of
+  each of its features (its importance report), no leaf value. Per-tree mask seeds,
   never a masked or clear value: **no label, gradient, hessian, lender feature, lender threshold or
   lender split outcome.** It receives no payload at all.
 - *Lender L_i*: its own data; the pooled lender bin edges (weighted means of every lender's quantiles)

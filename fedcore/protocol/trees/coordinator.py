@@ -59,6 +59,7 @@ class HybridTreesResult:
     owners: tuple[str, ...]
     base_score: float
     layout: FeatureLayout
+    importance: dict[str, dict[str, float]] = field(default_factory=dict)  # owner -> feature -> total gain
 
 
 def _task(
@@ -297,6 +298,7 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     source = FederatedHistogramSource(channel, cfg, layout, pbins)
     rng = np.random.default_rng(p.seed)
     trees: list[Tree] = []
+    importance: dict[str, dict[str, float]] = {o: {} for o in owners}
     update = source.update_for(None)
     for t in range(p.n_trees):
         feats = np.arange(len(layout))
@@ -308,7 +310,12 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
         source.begin_tree(t, update)
         grown = grow_tree(source, params, feats, owners)
         trees.append(grown.tree)
+        for f, gain in grown.gains:
+            spec = layout.features[f]
+            importance[spec.owner][spec.name] = importance[spec.owner].get(spec.name, 0.0) + gain
         update = source.update_for(grown.tree)
-    channel.run_all({x: _task(FINISH, cfg, update[x][0], update[x][1]) for x in cfg.lenders})
-    channel.run(cfg.platform, _task(FINISH, cfg, {}))
-    return HybridTreesResult(trees, owners, base, layout)
+    # Lenders keep the released model (trees, their rules); the platform its rules; each its own importance.
+    model = {"trees": [t.to_dict() for t in trees], "owners": list(owners), "importance": importance[LENDERS_OWNER]}
+    channel.run_all({x: _task(FINISH, cfg, {**update[x][0], **model}, update[x][1]) for x in cfg.lenders})
+    channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform]}))
+    return HybridTreesResult(trees, owners, base, layout, importance)

@@ -37,8 +37,9 @@ from fedcore.protocol.trees.messages import (
     to_fixed,
 )
 from models.gbdt.binning import BinMapper, FeatureBins
+from models.gbdt.booster import GBDTModel
 from models.gbdt.split import SplitDecision
-from models.gbdt.tree import SplitRule, SplitTable
+from models.gbdt.tree import SplitRule, SplitTable, Tree
 
 SEED_BYTES = 32
 
@@ -97,6 +98,7 @@ class LenderTreeParty:
         self.mapper: BinMapper | None = None
         self.table = SplitTable(LENDERS_OWNER)
         self.base_score = 0.0
+        self.model: GBDTModel | None = None  # after the run: trees, base score, the lender rules
         self._run: _LenderRun | None = None
 
     def register(self, registry: HandlerRegistry) -> None:
@@ -292,6 +294,10 @@ class LenderTreeParty:
     def _finish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._state(params)
         self._apply_update(s, params, _arrays(ctx, params))
+        trees = [Tree.from_dict(t) for t in params["trees"]]
+        importance = {LENDERS_OWNER: {str(k): float(v) for k, v in dict(params["importance"]).items()}}
+        owners = tuple(str(o) for o in params["owners"])
+        self.model = GBDTModel(owners, trees, self.base_score, {LENDERS_OWNER: self.table}, importance)
         return _reply({})
 
     def margin(self) -> np.ndarray:
@@ -326,6 +332,7 @@ class PlatformTreeParty:
         self.categorical = tuple(categorical)
         self.mapper: BinMapper | None = None
         self.table = SplitTable(name)
+        self.importance: dict[str, float] = {}
         self._run: _PlatformRun | None = None
 
     def register(self, registry: HandlerRegistry) -> None:
@@ -436,4 +443,5 @@ class PlatformTreeParty:
 
     def _finish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         self._state(params)
+        self.importance = {str(k): float(v) for k, v in dict(params["importance"]).items()}
         return _reply({})

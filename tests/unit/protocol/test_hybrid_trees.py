@@ -108,6 +108,13 @@ def test_protocol_grows_the_central_learners_trees(params):
     fed = GBDTModel(result.owners, result.trees, result.base_score,
                     {LENDERS_OWNER: parties["yixin"].table, "tiange": platform.table})  # fmt: skip
     np.testing.assert_array_equal(fed.margin(cols), model.margin(cols))
+    # each party gets its own gain importance only; lenders keep the released model with their rules
+    assert platform.importance == result.importance["tiange"] == model.importance_of("tiange")
+    assert set(platform.importance) <= set(PLATFORM_FEATURES)
+    for p in parties.values():
+        assert p.model is not None and p.model.importance_of(LENDERS_OWNER) == model.importance_of(LENDERS_OWNER)
+        assert json.loads(json.dumps(p.model.to_dict()))["tables"].keys() == {LENDERS_OWNER}
+        np.testing.assert_array_equal(p.model.trees[-1].value, model.trees[-1].value)
     # every lender's margins are the joint model's on its own rows
     start = 0
     central_margin = model.margin(cols)
@@ -177,7 +184,7 @@ TO_PARTY_KEYS = {
     "trees.begin": {"run_id", "tree", "leaf_values", "arrays", "sealed_seeds"},
     "trees.hist": {"run_id", "tree", "nodes", "features", "values_for", "items", "recipes"},
     "trees.split": {"run_id", "tree", "splits"},
-    "trees.finish": {"run_id", "leaf_values", "arrays"},
+    "trees.finish": {"run_id", "leaf_values", "arrays", "trees", "owners", "importance"},
 }
 FROM_PARTY_KEYS = {
     "trees.setup": {"rows", "env_key", "features", "arrays"},
@@ -198,7 +205,7 @@ def test_wire_every_message_carries_only_the_stated_fields():
         allowed = TO_PARTY_KEYS if r.direction == "to_party" else FROM_PARTY_KEYS
         assert set(r.params) <= allowed[r.kind], (r.direction, r.party, r.kind, set(r.params))
         if r.direction == "to_party" and r.party == "tiange":
-            assert not {"leaf_values", "arrays", "sum", "values_for"} & set(r.params)
+            assert not {"leaf_values", "arrays", "sum", "values_for", "trees"} & set(r.params)
         if r.direction == "from_party" and r.party == "tiange" and r.kind == "trees.hist":
             assert [a[0] for a in r.params["arrays"]] == ["pg", "ph"]
         if r.direction == "from_party" and r.party == "tiange" and r.kind == "trees.setup":
@@ -249,32 +256,62 @@ def test_a_lender_with_a_bad_label_fails_the_run_naming_it():
     channel.close()
 
 
-def test_platform_lost_mid_tree_fails_the_run_naming_it():
+@pytest.mark.parametrize("victim", ["tiange", "meili"])
+def test_a_party_lost_mid_tree_fails_the_run_naming_it(victim):
     lenders, tables = federation(5)
     channel = InMemoryChannel()
-    for name, (cols, y) in lenders.items():
-        reg = HandlerRegistry()
-        LenderTreeParty(name, cols, y).register(reg)
-        channel.add_party(name, Role.LENDER, reg)
-    platform = PlatformTreeParty("tiange", tables)
-    inner = HandlerRegistry()
-    platform.register(inner)
-    reg = HandlerRegistry()
     calls = {"hist": 0}
 
-    def flaky_hist(ctx, params):
-        calls["hist"] += 1
-        if calls["hist"] == 3:  # the link drops while the platform works on a histogram
-            channel.disconnect("tiange")
-            ctx.cancelled.wait(timeout=60)
-        return inner.get("trees.hist")(ctx, params)
+    def add(name, role, party):
+        inner = HandlerRegistry()
+        party.register(inner)
+        if name != victim:
+            channel.add_party(name, role, inner)
+            return
 
-    for kind in inner.kinds():
-        reg.register(kind, flaky_hist if kind == "trees.hist" else inner.get(kind))
-    channel.add_party("tiange", Role.PLATFORM, reg)
+        def flaky_hist(ctx, params):
+            calls["hist"] += 1
+            if calls["hist"] == 3:  # the link drops while the party works on a histogram
+                channel.disconnect(name)
+                ctx.cancelled.wait(timeout=60)
+            return inner.get("trees.hist")(ctx, params)
+
+        reg = HandlerRegistry()
+        for kind in inner.kinds():
+            reg.register(kind, flaky_hist if kind == "trees.hist" else inner.get(kind))
+        channel.add_party(name, role, reg)
+
+    for name, (cols, y) in lenders.items():
+        add(name, Role.LENDER, LenderTreeParty(name, cols, y))
+    add("tiange", Role.PLATFORM, PlatformTreeParty("tiange", tables))
     cfg = HybridTreesConfig("run1", tuple(SIZES), "tiange", LENDER_FEATURES, GBDTParams(n_trees=4))
     with pytest.raises(PartyUnavailable) as err:
         run_hybrid_trees(channel, cfg)
-    assert "tiange" in str(err.value)
+    assert victim in str(err.value)
     assert calls["hist"] == 3
     channel.close()
+
+
+def test_all_missing_and_constant_features_are_never_split_on():
+    lenders, tables = federation(6)
+    channel = InMemoryChannel()
+    parties = {}
+    for name, (cols, y) in lenders.items():
+        cols = {**cols, "empty": np.full(len(y), np.nan)}
+        parties[name] = LenderTreeParty(name, cols, y)
+        reg = HandlerRegistry()
+        parties[name].register(reg)
+        channel.add_party(name, Role.LENDER, reg)
+    tables = {x: {**t, "const": np.ones(SIZES[x])} for x, t in tables.items()}
+    platform = PlatformTreeParty("tiange", tables, categorical=("segment",))
+    reg = HandlerRegistry()
+    platform.register(reg)
+    channel.add_party("tiange", Role.PLATFORM, reg)
+    params = GBDTParams(n_trees=4, max_depth=3, max_bins=16, categorical=("segment",))
+    cfg = HybridTreesConfig("run1", tuple(SIZES), "tiange", (*LENDER_FEATURES, "empty"), params)
+    result = run_hybrid_trees(channel, cfg)
+    channel.close()
+    specs = {s.name: s for s in result.layout.features}
+    assert specs["empty"].n_bins == 1 and specs["const"].n_bins == 1
+    assert "empty" not in parties["yixin"].table.features() and "const" not in platform.table.features()
+    assert parties["yixin"].table.features() and platform.table.features()
