@@ -287,6 +287,11 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     platform features (aggregated from additive shares). The first tree uses lender features only and a
     platform split's subtree splits on platform features only."""
     p = cfg.params
+    if not cfg.lenders or not cfg.lender_features:
+        raise InvalidInput("hybrid trees need at least one lender and one lender feature (the first tree uses them)")
+    overlap = sorted(set(cfg.lenders) & {cfg.platform})
+    if overlap:
+        raise InvalidInput(f"party {overlap[0]!r} cannot be both a lender and the platform")
     lender_cats = sorted(set(p.categorical) & set(cfg.lender_features))
     if lender_cats:
         raise InvalidInput(f"categorical lender features {lender_cats} are not supported by hybrid trees yet")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from fedcore.errors import PartyTaskError, PartyUnavailable
+from fedcore.errors import InvalidInput, PartyTaskError, PartyUnavailable, ProtocolError
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
@@ -315,3 +315,35 @@ def test_all_missing_and_constant_features_are_never_split_on():
     assert specs["empty"].n_bins == 1 and specs["const"].n_bins == 1
     assert "empty" not in parties["yixin"].table.features() and "const" not in platform.table.features()
     assert parties["yixin"].table.features() and platform.table.features()
+
+
+def _channel(lenders, tables):
+    channel = InMemoryChannel()
+    for name, (cols, y) in lenders.items():
+        reg = HandlerRegistry()
+        LenderTreeParty(name, cols, y).register(reg)
+        channel.add_party(name, Role.LENDER, reg)
+    reg = HandlerRegistry()
+    PlatformTreeParty("tiange", tables).register(reg)
+    channel.add_party("tiange", Role.PLATFORM, reg)
+    return channel
+
+
+def test_misaligned_or_incomplete_tables_fail_naming_the_party():
+    lenders, tables = federation(7)
+    short = {**tables, "cango": {c: v[:-1] for c, v in tables["cango"].items()}}
+    channel = _channel(lenders, short)
+    cfg = HybridTreesConfig("run1", tuple(SIZES), "tiange", LENDER_FEATURES, GBDTParams(n_trees=1))
+    with pytest.raises(ProtocolError, match="cango"):
+        run_hybrid_trees(channel, cfg)
+    channel.close()
+    channel = _channel(lenders, tables)
+    cfg = HybridTreesConfig("run1", tuple(SIZES), "tiange", (*LENDER_FEATURES, "salary"), GBDTParams(n_trees=1))
+    with pytest.raises(PartyTaskError, match="salary"):
+        run_hybrid_trees(channel, cfg)
+    channel.close()
+    channel = _channel(lenders, tables)
+    with pytest.raises(InvalidInput, match="lender feature"):
+        run_hybrid_trees(channel, HybridTreesConfig("r", tuple(SIZES), "tiange", ()))
+    assert channel.wire_log == []  # refused before anything is sent
+    channel.close()
