@@ -317,8 +317,8 @@ def test_all_missing_and_constant_features_are_never_split_on():
     assert parties["yixin"].table.features() and platform.table.features()
 
 
-def _channel(lenders, tables):
-    channel = InMemoryChannel()
+def _channel(lenders, tables, record=False):
+    channel = InMemoryChannel(record_wire=record)
     for name, (cols, y) in lenders.items():
         reg = HandlerRegistry()
         LenderTreeParty(name, cols, y).register(reg)
@@ -342,7 +342,7 @@ def test_misaligned_or_incomplete_tables_fail_naming_the_party():
     with pytest.raises(PartyTaskError, match="salary"):
         run_hybrid_trees(channel, cfg)
     channel.close()
-    channel = _channel(lenders, tables)
+    channel = _channel(lenders, tables, record=True)
     with pytest.raises(InvalidInput, match="lender feature"):
         run_hybrid_trees(channel, HybridTreesConfig("r", tuple(SIZES), "tiange", ()))
     assert channel.wire_log == []  # refused before anything is sent
