@@ -22,6 +22,7 @@ from fedcore.protocol.trees.messages import (
     BEGIN,
     BINS,
     EDGES,
+    EVAL,
     FINISH,
     HIST,
     KEYS,
@@ -49,6 +50,7 @@ class HybridTreesConfig:
     lender_features: tuple[str, ...]
     params: GBDTParams = field(default_factory=GBDTParams)
     timeout_s: float = 600.0
+    data: Mapping[str, JSONValue] = field(default_factory=dict)  # for the parties' setup (e.g. PSI runs)
 
 
 @dataclass
@@ -60,6 +62,8 @@ class HybridTreesResult:
     base_score: float
     layout: FeatureLayout
     importance: dict[str, dict[str, float]] = field(default_factory=dict)  # owner -> feature -> total gain
+    val_loss: list[float] = field(default_factory=list)  # pooled validation log-loss after 0, 1, ... trees
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # lender -> its validation metrics
 
 
 def _task(
@@ -109,14 +113,19 @@ class FederatedHistogramSource:
         self.parent: dict[int, tuple[int, int]] = {}  # child -> (parent, sibling)
 
     # -- tree lifecycle --
-    def begin_tree(self, tree: int, update: Mapping[str, tuple[dict[str, JSONValue], dict[str, np.ndarray]]]) -> None:
+    def begin_tree(
+        self, tree: int, update: Mapping[str, tuple[dict[str, JSONValue], dict[str, np.ndarray]]]
+    ) -> float | None:
+        """Start tree ``tree`` (after the lenders added the last one); the pooled validation loss so far."""
         cfg = self.cfg
         tasks = {x: _task(BEGIN, cfg, {"tree": tree, **update[x][0]}, update[x][1]) for x in cfg.lenders}
-        sealed = {x: r.params["sealed_seed"] for x, r in self.channel.run_all(tasks).items()}
+        res = self.channel.run_all(tasks)
+        sealed = {x: r.params["sealed_seed"] for x, r in res.items()}
         self.channel.run(cfg.platform, _task(BEGIN, cfg, {"tree": tree, "sealed_seeds": sealed}))
         self.tree = tree
         self.root_of = {0: None}
         self.rows, self.values, self.recipes, self.parent = {}, {}, {}, {}
+        return _pooled_loss(res.values())
 
     def update_for(self, tree: Tree | None) -> dict[str, tuple[dict[str, JSONValue], dict[str, np.ndarray]]]:
         """What each lender needs to add the finished tree to its margins: lender leaves' values, and for
@@ -245,9 +254,19 @@ class FederatedHistogramSource:
                 for _, dec, _, _ in splits]  # fmt: skip
 
 
+def _pooled_loss(replies: Any) -> float | None:
+    total, n = 0.0, 0.0
+    for r in replies:
+        loss, rows = (float(v) for v in r.params.get("val_loss", [0.0, 0.0]))
+        total, n = total + loss, n + rows
+    return total / n if n > 0 else None
+
+
 def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout, dict[str, np.ndarray], float]:
     p = cfg.params
-    common = {"lenders": list(cfg.lenders), "platform": cfg.platform, "max_bins": p.max_bins}
+    common: dict[str, JSONValue] = {"lenders": list(cfg.lenders), "platform": cfg.platform, "max_bins": p.max_bins}
+    if cfg.data:
+        common["data"] = dict(cfg.data)
     lender_params = {**common, "features": list(cfg.lender_features)}
     tasks = {x: _task(SETUP, cfg, lender_params) for x in cfg.lenders}
     tasks[cfg.platform] = _task(SETUP, cfg, common)
@@ -295,32 +314,47 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     lender_cats = sorted(set(p.categorical) & set(cfg.lender_features))
     if lender_cats:
         raise InvalidInput(f"categorical lender features {lender_cats} are not supported by hybrid trees yet")
-    if p.subsample < 1.0 or p.early_stopping_rounds is not None:
-        raise InvalidInput("hybrid trees do not support row subsampling or early stopping yet")
+    if p.subsample < 1.0:
+        raise InvalidInput("hybrid trees do not support row subsampling yet")
     params = dataclasses.replace(p, sticky_owners=(cfg.platform,), first_tree_owners=(LENDERS_OWNER,))
     layout, pbins, base = _setup(channel, cfg)
     owners = layout.owners
     source = FederatedHistogramSource(channel, cfg, layout, pbins)
     rng = np.random.default_rng(p.seed)
     trees: list[Tree] = []
-    importance: dict[str, dict[str, float]] = {o: {} for o in owners}
+    gains: list[list[tuple[int, float]]] = []
+    losses: list[float] = []
     update = source.update_for(None)
     for t in range(p.n_trees):
+        loss = source.begin_tree(t, update)
+        if loss is not None:
+            losses.append(loss)
+            if p.early_stopping_rounds is not None and t - int(np.argmin(losses)) >= p.early_stopping_rounds:
+                break
         feats = np.arange(len(layout))
         if t == 0:
             feats = np.array([j for j, s in enumerate(layout.features) if s.owner == LENDERS_OWNER], dtype=np.int64)
         if p.colsample_bytree < 1.0:
             k = max(1, round(len(layout) * p.colsample_bytree))
             feats = np.sort(rng.choice(feats, size=min(k, len(feats)), replace=False))
-        source.begin_tree(t, update)
         grown = grow_tree(source, params, feats, owners)
         trees.append(grown.tree)
-        for f, gain in grown.gains:
-            spec = layout.features[f]
-            importance[spec.owner][spec.name] = importance[spec.owner].get(spec.name, 0.0) + gain
+        gains.append(list(grown.gains))
         update = source.update_for(grown.tree)
+    if len(losses) <= len(trees):  # the last tree is not in the lenders' margins yet (no early stop)
+        last = _pooled_loss(channel.run_all({x: _task(EVAL, cfg, *update[x]) for x in cfg.lenders}).values())
+        if last is not None:
+            losses.append(last)
+    # Early stopping keeps the trees up to the best validation loss.
+    keep = int(np.argmin(losses)) if p.early_stopping_rounds is not None and losses else len(trees)
+    trees = trees[:keep]
+    importance: dict[str, dict[str, float]] = {o: {} for o in owners}
+    for f, gain in (fg for tree_gains in gains[:keep] for fg in tree_gains):
+        spec = layout.features[f]
+        importance[spec.owner][spec.name] = importance[spec.owner].get(spec.name, 0.0) + gain
     # Lenders keep the released model (trees, their rules); the platform its rules; each its own importance.
     model = {"trees": [t.to_dict() for t in trees], "owners": list(owners), "importance": importance[LENDERS_OWNER]}
-    channel.run_all({x: _task(FINISH, cfg, {**update[x][0], **model}, update[x][1]) for x in cfg.lenders})
+    done = channel.run_all({x: _task(FINISH, cfg, model) for x in cfg.lenders})
     channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform]}))
-    return HybridTreesResult(trees, owners, base, layout, importance)
+    metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()} for x, r in done.items()}
+    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics)

@@ -17,11 +17,11 @@ import numpy as np
 from fedcore.errors import ProtocolError
 from models.gbdt.histogram import GRADIENT_FRAC_BITS
 
-SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, FINISH = (
+SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, EVAL, FINISH = (
     "trees.setup", "trees.keys", "trees.bins", "trees.edges",
-    "trees.begin", "trees.hist", "trees.split", "trees.finish",
+    "trees.begin", "trees.hist", "trees.split", "trees.eval", "trees.finish",
 )  # fmt: skip
-KINDS = (SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, FINISH)
+KINDS = (SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, EVAL, FINISH)
 LENDERS_OWNER = "lenders"  # the owner of the shared-schema lender features (every lender holds their table)
 FRAC_BITS = GRADIENT_FRAC_BITS  # the learner's gradient quantum: fixed point reproduces its histograms exactly
 SCALE = float(1 << FRAC_BITS)

@@ -22,6 +22,7 @@ from fedcore.protocol.trees.messages import (
     BEGIN,
     BINS,
     EDGES,
+    EVAL,
     FINISH,
     HIST,
     KEYS,
@@ -38,9 +39,10 @@ from fedcore.protocol.trees.messages import (
     to_fixed,
 )
 from models.gbdt.binning import BinMapper, FeatureBins
-from models.gbdt.booster import GBDTModel
+from models.gbdt.booster import GBDTModel, logloss
 from models.gbdt.split import SplitDecision
 from models.gbdt.tree import SplitRule, SplitTable, Tree
+from models.metrics import evaluate
 
 SEED_BYTES = 32
 
@@ -93,17 +95,29 @@ class _LenderRun:
     tree: int = -1
     tree_seed: bytes = b""
     rows: dict[int, np.ndarray] = field(default_factory=dict)
+    val_margins: list[np.ndarray] = field(default_factory=list)  # validation margins after 0, 1, ... trees
 
 
 class LenderTreeParty:
-    """A lender: labels and the shared-schema lender features of its PSI-aligned rows (platform order)."""
+    """A lender: labels and the shared-schema lender features of its PSI-aligned rows (platform order).
 
-    def __init__(self, name: str, columns: Mapping[str, np.ndarray], y: np.ndarray, identity: PartyIdentity) -> None:
+    ``val_mask`` marks this lender's validation rows: they take part with zero gradient and hessian (so
+    they shape no histogram, bin edge or base score) and get every tree's value, which gives the
+    validation loss per tree (early stopping) and the final validation metrics, reported to ``C``."""
+
+    def __init__(
+        self, name: str, columns: Mapping[str, np.ndarray], y: np.ndarray, identity: PartyIdentity,
+        val_mask: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
         self.columns = {k: np.asarray(v) for k, v in columns.items()}
         self.y = np.asarray(y, dtype=np.float64)
+        self.val = np.zeros(len(self.y), dtype=bool) if val_mask is None else np.asarray(val_mask, dtype=bool)
+        if self.val.shape != self.y.shape:
+            raise InvalidInput(f"party {name!r}: validation mask has {self.val.size} rows, labels {self.y.size}")
+        self.metrics: dict[str, float] = {}
         self.mapper: BinMapper | None = None
         self.table = SplitTable(LENDERS_OWNER)
         self.base_score = 0.0
@@ -119,6 +133,7 @@ class LenderTreeParty:
             (BEGIN, self._begin),
             (HIST, self._hist),
             (SPLIT, self._split),
+            (EVAL, self._eval),
             (FINISH, self._finish),
         ):
             registry.register(kind, fn)  # fmt: skip
@@ -180,12 +195,13 @@ class LenderTreeParty:
         """Per feature: non-missing count and count x each quantile, then rows and defaults (fixed point)."""
         levels = np.linspace(0.0, 1.0, s.max_bins + 1)[1:-1]
         values: list[float] = []
+        train = ~self.val
         for f in self.columns:
-            x = np.asarray(self.columns[f], dtype=np.float64)
+            x = np.asarray(self.columns[f], dtype=np.float64)[train]
             x = x[~np.isnan(x)]
             qs = np.quantile(x, levels, method="inverted_cdf") if x.size else np.zeros(len(levels))
             values += [float(x.size)] + [float(x.size) * q for q in qs]
-        values += [float(len(self.y)), float(self.y.sum())]
+        values += [float(train.sum()), float(self.y[train].sum())]
         return [round(v * SCALE) % MOD128 for v in values]
 
     def _bins(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -223,6 +239,7 @@ class LenderTreeParty:
         s.bins = self.mapper.transform(self.columns)
         self.base_score = math.log(defaults / (rows - defaults))
         s.margin = np.full(len(self.y), self.base_score)
+        s.val_margins = []
         return _reply({"n_bins": [fb.n_bins for fb in feats], "base_score": self.base_score})
 
     def _apply_update(self, s: _LenderRun, params: Mapping[str, JSONValue], arrays: Mapping[str, np.ndarray]) -> None:
@@ -236,18 +253,25 @@ class LenderTreeParty:
             else:
                 raise ProtocolError(f"party {self.name!r}: no leaf value for node {node} of tree {s.tree}")
         s.rows = {}
+        s.val_margins.append(s.margin[self.val])
+
+    def _val_loss(self, s: _LenderRun) -> list[float]:
+        """[sum of validation log-loss, validation rows] after the trees so far (what C learns of them)."""
+        n = int(self.val.sum())
+        return [logloss(self.y[self.val], s.val_margins[-1]) * n if n else 0.0, float(n)]
 
     def _begin(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._state(params)
         self._apply_update(s, params, _arrays(ctx, params))
         assert s.margin is not None
         p = 0.5 * (1.0 + np.tanh(0.5 * s.margin))
-        s.g = to_fixed(p - self.y)
-        s.h = to_fixed(np.maximum(p * (1.0 - p), 2.0**-32))
+        s.g = to_fixed(np.where(self.val, 0.0, p - self.y))
+        s.h = to_fixed(np.where(self.val, 0.0, np.maximum(p * (1.0 - p), 2.0**-32)))
         s.tree = int(params["tree"])
         s.tree_seed = os.urandom(SEED_BYTES)
         s.rows = {0: np.arange(len(self.y))}
-        return _reply({"sealed_seed": self._seal(s, s.platform, s.tree_seed, f"tree/{s.tree}")})
+        sealed = self._seal(s, s.platform, s.tree_seed, f"tree/{s.tree}")
+        return _reply({"sealed_seed": sealed, "val_loss": self._val_loss(s)})  # type: ignore[dict-item]
 
     def _pair_mask(self, s: _LenderRun, label: str, n: int) -> np.ndarray:
         """This lender's share of masks that cancel over all lenders (pairwise, Z_2^64)."""
@@ -307,14 +331,26 @@ class LenderTreeParty:
             s.rows[left], s.rows[right] = rows[go], rows[~go]
         return _reply({"refs": refs})
 
-    def _finish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+    def _eval(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        """Add the last tree; reply the validation loss after it."""
         s = self._state(params)
         self._apply_update(s, params, _arrays(ctx, params))
+        return _reply({"val_loss": self._val_loss(s)})  # type: ignore[dict-item]
+
+    def _finish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        s = self._state(params)
         trees = [Tree.from_dict(t) for t in params["trees"]]
+        keep = len(trees)
+        if not 0 <= keep < len(s.val_margins):
+            raise ProtocolError(f"party {self.name!r}: the model keeps {keep} trees, {len(s.val_margins) - 1} grown")
+        if self.val.any():
+            yv = self.y[self.val]
+            if 0 < yv.sum() < yv.size:
+                self.metrics = evaluate(yv, 0.5 * (1.0 + np.tanh(0.5 * s.val_margins[keep])))
         importance = {LENDERS_OWNER: {str(k): float(v) for k, v in dict(params["importance"]).items()}}
         owners = tuple(str(o) for o in params["owners"])
         self.model = GBDTModel(owners, trees, self.base_score, {LENDERS_OWNER: self.table}, importance)
-        return _reply({})
+        return _reply({"metrics": dict(self.metrics)})  # type: ignore[arg-type]
 
     def margin(self) -> np.ndarray:
         """This lender's training margins after the run (for its own reports)."""

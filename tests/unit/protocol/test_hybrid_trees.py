@@ -186,17 +186,19 @@ TO_PARTY_KEYS = {
     "trees.begin": {"run_id", "tree", "leaf_values", "arrays", "sealed_seeds"},
     "trees.hist": {"run_id", "tree", "nodes", "features", "values_for", "items", "recipes"},
     "trees.split": {"run_id", "tree", "splits"},
-    "trees.finish": {"run_id", "leaf_values", "arrays", "trees", "owners", "importance"},
+    "trees.eval": {"run_id", "leaf_values", "arrays"},
+    "trees.finish": {"run_id", "trees", "owners", "importance"},
 }
 FROM_PARTY_KEYS = {
     "trees.setup": {"rows", "env_key", "features", "arrays"},
     "trees.keys": {"sealed"},
     "trees.bins": {"masked"},
     "trees.edges": {"n_bins", "base_score"},
-    "trees.begin": {"sealed_seed"},
+    "trees.begin": {"sealed_seed", "val_loss"},
     "trees.hist": {"arrays"},
     "trees.split": {"refs"},
-    "trees.finish": set(),
+    "trees.eval": {"val_loss"},
+    "trees.finish": {"metrics"},
 }
 
 
@@ -401,3 +403,48 @@ def test_a_tree_seed_relabelled_by_the_coordinator_is_refused():
         run_hybrid_trees(channel, cfg)
     assert "tiange" in str(err.value)
     channel.close()
+
+
+def test_validation_rows_early_stopping_keeps_the_best_trees_and_lenders_report_metrics():
+    """Validation rows carry no gradient; the pooled validation loss per tree picks the kept trees, and
+    each lender's reported metrics are those of the released model on its validation rows."""
+    from models.metrics import evaluate
+
+    lenders, tables = federation(11)
+    channel = InMemoryChannel()
+    parties = {}
+    for i, (name, (cols, y)) in enumerate(lenders.items()):
+        val = np.random.default_rng(i).random(len(y)) < 0.3
+        parties[name] = LenderTreeParty(name, cols, y, IDS[name], val_mask=val)
+        reg = HandlerRegistry()
+        parties[name].register(reg)
+        channel.add_party(name, Role.LENDER, reg)
+    platform = PlatformTreeParty("tiange", tables, IDS["tiange"], categorical=("segment",))
+    reg = HandlerRegistry()
+    platform.register(reg)
+    channel.add_party("tiange", Role.PLATFORM, reg)
+    params = GBDTParams(
+        n_trees=40,
+        max_depth=4,
+        learning_rate=1.0,
+        max_bins=16,
+        min_child_weight=0.0,
+        reg_lambda=0.0,
+        categorical=("segment",),
+        early_stopping_rounds=3,
+    )  # overfits fast
+    result = run_hybrid_trees(channel, HybridTreesConfig("run1", tuple(SIZES), "tiange", LENDER_FEATURES, params))
+    channel.close()
+    keep = len(result.trees)
+    assert keep < params.n_trees  # stopped early
+    assert len(result.val_loss) == keep + 1 + params.early_stopping_rounds or len(result.val_loss) == params.n_trees + 1
+    assert result.val_loss[keep] == min(result.val_loss)
+    fed = GBDTModel(result.owners, result.trees, result.base_score,
+                    {LENDERS_OWNER: parties["yixin"].table, "tiange": platform.table})  # fmt: skip
+    for name, (cols, y) in lenders.items():
+        val = parties[name].val
+        p = fed.predict_proba({**{f: v[val] for f, v in cols.items()}, **{f: v[val] for f, v in tables[name].items()}})
+        want = evaluate(y[val], p)
+        assert result.metrics[name]["auc"] == pytest.approx(want["auc"], abs=1e-12)
+        assert result.metrics[name]["n"] == val.sum()
+        assert parties[name].model is not None and len(parties[name].model.trees) == keep
