@@ -116,10 +116,11 @@ def overview(server: CoordinatorServer) -> dict[str, Any]:
                 curve.append({"round": h.get("round"), "auc": ev.get("val-auc"), "ks": ev.get("val-ks")})
         runs.append({"run_id": r.run_id, "kind": r.kind, "status": r.status, "created": r.created_at,
                      "updated": r.updated_at, "error": r.result.get("error", ""), "curve": curve})
-        if r.kind == "train" and r.status == "succeeded":
+        if r.kind in ("train", "vertical") and r.status == "succeeded":
             res = r.result
             models.append({"run_id": r.run_id, "version": str(res.get("version", "")), "model": res.get("model", ""),
-                           "metrics": res.get("metrics", {}), "parties": res.get("parties", []),
+                           "metrics": res.get("summary_metrics") or res.get("metrics", {}),
+                           "parties": list(res.get("parties", [])),
                            "secure": res.get("secure", ""), "model_sha256": str(res.get("model_sha256", ""))[:16],
                            "created": r.created_at})
         if r.kind.startswith("score"):

@@ -34,6 +34,7 @@ from .scoring import build_service, register_scoring_handlers
 from .scoring_api import start_local_api
 from .store import Store
 from .training_data import store_data_provider
+from .trees import register_tree_handlers
 from .vertical import register_vertical_handlers
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     register_diagnostics(registry)
     alignment = StoreAlignment(store)
     register_vertical_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
+    register_tree_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)

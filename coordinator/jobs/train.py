@@ -10,6 +10,7 @@ from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob, Rou
 
 from ..runs import JobKind, RunContext, register_job
 
+HORIZONTAL_MODELS = ("mlp", "logistic")
 HYPER = ("lr", "local_epochs", "batch_size", "seed", "hidden", "dropout", "val_fraction", "dataset")
 
 
@@ -35,6 +36,11 @@ def train_job(rc: RunContext) -> dict[str, Any]:
     kind = p.get("kind", "horizontal")
     if kind != "horizontal":
         raise InvalidInput(f"training kind {kind!r} is not available (only horizontal)")
+    model = str(p.get("model", "mlp"))
+    if model not in HORIZONTAL_MODELS:
+        raise InvalidInput(
+            f"model {model!r} is not available with kind 'horizontal' (horizontal: {', '.join(HORIZONTAL_MODELS)})"
+        )
     parties = p.get("parties")
     if not isinstance(parties, list) or len(parties) < 1 or not all(isinstance(x, str) for x in parties):
         raise InvalidInput("train: 'parties' must be a list of party names")

@@ -58,3 +58,37 @@ def test_psi_vertical_training_and_joint_scoring(fed):
         assert r["reasons"][-1]["feature"] == "consortium_data"
     for party in ("yixin", "tiange"):
         assert fed.cli("party", "audit", "verify", "--home", str(fed.party_home(party))).returncode == 0
+
+
+def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
+    """`coordinator train --kind vertical --model gbdt` over the same processes, PSI alignment and
+    validation rows as the logistic model: the tree model registers with its metrics and wins."""
+    coord = ["--home", str(fed.coordinator_home)]
+    lr_out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4",
+                     *coord).stdout
+    lr_auc = float(next(ln for ln in lr_out.splitlines() if ln.startswith("model ")).split("validation AUC ")[1]
+                   .split()[0])
+    config = fed.root_dir / "trees.toml"
+    config.write_text('parties = ["yixin", "tiange"]\nkind = "vertical"\nmodel = "gbdt"\n'
+                      "[gbdt]\nn_trees = 40\nmax_depth = 3\nlearning_rate = 0.3\nmax_bins = 32\n"
+                      "early_stopping_rounds = 5\nreg_lambda = 1.0\nmin_child_weight = 1.0\n")
+    out = fed.cli("coordinator", "train", "--run-config", str(config), "--n-trees", "30", *coord).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("model "))
+    assert line.startswith("model hybrid-gbdt ")
+    run_id = line.split("(run ", 1)[1].split(")")[0]
+    tree_auc = float(line.split("validation AUC ", 1)[1].split()[0])
+    assert tree_auc > lr_auc + 0.02, (tree_auc, lr_auc)
+    lender = json.loads((fed.party_home("yixin") / "models" / run_id / "gbdt.json").read_text())
+    platform = json.loads((fed.party_home("tiange") / "models" / run_id / "gbdt.json").read_text())
+    assert lender["role"] == "lender" and set(lender["model"]["tables"]) == {"lenders"}
+    assert 1 <= len(lender["model"]["trees"]) <= 30  # --n-trees on the command line beat the file's 40
+    assert lender["metrics"]["auc"] == pytest.approx(tree_auc, abs=1e-4)
+    assert platform["role"] == "platform" and "model" not in platform  # the platform keeps its rules only
+    rules = list(platform["table"]["rules"].values())
+    assert rules and all(r["feature"] in platform["features"] for r in rules)
+    listed = fed.cli("coordinator", "models", *coord).stdout
+    assert any(run_id in ln and "hybrid-gbdt" in ln and f"{tree_auc:.4f}" in ln for ln in listed.splitlines())
+    # a wrong model/kind combination is refused, naming both
+    bad = fed.cli("coordinator", "train", "--kind", "horizontal", "--model", "gbdt", "--parties", "yixin", *coord,
+                  check=False)
+    assert bad.returncode != 0 and "'gbdt'" in bad.stderr and "'horizontal'" in bad.stderr

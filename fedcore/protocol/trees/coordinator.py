@@ -84,8 +84,9 @@ def _arrays(res: TaskResult) -> dict[str, np.ndarray]:
 
 def _dec_params(dec: SplitDecision, local: int, node: int, left: int, right: int) -> dict[str, JSONValue]:
     return {
-        "node": node, "left": left, "right": right, "feature": local, "default_left": dec.default_left,
-        "threshold": dec.threshold, "left_bins": list(dec.left_bins), "categorical": dec.categorical,
+        "node": int(node), "left": int(left), "right": int(right), "feature": int(local),
+        "default_left": bool(dec.default_left), "threshold": int(dec.threshold),
+        "left_bins": [int(b) for b in dec.left_bins], "categorical": bool(dec.categorical),
     }  # fmt: skip
 
 

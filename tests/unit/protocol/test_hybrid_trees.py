@@ -16,6 +16,7 @@ from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.trees.coordinator import HybridTreesConfig, run_hybrid_trees
 from fedcore.protocol.trees.messages import LENDERS_OWNER, decode_arrays, from_fixed
 from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty
+from fedcore.wire.convert import params_to_struct
 from models.gbdt import GBDTModel, GBDTParams, train
 
 LENDER_FEATURES = ("income", "arrears", "loan", "term")
@@ -208,6 +209,7 @@ def test_wire_every_message_carries_only_the_stated_fields():
     for r in channel.wire_log:
         allowed = TO_PARTY_KEYS if r.direction == "to_party" else FROM_PARTY_KEYS
         assert set(r.params) <= allowed[r.kind], (r.direction, r.party, r.kind, set(r.params))
+        params_to_struct(r.params)  # plain JSON values only: what the gRPC link carries
         if r.direction == "to_party" and r.party == "tiange":
             assert not {"leaf_values", "arrays", "sum", "values_for", "trees"} & set(r.params)
         if r.direction == "from_party" and r.party == "tiange" and r.kind == "trees.hist":
