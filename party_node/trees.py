@@ -126,7 +126,11 @@ class StoreTreeParty:
 
 
 def register_tree_handlers(
-    registry: HandlerRegistry, store: Store, alignment: StoreAlignment, home: Path, party: str,
+    registry: HandlerRegistry,
+    store: Store,
+    alignment: StoreAlignment,
+    home: Path,
+    party: str,
     identity: PartyIdentity,
 ) -> StoreTreeParty:
     """Install the ``trees.*`` handlers for party ``party`` (call from ``build_registry``)."""

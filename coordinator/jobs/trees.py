@@ -39,8 +39,10 @@ def _lender_features(known: dict[str, PartyInfo], lenders: list[str], dataset: s
     first = schemas[lenders[0]]
     for x, names in schemas.items():
         if names != first:
-            raise InvalidInput(f"gbdt: lender {x!r} has features {list(names)}, {lenders[0]!r} has {list(first)}:"
-                               " hybrid trees need one lender schema")
+            raise InvalidInput(
+                f"gbdt: lender {x!r} has features {list(names)}, {lenders[0]!r} has {list(first)}:"
+                " hybrid trees need one lender schema"
+            )
     if not first:
         raise InvalidInput(f"gbdt: lender {lenders[0]!r} whitelisted no feature for the federation")
     return first
@@ -61,11 +63,18 @@ def gbdt_params(raw: Any) -> GBDTParams:
     return GBDTParams.from_dict(kw)
 
 
-def _result(rc: RunContext, res: HybridTreesResult, lenders: list[str], platform: str, features: tuple[str, ...],
-            params: GBDTParams, version: str, seconds: float) -> dict[str, Any]:
+def _result(
+    rc: RunContext,
+    res: HybridTreesResult,
+    lenders: list[str],
+    platform: str,
+    features: tuple[str, ...],
+    params: GBDTParams,
+    version: str,
+    seconds: float,
+) -> dict[str, Any]:
     parties: dict[str, dict[str, Any]] = {x: {"role": "lender", "features": list(features)} for x in lenders}
-    parties[platform] = {"role": "platform",
-                         "features": [s.name for s in res.layout.features if s.owner == platform]}
+    parties[platform] = {"role": "platform", "features": [s.name for s in res.layout.features if s.owner == platform]}
     out: dict[str, Any] = {
         "run_id": rc.run_id, "model_id": rc.run_id, "version": version, "kind": MODEL_KIND, "model": MODEL_KIND,
         "trees": len(res.trees), "val_loss": res.val_loss, "metrics": res.metrics, "parties": parties,
@@ -98,10 +107,15 @@ def gbdt_job(
         data["dataset"] = dataset
     cfg = HybridTreesConfig(rc.run_id, tuple(lenders), platform, features, params,
                             timeout_s=float(p.get("timeout_s", 600.0)), data=data)  # fmt: skip
-    rc.progress(f"hybrid trees: {len(lenders)} lenders x {len(features)} features + {platform}, "
-                f"up to {params.n_trees} trees of depth {params.max_depth}")
+    rc.progress(
+        f"hybrid trees: {len(lenders)} lenders x {len(features)} features + {platform}, "
+        f"up to {params.n_trees} trees of depth {params.max_depth}"
+    )
     t0 = time.perf_counter()
     res = run_hybrid_trees(rc.channel, cfg)
-    rc.progress(f"kept {len(res.trees)} trees; validation log-loss {res.val_loss[len(res.trees)]:.5f}"
-                if len(res.val_loss) > len(res.trees) else f"kept {len(res.trees)} trees")
+    rc.progress(
+        f"kept {len(res.trees)} trees; validation log-loss {res.val_loss[len(res.trees)]:.5f}"
+        if len(res.val_loss) > len(res.trees)
+        else f"kept {len(res.trees)} trees"
+    )
     return _result(rc, res, lenders, platform, features, params, version, time.perf_counter() - t0)

@@ -33,8 +33,9 @@ def fed(tmp_path_factory):
 def test_psi_vertical_training_and_joint_scoring(fed):
     coord = ["--home", str(fed.coordinator_home)]
     fed.cli("coordinator", "distribute-key", *coord)
-    out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4",
-                  *coord).stdout
+    out = fed.cli(
+        "coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4", *coord
+    ).stdout
     assert "epoch 1/4" in out
     model_line = next(ln for ln in out.splitlines() if ln.startswith("model "))
     run_id = model_line.split("(run ", 1)[1].split(")")[0]
@@ -49,8 +50,10 @@ def test_psi_vertical_training_and_joint_scoring(fed):
     with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
         ids = [row["id"] for _, row in zip(range(3), csv.DictReader(f), strict=False)]
     home = str(fed.party_home("yixin"))
-    rows = [json.loads(fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id,
-                               "--home", home).stdout) for i in ids]
+    rows = [
+        json.loads(fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id, "--home", home).stdout)
+        for i in ids
+    ]
     for r in rows:
         assert 0.0 < r["prob_default"] < 1.0 and r["model_version"]
         assert r["decision"] in ("approve", "review", "decline")
@@ -64,14 +67,18 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
     """`coordinator train --kind vertical --model gbdt` over the same processes, PSI alignment and
     validation rows as the logistic model: the tree model registers with its metrics and wins."""
     coord = ["--home", str(fed.coordinator_home)]
-    lr_out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4",
-                     *coord).stdout
-    lr_auc = float(next(ln for ln in lr_out.splitlines() if ln.startswith("model ")).split("validation AUC ")[1]
-                   .split()[0])
+    lr_out = fed.cli(
+        "coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4", *coord
+    ).stdout
+    lr_auc = float(
+        next(ln for ln in lr_out.splitlines() if ln.startswith("model ")).split("validation AUC ")[1].split()[0]
+    )
     config = fed.root_dir / "trees.toml"
-    config.write_text('parties = ["yixin", "tiange"]\nkind = "vertical"\nmodel = "gbdt"\n'
-                      "[gbdt]\nn_trees = 40\nmax_depth = 3\nlearning_rate = 0.3\nmax_bins = 32\n"
-                      "early_stopping_rounds = 5\nreg_lambda = 1.0\nmin_child_weight = 1.0\n")
+    config.write_text(
+        'parties = ["yixin", "tiange"]\nkind = "vertical"\nmodel = "gbdt"\n'
+        "[gbdt]\nn_trees = 40\nmax_depth = 3\nlearning_rate = 0.3\nmax_bins = 32\n"
+        "early_stopping_rounds = 5\nreg_lambda = 1.0\nmin_child_weight = 1.0\n"
+    )
     out = fed.cli("coordinator", "train", "--run-config", str(config), "--n-trees", "30", *coord).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("model "))
     assert line.startswith("model hybrid-gbdt ")
@@ -89,6 +96,7 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
     listed = fed.cli("coordinator", "models", *coord).stdout
     assert any(run_id in ln and "hybrid-gbdt" in ln and f"{tree_auc:.4f}" in ln for ln in listed.splitlines())
     # a wrong model/kind combination is refused, naming both
-    bad = fed.cli("coordinator", "train", "--kind", "horizontal", "--model", "gbdt", "--parties", "yixin", *coord,
-                  check=False)
+    bad = fed.cli(
+        "coordinator", "train", "--kind", "horizontal", "--model", "gbdt", "--parties", "yixin", *coord, check=False
+    )
     assert bad.returncode != 0 and "'gbdt'" in bad.stderr and "'horizontal'" in bad.stderr
