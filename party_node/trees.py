@@ -105,7 +105,8 @@ class StoreTreeParty:
         party.register(inner)
         with self._lock:
             self._party, self._inner = party, inner
-            self._run = {"run_id": params.get("run_id"), "role": role, "dataset": name, "features": features}
+            self._run = {"run_id": params.get("run_id"), "model_id": params.get("run_id"), "role": role,
+                         "version": str(data.get("version", "1")), "dataset": name, "features": features}
 
     def _save(self, run: Mapping[str, Any]) -> None:
         party = self._party
@@ -118,6 +119,8 @@ class StoreTreeParty:
         elif isinstance(party, PlatformTreeParty):
             doc["table"] = party.table.to_dict()
             doc["importance"] = party.importance
+            doc["shapes"] = [t.to_dict() for t in party.shapes]
+            doc["owners"] = list(party.owners)
         path = self.model_dir / str(run["run_id"]) / MODEL_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -105,6 +105,7 @@ def gbdt_job(
         raise InvalidInput(f"gbdt: val_fraction must be in (0, 0.9), got {data['val_fraction']}")
     if dataset:
         data["dataset"] = dataset
+    data["version"] = version
     cfg = HybridTreesConfig(rc.run_id, tuple(lenders), platform, features, params,
                             timeout_s=float(p.get("timeout_s", 600.0)), data=data)  # fmt: skip
     rc.progress(

@@ -356,6 +356,9 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     # Lenders keep the released model (trees, their rules); the platform its rules; each its own importance.
     model = {"trees": [t.to_dict() for t in trees], "owners": list(owners), "importance": importance[LENDERS_OWNER]}
     done = channel.run_all({x: _task(FINISH, cfg, model) for x in cfg.lenders})
-    channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform]}))
+    # The platform gets the kept trees' shapes (no leaf value) to evaluate its splits in joint scoring.
+    shapes = [{**t.to_dict(), "value": [0.0] * t.n_nodes} for t in trees]
+    channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform], "shapes": shapes,
+                                                  "owners": list(owners)}))  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()} for x, r in done.items()}
     return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics)

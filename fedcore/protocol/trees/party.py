@@ -388,6 +388,8 @@ class PlatformTreeParty:
         self.mapper: BinMapper | None = None
         self.table = SplitTable(name)
         self.importance: dict[str, float] = {}
+        self.shapes: list[Tree] = []  # the released trees without leaf values (for joint scoring)
+        self.owners: tuple[str, ...] = ()
         self._run: _PlatformRun | None = None
 
     def register(self, registry: HandlerRegistry) -> None:
@@ -501,4 +503,8 @@ class PlatformTreeParty:
     def _finish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         self._state(params)
         self.importance = {str(k): float(v) for k, v in dict(params["importance"]).items()}
+        self.shapes = [Tree.from_dict(t) for t in params.get("shapes", [])]  # type: ignore[union-attr]
+        if any(t.value.any() for t in self.shapes):
+            raise ProtocolError(f"party {self.name!r}: tree shapes must not carry leaf values")
+        self.owners = tuple(str(o) for o in params.get("owners", []))  # type: ignore[union-attr]
         return _reply({})

@@ -114,6 +114,8 @@ def test_protocol_grows_the_central_learners_trees(params):
     # each party gets its own gain importance only; lenders keep the released model with their rules
     assert platform.importance == result.importance["tiange"] == model.importance_of("tiange")
     assert set(platform.importance) <= set(PLATFORM_FEATURES)
+    assert [t.left.tolist() for t in platform.shapes] == [t.left.tolist() for t in result.trees]
+    assert platform.owners == result.owners and not any(t.value.any() for t in platform.shapes)
     for p in parties.values():
         assert p.model is not None and p.model.importance_of(LENDERS_OWNER) == model.importance_of(LENDERS_OWNER)
         assert json.loads(json.dumps(p.model.to_dict()))["tables"].keys() == {LENDERS_OWNER}
@@ -188,7 +190,7 @@ TO_PARTY_KEYS = {
     "trees.hist": {"run_id", "tree", "nodes", "features", "values_for", "items", "recipes"},
     "trees.split": {"run_id", "tree", "splits"},
     "trees.eval": {"run_id", "leaf_values", "arrays"},
-    "trees.finish": {"run_id", "trees", "owners", "importance"},
+    "trees.finish": {"run_id", "trees", "owners", "importance", "shapes"},
 }
 FROM_PARTY_KEYS = {
     "trees.setup": {"rows", "env_key", "features", "arrays"},
@@ -212,6 +214,8 @@ def test_wire_every_message_carries_only_the_stated_fields():
         params_to_struct(r.params)  # plain JSON values only: what the gRPC link carries
         if r.direction == "to_party" and r.party == "tiange":
             assert not {"leaf_values", "arrays", "sum", "values_for", "trees"} & set(r.params)
+            for shape in r.params.get("shapes", []):  # tree shapes for scoring: never a leaf value
+                assert not any(shape["value"])
         if r.direction == "from_party" and r.party == "tiange" and r.kind == "trees.hist":
             assert [a[0] for a in r.params["arrays"]] == ["pg", "ph"]
         if r.direction == "from_party" and r.party == "tiange" and r.kind == "trees.setup":
