@@ -40,7 +40,7 @@ from fedcore.grpc_options import CLIENT_OPTIONS, secure_target_options
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import QUERIES, JointRequest, JointResponse, ModelSlice, check_queries
 from fedcore.protocol.scoring.party import ScoringParty, SortedTable
-from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, sigmoid
+from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, TreeRequester, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
@@ -58,11 +58,10 @@ from party_node.scoring_batch import (
 
 from .audit import AuditLog
 from .schema import IdKind, normalize_ids
+from .scoring_trees import TreeModels, score_tree_chunk
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-
 
 
 # ---- contributor side ------------------------------------------------------------------------------
@@ -149,7 +148,8 @@ def register_scoring_handlers(
     registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None
 ) -> ScoringParty:
     """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``)."""
-    party = ScoringParty(StoreContributions(store, home / "models"), audit or AuditLog.for_home(home))
+    party = ScoringParty(StoreContributions(store, home / "models"), audit or AuditLog.for_home(home),
+                         trees=TreeModels(store, home / "models"))  # fmt: skip
     party.register(registry)
     return party
 
@@ -177,7 +177,6 @@ class GrpcGateway:
         self._channel.close()
 
 
-
 class ScoringService:
     """The lender's scoring entry point (used by the local gRPC/HTTP API and the CLI)."""
 
@@ -198,10 +197,17 @@ class ScoringService:
         self.requester = base
         self._coalescer: Coalescer[tuple[Any, ...], Applicant, ScoredBatch] | None = None
         if self.settings.coalesce:  # concurrent small calls with the same options leave as one chunk
-            self._coalescer = Coalescer(self._score_coalesced, _cut_batch, max_merged=COALESCE_MAX_MERGED,
-                                        inflight=self.settings.coalesce_inflight, name="score-coalesce")
+            self._coalescer = Coalescer(
+                self._score_coalesced,
+                _cut_batch,
+                max_merged=COALESCE_MAX_MERGED,
+                inflight=self.settings.coalesce_inflight,
+                name="score-coalesce",
+            )
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
+        self.trees = TreeModels(store, home / "models")
+        self.tree_requester = TreeRequester(gateway, self.settings.key_rotate_s)
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
@@ -285,6 +291,8 @@ class ScoringService:
                 f"{len(applicants)} applicants is over the limit of {self.settings.max_request} per request"
                 " (use batch scoring for files)"
             )
+        if self.trees.lender_model(model_id or self.settings.model_id) is not None:  # tree models: no coalescing
+            return self._score_chunk(applicants, model_id, model_version, queries, allow_partial, on_invalid, caller)
         if self._coalescer is not None and on_invalid == "raise" and len(applicants) <= COALESCE_MAX_APPLICANTS:
             sl = self.model(model_id)
             if model_version and model_version != sl.version:
@@ -366,23 +374,11 @@ class ScoringService:
                 for f in inflight:
                     f.cancel()
 
-    def _score_chunk(
-        self,
-        applicants: Sequence[Applicant] | ApplicantTable,
-        model_id: str | None = None,
-        model_version: str | None = None,
-        queries: Sequence[str] = QUERIES,
-        allow_partial: bool | None = None,
-        on_invalid: str = "raise",
-        caller: str = "local-api",
-    ) -> ScoredBatch:
+    def pseudonymize(
+        self, applicants: Sequence[Applicant] | ApplicantTable, on_invalid: str
+    ) -> tuple[list[str], list[str], list[bytes | None], list[int], np.ndarray]:
+        """(raw ids, id kinds, pseudonyms (None: malformed id), malformed positions, valid mask)."""
         st = self.settings
-        qs = check_queries(queries)
-        sl = self.model(model_id)
-        if model_version and model_version != sl.version:
-            raise InvalidInput(
-                f"model {sl.model_id!r}: requested version {model_version!r}, this node holds {sl.version!r}"
-            )
         n = len(applicants)
         if isinstance(applicants, ApplicantTable):
             raw_ids = applicants.ids
@@ -414,6 +410,30 @@ class ScoringService:
             shown = ", ".join(f"#{i} ({kinds[i]})" for i in bad[:5])
             raise InvalidInput(f"{len(bad)} malformed applicant id(s): {shown}")
         valid = np.array([norm[i] is not None for i in range(n)], dtype=bool)
+        return list(raw_ids), kinds, pseudos, bad, valid
+
+    def _score_chunk(
+        self,
+        applicants: Sequence[Applicant] | ApplicantTable,
+        model_id: str | None = None,
+        model_version: str | None = None,
+        queries: Sequence[str] = QUERIES,
+        allow_partial: bool | None = None,
+        on_invalid: str = "raise",
+        caller: str = "local-api",
+    ) -> ScoredBatch:
+        st = self.settings
+        qs = check_queries(queries)
+        tree = self.trees.lender_model(model_id or st.model_id)
+        if tree is not None:
+            return score_tree_chunk(self, tree, applicants, model_version, qs, allow_partial, on_invalid, caller)
+        sl = self.model(model_id)
+        if model_version and model_version != sl.version:
+            raise InvalidInput(
+                f"model {sl.model_id!r}: requested version {model_version!r}, this node holds {sl.version!r}"
+            )
+        raw_ids, kinds, pseudos, bad, valid = self.pseudonymize(applicants, on_invalid)
+        n = len(applicants)
         if isinstance(applicants, ApplicantTable) and applicants.x is not None:
             x = np.asarray(applicants.x, dtype=np.float64)
             if x.shape != (n, len(sl.features)) or not np.all(np.isfinite(x)):
@@ -512,7 +532,6 @@ class ScoringService:
         )
 
 
-
 # ---- node wiring ---------------------------------------------------------------------------------------
 
 SETTINGS_FILE = "scoring.json"
@@ -546,5 +565,3 @@ def build_service(config: Any, store: Store, settings: ScoringSettings | None = 
         tls.key.read_bytes(),
     )
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))
-
-
