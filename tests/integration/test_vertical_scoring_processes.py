@@ -7,8 +7,11 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
+from models.gbdt import GBDTModel
+from models.gbdt.tree import SplitTable, combine_directions, margin_from_leaves, owner_directions
 from scripts.fate_data import fate_data_dir, write_fate_federations
 from scripts.localfed import LocalFederation
 
@@ -95,6 +98,31 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
     assert rules and all(r["feature"] in platform["features"] for r in rules)
     listed = fed.cli("coordinator", "models", *coord).stdout
     assert any(run_id in ln and "hybrid-gbdt" in ln and f"{tree_auc:.4f}" in ln for ln in listed.splitlines())
+    # joint scoring with the tree model: the lender's node asks, the platform adds its splits under the
+    # lender's key; the score equals the model evaluated centrally on both parties' rows
+    fed.cli("coordinator", "distribute-key", *coord)
+    with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
+        guest = {row["id"]: row for _, row in zip(range(4), csv.DictReader(f), strict=False)}
+    with open(fate_data_dir() / "default_credit_hetero_host.csv", newline="") as f:
+        host = {row["id"]: row for row in csv.DictReader(f) if row["id"] in guest}
+    model = GBDTModel.from_dict(lender["model"])
+    ptable = SplitTable.from_dict(platform["table"])
+    home = str(fed.party_home("yixin"))
+    for i in guest:
+        r = json.loads(
+            fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id, "--home", home).stdout
+        )
+        bits = {
+            "lenders": owner_directions(model.tables["lenders"], {f"x{j}": np.array([float(guest[i][f"x{j}"])])
+                                                                 for j in range(13)}),
+            "tiange": owner_directions(ptable, {f"x{j}": np.array([float(host[i][f"x{j}"])]) for j in range(10)}),
+        }  # fmt: skip
+        leaves = combine_directions(model.trees, model.owners, bits)
+        central = 1 / (1 + np.exp(-margin_from_leaves(model.trees, leaves, model.base_score)[0]))
+        assert r["prob_default"] == pytest.approx(central, abs=1e-5)
+        assert r["model_version"] and r["reasons"][-1]["feature"] == "consortium_data"
+        own = [x["logit_impact"] for x in r["reasons"][:-1]]
+        assert own == sorted(own, reverse=True) and all(x["feature"].startswith("x") for x in r["reasons"][:-1])
     # a wrong model/kind combination is refused, naming both
     bad = fed.cli(
         "coordinator", "train", "--kind", "horizontal", "--model", "gbdt", "--parties", "yixin", *coord, check=False
