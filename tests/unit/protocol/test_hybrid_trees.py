@@ -111,6 +111,10 @@ def test_protocol_grows_the_central_learners_trees(params):
     fed = GBDTModel(result.owners, result.trees, result.base_score,
                     {LENDERS_OWNER: parties["yixin"].table, "tiange": platform.table})  # fmt: skip
     np.testing.assert_array_equal(fed.margin(cols), model.margin(cols))
+    for feat, sign in params.monotone.items():  # the constraints hold on the federated model itself
+        grid = np.linspace(np.nanmin(cols[feat]), np.nanmax(cols[feat]), 25)
+        sweep = np.stack([fed.margin({**{f: v[:60] for f, v in cols.items()}, feat: np.full(60, g)}) for g in grid])
+        assert (sign * np.diff(sweep, axis=0) >= -1e-12).all(), feat
     # each party gets its own gain importance only; lenders keep the released model with their rules
     assert platform.importance == result.importance["tiange"] == model.importance_of("tiange")
     assert set(platform.importance) <= set(PLATFORM_FEATURES)

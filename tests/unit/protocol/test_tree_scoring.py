@@ -43,6 +43,12 @@ def fed():
     model = train(cols, y, params, owners=owners, names=[*LENDER, *PLATFORM])
     ps = [_pseudo(i) for i in range(n)]
     known = np.arange(n) % 7 != 0  # the platform does not know (or has no consent for) every 7th person
+    req, ch = _federation(model, cols, ps, known)
+    yield model, cols, ps, known, req, ch
+    ch.close()
+
+
+def _federation(model, cols, ps, known):
     platform_src = ArrayTreeContributions.build(
         "m1", "3", [_shape(t) for t in model.trees], model.owners, model.tables["tiange"],
         [p for p, k in zip(ps, known, strict=True) if k], {f: cols[f][known] for f in PLATFORM},
@@ -54,9 +60,7 @@ def fed():
         ScoringParty(ArrayContributions.build([], {}), _Audit(audit), trees=trees).register(reg)
         ch.add_party(name, role, reg)
     ch.add_party("yixin", Role.LENDER, HandlerRegistry())
-    req = TreeRequester(LocalGateway(ScoringCoordinator(ch), "yixin"))
-    yield model, cols, ps, known, req, ch
-    ch.close()
+    return TreeRequester(LocalGateway(ScoringCoordinator(ch), "yixin")), ch
 
 
 class _Audit:
@@ -122,3 +126,23 @@ def test_a_version_mismatch_is_refused_naming_the_versions(fed):
     w = requester_input(model.trees, model.owners, "lenders", bits)
     with pytest.raises(PartyTaskError, match="version"):
         req.query(ps[0] + ps[1], w, model.base_score, model_id="m1", model_version="2")
+
+
+def test_an_unseen_category_at_scoring_is_treated_as_missing(fed):
+    """The platform's categorical 'segment' holds a value never seen in training: the joint score is the
+    model's with that value missing."""
+    model, cols, ps, known, _, _ = fed
+    rows = np.flatnonzero(known)[:20]
+    changed = {**cols, "segment": cols["segment"].copy()}
+    changed["segment"][rows] = 99.0
+    req, ch = _federation(model, changed, ps, known)
+    try:
+        bits = owner_directions(model.tables["lenders"], {f: cols[f][rows] for f in LENDER})
+        w = requester_input(model.trees, model.owners, "lenders", bits)
+        margin, _ = req.query(b"".join(ps[i] for i in rows), w, model.base_score, model_id="m1", model_version="3")
+    finally:
+        ch.close()
+    view = {f: v[rows] for f, v in cols.items()}
+    expect = model.predict_proba({**view, "segment": np.full(len(rows), np.nan)})
+    np.testing.assert_allclose(sigmoid(margin), expect, atol=1e-6)
+    assert any(r.categorical and r.feature == "segment" for r in model.tables["tiange"].rules.values())
