@@ -247,7 +247,7 @@ def train(
     kind: Annotated[
         str, typer.Option(help="horizontal (lenders share a schema) or vertical (lenders + the platform).")
     ] = "horizontal",
-    model: Annotated[str, typer.Option(help="horizontal: mlp or logistic; vertical: logistic or gbdt.")] = "",
+    model: Annotated[str, typer.Option(help="horizontal: mlp, logistic or gbdt; vertical: logistic or gbdt.")] = "",
     rounds: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
     secure: Annotated[str, typer.Option(help="he (CKKS-encrypted aggregation) or none.")] = "he",
@@ -294,7 +294,7 @@ def train(
     kind, rounds, lr, dataset = pick("kind", kind), pick("rounds", rounds), pick("lr", lr), pick("dataset", dataset)
     model = pick("model", model) or ("logistic" if kind == "vertical" else "mlp")
     batch_size = pick("batch_size", batch_size)
-    allowed = {"horizontal": ("mlp", "logistic"), "vertical": ("logistic", "gbdt")}
+    allowed = {"horizontal": ("mlp", "logistic", "gbdt"), "vertical": ("logistic", "gbdt")}
     if kind not in allowed:
         raise InvalidInput(f"--kind must be horizontal or vertical, not {kind!r}")
     if model not in allowed[kind]:
@@ -319,6 +319,17 @@ def train(
         return
     params: dict[str, Any] = {"kind": kind, "parties": names, "model": model, "rounds": rounds,
                               "strategy": pick("strategy", strategy), "secure": pick("secure", secure)}
+    if model == "gbdt":
+        params = {"kind": kind, "parties": names, "model": model,
+                  "gbdt": _tree_params(cfg.get("gbdt", {}), n_trees, depth, lr, bins, min_child_weight, l2,
+                                       monotone, early_stopping_rounds)}  # fmt: skip
+        for key, value in (("dataset", dataset), ("val_fraction", pick("val_fraction", val_fraction)),
+                           ("seed", cfg.get("seed"))):
+            if value is not None:
+                params[key] = value
+        with AdminClient(load_coordinator_config(home)) as client:
+            _print_model(follow_run(client.start_run("train", params)))
+        return
     for key, value in (("min_parties", pick("min_parties", min_parties)),
                        ("local_epochs", pick("local_epochs", local_epochs)), ("lr", lr),
                        ("dataset", dataset), ("batch_size", batch_size)):

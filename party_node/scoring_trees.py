@@ -31,7 +31,7 @@ from fedcore.protocol.scoring.trees import ArrayTreeContributions, requester_inp
 from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models.gbdt.booster import GBDTModel
 from models.gbdt.explain import path_attribution
-from models.gbdt.tree import SplitTable, Tree, leaf_index, owner_directions
+from models.gbdt.tree import SplitTable, Tree, leaf_index, margin_from_leaf_mask, owner_directions
 from models.scorecard import top_adverse
 
 from .scoring_batch import Applicant, ApplicantTable, ScoredBatch
@@ -180,7 +180,9 @@ def score_tree_chunk(
         for a in range(0, len(vidx), per):
             rows = vidx[a : a + per]
             packed = b"".join(pseudos[i] for i in rows)  # type: ignore[misc]
-            if "score" in queries:
+            if "score" in queries and set(model.owners) == {LENDERS_OWNER}:  # horizontal: the model is local
+                z[rows] = margin_from_leaf_mask(model.trees, w[rows] != 0, model.base_score)
+            elif "score" in queries:
                 z[rows], resp = service.tree_requester.query(
                     packed, w[rows], model.base_score, model_id=tm.model_id, model_version=tm.version,
                     allow_partial=partial, timeout_s=st.timeout_s,

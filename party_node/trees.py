@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from fedcore.errors import InvalidInput, ProtocolError
+from fedcore.protocol.horizontal_trees import messages as hmsg
+from fedcore.protocol.horizontal_trees.party import LenderHTreeParty
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
@@ -31,6 +33,7 @@ from fedcore.protocol.vertical.numerics import split_rows
 
 from .alignment import StoreAlignment
 from .store import Store
+from .training_data import store_data_provider
 from .vertical import StoreVerticalSource
 
 MODEL_FILE = "gbdt.json"
@@ -40,6 +43,10 @@ MODEL_KIND = "hybrid-gbdt"
 class StoreTreeParty:
     """Builds this party's protocol object from the store at ``trees.setup`` and routes every later task
     of the run to it (one tree run at a time per node)."""
+
+    KINDS: tuple[str, ...] = KINDS
+    SETUP_KIND, FINISH_KIND = SETUP, FINISH
+    MODEL_KIND = MODEL_KIND
 
     def __init__(self, name: str, store: Store, alignment: StoreAlignment, home: Path, identity: PartyIdentity) -> None:
         self.name = name
@@ -53,19 +60,19 @@ class StoreTreeParty:
         self._run: dict[str, Any] = {}
 
     def register(self, registry: HandlerRegistry) -> None:
-        for kind in KINDS:
+        for kind in self.KINDS:
             registry.register(kind, self._handler(kind))
 
     def _handler(self, kind: str) -> Any:
         def handle(ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
-            if kind == SETUP:
+            if kind == self.SETUP_KIND:
                 self._setup(params)
             with self._lock:
                 inner, run = self._inner, dict(self._run)
             if run.get("run_id") != params.get("run_id"):
                 raise ProtocolError(f"party {self.name!r}: no tree run {params.get('run_id')!r} was set up here")
             reply = inner.get(kind)(ctx, params)
-            if kind == FINISH:
+            if kind == self.FINISH_KIND:
                 self._save(run)
             return reply
 
@@ -77,12 +84,23 @@ class StoreTreeParty:
             raise InvalidInput(f"party {self.name!r}: tree setup names no PSI runs ('data.psi_runs')")
         psi_runs = data.get("psi_runs")
         lenders = [str(x) for x in params.get("lenders", [])]  # type: ignore[union-attr]
-        if not isinstance(psi_runs, Mapping) or any(x not in psi_runs for x in lenders):
+        if params.get("leader") is not None:
+            psi_runs = {}  # horizontal: no alignment
+        elif not isinstance(psi_runs, Mapping) or any(x not in psi_runs for x in lenders):
             raise InvalidInput(f"party {self.name!r}: tree setup needs a PSI run for every lender {lenders}")
         dataset = str(data["dataset"]) if data.get("dataset") else None
         seed, val_fraction = int(data.get("seed", 0)), float(data.get("val_fraction", 0.2))  # type: ignore[arg-type]
         party: LenderTreeParty | PlatformTreeParty
-        if self.name in lenders:
+        if params.get("leader") is not None:  # horizontal trees: this lender's own labelled rows
+            split = store_data_provider(self.store)({"fc-dataset": dataset or "", "fc-val-fraction": val_fraction,
+                                                     "fc-seed": seed})  # fmt: skip
+            xtr, ytr, xva, yva, names = split
+            xs, yy = np.vstack([xtr, xva]), np.concatenate([ytr, yva]).astype(np.float64)
+            mask = np.arange(len(yy)) >= len(ytr)
+            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask)
+            info_name = dataset or next(d for d in self.store.datasets() if self.store.dataset_info(d).has_labels)
+            role, name, features = "lender", info_name, list(names)
+        elif self.name in lenders:
             t = self.source.vertical_table(str(psi_runs[self.name]), dataset, labels=True)
             assert t.y is not None
             mask = np.zeros(len(t.y), dtype=bool)
@@ -91,10 +109,10 @@ class StoreTreeParty:
             party = LenderTreeParty(self.name, cols, t.y.astype(np.float64), self.identity, val_mask=mask)
             role, name, features = "lender", t.dataset, list(t.features)
         elif params.get("platform") == self.name:
-            tables = {}
-            for x in lenders:
-                t = self.source.vertical_table(str(psi_runs[x]), dataset, labels=False)
-                tables[x] = {f: t.X[:, j] for j, f in enumerate(t.features)}
+            tables: dict[str, dict[str, np.ndarray]] = {}
+            for lender in lenders:
+                t = self.source.vertical_table(str(psi_runs[lender]), dataset, labels=False)
+                tables[lender] = {f: t.X[:, j] for j, f in enumerate(t.features)}
             info = self.store.dataset_info(t.dataset)
             cats = [f for f, dtype in info.features.items() if dtype == "categorical" and f in tables[lenders[0]]]
             party = PlatformTreeParty(self.name, tables, self.identity, categorical=cats)
@@ -105,12 +123,18 @@ class StoreTreeParty:
         party.register(inner)
         with self._lock:
             self._party, self._inner = party, inner
-            self._run = {"run_id": params.get("run_id"), "model_id": params.get("run_id"), "role": role,
-                         "version": str(data.get("version", "1")), "dataset": name, "features": features}
+            self._run = {
+                "run_id": params.get("run_id"),
+                "model_id": params.get("run_id"),
+                "role": role,
+                "version": str(data.get("version", "1")),
+                "dataset": name,
+                "features": features,
+            }
 
     def _save(self, run: Mapping[str, Any]) -> None:
         party = self._party
-        doc: dict[str, Any] = {"party": self.name, "kind": MODEL_KIND, **run}
+        doc: dict[str, Any] = {"party": self.name, "kind": self.MODEL_KIND, **run}
         if isinstance(party, LenderTreeParty):
             if party.model is None:
                 raise ProtocolError(f"party {self.name!r}: the tree run finished without a model")
@@ -128,6 +152,14 @@ class StoreTreeParty:
         os.replace(tmp, path)
 
 
+class StoreHTreeParty(StoreTreeParty):
+    """The same for horizontal trees (``htrees.*``): the lender's labelled rows with training consent."""
+
+    KINDS = hmsg.KINDS
+    SETUP_KIND, FINISH_KIND = hmsg.SETUP, hmsg.FINISH
+    MODEL_KIND = "horizontal-gbdt"
+
+
 def register_tree_handlers(
     registry: HandlerRegistry,
     store: Store,
@@ -139,4 +171,5 @@ def register_tree_handlers(
     """Install the ``trees.*`` handlers for party ``party`` (call from ``build_registry``)."""
     tp = StoreTreeParty(party, store, alignment, home, identity)
     tp.register(registry)
+    StoreHTreeParty(party, store, alignment, home, identity).register(registry)
     return tp

@@ -10,7 +10,7 @@ from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob, Rou
 
 from ..runs import JobKind, RunContext, register_job
 
-HORIZONTAL_MODELS = ("mlp", "logistic")
+HORIZONTAL_MODELS = ("mlp", "logistic", "gbdt")
 HYPER = ("lr", "local_epochs", "batch_size", "seed", "hidden", "dropout", "val_fraction", "dataset")
 
 
@@ -51,6 +51,10 @@ def train_job(rc: RunContext) -> dict[str, Any]:
     not_lenders = [x for x in parties if known[x].role.value != "lender"]
     if not_lenders:
         raise InvalidInput(f"horizontal training needs label-holding lenders; not lenders: {', '.join(not_lenders)}")
+    if model == "gbdt":
+        from .trees import horizontal_gbdt_job
+
+        return horizontal_gbdt_job(rc, list(parties), _version(rc))
     dp = None
     if p.get("dp_noise_multiplier"):
         dp = DpConfig(clip=float(p.get("dp_clip", 1.0)), noise_multiplier=float(p["dp_noise_multiplier"]),

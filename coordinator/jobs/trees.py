@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from fedcore.errors import InvalidInput
+from fedcore.protocol.horizontal_trees.coordinator import HorizontalTreesConfig, run_horizontal_trees
 from fedcore.protocol.messages import JSONValue, PartyInfo
 from fedcore.protocol.trees.coordinator import HybridTreesConfig, HybridTreesResult, run_hybrid_trees
 from fedcore.protocol.trees.messages import LENDERS_OWNER
@@ -120,3 +121,35 @@ def gbdt_job(
         else f"kept {len(res.trees)} trees"
     )
     return _result(rc, res, lenders, platform, features, params, version, time.perf_counter() - t0)
+
+
+def horizontal_gbdt_job(rc: RunContext, lenders: list[str], version: str) -> dict[str, Any]:
+    """``train --kind horizontal --model gbdt``: :mod:`fedcore.protocol.horizontal_trees` across ``lenders``."""
+    p = rc.params
+    params = gbdt_params(p.get("gbdt"))
+    known = {x.name: x for x in rc.channel.parties()}
+    dataset = str(p["dataset"]) if p.get("dataset") else None
+    features = _lender_features(known, lenders, dataset)
+    data: dict[str, JSONValue] = {"val_fraction": float(p.get("val_fraction", 0.2)), "seed": int(p.get("seed", 0)),
+                                  "version": version, **({"dataset": dataset} if dataset else {})}  # fmt: skip
+    cfg = HorizontalTreesConfig(rc.run_id, tuple(lenders), features, params,
+                                timeout_s=float(p.get("timeout_s", 600.0)), data=data)  # fmt: skip
+    rc.progress(f"horizontal trees: {len(lenders)} lenders x {len(features)} features, {params.n_trees} trees of "
+                f"depth {params.max_depth}; histograms summed under CKKS")  # fmt: skip
+    t0 = time.perf_counter()
+    res = run_horizontal_trees(rc.channel, cfg)
+    out: dict[str, Any] = {
+        "run_id": rc.run_id, "model_id": rc.run_id, "version": version, "kind": "horizontal-gbdt",
+        "model": "horizontal-gbdt", "trees": len(res.trees), "metrics": res.metrics, "secure": "he",
+        "parties": {x: {"role": "lender", "features": list(features)} for x in lenders},
+        "bytes_per_lender_per_tree": round(res.bytes_per_lender), "seconds": round(time.perf_counter() - t0, 3),
+        "params": {k: v for k, v in params.to_dict().items() if k not in ("sticky_owners", "first_tree_owners")},
+    }  # fmt: skip
+    per = [m for m in res.metrics.values() if "auc" in m]
+    total = sum(float(m.get("n", 1)) for m in per)
+    if per and total > 0:
+        out["summary_metrics"] = {
+            f"val_{k}": sum(float(m.get(k, 0.0)) * float(m.get("n", 1)) for m in per) / total
+            for k in ("auc", "ks", "bad_rate_at_80")
+        }
+    return out

@@ -125,6 +125,6 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
         assert own == sorted(own, reverse=True) and all(x["feature"].startswith("x") for x in r["reasons"][:-1])
     # a wrong model/kind combination is refused, naming both
     bad = fed.cli(
-        "coordinator", "train", "--kind", "horizontal", "--model", "gbdt", "--parties", "yixin", *coord, check=False
+        "coordinator", "train", "--kind", "vertical", "--model", "mlp", "--parties", "yixin", *coord, check=False
     )
-    assert bad.returncode != 0 and "'gbdt'" in bad.stderr and "'horizontal'" in bad.stderr
+    assert bad.returncode != 0 and "'mlp'" in bad.stderr and "'vertical'" in bad.stderr
