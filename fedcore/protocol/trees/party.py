@@ -45,6 +45,16 @@ from models.gbdt.tree import SplitRule, SplitTable, Tree
 from models.metrics import evaluate
 
 SEED_BYTES = 32
+FINE = 8  # quantile levels per bin in the pooled quantile vector
+
+
+def _edges_from(fine: np.ndarray, max_bins: int) -> tuple[float, ...]:
+    """Bin edges from pooled fine quantiles: every distinct value when they fit (a discrete feature keeps
+    each of its values), else the quantiles at the bin levels."""
+    distinct = np.unique(fine)
+    if len(distinct) <= max_bins - 1:
+        return tuple(float(u) for u in distinct)
+    return tuple(float(u) for u in np.unique(fine[FINE - 1 :: FINE]))
 
 
 def _purpose(run_id: str, what: str) -> str:
@@ -193,7 +203,7 @@ class LenderTreeParty:
 
     def _quantile_vector(self, s: _LenderRun) -> list[int]:
         """Per feature: non-missing count and count x each quantile, then rows and defaults (fixed point)."""
-        levels = np.linspace(0.0, 1.0, s.max_bins + 1)[1:-1]
+        levels = np.linspace(0.0, 1.0, FINE * s.max_bins + 1)[1:-1]
         values: list[float] = []
         train = ~self.val
         for f in self.columns:
@@ -226,11 +236,11 @@ class LenderTreeParty:
             total = [(t - m) % MOD128 for t, m in zip(total, mask_int128(s.group_key, f"edges/{lender}", len(total)),
                                                       strict=True)]  # fmt: skip
         vals = [(t - MOD128 if t >= MOD128 // 2 else t) / SCALE for t in total]
-        per = s.max_bins  # count + (max_bins - 1) quantiles per feature
+        per = FINE * s.max_bins  # count + (FINE x max_bins - 1) quantiles per feature
         feats = []
         for j, name in enumerate(self.columns):
             count, qsum = vals[j * per], vals[j * per + 1 : (j + 1) * per]
-            upper = tuple(float(u) for u in np.unique(np.asarray(qsum) / count)) if count > 0 else ()
+            upper = _edges_from(np.asarray(qsum) / count, s.max_bins) if count > 0 else ()
             feats.append(FeatureBins(name, False, upper=upper))
         rows, defaults = vals[-2], vals[-1]
         if not 0 < defaults < rows:
