@@ -106,3 +106,35 @@ def test_inputs_are_checked_before_anything_is_sent():
                                                        GBDTParams(categorical=("income",))))  # fmt: skip
     assert ch.wire_log == []
     ch.close()
+
+
+@pytest.mark.parametrize("victim", ["yixin", "cango"])  # the leader, another lender
+def test_a_lender_lost_mid_tree_fails_the_run_naming_it(victim):
+    from fedcore.errors import PartyUnavailable
+
+    rng = np.random.default_rng(4)
+    ch = InMemoryChannel()
+    calls = {"hist": 0}
+    for name, n in SIZES.items():
+        x, y = _lender(rng, n)
+        inner = HandlerRegistry()
+        LenderHTreeParty(name, x, y, IDS[name]).register(inner)
+        if name != victim:
+            ch.add_party(name, Role.LENDER, inner)
+            continue
+
+        def flaky(ctx, params, inner=inner, name=name):
+            calls["hist"] += 1
+            if calls["hist"] == 4:  # the link drops while the party builds a histogram
+                ch.disconnect(name)
+                ctx.cancelled.wait(timeout=60)
+            return inner.get("htrees.hist")(ctx, params)
+
+        reg = HandlerRegistry()
+        for kind in inner.kinds():
+            reg.register(kind, flaky if kind == "htrees.hist" else inner.get(kind))
+        ch.add_party(name, Role.LENDER, reg)
+    with pytest.raises(PartyUnavailable) as err:
+        run_horizontal_trees(ch, HorizontalTreesConfig("h1", tuple(SIZES), FEATURES, GBDTParams(n_trees=3)))
+    assert victim in str(err.value) and calls["hist"] == 4
+    ch.close()
