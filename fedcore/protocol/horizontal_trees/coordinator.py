@@ -4,6 +4,7 @@ grows the trees."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ class HorizontalTreesResult:
     val_loss: list[float] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     bytes_per_lender: float = 0.0  # histogram ciphertext bytes per lender per tree
+    setup_s: float = 0.0  # keys, pooled bins (before the first tree)
 
 
 def _task(kind: str, cfg: HorizontalTreesConfig, params: Mapping[str, Any], payload: bytes | None = None) -> Task:
@@ -55,6 +57,7 @@ def _pooled(replies: Any) -> float | None:
 
 def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> HorizontalTreesResult:
     p = cfg.params
+    t0 = time.perf_counter()
     if len(cfg.lenders) < 2 or len(set(cfg.lenders)) != len(cfg.lenders) or not cfg.features:
         raise InvalidInput("horizontal trees need two or more distinct lenders and at least one feature")
     if p.categorical or p.subsample < 1.0 or p.early_stopping_rounds is not None or p.sticky_owners:
@@ -82,6 +85,7 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
         raise ProtocolError("lenders derived different bins from the same aggregate")
     base = float(edges[leader].params["base_score"])  # type: ignore[arg-type]
     rng = np.random.default_rng(p.seed)
+    setup_s = time.perf_counter() - t0
     n_feat = len(cfg.features)
     trees: list[Tree] = []
     losses: list[float] = []
@@ -119,4 +123,4 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()}  # type: ignore[arg-type]
                for x, r in done.items()}  # fmt: skip
     per = sent / len(cfg.lenders) / max(1, len(trees))
-    return HorizontalTreesResult(trees, base, n_bins[leader], importance, losses, metrics, per)
+    return HorizontalTreesResult(trees, base, n_bins[leader], importance, losses, metrics, per, setup_s)

@@ -131,14 +131,16 @@ class LenderHTreeParty(LenderTreeParty):
         slots = s.max_bins + 1
         parts = []
         assert s.g is not None and s.h is not None
+        offsets = (np.arange(len(feats)) * slots)[:, None]
         for node in [int(x) for x in params["build"]]:  # type: ignore[union-attr]
             ctx.check_cancelled()
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
+            idx = (s.bins[np.ix_(feats, rows)] + offsets).ravel()  # every feature's bins in one bincount
             for comp in (s.g, s.h):
-                for f in feats:
-                    parts.append(np.bincount(s.bins[f, rows], weights=comp[rows], minlength=slots)[:slots])
+                w = np.tile(comp[rows], len(feats))
+                parts.append(np.bincount(idx, weights=w, minlength=len(feats) * slots)[: len(feats) * slots])
         vec = np.concatenate(parts) if parts else np.zeros(0)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
 
