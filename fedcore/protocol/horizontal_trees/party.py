@@ -137,7 +137,8 @@ class LenderHTreeParty(LenderTreeParty):
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            idx = (s.bins[np.ix_(feats, rows)] + offsets).ravel()  # every feature's bins in one bincount
+            # every feature's bins in one bincount
+            idx = (s.bins[np.ix_(np.asarray(feats, dtype=np.int64), rows)] + offsets).ravel()
             for comp in (s.g, s.h):
                 w = np.tile(comp[rows], len(feats))
                 parts.append(np.bincount(idx, weights=w, minlength=len(feats) * slots)[: len(feats) * slots])
