@@ -42,8 +42,12 @@ signs the sealed payload, so ``C`` relays it but can neither open nor substitute
             C -> P     the same for platform features;  owner -> C  opaque reference of its new rule
     leaves  C -> L_i   values of leaves under lender nodes; for each platform subtree, the value each of
                        L_i's rows reaches in it (C computes it from the platform bins)
-    finish  C -> L_i   the last leaves, the trees (opaque splits, leaf values), the lenders' gain importance
-            C -> P     the platform's gain importance (total gain per platform feature)
+    eval    C -> L_i   the last tree's leaves    L_i -> C  validation log-loss sum and row count
+            (begin's reply carries the same after each tree; early stopping keeps the best prefix)
+    finish  C -> L_i   the kept trees (opaque splits, leaf values), the lenders' gain importance
+                                             L_i -> C  its validation metrics (AUC, KS, ...)
+            C -> P     the platform's gain importance; the kept trees' shapes (no leaf value), for
+                       evaluating its own splits in joint scoring
 
 **What each side learns** (semi-honest parties, ``C`` colluding with none):
 
@@ -62,7 +66,8 @@ signs the sealed payload, so ``C`` relays it but can neither open nor substitute
   of every aligned row *position* (positions are PSI output order, not tied to a subject for ``C``);
   per-row values masked by seeds it does not have (uniform); per node the per-(feature, bin) sums of g
   and h over all lenders' rows, hence the gains, splits and leaf values. A bin that holds a single row of
-  a node reveals that position's g and h (hence its label) to ``C``, without a subject. It sees **no
+  a node reveals that position's g and h (hence its label) to ``C``, without a subject. Per tree, each
+  lender's validation log-loss sum; at the end each lender's validation metrics. It sees **no
   clear per-row value, no feature value, no threshold**, and does not learn which lender node a row is in.
 
 Beside the peers: FATE's SecureBoost (2.x) sends every host each sample's node position (the instance
