@@ -127,6 +127,8 @@ class StoreTreeParty:
                 "run_id": params.get("run_id"),
                 "model_id": params.get("run_id"),
                 "role": role,
+                "seed": seed,
+                "val_fraction": val_fraction,
                 "version": str(data.get("version", "1")),
                 "dataset": name,
                 "features": features,

@@ -23,7 +23,7 @@ LENDERS = {"yixin": "guest", "meili": "host_1", "cango": "host_2"}
 def fed(tmp_path_factory):
     root = tmp_path_factory.mktemp("htrees")
     files = write_fate_federations(root / "fate")["homo"]
-    f = LocalFederation(root / "fed", dict.fromkeys(LENDERS, "lender"), heartbeat_s=0.5)
+    f = LocalFederation(root / "fed", dict.fromkeys(LENDERS, "lender"))
     f.setup()
     for name, part in LENDERS.items():
         f.ingest(name, *files[part])
@@ -51,6 +51,9 @@ def test_horizontal_trees_train_register_and_score_locally(fed):
     cols = {f"x{j}": np.array([float(r[f"x{j}"]) for r in rows]) for j in range(23)}
     y = np.array([float(r["y"]) for r in rows])
     assert auc(y, model.predict_proba(cols)) > 0.77  # held-out homo_test
+    report = fed.root / "report"
+    fed.cli("coordinator", "report", run_id, "--out", str(report), "--no-contribution", *coord)
+    assert (report / "report.html").is_file()
     listed = fed.cli("coordinator", "models", *coord).stdout
     assert any(run_id in ln and "horizontal-gbdt" in ln for ln in listed.splitlines())
     # a lender scores one of its own applicants with the model, locally (no consortium part)
