@@ -36,11 +36,14 @@ def init(
     host: Annotated[
         list[str] | None, typer.Option("--host", help="Host name or IP parties dial (repeatable).")
     ] = None,
+    state_url: Annotated[
+        str, typer.Option(help="Keep the registry in PostgreSQL at this URL (postgresql+psycopg://...).")
+    ] = "",
 ) -> None:
     """Create a new federation: CA, coordinator and admin certificates, state store."""
     from .home import init_home
 
-    config = init_home(home, listen=listen, hosts=tuple(host or ["127.0.0.1", "localhost"]))
+    config = init_home(home, listen=listen, hosts=tuple(host or ["127.0.0.1", "localhost"]), state_url=state_url)
     typer.echo(f"created federation in {config.home}; admin credentials in {config.tls.admin_cert.parent}")
 
 
@@ -124,7 +127,7 @@ def parties(
             typer.echo(f"coordinator not reachable ({exc}); showing the registry only", err=True)
             offline = True
     if offline:
-        for pr in StateStore(config.coordinator.state, create=False).principals():
+        for pr in StateStore(config.coordinator.registry(), create=False).principals():
             if pr.role == Role.ADMIN:
                 continue
             seen = _ago(pr.last_seen) if pr.last_seen else "never"
@@ -168,7 +171,7 @@ def audit(home: Home = Path(".")) -> None:
     """Show the audit log of admin actions."""
     from .state import StateStore
 
-    for e in StateStore(load_coordinator_config(home).coordinator.state, create=False).audit_log():
+    for e in StateStore(load_coordinator_config(home).coordinator.registry(), create=False).audit_log():
         when = dt.datetime.fromtimestamp(e.at).isoformat(timespec="seconds")
         typer.echo(f"{when}  {e.actor:<10} {e.action:<18} {e.target:<12} {e.detail}")
 
@@ -219,9 +222,22 @@ def runs(home: Home = Path(".")) -> None:
     from .admin_client import AdminClient
 
     with AdminClient(load_coordinator_config(home)) as client:
-        rows = [(r.run_id, r.kind, r.status, dt.datetime.fromtimestamp(r.created_unix).isoformat(timespec="seconds"),
-                 json.dumps(params_from_struct(r.result), sort_keys=True)[:80]) for r in client.list_runs()]
-    _table(("run", "kind", "status", "started", "result"), rows)
+        rows = []
+        for r in client.list_runs():
+            result = params_from_struct(r.result)
+            started = dt.datetime.fromtimestamp(r.created_unix).isoformat(timespec="seconds")
+            rows.append((r.run_id, r.kind, r.status, started, dropped_text(result) or "-",
+                         json.dumps(result, sort_keys=True)[:80]))
+    _table(("run", "kind", "status", "started", "dropped out", "result"), rows)
+
+
+def dropped_text(result: Any) -> str:
+    """``host2 (round 2, 23:50:01)``: the parties a run lost, when (from its record's ``dropped``)."""
+    out = []
+    for d in result.get("dropped", []) if isinstance(result, dict) else []:
+        when = dt.datetime.fromtimestamp(float(d.get("at", 0))).isoformat(timespec="seconds")
+        out.append(f"{d.get('party')} (round {int(d.get('round', 0))}, {when})")  # Struct numbers are floats
+    return ", ".join(out)
 
 
 @app.command("distribute-key")

@@ -20,12 +20,18 @@ class CoordinatorSection(Section):
     # Host names / IPs the server certificate is valid for (what parties dial).
     hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
     state: ResolvedPath = Path("state.db")
+    # A PostgreSQL URL (postgresql+psycopg://user@host/db) puts the registry there instead of `state`.
+    state_url: str = ""
     # Where `coordinator serve` writes the port it bound (useful with port 0).
     port_file: ResolvedPath = Path("run/coordinator.port")
     max_workers: int = pydantic.Field(default=64, ge=8, le=1024)
     # Concurrent RPCs (calls and streams) one party's certificate may hold; capped at a quarter of
     # the server's slots so that one party can never take the admin's or the other parties' slots.
     max_rpcs_per_party: int = pydantic.Field(default=16, ge=2, le=1024)
+
+    def registry(self) -> Path | str:
+        """Where the registry lives: ``state_url`` when set, else the SQLite file ``state``."""
+        return self.state_url or self.state
 
     @pydantic.field_validator("listen")
     @classmethod

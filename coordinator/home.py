@@ -30,13 +30,17 @@ def init_home(
     listen: str = "127.0.0.1:7443",
     hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
     name: str = "coordinator",
+    state_url: str = "",
 ) -> CoordinatorConfig:
     """Create a new federation in ``home`` (absent or empty); all or nothing."""
     if (home / CONFIG_FILE).exists():
         raise AlreadyExists(f"{home / CONFIG_FILE} exists: this folder already holds a coordinator")
     with building(home) as tmp:
         (tmp / CONFIG_FILE).write_text(
-            dump_toml({"coordinator": {"name": name, "listen": listen, "hosts": list(hosts)}}),
+            dump_toml(
+                {"coordinator": {"name": name, "listen": listen, "hosts": list(hosts)}
+                 | ({"state_url": state_url} if state_url else {})}
+            ),
             encoding="utf-8",
         )
         config = load_coordinator_config(tmp)
@@ -50,7 +54,7 @@ def init_home(
         admin_key.save(tls.admin_key)
         admin_pem = ca.issue(ADMIN_NAME, admin_key.public_key())
         tls.admin_cert.write_bytes(admin_pem)
-        state = StateStore(config.coordinator.state)
+        state = StateStore(config.coordinator.registry())
         _register(state, ADMIN_NAME, Role.ADMIN, admin_pem, actor="init")
         state.close()
     return load_coordinator_config(home)
@@ -92,7 +96,7 @@ def admit(
         raise InvalidInput(f"{csr_path} is a folder, not a CSR file") from None
     ca = CertificateAuthority.load(config.tls.ca_key, config.tls.ca_cert)
     name, cert_pem = ca.sign_csr(csr, source=str(csr_path), valid_days=valid_days)
-    state = StateStore(config.coordinator.state, create=False)
+    state = StateStore(config.coordinator.registry(), create=False)
     if state.principal(name) is not None:
         raise AlreadyExists(
             f"{csr_path}: a party named {name!r} is already admitted (revoked names stay taken)"
@@ -137,4 +141,4 @@ def revoke(config: CoordinatorConfig, name: str, reason: str = "revoked by the a
     """Revoke every certificate of ``name``; a running coordinator cuts its link within a second."""
     if name == ADMIN_NAME:
         raise InvalidInput("the admin principal cannot be revoked this way")
-    return StateStore(config.coordinator.state, create=False).revoke(name, reason=reason, actor=ADMIN_NAME)
+    return StateStore(config.coordinator.registry(), create=False).revoke(name, reason=reason, actor=ADMIN_NAME)

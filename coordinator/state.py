@@ -1,5 +1,7 @@
-"""The coordinator's durable state in SQLite: parties, certificates, revocations, runs and the audit
-of admin actions. It survives restarts; liveness is not stored here (it lives with the links).
+"""The coordinator's durable state in SQLite (default) or PostgreSQL: parties, certificates,
+revocations, runs and the audit of admin actions. It survives restarts; liveness is not stored here
+(it lives with the links). A ``postgresql://`` URL (``coordinator.state_url``) puts the same tables
+on a PostgreSQL server through psycopg 3; the SQL is the same, with ``%s`` placeholders there.
 
 One :class:`StateStore` per process; every method is a short transaction, safe from many threads.
 Admin CLI commands and the running server share the file (WAL mode), which is how a revocation made
@@ -23,6 +25,8 @@ from typing import Any
 from fedcore.errors import AlreadyExists, InvalidInput, NotFound, Unavailable
 from fedcore.files import check_writable
 from fedcore.protocol.messages import Role
+
+from .state_pg import PG_SCHEMES, PgConnection, pg_conninfo
 
 SCHEMA_VERSION = 1
 
@@ -71,6 +75,13 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+def pg_schema() -> str:
+    """The same tables on PostgreSQL: 8-byte floats for times, an identity column for the audit id."""
+    return SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace(
+        "INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+    )
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
@@ -106,7 +117,16 @@ class StateStore:
     """The registry. ``create=False`` (what the server and the admin commands use) refuses a missing,
     read-only or corrupt file, naming it; only ``fedcredit coordinator init`` creates one."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self._ident: tuple[int, int] | None = None
+        if isinstance(path, str) and path.startswith(PG_SCHEMES):
+            self._pg: str | None = pg_conninfo(path)
+            self.path = Path(path.split("@")[-1])  # for messages only: host/db, never a password
+            self._local = threading.local()
+            self._init_pg(create)
+            return
+        self._pg = None
+        path = Path(path)
         self.path = path
         if not create:
             if not path.is_file():
@@ -117,7 +137,6 @@ class StateStore:
             check_writable(path, "coordinator registry")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._ident: tuple[int, int] | None = None
         try:
             self._conn().executescript(SCHEMA)
             with self._tx() as db:
@@ -128,6 +147,23 @@ class StateStore:
             raise InvalidInput(
                 f"coordinator registry {path} is not a valid registry ({exc}); restore it from a backup"
             ) from None
+
+    def _init_pg(self, create: bool) -> None:
+        db = self._conn()
+        exists = db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
+        if not create and not exists:
+            raise NotFound(
+                f"coordinator registry {self.path} has no registry tables; "
+                "`fedcredit coordinator init` creates a new federation"
+            )
+        with self._tx() as tx:
+            for stmt in pg_schema().split(";"):
+                if stmt.strip():
+                    tx.execute(stmt)
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
 
     def _check_file(self) -> None:
         """The registry must still be the file we opened: deleted or replaced while running is an error
@@ -144,6 +180,12 @@ class StateStore:
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None and self._pg is not None:
+            conn = PgConnection.connect(self._pg, str(self.path))  # type: ignore[assignment]
+            self._local.conn = conn
+            return conn  # type: ignore[return-value]
+        if self._pg is not None:
+            return conn  # type: ignore[return-value]
         if conn is None:
             if self._ident is not None:
                 self._check_file()
@@ -165,7 +207,7 @@ class StateStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
         try:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN" if self._pg is not None else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise Unavailable(f"coordinator registry {self.path}: {exc}") from None
         try:
@@ -231,7 +273,8 @@ class StateStore:
             serials = [r[0] for r in db.execute("SELECT serial FROM certificates WHERE name = ?", (name,))]
             db.execute("UPDATE principals SET status = 'revoked', revoked_at = ? WHERE name = ?", (now, name))
             db.executemany(
-                "INSERT OR IGNORE INTO revocations(serial, name, revoked_at, reason) VALUES (?, ?, ?, ?)",
+                "INSERT INTO revocations(serial, name, revoked_at, reason) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [(s, name, now, reason) for s in serials],
             )
             self._audit(db, actor, "revoke", name, {"reason": reason, "serials": serials})

@@ -16,6 +16,7 @@ from fedcore.errors import NotFound
 
 from .store import Store
 
+_BLOCK = 100_000
 _md = sa.MetaData()
 ALIGNMENTS = sa.Table(
     "alignments",
@@ -39,7 +40,9 @@ class StoreAlignment:
 
     # ---- SubjectSource ----
 
-    def subjects_for_psi(self, purpose: str) -> tuple[np.ndarray, list[bytes]]:
+    def subjects_for_psi(self, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+        """(row ids, ``kind:id`` as a fixed-width bytes array), read in blocks: no Python object per id
+        is kept."""
         s = self.store.t["subjects"]
         c = self.store.t["consent"]
         stmt = (
@@ -47,13 +50,16 @@ class StoreAlignment:
             .where(sa.exists().where(c.c.purpose == purpose, c.c.row_id == s.c.row_id, c.c.granted.is_(True)))
             .order_by(s.c.row_id)
         )
-        keys: list[int] = []
-        ids: list[bytes] = []
+        keys: list[np.ndarray] = []
+        ids: list[np.ndarray] = []
         with self.store.engine.connect() as conn:
-            for row_id, kind, norm in conn.execute(stmt):
-                keys.append(int(row_id))
-                ids.append(f"{kind}:{norm}".encode())
-        return np.array(keys, dtype=np.int64), ids
+            res = conn.execution_options(stream_results=True, yield_per=_BLOCK).execute(stmt)
+            for rows in res.partitions(_BLOCK):
+                keys.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+                ids.append(np.array([f"{r[1]}:{r[2]}".encode() for r in rows], dtype=bytes))
+        if not keys:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype="S1")
+        return np.concatenate(keys), np.concatenate(ids)
 
     # ---- AlignmentSink ----
 

@@ -48,7 +48,12 @@ class LinkSettings(Section):
 
 
 class ComputeSettings(Section):
-    # Worker processes for CPU-heavy protocol steps (PSI blinding); unset: one per core; 0: in-process.
+    # "local": a process pool on this machine; "ray": the party's Ray cluster (pip install 'fedcredit[ray]').
+    backend: Literal["local", "ray"] = "local"
+    # Address of the party's Ray cluster (host:port of its head, or "auto"); "" starts one in-process.
+    ray_address: str = ""
+    # Workers for CPU-heavy protocol steps (PSI blinding); unset: one per core (Ray: per cluster CPU);
+    # 0: in-process (local backend only).
     workers: int | None = pydantic.Field(default=None, ge=0, le=256)
 
 

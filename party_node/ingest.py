@@ -46,6 +46,7 @@ from fedcore.errors import InvalidInput, NotFound
 from party_node.ingest_sources import CsvSource, ParquetSource, fail, is_parquet
 from party_node.schema import MISSING, UNSEEN, DatasetSchema, id_problem, normalize_ids
 from party_node.store import Store, feature_table
+from party_node.store_pg import copy_rows, is_postgres
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "t", "yes", "y"})
 FALSE_VALUES = frozenset({"0", "0.0", "false", "f", "no", "n"})
@@ -140,7 +141,9 @@ def _to_bool(path: Path, arr: pa.Array, col: str, rows0: int) -> list[bool | Non
 def _insert_many(conn: Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
     if not rows:
         return
-    if conn.dialect.paramstyle == "qmark":
+    if is_postgres(conn):
+        copy_rows(conn, table, columns, rows)
+    elif conn.dialect.paramstyle == "qmark":
         cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
         marks = ", ".join("?" for _ in columns)
         name = conn.dialect.identifier_preparer.format_table(table)

@@ -63,6 +63,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+JOINT_ALIAS = "joint"  # the default model name: the newest joint model this lender labels
+
 
 # ---- contributor side ------------------------------------------------------------------------------
 
@@ -71,8 +73,9 @@ class StoreContributions:
     """A :class:`~fedcore.protocol.scoring.ContributionSource` over the party's store, cached in memory
     (sorted pseudonym tables) and refreshed every ``refresh_s`` seconds or when a slice file changes."""
 
-    def __init__(self, store: Store, models_dir: Path, refresh_s: float = 300.0) -> None:
+    def __init__(self, store: Store, models_dir: Path, refresh_s: float = 300.0, compute: Any = None) -> None:
         self._store = store
+        self._compute = compute  # ComputeSettings; backend "ray" computes partial scores on Ray tasks
         self._models_dir = models_dir
         self._refresh_s = refresh_s
         self._lock = threading.Lock()
@@ -111,17 +114,27 @@ class StoreContributions:
         with self._lock:
             hit = self._scores.get(model_id)
         if hit is None or hit[1] != mtime or now - hit[0] > self._refresh_s:
-            rids, ps = self._store.all_pseudonyms(purpose="scoring")
-            xr, x = self._store.feature_matrix(sl.dataset, list(sl.features), purpose="scoring")
-            pos = np.searchsorted(rids, xr)
-            pos = np.minimum(pos, max(len(rids) - 1, 0))
-            ok = (rids[pos] == xr) if len(rids) else np.zeros(len(xr), dtype=bool)
-            keys = [ps[i] for i in pos[ok]]
-            table = SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
+            table = self._score_table(sl)
             hit = (now, mtime, table)
             with self._lock:
                 self._scores[model_id] = hit
         return hit[2].lookup(pseudonyms)
+
+    def _score_table(self, sl: ModelSlice) -> SortedTable:
+        if self._compute is not None and self._compute.backend == "ray":
+            from .compute import ray_partial_scores, row_id_bounds, store_url
+
+            keys_arr, vals = ray_partial_scores(
+                self._compute.ray_address, store_url(self._store), sl, row_id_bounds(self._store, sl.dataset)
+            )
+            return SortedTable(keys_arr, vals)
+        rids, ps = self._store.all_pseudonyms(purpose="scoring")
+        xr, x = self._store.feature_matrix(sl.dataset, list(sl.features), purpose="scoring")
+        pos = np.searchsorted(rids, xr)
+        pos = np.minimum(pos, max(len(rids) - 1, 0))
+        ok = (rids[pos] == xr) if len(rids) else np.zeros(len(xr), dtype=bool)
+        keys = [ps[i] for i in pos[ok]]
+        return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
     def _flag_table(self, name: str) -> SortedTable:
         now = time.monotonic()
@@ -145,11 +158,11 @@ class StoreContributions:
 
 
 def register_scoring_handlers(
-    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None
+    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None
 ) -> ScoringParty:
     """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``)."""
-    party = ScoringParty(StoreContributions(store, home / "models"), audit or AuditLog.for_home(home),
-                         trees=TreeModels(store, home / "models"))  # fmt: skip
+    contributions = StoreContributions(store, home / "models", compute=compute)
+    party = ScoringParty(contributions, audit or AuditLog.for_home(home), trees=TreeModels(store, home / "models"))
     party.register(registry)
     return party
 
@@ -212,10 +225,28 @@ class ScoringService:
         self._lock = threading.Lock()
 
     def model(self, model_id: str | None = None) -> ModelSlice:
-        sl = self._own.slice(model_id or self.settings.model_id)
+        wanted = model_id or self.settings.model_id
+        if wanted == JOINT_ALIAS and not (self.home / "models" / wanted / "slice.json").is_file():
+            wanted = self._newest_joint_model()
+        sl = self._own.slice(wanted)
         if sl.intercept is None:
             raise InvalidInput(f"model {sl.model_id!r}: this party's slice has no intercept (not the label holder)")
         return sl
+
+    def _newest_joint_model(self) -> str:
+        """What the default model name ``joint`` means when no model is called that: the newest vertical
+        model whose slice at this party holds the intercept (this party is its label holder)."""
+        slices = sorted((self.home / "models").glob("*/slice.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in slices:
+            try:
+                if json.loads(path.read_text(encoding="utf-8")).get("intercept") is not None:
+                    return path.parent.name
+            except (OSError, ValueError):
+                continue
+        raise NotFound(
+            f"no joint model at this party yet ({self.home / 'models'} holds no slice with an intercept): "
+            "train one with `fedcredit coordinator train --kind vertical`"
+        )
 
     # -- own features
 

@@ -61,3 +61,16 @@ def _set(path: Path, section: str, body: str) -> None:
 def fed_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homes]:
     root = tmp_path_factory.mktemp("fed")
     yield make_homes(root, {"yixin": "lender", "meili": "lender", "tiange": "platform"})
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """A throw-away PostgreSQL server (Debian's postgresql); fails, naming the package, when it is missing."""
+    from scripts.pgserver import PgServer, PgServerError
+
+    try:
+        server = PgServer().start()
+    except PgServerError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()

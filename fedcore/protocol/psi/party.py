@@ -6,7 +6,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,8 @@ from fedcore.protocol.psi.messages import (
     REBLIND,
     STAGE,
     START,
+    VERIFY,
+    alignment_digest,
 )
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
@@ -43,7 +45,7 @@ POOL_MIN_IDS = 50_000  # below this, blinding in-process beats starting worker p
 class SubjectSource(Protocol):
     """The party's subjects that consented to ``purpose``: (subject keys, normalized ids as bytes)."""
 
-    def subjects_for_psi(self, purpose: str) -> tuple[np.ndarray, list[bytes]]: ...
+    def subjects_for_psi(self, purpose: str) -> tuple[np.ndarray, Sequence[bytes] | np.ndarray]: ...
 
 
 class AlignmentSink(Protocol):
@@ -64,7 +66,9 @@ class _Pair:
     secret: PsiSecret
     own_keys: np.ndarray | None = None  # sorted 16-byte prefixes of b*(a*H(x)), leader only
     own_index: np.ndarray | None = None  # own position of each sorted key
-    matches: dict[int, int] = field(default_factory=dict)  # own position -> peer position
+    # matched own positions (ascending) and the peer position of each: arrays, not a dict of ints
+    match_own: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    match_peer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     matched_count: int = 0
     pool: ParallelBlinder | None = None  # worker processes holding this pair's scalar, reused across steps
 
@@ -79,7 +83,7 @@ class _Session:
     run_id: str
     purpose: str
     keys: np.ndarray  # subject keys in this run's random order
-    ids: list[bytes]  # normalized ids in the same order
+    ids: np.ndarray  # normalized ids in the same order (fixed-width bytes, see id_array)
     pairs: dict[str, _Pair] = field(default_factory=dict)
     alignment: dict[str, np.ndarray] = field(default_factory=dict)  # peer -> own positions, final order
     created: float = field(default_factory=time.monotonic)
@@ -94,6 +98,26 @@ def _prefixes(packed: bytes) -> np.ndarray:
 
 def _split(packed: bytes) -> list[bytes]:
     return [packed[i : i + POINT_BYTES] for i in range(0, len(packed), POINT_BYTES)]
+
+
+def id_array(ids: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    """Ids as one fixed-width bytes array (``S<longest>``): ~one byte per id character instead of a
+    Python object per id (~60 B more each). Numpy drops trailing NUL bytes, which normalized ids
+    (text) never have."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+        return ids
+    if len(ids) == 0:
+        return np.zeros(0, dtype="S1")
+    try:
+        return np.array(ids, dtype=bytes)
+    except (TypeError, UnicodeEncodeError) as exc:
+        raise InvalidInput("PSI ids must be bytes") from exc
+
+
+def iter_ids(arr: np.ndarray, block: int = 65_536) -> Iterator[bytes]:
+    """Plain ``bytes`` ids from an id array, converting one block at a time (bounded memory)."""
+    for i in range(0, len(arr), block):
+        yield from arr[i : i + block].tolist()
 
 
 def aligned_points(chunks: Iterable[bytes], size: int = POINT_BYTES * 4096) -> Iterator[bytes]:
@@ -114,11 +138,20 @@ def aligned_points(chunks: Iterable[bytes], size: int = POINT_BYTES * 4096) -> I
 class PsiParty:
     """The party-side steps of PSI, as task handlers. Holds per-run state in memory only."""
 
-    def __init__(self, source: SubjectSource, sink: AlignmentSink, workers: int | None = None) -> None:
-        """``workers``: processes for blinding (None: one per core; 0: always in this process)."""
+    def __init__(
+        self,
+        source: SubjectSource,
+        sink: AlignmentSink,
+        workers: int | None = None,
+        blinder: Callable[[PsiSecret], ParallelBlinder] | None = None,
+    ) -> None:
+        """``workers``: processes for blinding (None: one per core; 0: always in this process).
+        ``blinder``: builds the pool for a run's scalar instead of a local :class:`ParallelBlinder`
+        (the party's Ray cluster: ``party_node.compute.RayBlinder``; then every size is pooled)."""
         self._source = source
         self._sink = sink
         self._workers = workers
+        self._blinder = blinder
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -126,7 +159,7 @@ class PsiParty:
         for kind, fn in (
             (START, self._start), (BLIND, self._blind), (REBLIND, self._reblind), (LEARN, self._learn),
             (MATCH, self._match), (FINALIZE, self._finalize), (POSITIONS, self._positions),
-            (STAGE, self._stage), (COMMIT, self._commit), (ABORT, self._abort),
+            (STAGE, self._stage), (VERIFY, self._verify), (COMMIT, self._commit), (ABORT, self._abort),
         ):
             registry.register(kind, fn)
 
@@ -154,17 +187,16 @@ class PsiParty:
         keys, ids = self._source.subjects_for_psi(purpose)
         if len(keys) != len(ids):
             raise ProtocolError("subject keys and ids differ in length")
+        arr = id_array(ids)
+        del ids
         # One entry per distinct id (equal ids would give equal points and leak multiplicity).
-        seen: dict[bytes, int] = {}
-        for i, v in enumerate(ids):
-            seen.setdefault(v, i)
-        keep = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
+        keep = np.unique(arr, return_index=True)[1]
         order = keep[np.random.default_rng(secrets.randbits(128)).permutation(len(keep))]
         s = _Session(
             run_id=ctx.run_id,
             purpose=purpose,
             keys=np.asarray(keys, dtype=np.int64)[order],
-            ids=[ids[i] for i in order],
+            ids=arr[order],
             pairs={str(p): _Pair(PsiSecret.generate()) for p in peers},
         )
         with self._lock:
@@ -184,20 +216,21 @@ class PsiParty:
                 pair.close()
 
     def _pooled(self, n: int) -> bool:
-        return self._workers != 0 and n >= POOL_MIN_IDS
+        return self._blinder is not None or (self._workers != 0 and n >= POOL_MIN_IDS)
 
     def _pool(self, pair: _Pair) -> ParallelBlinder:
         if pair.pool is None:
-            pair.pool = ParallelBlinder(pair.secret, self._workers)
+            make = self._blinder or (lambda sec: ParallelBlinder(sec, self._workers))
+            pair.pool = make(pair.secret)
         return pair.pool
 
-    def _blind_stream(self, ctx: TaskContext, pair: _Pair, ids: list[bytes]) -> Iterator[bytes]:
+    def _blind_stream(self, ctx: TaskContext, pair: _Pair, ids: np.ndarray) -> Iterator[bytes]:
         if self._pooled(len(ids)):
-            for packed in self._pool(pair).blind_ids_stream(ids):
+            for packed in self._pool(pair).blind_ids_stream(iter_ids(ids)):
                 ctx.check_cancelled()
                 yield packed
         else:
-            for chunk in iter_chunks(ids):
+            for chunk in iter_chunks(iter_ids(ids)):
                 ctx.check_cancelled()
                 yield b"".join(blind_ids(pair.secret, chunk))
 
@@ -243,31 +276,37 @@ class PsiParty:
             raise ProtocolError("psi.match before psi.learn_own")
         own_keys, own_index = pair.own_keys, pair.own_index
         peer_pos = 0
-        matches: dict[int, int] = {}
+        owns: list[np.ndarray] = []
+        peers: list[np.ndarray] = []
         for packed in self._reblind_stream(ctx, pair, int(params.get("n", 0))):
             pk = _prefixes(packed)
             if len(own_keys):
                 at = np.searchsorted(own_keys, pk)
                 at[at == len(own_keys)] = 0
-                for j in np.nonzero(own_keys[at] == pk)[0]:
-                    matches[int(own_index[at[j]])] = peer_pos + int(j)
+                hit = np.nonzero(own_keys[at] == pk)[0]
+                owns.append(own_index[at[hit]].astype(np.int64))
+                peers.append(hit.astype(np.int64) + peer_pos)
             peer_pos += len(pk)
-        pair.matches = matches
-        pair.matched_count = len(matches)
+        own = np.concatenate(owns) if owns else np.zeros(0, dtype=np.int64)
+        peer = np.concatenate(peers) if peers else np.zeros(0, dtype=np.int64)
+        # one peer position per own position (the last, as a dict would keep), own positions ascending
+        last = len(own) - 1 - np.unique(own[::-1], return_index=True)[1]
+        pair.match_own, pair.match_peer = own[last], peer[last]
+        pair.matched_count = len(pair.match_own)
         pair.own_keys = pair.own_index = None
-        return TaskReply({"matched": len(matches), "peer_count": peer_pos})
+        return TaskReply({"matched": pair.matched_count, "peer_count": peer_pos})
 
     def _finalize(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx)
-        common: set[int] | None = None
+        common: np.ndarray | None = None
         for pair in s.pairs.values():
-            common = set(pair.matches) if common is None else common & set(pair.matches)
-        final = np.array(sorted(common or ()), dtype=np.int64)
+            common = pair.match_own if common is None else np.intersect1d(common, pair.match_own, assume_unique=True)
+        final = np.zeros(0, dtype=np.int64) if common is None else np.asarray(common, dtype=np.int64)
         final = final[np.random.default_rng(secrets.randbits(128)).permutation(len(final))]
         if bool(params.get("cardinality_only", False)):
             return TaskReply({"intersection": len(final)})
-        for peer, pair in s.pairs.items():
-            s.alignment[peer] = np.array([pair.matches[int(i)] for i in final], dtype=np.uint32)
+        for peer, pair in s.pairs.items():  # match_own is ascending: each final position found by bisection
+            s.alignment[peer] = pair.match_peer[np.searchsorted(pair.match_own, final)].astype(np.uint32)
         self._sink.stage_alignment(ctx.run_id, s.keys[final])
         return TaskReply({"intersection": len(final)})
 
@@ -276,7 +315,8 @@ class PsiParty:
         pos = s.alignment.get(str(params["peer"]))
         if pos is None:
             raise ProtocolError("psi.positions before psi.finalize")
-        return TaskReply({"count": len(pos)}, [pos.astype("<u4").tobytes()])
+        digest = alignment_digest(ctx.run_id, pos)
+        return TaskReply({"count": len(pos), "digest": digest}, [pos.astype("<u4").tobytes()])
 
     def _stage(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx)
@@ -286,8 +326,27 @@ class PsiParty:
         pos = np.frombuffer(data, dtype="<u4").astype(np.int64)
         if len(pos) and (pos.max() >= len(s.keys) or len(np.unique(pos)) != len(pos)):
             raise ProtocolError("psi.stage: positions out of range or repeated")
+        digest = alignment_digest(ctx.run_id, pos)
+        if params.get("count") != len(pos) or params.get("digest") != digest:
+            raise ProtocolError(
+                f"psi.stage: received {len(pos)} positions that do not match the leader's count "
+                f"({params.get('count')}) and digest; nothing staged"
+            )
         self._sink.stage_alignment(ctx.run_id, s.keys[pos])
-        return TaskReply({"staged": len(pos)})
+        return TaskReply({"staged": len(pos), "digest": digest})
+
+    def _verify(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        """The leader's check of what a follower staged, before anyone commits."""
+        s, _ = self._pair(ctx, params)
+        pos = s.alignment.get(str(params["peer"]))
+        if pos is None:
+            raise ProtocolError("psi.verify before psi.finalize")
+        if params.get("count") != len(pos) or params.get("digest") != alignment_digest(ctx.run_id, pos):
+            raise ProtocolError(
+                f"psi.verify: {params['peer']!r} staged {params.get('count')} positions that do not match "
+                f"the {len(pos)} sent (count or digest differs)"
+            )
+        return TaskReply({"verified": len(pos)})
 
     def _commit(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         self._sink.commit_alignment(ctx.run_id)
