@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from fedcore.errors import InvalidInput, Unavailable
@@ -256,20 +257,19 @@ def distribute_key(
 
 @app.command()
 def train(
-    parties: Annotated[str, typer.Option(help="Comma-separated lenders, e.g. yixin,meili,cango.")],
+    ctx: typer.Context,
+    parties: Annotated[str, typer.Option(help="Comma-separated parties, e.g. yixin,meili,cango.")] = "",
     home: Home = Path("."),
     kind: Annotated[
         str, typer.Option(help="horizontal (lenders share a schema) or vertical (lenders + the platform).")
     ] = "horizontal",
-    model: Annotated[
-        str | None, typer.Option(help="horizontal: mlp (default) or logistic; vertical: logistic.")
-    ] = None,
+    model: Annotated[str, typer.Option(help="horizontal: mlp, logistic or gbdt; vertical: logistic or gbdt.")] = "",
     rounds: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
     secure: Annotated[str, typer.Option(help="he (CKKS-encrypted aggregation) or none.")] = "he",
     min_parties: Annotated[int | None, typer.Option(help="Fewest replies a round may complete with.")] = None,
     local_epochs: Annotated[int | None, typer.Option(min=1)] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (gbdt: shrinkage).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset at each party (default: its labelled one).")] = None,
     dp_noise: Annotated[float, typer.Option(help="Gaussian noise multiplier for DP (0: off).")] = 0.0,
     dp_clip: Annotated[float, typer.Option(help="L2 clip of each party's update for DP.")] = 1.0,
@@ -277,41 +277,107 @@ def train(
     psi_runs: Annotated[
         str, typer.Option(help="Vertical: existing alignments, LENDER=PSI_RUN,... (default: run PSI).")
     ] = "",
+    n_trees: Annotated[int | None, typer.Option(min=1, help="gbdt: most trees.")] = None,
+    depth: Annotated[int | None, typer.Option(min=1, max=12, help="gbdt: tree depth.")] = None,
+    bins: Annotated[int | None, typer.Option(min=2, max=255, help="gbdt: histogram bins per feature.")] = None,
+    min_child_weight: Annotated[float | None, typer.Option(min=0.0, help="gbdt: least hessian per leaf.")] = None,
+    l2: Annotated[float | None, typer.Option(min=0.0, help="L2 penalty (gbdt: on leaf values).")] = None,
+    monotone: Annotated[str, typer.Option(help="gbdt: FEATURE=+1|-1,... (score never falls / rises).")] = "",
+    early_stopping_rounds: Annotated[int | None, typer.Option(min=1, help="gbdt: stop after N trees without "
+                                                              "a better validation loss; keep the best.")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Vertical: validation share of each lender.")] = None,
+    run_config: Annotated[Path | None, typer.Option(help="TOML file with every training parameter "
+                                                    "(options given here win).")] = None,
 ) -> None:
     """Train a model across parties (--rounds: rounds, or epochs for vertical); registers the model.
 
     Horizontal: lenders with a shared schema, Flower FedAvg/FedProx with CKKS-encrypted aggregation.
     Vertical: lenders (labels, application features) with the platform (behaviour features) on
-    PSI-aligned subjects, coordinated logistic regression under CKKS."""
+    PSI-aligned subjects: coordinated logistic regression under CKKS, or (--model gbdt) hybrid
+    gradient-boosted trees on masked histograms."""
     from .admin_client import AdminClient
+    from .run_config import load_run_config
 
-    names = [p.strip() for p in parties.split(",") if p.strip()]
+    cfg = load_run_config(run_config) if run_config else {}
+
+    def pick(name: str, value: Any) -> Any:
+        given = ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+        return value if given or name not in cfg else cfg[name]
+
+    names = [p.strip() for p in parties.split(",") if p.strip()] if parties else list(cfg.get("parties", []))
+    if not names:
+        raise InvalidInput("train: name the parties (--parties or 'parties' in the run config)")
+    kind, rounds, lr, dataset = pick("kind", kind), pick("rounds", rounds), pick("lr", lr), pick("dataset", dataset)
+    model = pick("model", model) or ("logistic" if kind == "vertical" else "mlp")
+    batch_size = pick("batch_size", batch_size)
+    allowed = {"horizontal": ("mlp", "logistic", "gbdt"), "vertical": ("logistic", "gbdt")}
+    if kind not in allowed:
+        raise InvalidInput(f"--kind must be horizontal or vertical, not {kind!r}")
+    if model not in allowed[kind]:
+        raise InvalidInput(f"--model {model!r} is not available with --kind {kind!r} "
+                           f"({kind}: {' or '.join(allowed[kind])})")
     if kind == "vertical":
-        if model not in (None, "logistic"):
-            raise InvalidInput(
-                f"--kind vertical trains a joint logistic model; --model {model} is not available for it")
-        vparams: dict[str, Any] = {"parties": names, "epochs": rounds}
-        for key, value in (("lr", lr), ("dataset", dataset), ("batch_size", batch_size)):
+        vparams: dict[str, Any] = {"parties": names, "epochs": rounds, "model": model}
+        for key, value in (("lr", lr), ("dataset", dataset), ("batch_size", batch_size),
+                           ("val_fraction", pick("val_fraction", val_fraction)), ("seed", cfg.get("seed"))):
             if value is not None:
                 vparams[key] = value
-        if psi_runs:
-            vparams["psi_runs"] = dict(item.split("=", 1) for item in psi_runs.split(","))
+        runs = dict(item.split("=", 1) for item in psi_runs.split(",")) if psi_runs else cfg.get("psi_runs")
+        if runs:
+            vparams["psi_runs"] = dict(runs)
+        if model == "gbdt":
+            vparams.pop("epochs")
+            vparams.pop("lr", None)
+            vparams["gbdt"] = _tree_params(cfg.get("gbdt", {}), n_trees, depth, lr, bins, min_child_weight, l2,
+                                           monotone, early_stopping_rounds)
         with AdminClient(load_coordinator_config(home)) as client:
             _print_model(follow_run(client.start_run("vertical", vparams)))
         return
-    if kind != "horizontal":
-        raise InvalidInput(f"--kind must be horizontal or vertical, not {kind!r}")
-    params: dict[str, Any] = {"kind": kind, "parties": names, "model": model or "mlp", "rounds": rounds,
-                              "strategy": strategy, "secure": secure}
-    for key, value in (("min_parties", min_parties), ("local_epochs", local_epochs), ("lr", lr),
+    params: dict[str, Any] = {"kind": kind, "parties": names, "model": model, "rounds": rounds,
+                              "strategy": pick("strategy", strategy), "secure": pick("secure", secure)}
+    if model == "gbdt":
+        params = {"kind": kind, "parties": names, "model": model,
+                  "gbdt": _tree_params(cfg.get("gbdt", {}), n_trees, depth, lr, bins, min_child_weight, l2,
+                                       monotone, early_stopping_rounds)}  # fmt: skip
+        for key, value in (("dataset", dataset), ("val_fraction", pick("val_fraction", val_fraction)),
+                           ("seed", cfg.get("seed"))):
+            if value is not None:
+                params[key] = value
+        with AdminClient(load_coordinator_config(home)) as client:
+            _print_model(follow_run(client.start_run("train", params)))
+        return
+    for key, value in (("min_parties", pick("min_parties", min_parties)),
+                       ("local_epochs", pick("local_epochs", local_epochs)), ("lr", lr),
                        ("dataset", dataset), ("batch_size", batch_size)):
         if value is not None:
             params[key] = value
+    dp_noise, dp_clip = pick("dp_noise", dp_noise), pick("dp_clip", dp_clip)
     if dp_noise > 0:
         params.update(dp_noise_multiplier=dp_noise, dp_clip=dp_clip)
     with AdminClient(load_coordinator_config(home)) as client:
         result = follow_run(client.start_run("train", params))
     _print_model(result)
+
+
+def _tree_params(base: dict[str, Any], n_trees: int | None, depth: int | None, lr: float | None, bins: int | None,
+                 min_child_weight: float | None, l2: float | None, monotone: str,
+                 early_stopping_rounds: int | None) -> dict[str, Any]:
+    """The run config's [gbdt] table with the command-line tree options on top."""
+    out = dict(base)
+    for key, value in (("n_trees", n_trees), ("max_depth", depth), ("learning_rate", lr), ("max_bins", bins),
+                       ("min_child_weight", min_child_weight), ("reg_lambda", l2),
+                       ("early_stopping_rounds", early_stopping_rounds)):
+        if value is not None:
+            out[key] = value
+    if monotone:
+        signs: dict[str, int] = {}
+        for item in monotone.split(","):
+            feat, _, sign = item.partition("=")
+            if sign.strip() not in ("+1", "1", "-1") or not feat.strip():
+                raise InvalidInput(f"--monotone: {item!r} is not FEATURE=+1 or FEATURE=-1")
+            signs[feat.strip()] = int(sign)
+        out["monotone"] = signs
+    return out
 
 
 def _print_model(result: dict[str, Any]) -> None:

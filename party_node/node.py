@@ -42,6 +42,7 @@ from .scoring import build_service, register_scoring_handlers
 from .scoring_api import TOKEN_FILE, start_local_api
 from .store import Store
 from .training_data import store_data_provider
+from .trees import register_tree_handlers
 from .vertical import register_vertical_handlers
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     alignment = StoreAlignment(store)
     register_vertical_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     register_binning_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
+    register_tree_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)

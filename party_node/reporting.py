@@ -62,6 +62,22 @@ def score_splits(
     """``(p_train, y_train, p_val, y_val)``: the model's probabilities on this party's own splits."""
     from models.train import Scaler, predict_proba
 
+    trees = Path(model_dir) / _safe(run) / "gbdt.json"
+    if trees.is_file():  # a horizontal tree model: the same train/validation split the run used
+        doc = json.loads(trees.read_text())
+        if doc.get("kind") != "horizontal-gbdt":
+            raise NotFound(f"model {run!r} is a {doc.get('kind')} model: its report needs the other parties' splits")
+        from models.gbdt import GBDTModel
+
+        gbdt = GBDTModel.from_dict(doc["model"])
+        Xtr, ytr, Xva, yva, names = data_provider({"fc-dataset": doc.get("dataset", ""), "fc-seed": doc.get("seed", 0),
+                                                   "fc-val-fraction": doc.get("val_fraction", 0.2)})  # fmt: skip
+
+        def proba(x: Any) -> np.ndarray:
+            arr = np.asarray(x, dtype=np.float64)
+            return gbdt.predict_proba({f: arr[:, j] for j, f in enumerate(names)})
+
+        return proba(Xtr), np.asarray(ytr).astype(np.int64), proba(Xva), np.asarray(yva).astype(np.int64)
     model, meta = load_model(model_dir, run, version)
     Xtr, ytr, Xva, yva, _ = data_provider(dict(meta["params"]))
     scaler = Scaler.from_dict(meta["scaler"])

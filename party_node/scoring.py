@@ -1,5 +1,4 @@
-"""Joint scoring at a party node: the contributor's handlers, the requester's scoring service and the
-local scoring API (gRPC ``LocalScoring`` and JSON over HTTP) for the lender's loan-origination system.
+"""Joint scoring at a party node: the contributor's handlers and the requester's scoring service.
 
 Contributor side (every party): :func:`register_scoring_handlers` adds the ``scoring.contribute``
 handler backed by the local store (:class:`StoreContributions`): partial logits of subjects with
@@ -11,11 +10,9 @@ Requester side (a lender): :class:`ScoringService` takes raw applicant ids (and 
 own application features), pseudonymizes them with the federation key, asks the coordinator through a
 :class:`~fedcore.protocol.scoring.Gateway` (:class:`GrpcGateway` in production), decrypts the consortium's
 sum and returns probability of default, scorecard points, reason codes, the model version, the blacklist
-hit count, the multi-lending count and a pre-approval decision from configurable bands. Raw ids and the
-lender's features never leave the node; what the others learn is in :mod:`fedcore.protocol.scoring`.
-
-The local API listens on loopback by default (it takes raw personal ids: never expose it beyond the
-lender's own network without TLS in front).
+hit count, the multi-lending count and a decision from bands. Raw ids and the lender's features never
+leave the node; what the others learn is in :mod:`fedcore.protocol.scoring`. Tree models score through
+:mod:`party_node.scoring_trees`; the local APIs are in :mod:`party_node.scoring_api`.
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ from fedcore.grpc_options import CLIENT_OPTIONS, secure_target_options
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import QUERIES, JointRequest, JointResponse, ModelSlice, check_queries
 from fedcore.protocol.scoring.party import ScoringParty, SortedTable
-from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, sigmoid
+from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, TreeRequester, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
@@ -61,13 +58,12 @@ from .audit import AuditLog
 from .categories import encode_raw
 from .model_bands import model_bands, newest_joint_model
 from .schema import IdKind, normalize_ids
+from .scoring_trees import TreeModels, score_tree_chunk
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 JOINT_ALIAS = "joint"  # the default model name: the newest joint model this lender labels
-
-
 
 
 # ---- contributor side ------------------------------------------------------------------------------
@@ -166,7 +162,7 @@ def register_scoring_handlers(
 ) -> ScoringParty:
     """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``)."""
     contributions = StoreContributions(store, home / "models", compute=compute)
-    party = ScoringParty(contributions, audit or AuditLog.for_home(home))
+    party = ScoringParty(contributions, audit or AuditLog.for_home(home), trees=TreeModels(store, home / "models"))
     party.register(registry)
     return party
 
@@ -194,7 +190,6 @@ class GrpcGateway:
         self._channel.close()
 
 
-
 class ScoringService:
     """The lender's scoring entry point (used by the local gRPC/HTTP API and the CLI)."""
 
@@ -219,6 +214,8 @@ class ScoringService:
                                         inflight=self.settings.coalesce_inflight, name="score-coalesce")
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
+        self.trees = TreeModels(store, home / "models")
+        self.tree_requester = TreeRequester(gateway, self.settings.key_rotate_s)
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._band_cache: dict[str, tuple[Band, ...]] = {}
         self._models_dir = home / "models"
@@ -321,6 +318,8 @@ class ScoringService:
                 f"{len(applicants)} applicants is over the limit of {self.settings.max_request} per request"
                 " (use batch scoring for files)"
             )
+        if self.trees.lender_model(model_id or self.settings.model_id) is not None:  # tree models: no coalescing
+            return self._score_chunk(applicants, model_id, model_version, queries, allow_partial, on_invalid, caller)
         applicants = encode_raw(self.store, self.model(model_id).dataset, applicants)
         if self._coalescer is not None and on_invalid == "raise" and len(applicants) <= COALESCE_MAX_APPLICANTS:
             sl = self.model(model_id)
@@ -407,23 +406,11 @@ class ScoringService:
                 for f in inflight:
                     f.cancel()
 
-    def _score_chunk(
-        self,
-        applicants: Sequence[Applicant] | ApplicantTable,
-        model_id: str | None = None,
-        model_version: str | None = None,
-        queries: Sequence[str] = QUERIES,
-        allow_partial: bool | None = None,
-        on_invalid: str = "raise",
-        caller: str = "local-api",
-    ) -> ScoredBatch:
+    def pseudonymize(
+        self, applicants: Sequence[Applicant] | ApplicantTable, on_invalid: str
+    ) -> tuple[list[str], list[str], list[bytes | None], list[int], np.ndarray]:
+        """(raw ids, id kinds, pseudonyms (None: malformed id), malformed positions, valid mask)."""
         st = self.settings
-        qs = check_queries(queries)
-        sl = self.model(model_id)
-        if model_version and model_version != sl.version:
-            raise InvalidInput(
-                f"model {sl.model_id!r}: requested version {model_version!r}, this node holds {sl.version!r}"
-            )
         n = len(applicants)
         if isinstance(applicants, ApplicantTable):
             raw_ids = applicants.ids
@@ -455,6 +442,30 @@ class ScoringService:
             shown = ", ".join(f"#{i} ({kinds[i]})" for i in bad[:5])
             raise InvalidInput(f"{len(bad)} malformed applicant id(s): {shown}")
         valid = np.array([norm[i] is not None for i in range(n)], dtype=bool)
+        return list(raw_ids), kinds, pseudos, bad, valid
+
+    def _score_chunk(
+        self,
+        applicants: Sequence[Applicant] | ApplicantTable,
+        model_id: str | None = None,
+        model_version: str | None = None,
+        queries: Sequence[str] = QUERIES,
+        allow_partial: bool | None = None,
+        on_invalid: str = "raise",
+        caller: str = "local-api",
+    ) -> ScoredBatch:
+        st = self.settings
+        qs = check_queries(queries)
+        tree = self.trees.lender_model(model_id or st.model_id)
+        if tree is not None:
+            return score_tree_chunk(self, tree, applicants, model_version, qs, allow_partial, on_invalid, caller)
+        sl = self.model(model_id)
+        if model_version and model_version != sl.version:
+            raise InvalidInput(
+                f"model {sl.model_id!r}: requested version {model_version!r}, this node holds {sl.version!r}"
+            )
+        raw_ids, kinds, pseudos, bad, valid = self.pseudonymize(applicants, on_invalid)
+        n = len(applicants)
         if isinstance(applicants, ApplicantTable) and applicants.x is not None:
             x = np.asarray(applicants.x, dtype=np.float64)
             if x.shape != (n, len(sl.features)) or not np.all(np.isfinite(x)):
@@ -552,7 +563,6 @@ class ScoringService:
         )
 
 
-
 # ---- node wiring ---------------------------------------------------------------------------------------
 
 SETTINGS_FILE = "scoring.json"
@@ -586,5 +596,3 @@ def build_service(config: Any, store: Store, settings: ScoringSettings | None = 
         tls.key.read_bytes(),
     )
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))
-
-

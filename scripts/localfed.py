@@ -317,6 +317,11 @@ def score_examples(fed: LocalFederation, root: Path, model: str, n_batch: int = 
     return lines
 
 
+def _val_auc(out: str) -> float:
+    line = next(ln for ln in out.splitlines() if ln.startswith("model "))
+    return float(line.split("validation AUC ", 1)[1].split()[0])
+
+
 def demo_command(
     root: Annotated[Path, typer.Option(help="Where the demo federation lives.")] = Path("demo-federation"),
     keep: Annotated[bool, typer.Option(help="Keep an existing demo folder instead of starting fresh.")] = False,
@@ -379,6 +384,13 @@ def demo_command(
             if "epoch " in line or line.startswith("model "):
                 say("      " + line.split("] ", 1)[-1])
         joint = next(ln.split("(run ", 1)[1].split(")")[0] for ln in out.splitlines() if ln.startswith("model "))
+        lr_auc = _val_auc(out)
+        say("      hybrid gradient-boosted trees on the same alignment: lender splits on histograms summed under "
+            "pairwise masks, platform splits on masked per-row gradients (docs/trees.md)")
+        out = fed.cli("coordinator", "train", "--kind", "vertical", "--model", "gbdt", "--parties",
+                      f"{lenders},tiange", "--n-trees", "40", "--depth", "3", "--early-stopping-rounds", "5",
+                      "--psi-runs", ",".join(f"{k}={v}" for k, v in psi_runs.items()), *coord).stdout.strip()
+        say(f"      validation AUC: logistic regression {lr_auc:.4f} | hybrid trees {_val_auc(out):.4f}")
         say("[7/8] joint scoring at yixin: the applicant's id and yixin's own data stay at yixin")
         for line in score_examples(fed, root, joint):
             say("      " + line)

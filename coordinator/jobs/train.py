@@ -11,6 +11,7 @@ from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob, Rou
 from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
 
+HORIZONTAL_MODELS = ("mlp", "logistic", "gbdt")
 HYPER = ("lr", "local_epochs", "batch_size", "seed", "hidden", "dropout", "val_fraction", "dataset")
 
 
@@ -36,6 +37,11 @@ def train_job(rc: RunContext) -> dict[str, Any]:
     kind = p.get("kind", "horizontal")
     if kind != "horizontal":
         raise InvalidInput(f"training kind {kind!r} is not available (only horizontal)")
+    model = str(p.get("model", "mlp"))
+    if model not in HORIZONTAL_MODELS:
+        raise InvalidInput(
+            f"model {model!r} is not available with kind 'horizontal' (horizontal: {', '.join(HORIZONTAL_MODELS)})"
+        )
     parties = p.get("parties")
     if not isinstance(parties, list) or len(parties) < 1 or not all(isinstance(x, str) for x in parties):
         raise InvalidInput("train: 'parties' must be a list of party names")
@@ -46,6 +52,10 @@ def train_job(rc: RunContext) -> dict[str, Any]:
     not_lenders = [x for x in parties if known[x].role.value != "lender"]
     if not_lenders:
         raise InvalidInput(f"horizontal training needs label-holding lenders; not lenders: {', '.join(not_lenders)}")
+    if model == "gbdt":
+        from .trees import horizontal_gbdt_job
+
+        return horizontal_gbdt_job(rc, list(parties), _version(rc))
     dp = None
     if p.get("dp_noise_multiplier"):
         dp = DpConfig(clip=float(p.get("dp_clip", 1.0)), noise_multiplier=float(p["dp_noise_multiplier"]),

@@ -4,7 +4,8 @@ statement in :mod:`fedcore.protocol.vertical`).
 Parameters: ``lenders`` (list) and ``platform`` (name), or ``parties`` (list; roles from the registry);
 ``psi_runs`` ({lender: committed PSI run id}; missing ones are run here, pairwise lender x platform);
 ``epochs``, ``batch_size``, ``lr``, ``l2``, ``val_fraction``, ``patience``, ``seed``, ``dataset``,
-``timeout_s``. The result registers one joint model version: metrics per lender, the parties with their
+``timeout_s``; ``model``: ``logistic`` (default) or ``gbdt`` (hybrid trees, :mod:`.trees`). The result
+registers one joint model version: metrics per lender, the parties with their
 feature *names*, datasets and data hashes, and the per-epoch history.
 """
 
@@ -19,6 +20,7 @@ from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, V
 
 from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
+from .trees import gbdt_job
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s")
 
@@ -74,10 +76,14 @@ def _result(res: VerticalResult) -> dict[str, Any]:
     return out
 
 
+MODELS = ("logistic", "gbdt")
+
+
 def vertical_job(rc: RunContext) -> dict[str, Any]:
     p = rc.params
-    if p.get("model") not in (None, "logistic", "joint-logistic"):
-        raise InvalidInput(f"vertical training fits a joint logistic model; model {p.get('model')!r} is not one")
+    model = str(p.get("model") or "logistic")
+    if model not in MODELS:
+        raise InvalidInput(f"model {model!r} is not available with kind 'vertical' (vertical: {', '.join(MODELS)})")
     lenders, platform = _roles(rc)
     psi_runs = dict(p.get("psi_runs") or {})
     for lender in lenders:
@@ -86,8 +92,10 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
             rc.progress(f"aligning {lender} with {platform} (PSI run {psi_id})")
             run_psi(rc.channel, psi_id, [lender, platform], purpose="training", progress=rc.progress)
             psi_runs[lender] = psi_id
-    cfg = VerticalConfig(**{k: p[k] for k in CONFIG_KEYS if p.get(k) is not None})
     version = _version(rc)
+    if model == "gbdt":
+        return gbdt_job(rc, lenders, platform, psi_runs, version)
+    cfg = VerticalConfig(**{k: p[k] for k in CONFIG_KEYS if p.get(k) is not None})
     res = run_vertical(
         rc.channel, rc.run_id, lenders, platform, psi_runs, cfg,
         workdir=rc.workdir, version=version, progress=rc.progress,
@@ -97,6 +105,8 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
 
 
 def vertical_resume(rc: RunContext) -> dict[str, Any]:
+    if rc.params.get("model") == "gbdt":
+        raise InvalidInput(f"run {rc.run_id!r} trained hybrid trees, which do not resume: start a new run")
     rc.progress("resuming from the last completed epoch")
     res = run_vertical(rc.channel, rc.run_id, [], "", {}, workdir=rc.workdir, resume=True, progress=rc.progress)
     return _result(res)

@@ -365,6 +365,17 @@ def multiply_plain(vector: EncryptedVector, plain: np.ndarray | float) -> Encryp
     return EncryptedVector(cts, vector.length, vector.context_fingerprint)
 
 
+def add_plain(vector: EncryptedVector, plain: np.ndarray) -> EncryptedVector:
+    """Element-wise sum with a plaintext vector of the same length (encoded at the ciphertext's scale and
+    level, so it also follows :func:`multiply_plain`)."""
+    arr = np.asarray(plain, dtype=np.float64)
+    if arr.shape != (vector.length,):
+        raise InvalidInput(f"plain vector has shape {arr.shape}, expected ({vector.length},)")
+    offsets = np.cumsum([0, *[ct.size() for ct in vector.ciphertexts]])
+    cts = tuple(ct + arr[offsets[i] : offsets[i + 1]].tolist() for i, ct in enumerate(vector.ciphertexts))
+    return EncryptedVector(cts, vector.length, vector.context_fingerprint)
+
+
 def decrypt_vector(ctx: CkksSecretContext, vector: EncryptedVector) -> np.ndarray:
     """Decrypt to a float64 array of ``vector.length``. Only a :class:`CkksSecretContext` can."""
     if not isinstance(ctx, CkksSecretContext):

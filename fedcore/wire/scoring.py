@@ -23,6 +23,7 @@ def request_from_proto(msg: scoring_pb2.JointScoreRequest) -> JointRequest:
         public_context=bytes(msg.public_context) or None,
         allow_partial=msg.allow_partial,
         timeout_s=msg.timeout_s or 30.0,
+        tree_input=bytes(msg.tree_input) or None,
     )
 
 
@@ -36,6 +37,7 @@ def request_to_proto(req: JointRequest) -> scoring_pb2.JointScoreRequest:
         public_context=req.public_context or b"",
         allow_partial=req.allow_partial,
         timeout_s=req.timeout_s,
+        tree_input=req.tree_input or b"",
     )
 
 

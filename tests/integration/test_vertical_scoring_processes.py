@@ -7,8 +7,11 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
+from models.gbdt import GBDTModel
+from models.gbdt.tree import SplitTable, combine_directions, margin_from_leaves, owner_directions
 from scripts.fate_data import fate_data_dir, write_fate_federations
 from scripts.localfed import LocalFederation
 
@@ -33,8 +36,9 @@ def fed(tmp_path_factory):
 def test_psi_vertical_training_and_joint_scoring(fed):
     coord = ["--home", str(fed.coordinator_home)]
     fed.cli("coordinator", "distribute-key", *coord)
-    out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4",
-                  *coord).stdout
+    out = fed.cli(
+        "coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4", *coord
+    ).stdout
     assert "epoch 1/4" in out
     model_line = next(ln for ln in out.splitlines() if ln.startswith("model "))
     run_id = model_line.split("(run ", 1)[1].split(")")[0]
@@ -49,8 +53,10 @@ def test_psi_vertical_training_and_joint_scoring(fed):
     with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
         ids = [row["id"] for _, row in zip(range(3), csv.DictReader(f), strict=False)]
     home = str(fed.party_home("yixin"))
-    rows = [json.loads(fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id,
-                               "--home", home).stdout) for i in ids]
+    rows = [
+        json.loads(fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id, "--home", home).stdout)
+        for i in ids
+    ]
     for r in rows:
         assert 0.0 < r["prob_default"] < 1.0 and r["model_version"]
         assert r["decision"] in ("approve", "review", "decline")
@@ -103,3 +109,67 @@ def test_party_keeps_serving_its_local_api_with_the_default_model(fed):
     denied = subprocess.run(["node", str(node_dir / "score.js"), str(protos), grpc_addr, "-", "opaque", ids[0]],
                             capture_output=True, text=True, timeout=180, cwd=node_dir)
     assert denied.returncode == 2 and "UNAUTHENTICATED" in denied.stderr
+
+
+def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
+    """`coordinator train --kind vertical --model gbdt` over the same processes, PSI alignment and
+    validation rows as the logistic model: the tree model registers with its metrics and wins."""
+    coord = ["--home", str(fed.coordinator_home)]
+    lr_out = fed.cli(
+        "coordinator", "train", "--kind", "vertical", "--parties", "yixin,tiange", "--rounds", "4", *coord
+    ).stdout
+    lr_auc = float(
+        next(ln for ln in lr_out.splitlines() if ln.startswith("model ")).split("validation AUC ")[1].split()[0]
+    )
+    config = fed.root_dir / "trees.toml"
+    config.write_text(
+        'parties = ["yixin", "tiange"]\nkind = "vertical"\nmodel = "gbdt"\n'
+        "[gbdt]\nn_trees = 40\nmax_depth = 3\nlearning_rate = 0.3\nmax_bins = 32\n"
+        "early_stopping_rounds = 5\nreg_lambda = 1.0\nmin_child_weight = 1.0\n"
+    )
+    out = fed.cli("coordinator", "train", "--run-config", str(config), "--n-trees", "30", *coord).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("model "))
+    assert line.startswith("model hybrid-gbdt ")
+    run_id = line.split("(run ", 1)[1].split(")")[0]
+    tree_auc = float(line.split("validation AUC ", 1)[1].split()[0])
+    assert tree_auc > lr_auc + 0.02, (tree_auc, lr_auc)
+    lender = json.loads((fed.party_home("yixin") / "models" / run_id / "gbdt.json").read_text())
+    platform = json.loads((fed.party_home("tiange") / "models" / run_id / "gbdt.json").read_text())
+    assert lender["role"] == "lender" and set(lender["model"]["tables"]) == {"lenders"}
+    assert 1 <= len(lender["model"]["trees"]) <= 30  # --n-trees on the command line beat the file's 40
+    assert lender["metrics"]["auc"] == pytest.approx(tree_auc, abs=1e-4)
+    assert platform["role"] == "platform" and "model" not in platform  # the platform keeps its rules only
+    rules = list(platform["table"]["rules"].values())
+    assert rules and all(r["feature"] in platform["features"] for r in rules)
+    listed = fed.cli("coordinator", "models", *coord).stdout
+    assert any(run_id in ln and "hybrid-gbdt" in ln and f"{tree_auc:.4f}" in ln for ln in listed.splitlines())
+    # joint scoring with the tree model: the lender's node asks, the platform adds its splits under the
+    # lender's key; the score equals the model evaluated centrally on both parties' rows
+    fed.cli("coordinator", "distribute-key", *coord)
+    with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
+        guest = {row["id"]: row for _, row in zip(range(4), csv.DictReader(f), strict=False)}
+    with open(fate_data_dir() / "default_credit_hetero_host.csv", newline="") as f:
+        host = {row["id"]: row for row in csv.DictReader(f) if row["id"] in guest}
+    model = GBDTModel.from_dict(lender["model"])
+    ptable = SplitTable.from_dict(platform["table"])
+    home = str(fed.party_home("yixin"))
+    for i in guest:
+        r = json.loads(
+            fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id, "--home", home).stdout
+        )
+        bits = {
+            "lenders": owner_directions(model.tables["lenders"], {f"x{j}": np.array([float(guest[i][f"x{j}"])])
+                                                                 for j in range(13)}),
+            "tiange": owner_directions(ptable, {f"x{j}": np.array([float(host[i][f"x{j}"])]) for j in range(10)}),
+        }  # fmt: skip
+        leaves = combine_directions(model.trees, model.owners, bits)
+        central = 1 / (1 + np.exp(-margin_from_leaves(model.trees, leaves, model.base_score)[0]))
+        assert r["prob_default"] == pytest.approx(central, abs=1e-5)
+        assert r["model_version"] and r["reasons"][-1]["feature"] == "consortium_data"
+        own = [x["logit_impact"] for x in r["reasons"][:-1]]
+        assert own == sorted(own, reverse=True) and all(x["feature"].startswith("x") for x in r["reasons"][:-1])
+    # a wrong model/kind combination is refused, naming both
+    bad = fed.cli(
+        "coordinator", "train", "--kind", "vertical", "--model", "mlp", "--parties", "yixin", *coord, check=False
+    )
+    assert bad.returncode != 0 and "'mlp'" in bad.stderr and "'vertical'" in bad.stderr

@@ -49,6 +49,10 @@ Key handling: R makes a fresh CKKS key pair (:class:`KeyRing`) and rotates it on
 are cached by fingerprint at C and at each P (bounded LRU), so a steady stream of requests sends only
 the fingerprint.
 
+Tree models (query ``tree``, alone in a request): the requester also sends its encrypted reachable leaf
+values and the platform multiplies them by its own leaf mask; flow and what each side learns in
+:mod:`fedcore.protocol.scoring.trees`.
+
 Layout: ``messages`` (kinds, payloads, model slices), ``party`` (the contributor's handler), ``coordinator``
-(the driver), ``requester`` (the requesting lender's side).
+(the driver), ``requester`` (the requesting lender's side), ``trees`` (tree scores).
 """

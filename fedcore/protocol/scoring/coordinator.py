@@ -31,6 +31,7 @@ from fedcore.protocol.scoring.messages import (
     DEFAULT_MAX_BATCH,
     DEFAULT_RATE_PER_MINUTE,
     PSEUDONYM_BYTES,
+    TREE_QUERY,
     JointRequest,
     JointResponse,
     check_queries,
@@ -85,6 +86,14 @@ class ScoringCoordinator:
             raise PermissionDenied(f"{requester!r} ({role}) may not request joint scores")
         self._take(requester, n)
         pub = self._contexts.resolve(req.fingerprint, req.public_context)
+        length = n * len(queries)
+        tree = req.tree_input if queries == (TREE_QUERY,) else None
+        if tree is not None:  # the requester's encrypted leaf values: n x leaves, relayed as they are
+            length = EncryptedVector.from_bytes(pub, tree).length
+            if length % n:
+                raise InvalidInput(f"tree scoring input of {length} values is not {n} applicants x leaves")
+        elif queries == (TREE_QUERY,) or req.tree_input is not None:
+            raise InvalidInput("a 'tree' query needs the requester's tree input, and only it carries one")
         request_id = secrets.token_hex(8)
         others = [p for p in self._channel.parties() if p.name != requester]
         missing = [p.name for p in others if not p.online]
@@ -103,22 +112,25 @@ class ScoringCoordinator:
         for p in others:
             if p.online:
                 try:
-                    handles[p.name] = self._submit(p.name, params, req.pseudonyms, pub, deadline, resend=False)
+                    handles[p.name] = self._submit(
+                        p.name, params, req.pseudonyms, pub, deadline, resend=False, tree_input=tree
+                    )
                 except PartyUnavailable:
                     if not req.allow_partial:
                         self._cancel(handles)
                         raise
                     missing.append(p.name)
         vectors: list[EncryptedVector] = []
-        length = n * len(queries)
         try:
             for name, handle in handles.items():
                 try:
-                    data = self._result(name, handle, params, req.pseudonyms, pub, deadline)
+                    data = self._result(name, handle, params, req.pseudonyms, pub, deadline, tree)
                 except (PartyUnavailable, DeadlineExceeded):
                     if not req.allow_partial:
                         raise
                     missing.append(name)
+                    continue
+                if tree is not None and not data:  # a party without platform splits adds nothing
                     continue
                 try:
                     vectors.append(_contribution(name, pub, data, length))
@@ -167,12 +179,13 @@ class ScoringCoordinator:
         deadline: float,
         *,
         resend: bool,
+        tree_input: bytes | None = None,
     ) -> TaskHandle:
         fp = pub.fingerprint()
         with self._lock:
             known = fp in self._sent.setdefault(party, set())
         send_ctx = resend or not known
-        payload = pack_task_payload(pseudonyms, pub.serialize() if send_ctx else None)
+        payload = pack_task_payload(pseudonyms, pub.serialize() if send_ctx else None, tree_input)
         timeout = max(0.05, deadline - time.monotonic())
         handle = self._channel.submit(party, Task(CONTRIBUTE, dict(params), params["request_id"], timeout, [payload]))
         if send_ctx:
@@ -188,6 +201,7 @@ class ScoringCoordinator:
         pseudonyms: bytes,
         pub: CkksPublicContext,
         deadline: float,
+        tree_input: bytes | None = None,
     ) -> bytes:
         try:
             return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
@@ -197,7 +211,7 @@ class ScoringCoordinator:
         # the party lost its cached context (restarted): send it once more, with the context
         with self._lock:
             self._sent.get(name, set()).discard(pub.fingerprint())
-        handle = self._submit(name, params, pseudonyms, pub, deadline, resend=True)
+        handle = self._submit(name, params, pseudonyms, pub, deadline, resend=True, tree_input=tree_input)
         return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
 
     @staticmethod

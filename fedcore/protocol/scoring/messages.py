@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcore.crypto.he import (
+    DOT,
     SUMS,
     CkksParams,
 )
@@ -36,14 +37,14 @@ CONTEXT_CACHE = 16
 # scale 2^40: additions only, no Galois/relin keys. Half the ciphertext size (64 KiB per 2048 values) and
 # half the encryption time of SUMS (N=8192); per value the cost is the same, per small request it halves.
 SCORING_CKKS = CkksParams("scoring", 4096, (60, 49), 40)
-ALLOWED_PARAMS = (SCORING_CKKS, SUMS)
+ALLOWED_PARAMS = (SCORING_CKKS, SUMS, DOT)  # DOT: tree scores (one plaintext multiplication)
+TREE_QUERY = "tree"  # a tree model's score (fedcore.protocol.scoring.trees); goes alone in a request
 _REQ_MAGIC = b"FCSQ"
 _REQ_HEADER = struct.Struct(">4sBI")
 
 
 class ModelVersionMismatch(InvalidInput):
     """A party holds another version of the model than the request names."""
-
 
 
 # ---- model slices ---------------------------------------------------------------------------------
@@ -178,29 +179,51 @@ def _digest(packed: bytes) -> str:
 
 def check_queries(queries: Sequence[str]) -> tuple[str, ...]:
     qs = tuple(str(q) for q in queries)
+    if qs == (TREE_QUERY,):
+        return qs
     if not qs or len(set(qs)) != len(qs) or any(q not in QUERIES for q in qs):
         raise InvalidInput(f"queries must be distinct values of {', '.join(QUERIES)}, got {list(qs)}")
     return qs
 
 
-
-def pack_task_payload(pseudonyms: bytes, context: bytes | None) -> bytes:
-    """``b"FCSQ" | u8 version=1 | u32 context length (0: cached) | context | pseudonyms (16 B each)``."""
+def pack_task_payload(pseudonyms: bytes, context: bytes | None, tree_input: bytes | None = None) -> bytes:
+    """``b"FCSQ" | u8 version=1 | u32 context length (0: cached) | context | pseudonyms (16 B each)``;
+    version 2 adds ``u32 tree input length | tree input`` (the requester's encrypted leaf values) after
+    the context."""
     ctx = context or b""
-    return _REQ_HEADER.pack(_REQ_MAGIC, 1, len(ctx)) + ctx + pseudonyms
+    if tree_input is None:
+        return _REQ_HEADER.pack(_REQ_MAGIC, 1, len(ctx)) + ctx + pseudonyms
+    return (
+        _REQ_HEADER.pack(_REQ_MAGIC, 2, len(ctx)) + ctx + struct.pack(">I", len(tree_input)) + tree_input + pseudonyms
+    )
 
 
 def unpack_task_payload(data: bytes) -> tuple[bytes | None, bytes]:
+    ctx, _, pseudonyms = unpack_task_payload_full(data)
+    return ctx, pseudonyms
+
+
+def unpack_task_payload_full(data: bytes) -> tuple[bytes | None, bytes | None, bytes]:
+    """(context or None, tree input or None, pseudonyms)."""
     if len(data) < _REQ_HEADER.size:
         raise ProtocolError("scoring request payload is truncated")
     magic, version, ctx_len = _REQ_HEADER.unpack_from(data, 0)
-    if magic != _REQ_MAGIC or version != 1:
+    if magic != _REQ_MAGIC or version not in (1, 2):
         raise ProtocolError("not a fedcredit scoring request payload")
     start = _REQ_HEADER.size
     if start + ctx_len > len(data):
         raise ProtocolError("scoring request payload is truncated inside the context")
     ctx = data[start : start + ctx_len] if ctx_len else None
-    return ctx, data[start + ctx_len :]
+    pos = start + ctx_len
+    tree = None
+    if version == 2:
+        if pos + 4 > len(data):
+            raise ProtocolError("scoring request payload is truncated before the tree input")
+        (size,) = struct.unpack_from(">I", data, pos)
+        if pos + 4 + size > len(data):
+            raise ProtocolError("scoring request payload is truncated inside the tree input")
+        tree, pos = data[pos + 4 : pos + 4 + size], pos + 4 + size
+    return ctx, tree, data[pos:]
 
 
 @dataclass(frozen=True)
@@ -215,6 +238,7 @@ class JointRequest:
     public_context: bytes | None = None  # None: the coordinator should have it cached
     allow_partial: bool = False
     timeout_s: float = 30.0
+    tree_input: bytes | None = None  # query "tree": the requester's encrypted leaf values (n x leaves)
 
     @property
     def n(self) -> int:
@@ -231,5 +255,3 @@ class JointResponse:
     ciphertext: bytes | None
     contributors: int
     missing: tuple[str, ...] = ()
-
-

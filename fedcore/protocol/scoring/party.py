@@ -14,6 +14,7 @@ import pandas as pd
 
 from fedcore.crypto.he import (
     CkksPublicContext,
+    EncryptedVector,
     encrypt_vector,
 )
 from fedcore.errors import (
@@ -29,12 +30,13 @@ from fedcore.protocol.scoring.messages import (
     CONTEXT_CACHE,
     CONTRIBUTE,
     PSEUDONYM_BYTES,
+    TREE_QUERY,
     ModelSlice,
     ModelVersionMismatch,
     _digest,
     check_queries,
     pseudonym_array,
-    unpack_task_payload,
+    unpack_task_payload_full,
 )
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
@@ -55,6 +57,18 @@ class ContributionSource(Protocol):
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray: ...
 
     def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray: ...
+
+
+class TreeContributionSource(Protocol):
+    """A party's side of tree scores (:mod:`fedcore.protocol.scoring.trees`)."""
+
+    def tree_model_version(self, model_id: str) -> str: ...
+
+    def tree_contribution(
+        self, model_id: str, pseudonyms: np.ndarray, pub: CkksPublicContext, tree_input: EncryptedVector
+    ) -> EncryptedVector | None:
+        """The reply for the request's applicants; None if this party holds no split of the model."""
+        ...
 
 
 class AuditSink(Protocol):
@@ -164,7 +178,6 @@ class ArrayContributions:
         return self.loans.lookup(pseudonyms)
 
 
-
 class ContextCache:
     """Bounded LRU of parsed public contexts by fingerprint (thread-safe)."""
 
@@ -207,8 +220,11 @@ class ContextCache:
 class ScoringParty:
     """The contributor's handler for :data:`CONTRIBUTE`. ``audit`` records every request."""
 
-    def __init__(self, source: ContributionSource, audit: AuditSink | None = None) -> None:
+    def __init__(
+        self, source: ContributionSource, audit: AuditSink | None = None, trees: TreeContributionSource | None = None
+    ) -> None:
         self._source = source
+        self._trees = trees
         self._audit = audit
         self._contexts = ContextCache()
 
@@ -221,7 +237,7 @@ class ScoringParty:
         version = str(params.get("model_version", ""))
         fp = str(params.get("fingerprint", ""))
         n = int(params.get("n", -1))
-        context, packed = unpack_task_payload(ctx.read_payload())
+        context, tree_input, packed = unpack_task_payload_full(ctx.read_payload())
         pseudos = pseudonym_array(packed)
         if len(pseudos) != n:
             raise ProtocolError(f"request announced {n} pseudonyms, payload holds {len(pseudos)}")
@@ -235,6 +251,10 @@ class ScoringParty:
         }
         try:
             pub = self._contexts.resolve(fp, context)
+            if queries == (TREE_QUERY,):
+                data = self._tree(model_id, version, pseudos, pub, tree_input)
+                self._log("score_contribution", {**record, "outcome": "ok"})
+                return TaskReply({"n": n}, [data] if data else None)
             parts: list[np.ndarray] = []
             for q in queries:
                 ctx.check_cancelled()
@@ -258,8 +278,22 @@ class ScoringParty:
         data = enc.to_bytes() if enc is not None else b""
         return TaskReply({"n": n}, [data] if data else None)
 
+    def _tree(
+        self, model_id: str, version: str, pseudos: np.ndarray, pub: CkksPublicContext, tree_input: bytes | None
+    ) -> bytes:
+        if tree_input is None:
+            raise ProtocolError("a tree score request carries no tree input")
+        if self._trees is None:
+            return b""
+        have = self._trees.tree_model_version(model_id)
+        if have != version:
+            raise ModelVersionMismatch(
+                f"model {model_id!r}: request names version {version!r}, this party holds {have!r}"
+            )
+        enc = EncryptedVector.from_bytes(pub, tree_input)
+        out = self._trees.tree_contribution(model_id, pseudos, pub, enc)
+        return b"" if out is None else out.to_bytes()
+
     def _log(self, event: str, fields: Mapping[str, JSONValue]) -> None:
         if self._audit is not None:
             self._audit.append(event, fields)
-
-

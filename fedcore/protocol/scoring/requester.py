@@ -16,6 +16,7 @@ from fedcore.crypto.he import (
     CkksSecretContext,
     EncryptedVector,
     decrypt_vector,
+    encrypt_vector,
 )
 from fedcore.errors import (
     ContextUnknown,
@@ -28,11 +29,13 @@ from fedcore.protocol.scoring.messages import (
     ALLOWED_PARAMS,
     PSEUDONYM_BYTES,
     SCORING_CKKS,
+    TREE_QUERY,
     JointRequest,
     JointResponse,
     check_queries,
     pack_pseudonyms,
 )
+from fedcore.protocol.scoring.trees import TREE_CKKS, margins
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,33 @@ class Requester:
             resp.missing,
             model_version,
         )
+
+
+class TreeRequester:
+    """The requester's side of a tree score (:mod:`fedcore.protocol.scoring.trees`): sends its encrypted
+    reachable leaf values, decrypts the masked sum. Its own CKKS key (the DOT preset: one multiplication)."""
+
+    def __init__(self, gateway: Gateway, rotate_s: float = 3600.0) -> None:
+        self._gateway = gateway
+        self.keys = KeyRing(rotate_s, params=TREE_CKKS)
+
+    def query(
+        self, pseudonyms: bytes, w: np.ndarray, base_score: float, *, model_id: str, model_version: str,
+        allow_partial: bool = False, timeout_s: float = 30.0,
+    ) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
+        """Joint margins of the applicants (rows of ``w``), and the coordinator's response header."""
+        key = self.keys.current()
+        n = len(pseudonyms) // PSEUDONYM_BYTES
+        if w.ndim != 2 or w.shape[0] != n:
+            raise InvalidInput(f"tree input must be {n} applicants x leaves, got shape {w.shape}")
+        tree_input = encrypt_vector(key.public_context(), w.ravel()).to_bytes()
+        pub = key.public_context().serialize()  # a tree request always carries its context (DOT is rare)
+        req = JointRequest(model_id, model_version, (TREE_QUERY,), pseudonyms, key.fingerprint(), pub,
+                           allow_partial, timeout_s, tree_input)  # fmt: skip
+        resp = self._gateway.joint(req)
+        if resp.n != n or resp.queries != (TREE_QUERY,):
+            raise ProtocolError("the coordinator's answer does not match the request")
+        return margins(key, resp.ciphertext, w, base_score), resp
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JointScoreRequest(_message.Message):
-    __slots__ = ("model_id", "model_version", "queries", "pseudonyms", "context_fingerprint", "public_context", "allow_partial", "timeout_s")
+    __slots__ = ("model_id", "model_version", "queries", "pseudonyms", "context_fingerprint", "public_context", "allow_partial", "timeout_s", "tree_input")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class JointScoreRequest(_message.Message):
     PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    TREE_INPUT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_version: str
     queries: _containers.RepeatedScalarFieldContainer[str]
@@ -24,7 +25,8 @@ class JointScoreRequest(_message.Message):
     public_context: bytes
     allow_partial: bool
     timeout_s: float
-    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., queries: _Optional[_Iterable[str]] = ..., pseudonyms: _Optional[bytes] = ..., context_fingerprint: _Optional[str] = ..., public_context: _Optional[bytes] = ..., allow_partial: bool = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    tree_input: bytes
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., queries: _Optional[_Iterable[str]] = ..., pseudonyms: _Optional[bytes] = ..., context_fingerprint: _Optional[str] = ..., public_context: _Optional[bytes] = ..., allow_partial: bool = ..., timeout_s: _Optional[float] = ..., tree_input: _Optional[bytes] = ...) -> None: ...
 
 class JointScoreHeader(_message.Message):
     __slots__ = ("request_id", "n", "queries", "contributors", "missing", "has_ciphertext")
