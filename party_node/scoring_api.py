@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -104,6 +105,15 @@ class LocalScoringServicer(scoring_pb2_grpc.LocalScoringServicer):
             abort(context, exc)
 
 
+_HTTP_STATUS = {  # error code -> HTTP status, for every local JSON API of a party
+    "invalid_input": 400,
+    "invalid_config": 400,
+    "not_found": 404,
+    "permission_denied": 403,
+    "unauthenticated": 401,
+    "unavailable": 503,
+    "deadline_exceeded": 504,
+}
 TOKEN_FILE = "scoring_api.token"  # noqa: S105 (a file name)
 
 
@@ -208,13 +218,16 @@ class LocalApi:
 
     grpc_server: grpc.Server | None = None
     grpc_port: int = 0
-    http_server: HttpApi | None = None
+    http_server: HttpApi | ThreadingHTTPServer | None = None  # the pre-approval API still uses http.server
     http_port: int = 0
 
     def stop(self) -> None:
         if self.grpc_server is not None:
             self.grpc_server.stop(1.0)
-        if self.http_server is not None:
+        if isinstance(self.http_server, ThreadingHTTPServer):
+            self.http_server.shutdown()
+            self.http_server.server_close()
+        elif self.http_server is not None:
             self.http_server.stop()
 
 
