@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -221,16 +220,13 @@ class LocalApi:
 
     grpc_server: grpc.Server | None = None
     grpc_port: int = 0
-    http_server: HttpApi | ThreadingHTTPServer | None = None  # the pre-approval API still uses http.server
+    http_server: HttpApi | None = None
     http_port: int = 0
 
     def stop(self) -> None:
         if self.grpc_server is not None:
             self.grpc_server.stop(1.0)
-        if isinstance(self.http_server, ThreadingHTTPServer):
-            self.http_server.shutdown()
-            self.http_server.server_close()
-        elif self.http_server is not None:
+        if self.http_server is not None:
             self.http_server.stop()
 
 
