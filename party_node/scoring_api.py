@@ -107,6 +107,15 @@ class LocalScoringServicer(scoring_pb2_grpc.LocalScoringServicer):
             abort(context, exc)
 
 
+_HTTP_STATUS = {  # error code -> HTTP status, for every local JSON API of a party
+    "invalid_input": 400,
+    "invalid_config": 400,
+    "not_found": 404,
+    "permission_denied": 403,
+    "unauthenticated": 401,
+    "unavailable": 503,
+    "deadline_exceeded": 504,
+}
 TOKEN_FILE = "scoring_api.token"  # noqa: S105 (a file name)
 
 

@@ -29,6 +29,8 @@ from fastapi import Request  # a module-level name: FastAPI resolves the handler
 
 from fedcore.errors import FedcreditError, InvalidInput
 from party_node.scoring import ScoringService
+from party_node.scoring_api import _HTTP_STATUS as HTTP_STATUS
+from party_node.scoring_api import parse_json_request
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-HTTP_STATUS = {
-    "invalid_input": 400,
-    "invalid_config": 400,
-    "not_found": 404,
-    "permission_denied": 403,
-    "unauthenticated": 401,
-    "unavailable": 503,
-    "deadline_exceeded": 504,
-}
-
 
 @dataclass(frozen=True)
 class HttpLimits:
@@ -124,8 +115,6 @@ def make_app(service: ScoringService, token: str, limits: HttpLimits = HttpLimit
     import anyio
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
-
-    from party_node.scoring_api import parse_json_request
 
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     pool = anyio.CapacityLimiter(limits.workers)
