@@ -221,9 +221,22 @@ def runs(home: Home = Path(".")) -> None:
     from .admin_client import AdminClient
 
     with AdminClient(load_coordinator_config(home)) as client:
-        rows = [(r.run_id, r.kind, r.status, dt.datetime.fromtimestamp(r.created_unix).isoformat(timespec="seconds"),
-                 json.dumps(params_from_struct(r.result), sort_keys=True)[:80]) for r in client.list_runs()]
-    _table(("run", "kind", "status", "started", "result"), rows)
+        rows = []
+        for r in client.list_runs():
+            result = params_from_struct(r.result)
+            started = dt.datetime.fromtimestamp(r.created_unix).isoformat(timespec="seconds")
+            rows.append((r.run_id, r.kind, r.status, started, dropped_text(result) or "-",
+                         json.dumps(result, sort_keys=True)[:80]))
+    _table(("run", "kind", "status", "started", "dropped out", "result"), rows)
+
+
+def dropped_text(result: Any) -> str:
+    """``host2 (round 2, 23:50:01)``: the parties a run lost, when (from its record's ``dropped``)."""
+    out = []
+    for d in result.get("dropped", []) if isinstance(result, dict) else []:
+        when = dt.datetime.fromtimestamp(float(d.get("at", 0))).isoformat(timespec="seconds")
+        out.append(f"{d.get('party')} (round {int(d.get('round', 0))}, {when})")  # Struct numbers are floats
+    return ", ".join(out)
 
 
 @app.command("distribute-key")

@@ -115,7 +115,9 @@ def overview(server: CoordinatorServer) -> dict[str, Any]:
             if "val-auc" in ev:
                 curve.append({"round": h.get("round"), "auc": ev.get("val-auc"), "ks": ev.get("val-ks")})
         runs.append({"run_id": r.run_id, "kind": r.kind, "status": r.status, "created": r.created_at,
-                     "updated": r.updated_at, "error": r.result.get("error", ""), "curve": curve})
+                     "updated": r.updated_at, "error": r.result.get("error", ""), "curve": curve,
+                     "dropped": [{"party": str(d.get("party")), "round": d.get("round"), "at": d.get("at")}
+                                 for d in r.result.get("dropped", []) if isinstance(d, dict)]})
         if r.kind == "train" and r.status == "succeeded":
             res = r.result
             models.append({"run_id": r.run_id, "version": str(res.get("version", "")), "model": res.get("model", ""),
@@ -201,6 +203,11 @@ def _tables(tables: list[dict[str, Any]]) -> str:
     return ", ".join(f"{t['name']}: {t['rows']} rows" for t in tables)
 
 
+def _dropped(run: dict[str, Any]) -> str:
+    items = [f"{d['party']} in round {d['round']} ({_when(float(d['at'] or 0))})" for d in run.get("dropped", [])]
+    return f'<div class="dropped">dropped out: {html.escape(", ".join(items))}</div>' if items else ""
+
+
 def render_overview(data: dict[str, Any], refresh_s: int) -> bytes:
     e = html.escape
     parties = "".join(
@@ -211,7 +218,7 @@ def render_overview(data: dict[str, Any], refresh_s: int) -> bytes:
     runs = "".join(
         f'<tr class="run" data-run="{e(r["run_id"])}"><td>{e(r["run_id"])}</td><td>{e(r["kind"])}</td>'
         f'<td>{e(r["status"])}</td><td>{_when(r["created"])}</td>'
-        f'<td>{_svg_curve(r["run_id"], r["curve"]) or e(str(r["error"])[:120])}</td></tr>'
+        f'<td>{_svg_curve(r["run_id"], r["curve"]) or e(str(r["error"])[:120])}{_dropped(r)}</td></tr>'
         for r in data["runs"]) or '<tr><td colspan="5">no runs yet</td></tr>'
     models = "".join(
         f'<tr class="model" data-run="{e(m["run_id"])}"><td>{e(m["model"])}</td><td>v{e(m["version"])}</td>'

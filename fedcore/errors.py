@@ -82,6 +82,21 @@ class ProtocolError(FedcreditError):
     code = "protocol_error"
 
 
+class RateLimited(Unavailable):
+    """A caller asked for more than its share (names the caller and the limit); try again later."""
+
+
+class CorruptResult(ProtocolError):
+    """A party's result does not parse or does not fit the step (garbage ciphertext, wrong length,
+    truncated positions). Names the party and the step; travels as ``protocol_error``."""
+
+    def __init__(self, party: str, step: str, detail: str) -> None:
+        self.party = party
+        self.step = step
+        self.detail = detail
+        super().__init__(f"party {party!r} sent a corrupt result in step {step!r}: {detail}")
+
+
 class PartyTaskError(FedcreditError):
     """A task failed at a party. Names the party and the step (the task kind).
 

@@ -51,3 +51,18 @@ def write_private_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def ensure_token(path: Path, what: str = "token") -> str:
+    """The bearer token at ``path``, made (random, 0600) if it does not exist yet; ``what`` names it in
+    errors. A token shorter than 16 characters is refused, naming the file."""
+    import secrets
+
+    if not path.is_file():
+        write_private_file(path, (secrets.token_urlsafe(32) + "\n").encode())
+    token = path.read_text().strip()
+    if len(token) < 16:
+        from fedcore.errors import InvalidInput
+
+        raise InvalidInput(f"the {what} in {path} is too short (16 characters at least)")
+    return token

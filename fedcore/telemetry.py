@@ -73,6 +73,11 @@ TASK_SECONDS = Histogram(
 PAYLOAD_BYTES = Counter("fedcredit_payload_bytes", "Task payload bytes (mostly ciphertexts), by direction.",
                         ["role", "direction"], registry=REGISTRY)
 ERRORS = Counter("fedcredit_errors", "Errors by kind (error code).", ["role", "kind"], registry=REGISTRY)
+PREAPPROVAL_OUTCOMES = Counter("fedcredit_preapproval_outcomes", "Pre-approval answers per lender outcome "
+                               "(offer, decline, deadline_exceeded, offline, an error code).", ["outcome"],
+                               registry=REGISTRY)
+ALERTS = Counter("fedcredit_monitoring_alerts", "Monitoring alerts raised at this lender, by kind.", ["kind"],
+                 registry=REGISTRY)
 
 
 class MetricsSettings(Section):

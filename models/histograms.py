@@ -27,6 +27,7 @@ __all__ = [
     "auc",
     "bad_rate_at_approval",
     "bands",
+    "coarsen",
     "histogram",
     "ks_curve",
     "merge",
@@ -39,6 +40,9 @@ REPORT_TASK = "report.histograms"
 
 DEFAULT_BINS = 1000
 MAX_BINS = 10_000
+MIN_BIN_COUNT = 10
+"""Fewest subjects a reported bin may hold: a party merges sparser neighbouring bins (:func:`coarsen`)
+before a histogram leaves it, so no bin describes a single subject (a lone defaulter, say)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,40 @@ def histogram(y: npt.ArrayLike | None, p: npt.ArrayLike, bins: int = DEFAULT_BIN
         raise InvalidInput("labels must be 0/1 and as many as the scores")
     bad = np.bincount(idx[yy == 1], minlength=bins).astype(np.float64)
     good = np.bincount(idx[yy == 0], minlength=bins).astype(np.float64)
+    return Hist(bad, good)
+
+
+def coarsen(h: Hist, min_count: int = MIN_BIN_COUNT) -> Hist:
+    """Merge runs of neighbouring bins until every non-empty bin holds at least ``min_count`` subjects
+    (bads + goods), keeping the bin layout: a group's counts go to the bin at its count-weighted mean
+    position, the rest of the group reads zero. Totals are kept; ranks move by less than a group's width.
+    A last group short of ``min_count`` joins the one before it. Fewer than ``min_count`` subjects in all
+    give one bin."""
+    if min_count <= 1 or h.n == 0:
+        return h
+    total = h.total
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count = 0.0
+    for i in range(h.bins):
+        if total[i] == 0:
+            continue
+        current.append(i)
+        count += float(total[i])
+        if count >= min_count:
+            groups.append(current)
+            current, count = [], 0.0
+    if current:
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    bad, good = np.zeros(h.bins), np.zeros(h.bins)
+    for g in groups:
+        idx = np.asarray(g)
+        at = round(float(np.average(idx, weights=total[idx])))
+        bad[at] += h.bad[idx].sum()
+        good[at] += h.good[idx].sum()
     return Hist(bad, good)
 
 

@@ -14,11 +14,15 @@ from fedcore.logs import setup_logging
 
 from .config import load_party_config
 from .data_cli import app as data_app
+from .monitoring_cli import app as monitor_app
 from .scoring_cli import app as scoring_app
+from .snapshot_cli import app as snapshot_app
 
 app = typer.Typer(help="Run a party node and manage its data.", no_args_is_help=True)
 app.add_typer(data_app)
 app.add_typer(scoring_app)
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(snapshot_app, name="snapshot")
 
 Home = Annotated[
     Path,

@@ -49,6 +49,7 @@ class LinkStatus:
     registered_as: str = ""
     role: str = ""
     last_error: str = ""
+    failures: int = 0  # connection attempts that ended in an error (tests and status wait on it)
     connects: int = 0
     tasks_done: int = 0
     tasks_failed: int = 0
@@ -172,6 +173,7 @@ class LinkClient:
     def _set_error(self, message: str) -> None:
         self.status.connected = False
         self.status.last_error = message
+        self.status.failures += 1
         self._registered.clear()
         self.on_status(self.status)
 

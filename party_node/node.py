@@ -23,6 +23,7 @@ from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
+from fedcore.secret import ensure_token
 from fedcore.telemetry import start_metrics_server
 
 from .alignment import StoreAlignment
@@ -30,9 +31,14 @@ from .compute import psi_blinder
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
+from .monitoring import SETTINGS_FILE as MONITORING_FILE
+from .monitoring import Monitor, MonitorSettings
+from .monitoring_cli import MonitoringRunner
+from .preapproval import PreapprovalSettings, build_platform_service, register_preapproval_handlers
+from .preapproval_api import start_preapproval_api
 from .reporting import register_report_handlers
 from .scoring import build_service, register_scoring_handlers
-from .scoring_api import start_local_api
+from .scoring_api import TOKEN_FILE, start_local_api
 from .store import Store
 from .training_data import store_data_provider
 from .vertical import register_vertical_handlers
@@ -85,6 +91,8 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
     register_scoring_handlers(registry, store, config.home, compute=config.compute)
+    # a lender with a pricing policy (HOME/pricing.toml) answers pre-approvals
+    register_preapproval_handlers(registry, config.home, lambda: build_service(config, store))
     metrics.instrument_registry(registry)
     return registry
 
@@ -170,7 +178,16 @@ class PartyNode:
         self._write_status(self.link.status)
         log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
         metrics_server = start_metrics_server(self.config.metrics)
-        local_api = start_local_api(build_service(self.config, self.store)) if self._serves_scoring() else None
+        local_api = None
+        if self._serves_scoring():
+            token = ensure_token(self.config.home / TOKEN_FILE, "local scoring API token")
+            local_api = start_local_api(build_service(self.config, self.store), token)
+        pre = PreapprovalSettings.load(self.config.home)  # the platform: HOME/preapproval.json
+        pre_api = start_preapproval_api(build_platform_service(self.config, self.store, pre)) if pre else None
+        monitoring = None
+        if (self.config.home / MONITORING_FILE).is_file():  # a lender monitoring its book
+            monitoring = MonitoringRunner(Monitor(build_service(self.config, self.store),
+                                                  MonitorSettings.load(self.config.home)))
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):
@@ -182,5 +199,9 @@ class PartyNode:
             metrics_server.stop()
         if local_api is not None:
             local_api.stop()
+        if pre_api is not None:
+            pre_api.stop()
+        if monitoring is not None:
+            monitoring.stop()
         self._write_status(LinkStatus(last_error="stopped"))
         log.info("party %s stopped", self.config.party.name)

@@ -83,7 +83,8 @@ def register_report_handlers(
     Params: ``model_run``, ``version``, ``bins`` (default 1000). Reply params: ``val`` and ``train``
     histograms (``{"bad": [...], "good": [...]}``), ``scoring`` (an unlabelled histogram or ``None``),
     ``n_val``, ``n_train``. A split with fewer than ``min_rows`` rows is refused (small counts say too
-    much about individuals).
+    much about individuals), and every histogram is :func:`~models.histograms.coarsen`-ed first: each
+    non-empty bin holds at least :data:`~models.histograms.MIN_BIN_COUNT` subjects.
     """
 
     def handle(ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -101,10 +102,11 @@ def register_report_handlers(
         if scoring_scores is not None:
             s = scoring_scores(run, version)
             if s is not None and len(s) >= min_rows:
-                scoring = hm.histogram(None, s, int(bins)).to_params()
+                scoring = hm.coarsen(hm.histogram(None, s, int(bins))).to_params()
+        # sparse bins are merged here, before anything leaves the party (no bin describes < 10 subjects)
         return TaskReply(params={
-            "val": hm.histogram(yva, pva, int(bins)).to_params(),
-            "train": hm.histogram(ytr, ptr, int(bins)).to_params(),
+            "val": hm.coarsen(hm.histogram(yva, pva, int(bins))).to_params(),
+            "train": hm.coarsen(hm.histogram(ytr, ptr, int(bins))).to_params(),
             "scoring": scoring,
             "n_val": len(yva),
             "n_train": len(ytr),

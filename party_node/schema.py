@@ -62,7 +62,7 @@ from fedcore.errors import ConfigError, NotFound
 
 UNSEEN = "__unseen__"
 MISSING = "__missing__"
-PURPOSES = ("training", "scoring", "blacklist")
+PURPOSES = ("training", "scoring", "blacklist", "preapproval", "monitoring")
 FLAGS = ("active_loan", "fraud")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")

@@ -62,6 +62,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+JOINT_ALIAS = "joint"  # the default model name: the newest joint model this lender labels
+
 
 
 
@@ -218,10 +220,28 @@ class ScoringService:
         self._lock = threading.Lock()
 
     def model(self, model_id: str | None = None) -> ModelSlice:
-        sl = self._own.slice(model_id or self.settings.model_id)
+        wanted = model_id or self.settings.model_id
+        if wanted == JOINT_ALIAS and not (self.home / "models" / wanted / "slice.json").is_file():
+            wanted = self._newest_joint_model()
+        sl = self._own.slice(wanted)
         if sl.intercept is None:
             raise InvalidInput(f"model {sl.model_id!r}: this party's slice has no intercept (not the label holder)")
         return sl
+
+    def _newest_joint_model(self) -> str:
+        """What the default model name ``joint`` means when no model is called that: the newest vertical
+        model whose slice at this party holds the intercept (this party is its label holder)."""
+        slices = sorted((self.home / "models").glob("*/slice.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in slices:
+            try:
+                if json.loads(path.read_text(encoding="utf-8")).get("intercept") is not None:
+                    return path.parent.name
+            except (OSError, ValueError):
+                continue
+        raise NotFound(
+            f"no joint model at this party yet ({self.home / 'models'} holds no slice with an intercept): "
+            "train one with `fedcredit coordinator train --kind vertical`"
+        )
 
     # -- own features
 

@@ -1,26 +1,36 @@
-"""The local scoring API for the lender's loan system: gRPC LocalScoring and JSON over HTTP, and their start-up."""
+"""The local scoring API for the lender's loan system: gRPC LocalScoring and JSON over HTTP
+(:mod:`party_node.scoring_http`), and their start-up.
+
+Both take raw personal ids, so both need the bearer token of ``HOME/scoring_api.token`` (0600, made at
+first start): HTTP as ``Authorization: Bearer <token>``, gRPC as metadata ``authorization: Bearer <token>``.
+Neither speaks TLS: a bind other than loopback is logged as a loud warning (put a TLS proxy in front).
+The gRPC server offers reflection (v1 and v1alpha) so that clients in other languages can discover it.
+"""
 
 from __future__ import annotations
 
-import json
+import hmac
+import ipaddress
 import logging
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 
-from fedcore.errors import FedcreditError, InvalidInput
+from fedcore.errors import InvalidInput
 from fedcore.grpc_options import SERVER_OPTIONS
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import QUERIES
 from fedcore.wire.errors import abort
+from fedcore.wire.reflection import enable_reflection
 from party_node.scoring import ScoringService
 from party_node.scoring_batch import Applicant
+
+if TYPE_CHECKING:  # FastAPI and uvicorn load only when the HTTP API starts
+    from party_node.scoring_http import HttpApi, HttpLimits
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +104,58 @@ class LocalScoringServicer(scoring_pb2_grpc.LocalScoringServicer):
             abort(context, exc)
 
 
+TOKEN_FILE = "scoring_api.token"  # noqa: S105 (a file name)
+
+
+class _TokenCheck(grpc.ServerInterceptor):
+    """Every local scoring call needs ``authorization: Bearer <token>``; reflection does not."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        if "ServerReflection" in details.method:
+            return continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(given).encode(), self._expected):
+            return continuation(details)
+        return self._deny_stream if details.method.endswith("/ScoreBatch") else self._deny_unary
+
+
+def warn_if_exposed(host: str, what: str) -> None:
+    """A loud warning for a bind that is not loopback: the local API has no TLS."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        log.warning(
+            "SECURITY WARNING: the local scoring %s API listens on %s WITHOUT TLS: raw personal ids and the "
+            "bearer token cross the network in clear. Bind it to 127.0.0.1 and put a TLS proxy in front.",
+            what, host,
+        )
+
+
 def serve_local_grpc(
-    service: ScoringService, address: str = "127.0.0.1:0", workers: int = 16
+    service: ScoringService, address: str = "127.0.0.1:0", workers: int = 16, *, token: str
 ) -> tuple[grpc.Server, int]:
-    """Start the local gRPC API (plaintext on loopback; put TLS in front for anything wider)."""
+    """Start the local gRPC API (token-checked, reflection on; no TLS: loopback, or a proxy in front)."""
+    warn_if_exposed(_split(address)[0], "gRPC")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="local-score"), options=SERVER_OPTIONS
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="local-score"), options=SERVER_OPTIONS,
+        interceptors=[_TokenCheck(token)], maximum_concurrent_rpcs=workers * 4,
     )
     scoring_pb2_grpc.add_LocalScoringServicer_to_server(LocalScoringServicer(service), server)
+    enable_reflection((scoring_pb2.DESCRIPTOR.services_by_name["LocalScoring"].full_name,), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise InvalidInput(f"cannot listen on {address} for the local scoring API")
@@ -110,18 +164,6 @@ def serve_local_grpc(
 
 
 # ---- local API: JSON over HTTP ----------------------------------------------------------------------
-
-_HTTP_STATUS = {
-    "invalid_input": 400,
-    "invalid_config": 400,
-    "not_found": 404,
-    "permission_denied": 403,
-    "unauthenticated": 401,
-    "unavailable": 503,
-    "deadline_exceeded": 504,
-}
-MAX_HTTP_BODY = 64 << 20
-
 
 def parse_json_request(body: Mapping[str, Any]) -> tuple[list[Applicant], dict[str, Any]]:
     """``{"applicants": [{"id": ..., "id_kind": ..., "features": {...}}], "model_id"?, "queries"?, ...}``."""
@@ -152,56 +194,6 @@ def parse_json_request(body: Mapping[str, Any]) -> tuple[list[Applicant], dict[s
     return apps, kw
 
 
-def make_http_server(service: ScoringService, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """``POST /v1/score`` (JSON in, JSON out), ``GET /healthz``. Call ``serve_forever()`` on a thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("local http: " + fmt, *args)
-
-        def _send(self, code: int, obj: Mapping[str, Any]) -> None:
-            data = json.dumps(obj).encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._send(200, {"status": "ok"})
-            else:
-                self._send(404, {"error": "not_found", "message": f"no route {self.path}"})
-
-        def do_POST(self) -> None:
-            if self.path != "/v1/score":
-                self._send(404, {"error": "not_found", "message": f"no route {self.path}"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if not 0 < length <= MAX_HTTP_BODY:
-                    raise InvalidInput(f"request body must be 1..{MAX_HTTP_BODY} bytes")
-                try:
-                    body = json.loads(self.rfile.read(length))
-                except ValueError:
-                    raise InvalidInput("request body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise InvalidInput("request body must be a JSON object")
-                apps, kw = parse_json_request(body)
-                batch = service.score(apps, **kw)
-                self._send(200, {"scores": list(batch.rows())})
-            except FedcreditError as exc:
-                self._send(_HTTP_STATUS.get(exc.code, 500), {"error": exc.code, "message": str(exc)})
-            except Exception:
-                log.exception("local scoring API crashed")
-                self._send(500, {"error": "internal", "message": "internal error (see the node's log)"})
-
-    return ThreadingHTTPServer((host, port), Handler)
-
-
-
 def _split(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     try:
@@ -216,27 +208,28 @@ class LocalApi:
 
     grpc_server: grpc.Server | None = None
     grpc_port: int = 0
-    http_server: ThreadingHTTPServer | None = None
+    http_server: HttpApi | None = None
     http_port: int = 0
 
     def stop(self) -> None:
         if self.grpc_server is not None:
             self.grpc_server.stop(1.0)
         if self.http_server is not None:
-            self.http_server.shutdown()
-            self.http_server.server_close()
+            self.http_server.stop()
 
 
-def start_local_api(service: ScoringService) -> LocalApi:
+def start_local_api(service: ScoringService, token: str, limits: HttpLimits | None = None) -> LocalApi:
     """Start the local API on ``settings.grpc_listen`` / ``settings.http_listen`` (loopback by default)."""
+    from party_node.scoring_http import HttpApi, HttpLimits
+
     api = LocalApi()
     st = service.settings
     if st.grpc_listen:
-        api.grpc_server, api.grpc_port = serve_local_grpc(service, st.grpc_listen)
+        api.grpc_server, api.grpc_port = serve_local_grpc(service, st.grpc_listen, token=token)
     if st.http_listen:
         host, port = _split(st.http_listen)
-        api.http_server = make_http_server(service, host, port)
-        api.http_port = api.http_server.server_address[1]
-        threading.Thread(target=api.http_server.serve_forever, name="local-score-http", daemon=True).start()
+        warn_if_exposed(host, "HTTP")
+        api.http_server = HttpApi(service, token, host, port, limits or HttpLimits())
+        api.http_port = api.http_server.port
     log.info("local scoring API: grpc port %s, http port %s", api.grpc_port or "-", api.http_port or "-")
     return api

@@ -384,6 +384,13 @@ class Store:
         with self.engine.connect() as conn:
             return np.fromiter(conn.execute(stmt).scalars(), dtype=np.int64)
 
+    def has_consent(self, row_id: int, purpose: str) -> bool:
+        """Whether one subject granted consent for ``purpose`` (an indexed lookup)."""
+        s = self.t["subjects"]
+        stmt = self._consent_filter(sa.select(s.c.row_id).where(s.c.row_id == int(row_id)), s.c.row_id, purpose)
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
     def active_loan_ids(self, purpose: str | None = None) -> np.ndarray:
         """Row ids flagged with an active loan here."""
         a = self.t["active_loans"]

@@ -88,6 +88,8 @@ def pseudonyms(n: int) -> np.ndarray:
     return np.array(KEY.pseudonymize((phone(i) for i in range(n)), "phone"), dtype="S16")
 
 
+BENCH_TOKEN = "bench-local-scoring-token"  # noqa: S105 (the local API needs one; loopback only)
+
 # ---- child processes -------------------------------------------------------------------------------
 
 
@@ -151,7 +153,7 @@ def run_requester(home: Path, port_file: Path) -> None:
     from party_node.scoring_api import serve_local_grpc
 
     svc = requester_service(home)
-    server, port = serve_local_grpc(svc, "127.0.0.1:0", workers=16)
+    server, port = serve_local_grpc(svc, "127.0.0.1:0", workers=16, token=BENCH_TOKEN)
     port_file.write_text(str(port))
     server.wait_for_termination()
 
@@ -293,7 +295,7 @@ def main() -> None:
         def one(i: int) -> scoring_pb2.LocalScoreResponse:
             feats = {f: float(v) for f, v in zip(sl_own.features, own_x[i % 20_000], strict=True)}
             req = scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id=phone(i), features=feats)])
-            return stub.Score(req, timeout=30)
+            return stub.Score(req, timeout=30, metadata=(("authorization", f"Bearer {BENCH_TOKEN}"),))
 
         while True:
             try:

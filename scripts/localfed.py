@@ -236,6 +236,31 @@ class LocalFederation:
             proc.send_signal(sig)
             proc.wait(timeout=30)
 
+    def serve_scoring(self, name: str) -> tuple[str, str, Path]:
+        """Give party ``name`` its local scoring API (a ``scoring.json`` with free loopback ports; the
+        default model name ``joint``), restart it so it serves, wait until the HTTP API answers.
+        Returns (gRPC address, HTTP URL, token file)."""
+        import json
+        import urllib.request
+
+        home = self.party_home(name)
+        grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        (home / "scoring.json").write_text(json.dumps({"grpc_listen": grpc_addr, "http_listen": http_addr}))
+        self.kill(name, signal.SIGTERM)
+        self.start_party(name)
+        self.wait_online([name], timeout=120)
+        url = f"http://{http_addr}"
+        end = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=5):  # noqa: S310 (loopback)
+                    break
+            except OSError:
+                if time.monotonic() > end or self.procs[name].poll() is not None:
+                    raise DeadlineExceeded(f"{name}'s local scoring API did not come up; see {self.logs}") from None
+                time.sleep(0.2)
+        return grpc_addr, url, home / "scoring_api.token"
+
     def stop(self) -> dict[str, int | None]:
         """SIGTERM everything (parties first), wait, SIGKILL stragglers; returns exit codes."""
         order = [k for k in self.procs if k != "coordinator"] + (
@@ -314,6 +339,9 @@ def demo_command(
     say(f"[2/8] synthetic data for {people} people; each party ingests its own file into its local store")
     for name, report in fed.ingest_synthetic(fed.synth(people)).items():
         say(f"      {name}: {report}")
+    from scripts.realtime_demo import prepare_platform, realtime_examples
+
+    preapproval_port = prepare_platform(fed)
     say(f"[3/8] starting the coordinator on 127.0.0.1:{fed.port} and {len(DEMO_PARTIES)} party processes (mutual TLS)")
     with fed:
         fed.start()
@@ -343,11 +371,6 @@ def demo_command(
         say(f"      evaluation report (ROC, KS, score distribution, bad rate by band): {report_dir / 'report.html'}")
         token = fed.coordinator_home / "admin" / "dashboard.token"
         say(f"      dashboard: http://127.0.0.1:{fed.dashboard_port}/ (admin token in {token})")
-        if serve:
-            say("      serving until Ctrl-C")
-            with contextlib.suppress(KeyboardInterrupt):
-                while all(p.poll() is None for p in fed.procs.values()):
-                    time.sleep(1)
         say("[6/8] vertical training: the five lenders' application data with tiange's behaviour data, "
             "coordinated logistic regression under CKKS on the aligned borrowers")
         out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", f"{lenders},tiange",
@@ -360,6 +383,19 @@ def demo_command(
         say("[7/8] joint scoring at yixin: the applicant's id and yixin's own data stay at yixin")
         for line in score_examples(fed, root, joint):
             say("      " + line)
+        say("      real time: a live-stream pre-approval and a monitoring pass")
+        for line in realtime_examples(fed, root, joint, preapproval_port):
+            say("      " + line)
+        if serve:
+            grpc_addr, url, tok = fed.serve_scoring("yixin")
+            say(f"      yixin's local scoring API: gRPC {grpc_addr}, HTTP {url}/v1/score (model 'joint'; "
+                f"bearer token in {tok})")
+            say(f"      try: curl -s {url}/v1/score -H \"Authorization: Bearer $(cat {tok})\" "
+                "-d '{\"id\": \"<an applicant id>\"}'")
+            say("      serving until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                while all(p.poll() is None for p in fed.procs.values()):
+                    time.sleep(1)
         say("[8/8] shutting down")
         codes = fed.stop()
     bad = {k: c for k, c in codes.items() if c not in (0, -signal.SIGTERM)}

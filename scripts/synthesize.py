@@ -1,7 +1,7 @@
 """Write a synthetic federation (or the real FATE splits' schemas) for parties to ingest::
 
     python scripts/synthesize.py --out DIR --people 100000 --seed 7 [--format csv|parquet] \\
-        [--id-kind phone|national_id]
+        [--id-kind phone|national_id] [--weeks 60]   # --weeks: dated platform snapshots too
     python scripts/synthesize.py --fate --out DIR      # schemas for the real FATE data (homo/ and hetero/)
 """
 
@@ -29,6 +29,7 @@ def synth(
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     id_kind: Annotated[str, typer.Option("--id-kind", help="phone or national_id.")] = "phone",
     fate: Annotated[bool, typer.Option("--fate", help="Write schemas for the real FATE data instead.")] = False,
+    weeks: Annotated[int, typer.Option("--weeks", help="Also weekly platform snapshots over this many weeks.")] = 0,
 ) -> None:
     """Write per-party data files and schema TOMLs that `fedcredit party ingest` takes as they are."""
     try:
@@ -52,6 +53,13 @@ def synth(
         written = write_federation(fed, out)
         for party, (data, schema) in written.items():
             typer.echo(f"{party}: {fed.parties[party].num_rows} rows -> {data} (schema {schema.name})")
+        if weeks:
+            from scripts.synthetic_time import TimeConfig, generate_time, write_time
+
+            if weeks < 20:
+                raise InvalidInput("--weeks must be at least 20 (defaults start at week 20)")
+            snaps = write_time(generate_time(fed, TimeConfig(weeks=weeks, seed=seed)), fed, out)
+            typer.echo(f"tiange: {len(snaps)} weekly snapshots -> {snaps[0].parent}")
         rate = float(fed.loans["defaulted"].mean())
         typer.echo(
             f"{people} people, {len(fed.loans)} loans, default rate {rate:.2%}; ground truth in "

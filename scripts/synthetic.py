@@ -256,11 +256,15 @@ def generate(config: SynthConfig) -> Federation:
         return _format_some_phones(rng, phones.take(pa.array(idx)), share_formatted)
 
     def consent(k: int) -> dict[str, np.ndarray]:
-        return {
+        c = {
             "consent_training": (rng.random(k) < 0.93).astype(np.int8),
             "consent_scoring": (rng.random(k) < 0.96).astype(np.int8),
             "consent_blacklist": (rng.random(k) < 0.98).astype(np.int8),
         }
+        # pre-approval (platform) and monitoring (lenders) follow scoring consent: no extra random draws,
+        # so the rest of the data stays as it was for a seed
+        c["consent_preapproval"] = c["consent_monitoring"] = c["consent_scoring"]
+        return c
 
     for j, name in enumerate(LENDERS):
         sel = np.flatnonzero(lender == j)
@@ -313,7 +317,8 @@ def generate(config: SynthConfig) -> Federation:
     return fed
 
 
-_CONSENT = {"training": "consent_training", "scoring": "consent_scoring", "blacklist": "consent_blacklist"}
+_CONSENT = {"training": "consent_training", "scoring": "consent_scoring", "blacklist": "consent_blacklist",
+            "preapproval": "consent_preapproval", "monitoring": "consent_monitoring"}
 
 
 def _lender_schema(id_kind: str) -> dict[str, Any]:

@@ -19,6 +19,17 @@ if ! command -v protoc >/dev/null 2>&1 || ! command -v protoc-gen-go >/dev/null 
       protoc-gen-go-grpc >/dev/null) || echo "warning: could not install protoc; the proto generation test will fail" >&2
   fi
 fi
+# The Node.js client test scores through a party's local gRPC API with @grpc/grpc-js (from npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) \
+      || echo "warning: could not install nodejs/npm; the Node.js client test will fail" >&2
+  fi
+fi
+if [ ! -d tests/node/node_modules/@grpc/grpc-js ] && command -v npm >/dev/null 2>&1; then
+  (cd tests/node && npm install --no-audit --no-fund --silent) \
+    || echo "warning: npm install failed; the Node.js client test will fail" >&2
+fi
 # The PostgreSQL tests start a throw-away server from Debian's postgresql (initdb, postgres).
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

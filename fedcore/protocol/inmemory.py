@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from fedcore.errors import Cancelled, PartyTaskError, PartyUnavailable, TaskTimeout
+from fedcore.errors import Cancelled, DeadlineExceeded, PartyTaskError, PartyUnavailable, TaskTimeout
 from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import DataSummary, JSONValue, PartyInfo, Role, Task, TaskResult
 from fedcore.protocol.tasks import HandlerRegistry, Outcome, TaskContext, error_of, execute
@@ -136,6 +136,10 @@ class _Handle(TaskHandle):
             except TimeoutError:
                 continue
         if outcome.reply is None:
+            if outcome.error_code == DeadlineExceeded.code and time.monotonic() >= self._ctx.deadline:
+                # The party noticed the deadline first (it checks the same clock): still a timeout of
+                # this task, not a failure of the party.
+                raise TaskTimeout(self.party, self.kind, limit)
             raise PartyTaskError(self.party, self.kind, outcome.error_code, outcome.error_message)
         params = dict(outcome.reply.params)
         self._member.last_seen = time.time()

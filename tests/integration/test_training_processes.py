@@ -65,6 +65,11 @@ def test_party_killed_mid_run_and_the_run_completes_with_the_rest(fed):
     assert [len(h["parties"]) for h in result["history"]][:2] == [3, 3]
     assert all(len(h["parties"]) == 2 for h in result["history"][4:])
     assert result["metrics"]["val_auc"] > 0.7
+    # the run record (and so `coordinator runs` and the dashboard) says who dropped out, in which round
+    (gone,) = result["dropped"]
+    assert gone["party"] == "cango" and gone["round"] in (3, 4) and gone["at"] > 0
+    out = fed.cli("coordinator", "runs", "--home", str(fed.coordinator_home)).stdout
+    assert f"cango (round {int(gone['round'])}, " in out
     fed.wait_online(timeout=20)
 
 

@@ -58,3 +58,46 @@ def test_psi_vertical_training_and_joint_scoring(fed):
         assert r["reasons"][-1]["feature"] == "consortium_data"
     for party in ("yixin", "tiange"):
         assert fed.cli("party", "audit", "verify", "--home", str(fed.party_home(party))).returncode == 0
+
+
+def test_party_keeps_serving_its_local_api_with_the_default_model(fed):
+    # The quick start's `--serve` path (scripts/localfed.py serve_scoring): after a joint model exists,
+    # the lender's node restarts with scoring.json and serves; the default model name `joint` resolves
+    # to that model without knowing its run id. Clients: HTTP with the bearer token, and a Node.js
+    # gRPC client built from the protos (tests/node/score.js).
+    import shutil
+    import subprocess
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    models = fed.party_home("yixin") / "models"
+    assert any(models.glob("*/slice.json")), "needs the joint model of the previous test"
+    grpc_addr, url, token_file = fed.serve_scoring("yixin")
+    token = token_file.read_text().strip()
+    assert token_file.stat().st_mode & 0o077 == 0
+    with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
+        ids = [row["id"] for _, row in zip(range(2), csv.DictReader(f), strict=False)]
+    body = json.dumps({"applicants": [{"id": i, "id_kind": "opaque"} for i in ids]}).encode()
+    req = urllib.request.Request(f"{url}/v1/score", body, {"Authorization": f"Bearer {token}"})  # noqa: S310 (loopback)
+    with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (loopback)
+        scores = json.loads(r.read())["scores"]
+    assert [s["status"] for s in scores] == ["ok", "ok"]
+    assert scores[0]["model_id"] in {p.parent.name for p in models.glob("*/slice.json")}
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/v1/score", body), timeout=60)  # noqa: S310
+    assert err.value.code == 401
+
+    node_dir = Path(__file__).resolve().parents[1] / "node"
+    assert shutil.which("node") and (node_dir / "node_modules" / "@grpc" / "grpc-js").is_dir(), \
+        "run scripts/test.sh (installs nodejs and tests/node's npm packages)"
+    protos = Path(__file__).resolve().parents[2] / "protos"
+    run = subprocess.run(["node", str(node_dir / "score.js"), str(protos), grpc_addr, str(token_file), "opaque", *ids],
+                         capture_output=True, text=True, timeout=180, cwd=node_dir)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)["scores"]
+    assert [s["status"] for s in out] == ["ok", "ok"]
+    assert abs(out[0]["prob_default"] - scores[0]["prob_default"]) < 1e-6
+    denied = subprocess.run(["node", str(node_dir / "score.js"), str(protos), grpc_addr, "-", "opaque", ids[0]],
+                            capture_output=True, text=True, timeout=180, cwd=node_dir)
+    assert denied.returncode == 2 and "UNAUTHENTICATED" in denied.stderr

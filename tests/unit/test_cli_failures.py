@@ -105,6 +105,15 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
         "party data whitelist": (["party", "data", "whitelist", "nope", "--store", f"sqlite:///{w.root / 'w.db'}"],
                                  "nope"),
         "party score": (["party", "score", "--home", y], "give either --id"),
+        "party monitor register": (["party", "monitor", "register", "--home", gone], "party.toml does not exist"),
+        "party monitor run": (["party", "monitor", "run", "--home", gone], "party.toml does not exist"),
+        "party monitor alerts": (["party", "monitor", "alerts", "--kind", "nonsense", "--home", y], "nonsense"),
+        "party snapshot load": (["party", "snapshot", "load", str(w.root / "nope.csv"), "--dataset", "b",
+                                 "--as-of", "2024-01-01", "--home", y], "nope.csv does not exist"),
+        "party snapshot dates": (["party", "snapshot", "dates", "--dataset", "b", "--home", gone],
+                                 "party.toml does not exist"),
+        "party snapshot changes": (["party", "snapshot", "changes", "--dataset", "b", "--feature", "spend",
+                                    "--as-of", "someday", "--home", y], "not a date"),
         "party audit verify": (["party", "audit", "verify", "--log", str(broken_log)], "BROKEN at line 2"),
     }
 

@@ -96,6 +96,7 @@ class RoundReport:
     evaluate: dict[str, float]
     parties: list[str]
     seconds: float
+    dropped: list[str] = field(default_factory=list)  # parties of the run that did not answer this round
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +118,8 @@ class ModelRecord:
     strategy: str
     history: list[dict[str, Any]]
     dp: dict[str, Any] | None = None
+    # parties that dropped out: {"party", "round" (the first round without it), "at" (unix time)}
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -306,6 +309,21 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
 
     current: dict[str, Any] = {}
     t_round = [time.perf_counter()]
+    # Who the run started with, and who left it when: the run record says so, not only the log.
+    if resume:
+        members = set(history[0]["parties"]) if history else {name_of(n) for n in _online(grid, spec)}
+        dropped = [d for h in history for d in h.get("dropped_at", [])]
+    else:
+        members = {name_of(n) for n in _online(grid, spec)}
+        dropped = []
+
+    def drop_out(names: set[str], rnd: int) -> list[dict[str, Any]]:
+        gone = {d["party"] for d in dropped}
+        new = [{"party": p, "round": rnd, "at": time.time()} for p in sorted(names - gone)]
+        for d in new:
+            log.warning("run %s: party %r dropped out in round %d", spec.run_id, d["party"], rnd)
+        dropped.extend(new)
+        return new
 
     def on_train(rnd: int, metrics: dict[str, float], nodes: list[int]) -> None:
         current.update(round=rnd, train=metrics, parties=sorted(name_of(n) for n in nodes))
@@ -326,7 +344,9 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
             parties=list(current.get("parties", [])),
             seconds=time.perf_counter() - t_round[0],
         )
-        history.append(report.to_dict())
+        new = drop_out(members - set(report.parties), rnd)
+        report.dropped = sorted(members - set(report.parties))
+        history.append(report.to_dict() | {"dropped_at": new})
         if store is not None:
             store.save_checkpoint(spec.run_id, rnd, arrays_to_bytes(agg), {"round": rnd, "history": history})
         if hooks.on_round is not None:
@@ -350,6 +370,7 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
             round_offset=done,
             on_train=on_train,
             on_evaluate=on_evaluate,
+            name_of=name_of,
         )
         random.seed(spec.params.seed)  # Flower samples node order with `random`
         cfg = spec.params.to_config()
@@ -368,6 +389,7 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
     # Step 5: the parties decrypt and store the final model.
     saved = _query(grid, spec, hz.MSG_SAVE, {n: {"fc-version": spec.version} for n in _online(grid, spec)}, arrays)
     _need(spec, "model registration", saved)
+    drop_out(members - {name_of(n) for n in saved}, spec.rounds)
     model_hashes = {str(_rep(r)["model-sha256"]) for r in saved.values()}
     if len(model_hashes) != 1:
         raise ProtocolError("parties decrypted different final models")
@@ -397,6 +419,7 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         strategy=spec.strategy,
         history=history,
         dp=dp,
+        dropped=dropped,
     )
 
 

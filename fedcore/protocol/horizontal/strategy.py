@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from fedcore.errors import FedcreditError, ProtocolError
+from fedcore.errors import CorruptResult, FedcreditError, ProtocolError
 from fedcore.protocol import horizontal as hz
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class SecureAggregation(Strategy):
         round_offset: int = 0,
         on_train: Callable[[int, dict[str, float], list[int]], None] | None = None,
         on_evaluate: Callable[[int, dict[str, float], list[int]], None] | None = None,
+        name_of: Callable[[int], str] = lambda n: f"node-{n}",
     ) -> None:
         self.inner = inner
         self.public_ctx = public_ctx
@@ -46,6 +47,7 @@ class SecureAggregation(Strategy):
         self.round_offset = round_offset
         self.on_train = on_train
         self.on_evaluate = on_evaluate
+        self.name_of = name_of
 
     def summary(self) -> None:
         self.inner.summary()
@@ -81,18 +83,75 @@ class SecureAggregation(Strategy):
                 f"round {rnd}: {len(valid)} parties replied, the run needs at least {self.min_parties}"
             )
         if self.public_ctx is None:
-            arrays, metrics = self.inner.aggregate_train(rnd, ordered)
+            valid = self._drop_corrupt_plain(rnd, valid)
+            arrays, metrics = self.inner.aggregate_train(rnd, valid)
         else:
             valid, _ = self.inner._check_and_log_replies(ordered, is_train=True)
+            valid = self._drop_corrupt(rnd, valid)
             contents = [m.content for m in valid]
             records = [next(iter(c.array_records.values())) for c in contents]
-            if not all(hz.is_encrypted(r) for r in records):
-                raise ProtocolError(f"round {rnd}: a party sent an unencrypted update in an HE run")
             arrays = hz.sum_encrypted(self.public_ctx, records)
             metrics = self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key)
         if self.on_train is not None:
             self.on_train(rnd, _metric_dict(metrics), [m.metadata.src_node_id for m in valid])
         return arrays, metrics
+
+    def _drop_corrupt(self, rnd: int, replies: list[Message]) -> list[Message]:
+        """Parse every encrypted update on its own: one that does not parse, is not encrypted or has
+        another length than the others is its party's :class:`CorruptResult`, logged and dropped like
+        a party that did not answer (the run fails if fewer than ``min_parties`` remain)."""
+        from fedcore.crypto.he import EncryptedVector
+
+        lengths: dict[int, int] = {}
+        corrupt: list[CorruptResult] = []
+        for m in replies:
+            node = m.metadata.src_node_id
+            try:
+                record = next(iter(m.content.array_records.values()))
+                if not hz.is_encrypted(record):
+                    raise ProtocolError("an unencrypted update in an HE run")
+                lengths[node] = EncryptedVector.from_bytes(self.public_ctx, hz.unpack_encrypted(record)).length
+            except (ProtocolError, StopIteration) as exc:
+                corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", str(exc) or "no update"))
+        if lengths:
+            usual = max(set(lengths.values()), key=list(lengths.values()).count)
+            for node, n in lengths.items():
+                if n != usual:
+                    corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", f"{n} values, not {usual}"))
+        return self._without(rnd, replies, corrupt)
+
+    def _drop_corrupt_plain(self, rnd: int, replies: list[Message]) -> list[Message]:
+        """Plain mode: an update whose arrays differ in names, shapes or dtypes from the others', or hold
+        a non-finite value, is its party's :class:`CorruptResult` (dropped as in HE mode)."""
+        import numpy as np
+
+        shapes: dict[int, tuple[Any, ...]] = {}
+        corrupt: list[CorruptResult] = []
+        for m in replies:
+            node = m.metadata.src_node_id
+            try:
+                record = next(iter(m.content.array_records.values()))
+                arrays = {k: a.numpy() for k, a in record.items()}
+                if not all(np.all(np.isfinite(a)) for a in arrays.values()):
+                    raise ProtocolError("an update holds NaN or infinite values")
+                shapes[node] = tuple((k, a.shape, str(a.dtype)) for k, a in sorted(arrays.items()))
+            except (ProtocolError, StopIteration, ValueError, TypeError) as exc:
+                corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", str(exc) or "no update"))
+        if shapes:
+            usual = max(set(shapes.values()), key=list(shapes.values()).count)
+            for node, sig in shapes.items():
+                if sig != usual:
+                    corrupt.append(CorruptResult(self.name_of(node), f"train round {rnd}", "arrays of another shape"))
+        return self._without(rnd, replies, corrupt)
+
+    def _without(self, rnd: int, replies: list[Message], corrupt: list[CorruptResult]) -> list[Message]:
+        bad = {e.party for e in corrupt}
+        for e in corrupt:
+            log.warning("round %d: %s; dropped like a party that did not answer", rnd, e)
+        kept = [m for m in replies if self.name_of(m.metadata.src_node_id) not in bad]
+        if corrupt and len(kept) < self.min_parties:
+            raise corrupt[0]
+        return kept
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         rnd = server_round + self.round_offset

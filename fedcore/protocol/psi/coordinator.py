@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from fedcore.errors import InvalidInput
+from fedcore.errors import CorruptResult, InvalidInput, PartyTaskError, ProtocolError
 from fedcore.protocol.channel import PartyChannel
-from fedcore.protocol.messages import JSONValue, Task
+from fedcore.protocol.messages import JSONValue, Task, TaskResult
 from fedcore.protocol.psi.messages import (
     ABORT,
     BLIND,
@@ -22,6 +22,7 @@ from fedcore.protocol.psi.messages import (
     REBLIND,
     STAGE,
     START,
+    VERIFY,
 )
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,24 @@ def run_psi(
         say(f"set sizes: {', '.join(f'{p} {n}' for p, n in sizes.items())}")
         for f in followers:
             blinded = channel.run(leader, task(BLIND, peer=f))
-            reblinded = channel.run(f, task(REBLIND, payload=blinded.chunks(), peer=leader,
-                                            shuffle=cardinality_only, n=sizes[leader]))
-            channel.run(leader, task(LEARN, payload=reblinded.chunks(), peer=f))
+            reblinded = _relayed(channel, f, task(REBLIND, payload=blinded.chunks(), peer=leader,
+                                                  shuffle=cardinality_only, n=sizes[leader]), blinded)
+            _relayed(channel, leader, task(LEARN, payload=reblinded.chunks(), peer=f), reblinded)
             say(f"{f}: re-blinded {sizes[leader]} of {leader}'s ids")
             theirs = channel.run(f, task(BLIND, peer=leader))
-            m = channel.run(leader, task(MATCH, payload=theirs.chunks(), peer=f, n=sizes[f]))
+            m = _relayed(channel, leader, task(MATCH, payload=theirs.chunks(), peer=f, n=sizes[f]), theirs)
             say(f"{f}: compared {m.params['peer_count']} of {f}'s ids")
         final = channel.run(leader, task(FINALIZE, cardinality_only=cardinality_only))
         size = int(final.params["intersection"])
         if not cardinality_only:
             for f in followers:
+                # Both sides verify (count + digest of the positions) before anyone commits: the follower
+                # checks what it received against the leader's claim, the leader what the follower staged.
                 pos = channel.run(leader, task(POSITIONS, peer=f))
-                channel.run(f, task(STAGE, payload=pos.chunks()))
+                staged = _relayed(channel, f, task(STAGE, payload=pos.chunks(), count=pos.params.get("count"),
+                                                   digest=pos.params.get("digest")), pos)
+                verify = task(VERIFY, peer=f, count=staged.params.get("staged"), digest=staged.params.get("digest"))
+                _relayed(channel, leader, verify, staged)
             channel.run_all({p: task(COMMIT) for p in parties})
         else:
             channel.run_all({p: task(ABORT) for p in parties})
@@ -91,6 +97,19 @@ def run_psi(
         _abort_all(channel, run_id, parties)
         raise
     return PsiResult(run_id, sizes, size, cardinality_only, time.monotonic() - t0)
+
+
+def _relayed(channel: PartyChannel, party: str, t: Task, source: TaskResult) -> TaskResult:
+    """Run ``t`` at ``party`` on a result that came from ``source.party``; if the receiver finds that
+    result corrupt (a protocol error), the error names the party it came from."""
+    try:
+        return channel.run(party, t)
+    except PartyTaskError as exc:
+        if exc.kind != ProtocolError.code:
+            raise
+        err = CorruptResult(source.party, source.kind, f"refused by {party!r} in {t.kind!r}: {exc.detail}")
+        log.warning("PSI run %s: %s", t.run_id, err)
+        raise err from None
 
 
 def _abort_all(channel: PartyChannel, run_id: str, parties: list[str]) -> None:

@@ -28,6 +28,8 @@ from fedcore.protocol.psi.messages import (
     REBLIND,
     STAGE,
     START,
+    VERIFY,
+    alignment_digest,
 )
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
@@ -157,7 +159,7 @@ class PsiParty:
         for kind, fn in (
             (START, self._start), (BLIND, self._blind), (REBLIND, self._reblind), (LEARN, self._learn),
             (MATCH, self._match), (FINALIZE, self._finalize), (POSITIONS, self._positions),
-            (STAGE, self._stage), (COMMIT, self._commit), (ABORT, self._abort),
+            (STAGE, self._stage), (VERIFY, self._verify), (COMMIT, self._commit), (ABORT, self._abort),
         ):
             registry.register(kind, fn)
 
@@ -313,7 +315,8 @@ class PsiParty:
         pos = s.alignment.get(str(params["peer"]))
         if pos is None:
             raise ProtocolError("psi.positions before psi.finalize")
-        return TaskReply({"count": len(pos)}, [pos.astype("<u4").tobytes()])
+        digest = alignment_digest(ctx.run_id, pos)
+        return TaskReply({"count": len(pos), "digest": digest}, [pos.astype("<u4").tobytes()])
 
     def _stage(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx)
@@ -323,8 +326,27 @@ class PsiParty:
         pos = np.frombuffer(data, dtype="<u4").astype(np.int64)
         if len(pos) and (pos.max() >= len(s.keys) or len(np.unique(pos)) != len(pos)):
             raise ProtocolError("psi.stage: positions out of range or repeated")
+        digest = alignment_digest(ctx.run_id, pos)
+        if params.get("count") != len(pos) or params.get("digest") != digest:
+            raise ProtocolError(
+                f"psi.stage: received {len(pos)} positions that do not match the leader's count "
+                f"({params.get('count')}) and digest; nothing staged"
+            )
         self._sink.stage_alignment(ctx.run_id, s.keys[pos])
-        return TaskReply({"staged": len(pos)})
+        return TaskReply({"staged": len(pos), "digest": digest})
+
+    def _verify(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        """The leader's check of what a follower staged, before anyone commits."""
+        s, _ = self._pair(ctx, params)
+        pos = s.alignment.get(str(params["peer"]))
+        if pos is None:
+            raise ProtocolError("psi.verify before psi.finalize")
+        if params.get("count") != len(pos) or params.get("digest") != alignment_digest(ctx.run_id, pos):
+            raise ProtocolError(
+                f"psi.verify: {params['peer']!r} staged {params.get('count')} positions that do not match "
+                f"the {len(pos)} sent (count or digest differs)"
+            )
+        return TaskReply({"verified": len(pos)})
 
     def _commit(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         self._sink.commit_alignment(ctx.run_id)

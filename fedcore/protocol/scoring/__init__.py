@@ -22,7 +22,8 @@ Flow of one request (every arrow through C; R <-> C is the ``Scoring/Score`` RPC
     C -> R   the summed EncryptedVector, the number of contributors, the names of missing parties
     R        decrypts; joint logit = intercept + own part + external sum; blacklist/loans as counts.
 
-**What each side learns** (semi-honest; CKKS IND-CPA under RLWE at N=8192, 128-bit):
+**What each side learns** (semi-honest; CKKS IND-CPA under RLWE at N=4096 with 109 modulus bits, the
+128-bit bound; N=8192 when the requester uses ``SUMS``):
 
 - *Coordinator*: who asked (it authenticates R), n, the queries, the model id, timing and the
   pseudonyms. Pseudonyms are keyed hashes: without the federation key C cannot link them to an id or
@@ -31,14 +32,18 @@ Flow of one request (every arrow through C; R <-> C is the ``Scoring/Score`` RPC
   party's response nor the sum. Neutral values are encrypted zeros, indistinguishable from real ones.
 - *Contributor P*: that *someone* asked about these pseudonyms (it can tell which of them it knows), the
   model id and the queries; not who asked, not the result. P sees no other party's contribution.
+  **Linkable:** every task carries the requester's key fingerprint, stable for the requester's key
+  lifetime (``key_rotate_s``, 1 h by default), so P can group the requests made under one key (one
+  requester in that period) with their sizes and timing; it is not told which lender that is.
 - *Requester R*: per applicant, the sum of the other parties' partial logits (so with exactly one other
   contributor, that party's partial logit: inherent in a joint linear score), the number of members that
   list the applicant as fraud and the number that hold an active loan with it, never which ones.
 - *An observer of the links*: sizes and timing (mutual TLS).
 
 Not covered: a malicious contributor can send wrong values (it could also lie about its data); R could
-ask about arbitrary pseudonyms it computed from guessed ids (rate limits and the audit log at every
-party are the control, plus the lender role check at C).
+ask about arbitrary pseudonyms it computed from guessed ids (the controls: C's per-requester rate limit,
+:data:`~fedcore.protocol.scoring.messages.DEFAULT_RATE_PER_MINUTE` applicants a minute, refused as
+:class:`~fedcore.errors.RateLimited`; the audit log at every party; the lender role check at C).
 
 Key handling: R makes a fresh CKKS key pair (:class:`KeyRing`) and rotates it on a schedule; contexts
 are cached by fingerprint at C and at each P (bounded LRU), so a steady stream of requests sends only

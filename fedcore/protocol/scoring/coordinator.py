@@ -6,7 +6,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fedcore.crypto.he import (
     CkksPublicContext,
@@ -15,18 +15,21 @@ from fedcore.crypto.he import (
 )
 from fedcore.errors import (
     ContextUnknown,
+    CorruptResult,
     DeadlineExceeded,
     InvalidInput,
     PartyTaskError,
     PartyUnavailable,
     PermissionDenied,
     ProtocolError,
+    RateLimited,
 )
 from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import JSONValue, Role, Task
 from fedcore.protocol.scoring.messages import (
     CONTRIBUTE,
     DEFAULT_MAX_BATCH,
+    DEFAULT_RATE_PER_MINUTE,
     PSEUDONYM_BYTES,
     JointRequest,
     JointResponse,
@@ -47,9 +50,14 @@ class ScoringCoordinator:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         requester_roles: frozenset[Role] = frozenset({Role.LENDER}),
+        rate_per_minute: int = DEFAULT_RATE_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._channel = channel
         self.max_batch = max_batch
+        self.rate_per_minute = rate_per_minute
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # requester -> (applicants left, at)
         self.requester_roles = requester_roles
         self._contexts = ContextCache(64)
         self._sent: dict[str, set[str]] = {}
@@ -75,6 +83,7 @@ class ScoringCoordinator:
         role = self._role_of(requester)
         if role not in self.requester_roles:
             raise PermissionDenied(f"{requester!r} ({role}) may not request joint scores")
+        self._take(requester, n)
         pub = self._contexts.resolve(req.fingerprint, req.public_context)
         request_id = secrets.token_hex(8)
         others = [p for p in self._channel.parties() if p.name != requester]
@@ -111,10 +120,13 @@ class ScoringCoordinator:
                         raise
                     missing.append(name)
                     continue
-                vec = EncryptedVector.from_bytes(pub, data, max_length=length)
-                if vec.length != length:
-                    raise ProtocolError(f"party {name!r} sent {vec.length} values, expected {length}")
-                vectors.append(vec)
+                try:
+                    vectors.append(_contribution(name, pub, data, length))
+                except CorruptResult as exc:
+                    log.warning("scoring request %s: %s", request_id, exc)
+                    if not req.allow_partial:
+                        raise
+                    missing.append(name)
         except BaseException:
             self._cancel(handles)
             raise
@@ -129,6 +141,22 @@ class ScoringCoordinator:
             ",".join(missing) or "-",
         )
         return JointResponse(request_id, n, queries, total, len(vectors), tuple(sorted(missing)))
+
+    def _take(self, requester: str, n: int) -> None:
+        """Per-requester token bucket of applicants: ``rate_per_minute`` at most, refilled continuously.
+        It bounds how fast one lender can test guessed ids against the federation."""
+        if self.rate_per_minute <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            left, at = self._buckets.get(requester, (float(self.rate_per_minute), now))
+            left = min(float(self.rate_per_minute), left + (now - at) * self.rate_per_minute / 60.0)
+            if n > left:
+                self._buckets[requester] = (left, now)
+                raise RateLimited(
+                    f"{requester!r} is over its scoring limit of {self.rate_per_minute} applicants per minute"
+                )
+            self._buckets[requester] = (left - n, now)
 
     def _submit(
         self,
@@ -178,3 +206,12 @@ class ScoringCoordinator:
             h.cancel("scoring request failed")
 
 
+def _contribution(party: str, pub: CkksPublicContext, data: bytes, length: int) -> EncryptedVector:
+    """Parse one contributor's ciphertext; anything that does not fit is that party's CorruptResult."""
+    try:
+        vec = EncryptedVector.from_bytes(pub, data, max_length=length)
+    except ProtocolError as exc:
+        raise CorruptResult(party, CONTRIBUTE, str(exc)) from None
+    if vec.length != length:
+        raise CorruptResult(party, CONTRIBUTE, f"{vec.length} values, expected {length}")
+    return vec

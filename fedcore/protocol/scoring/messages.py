@@ -30,6 +30,7 @@ CONTRIBUTE = "scoring.contribute"
 QUERIES = ("score", "blacklist", "loans")
 PSEUDONYM_BYTES = 16
 DEFAULT_MAX_BATCH = 1 << 17  # pseudonyms per coordinator request (the requester chunks bigger files)
+DEFAULT_RATE_PER_MINUTE = 2_000_000  # applicants per requester per minute at the coordinator (token bucket)
 CONTEXT_CACHE = 16
 # N=4096 with one 60-bit data prime and a 49-bit special prime (109 bits: the 128-bit bound for N=4096),
 # scale 2^40: additions only, no Galois/relin keys. Half the ciphertext size (64 KiB per 2048 values) and

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedcore.crypto import he
-from fedcore.errors import FedcreditError, InvalidInput, NotFound, ProtocolError
+from fedcore.errors import CorruptResult, FedcreditError, InvalidInput, NotFound, ProtocolError
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.messages import JSONValue, Task, TaskResult
 from fedcore.protocol.vertical.messages import (
@@ -195,7 +195,7 @@ def run_vertical(
         })
         moments: list[int] | None = None
         for n in lenders:
-            fr = _one(parse_frames(started[n].read_payload()), F_U128)
+            fr = _one(_frames(started[n]), F_U128)
             if fr is None:
                 raise ProtocolError(f"vertical: lender {n!r} sent no masked moments")
             vals = u128_of(fr)
@@ -218,13 +218,15 @@ def run_vertical(
             for step in range(steps):
                 sp = {"epoch": epoch, "step": step, "total": sum(sizes[n][step] for n in lenders)}
                 fwd = run_one(platform, task(FORWARD, sp, frames_bytes(carry_p)))
-                ufr = {f.tag: f for f in parse_frames(fwd.read_payload()) if f.type == F_SEALED}
+                ufr = {f.tag: f for f in _frames(fwd) if f.type == F_SEALED}
+                if set(ufr) != set(range(len(lenders))):
+                    raise CorruptResult(platform, FORWARD, f"sealed scores for {len(ufr)} of {len(lenders)} lenders")
                 res = channel.run_all({
                     n: task(RESIDUAL, sp, frames_bytes([ufr[i], *carry_l])) for i, n in enumerate(lenders)
                 })
                 lender_frames, ab_frames = _split_sealed(res, lenders)
                 back = run_one(platform, task(BACKWARD, sp, frames_bytes(ab_frames)))
-                carry_p = [f64_frame(1, arb.slot_sums(parse_frames(back.read_payload()), dim_p))]
+                carry_p = [f64_frame(1, arb.slot_sums(_frames(back), dim_p))]
                 carry_l = [f64_frame(1, arb.slot_sums(lender_frames, dim_l))]
             val_loss, _ = _validate(channel, arb, task, lenders, platform, epoch, carry_p, carry_l, final=False)
             carry_p, carry_l = [], []
@@ -265,12 +267,23 @@ def run_vertical(
                           time.monotonic() - t0, version)
 
 
+def _frames(result: TaskResult) -> list[Frame]:
+    """A party's reply payload as frames; a malformed one is that party's :class:`CorruptResult`."""
+    try:
+        return parse_frames(result.read_payload())
+    except CorruptResult:
+        raise
+    except ProtocolError as exc:
+        log.warning("vertical: %s sent a malformed %s reply: %s", result.party, result.kind, exc)
+        raise CorruptResult(result.party, result.kind, str(exc)) from None
+
+
 def _split_sealed(res: Mapping[str, TaskResult], lenders: Sequence[str]) -> tuple[list[Frame], list[Frame]]:
     """(frames for the arbiter, sealed frames for the platform re-tagged 2i, 2i+1 by lender index)."""
     mine: list[Frame] = []
     sealed: list[Frame] = []
     for i, n in enumerate(lenders):
-        for f in parse_frames(res[n].read_payload()):
+        for f in _frames(res[n]):
             if f.type == F_SEALED:
                 if f.tag not in (0, 1):
                     raise ProtocolError(f"vertical: lender {n!r} sent an unexpected sealed frame")
@@ -287,14 +300,14 @@ def _validate(channel: PartyChannel, arb: _Arbiter, task: TaskFn, lenders: Seque
     metrics of the best model, from the masked joint scores)."""
     if final:
         ev = channel.run(platform, task(EVAL_PLATFORM, {"epoch": epoch, "final": True}))
-        ufr = {f.tag: f for f in parse_frames(ev.read_payload()) if f.type == F_SEALED}
+        ufr = {f.tag: f for f in _frames(ev) if f.type == F_SEALED}
         res = channel.run_all({
             n: task(EVAL_LENDER, {"epoch": epoch, "final": True}, frames_bytes([ufr[i]] if i in ufr else []))
             for i, n in enumerate(lenders)
         })
         reveal = {}
         for n in lenders:
-            fr = _one(parse_frames(res[n].read_payload()), F_CKKS)
+            fr = _one(_frames(res[n]), F_CKKS)
             if fr is not None:
                 reveal[n] = task(REVEAL, {}, frames_bytes([f64_frame(0, arb.slots(fr))]))
         return 0.0, {n: dict(r.params.get("metrics", {})) for n, r in channel.run_all(reveal).items()}
@@ -304,7 +317,7 @@ def _validate(channel: PartyChannel, arb: _Arbiter, task: TaskFn, lenders: Seque
     mine, sealed = _split_sealed(res, lenders)
     ev = channel.run(platform, task(EVAL_PLATFORM, {"epoch": epoch, "final": False},
                                     frames_bytes([*carry_p, *sealed])))
-    loss = float(arb.slot_sums(mine, 1)[0]) + float(arb.slot_sums(parse_frames(ev.read_payload()), 1)[0])
+    loss = float(arb.slot_sums(mine, 1)[0]) + float(arb.slot_sums(_frames(ev), 1)[0])
     return loss, {}
 
 

@@ -213,7 +213,8 @@ class VerticalParty:
         s.steps = int(_f(params, "steps"))
         s.train_rows = {str(k): int(v) for k, v in dict(_f(params, "train_rows")).items()}
         lr, l2 = float(_f(params, "lr")), float(params.get("l2") or 0.0)
-        resume_epoch = int(params.get("resume_epoch", -1) or -1)
+        raw_epoch = params.get("resume_epoch")
+        resume_epoch = -1 if raw_epoch is None else int(raw_epoch)  # 0 is an epoch to resume from, not "none"
         if s.role == "platform":
             Xs = np.concatenate([s.tables[n].X[s.splits[n][0]] for n in s.lenders])
             s.mean, s.std = _standardizer(len(Xs), Xs.sum(0), (Xs * Xs).sum(0))

@@ -126,3 +126,35 @@ def test_report_job_refuses_non_training_run(tmp_path: Path) -> None:
     rc = RunContext(InMemoryChannel(), "r", {"model_run": "psi-1"}, lambda m: None, tmp_path, state)
     with pytest.raises(InvalidInput):
         report_job(rc)
+
+
+def test_no_reported_bin_isolates_fewer_than_ten_subjects(setup: dict[str, Any]) -> None:
+    # What leaves a party for the report: 1,000-bin histograms whose sparse bins were merged at the party.
+    from fedcore.protocol.messages import Task
+
+    root, data, run_id = setup["root"], setup["data"], setup["run_id"]
+    name = LENDERS3[0]
+    ch = InMemoryChannel()
+    ch.add_party(name, Role.LENDER, party_registry(name, *data[name], root / name))
+    reply = ch.run(name, Task(hm.REPORT_TASK, {"model_run": run_id, "version": "1"})).params
+    for split in ("val", "train"):
+        h = hm.Hist.from_params(reply[split])
+        assert h.bins == hm.DEFAULT_BINS and h.n == reply[f"n_{split}"]
+        nonempty = h.total[h.total > 0]
+        assert nonempty.min() >= hm.MIN_BIN_COUNT, split
+        # a lone defaulter never has a bin to itself
+        assert not np.any((h.bad > 0) & (h.total < hm.MIN_BIN_COUNT))
+
+
+def test_coarsen_keeps_totals_and_order() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.beta(1, 8, 500)
+    y = (rng.random(500) < p).astype(int)
+    raw = hm.histogram(y, p, 1000)
+    assert (raw.total[raw.total > 0] < hm.MIN_BIN_COUNT).any()  # the raw one has sparse bins
+    h = hm.coarsen(raw)
+    assert h.n_bad == raw.n_bad and h.n_good == raw.n_good
+    assert h.total[h.total > 0].min() >= hm.MIN_BIN_COUNT
+    assert abs(hm.auc(h) - hm.auc(raw)) < 0.03
+    tiny = hm.coarsen(hm.histogram([1, 0, 0], [0.1, 0.5, 0.9], 1000))
+    assert np.count_nonzero(tiny.total) == 1 and tiny.n == 3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
-from fedcore.errors import ProtocolError
+from fedcore.errors import CorruptResult, ProtocolError
 from fedcore.protocol import horizontal as hz
 from fedcore.protocol.horizontal.checkpoints import FileCheckpointStore, arrays_from_bytes
 from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob
@@ -184,9 +183,8 @@ def test_party_dropping_mid_round_does_not_stop_the_run(providers, tmp_path):
         def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
             if params.get("message_type") == "train":
                 state["trains"] += 1
-                if state["trains"] == 2:  # die in the middle of round 2
+                if state["trains"] == 2:  # die in the middle of round 2 (before its reply can count)
                     ch.disconnect(name)
-                    time.sleep(0.2)
             return inner(ctx, params)
 
         out.register(hz.FLOWER_TASK, handler)
@@ -203,6 +201,93 @@ def test_party_dropping_mid_round_does_not_stop_the_run(providers, tmp_path):
     assert reports[2].parties == ["guest", "host1"]
     assert rec.parties == ["guest", "host1"]
     assert rec.metrics["val_auc"] > 0.65
+    # the run record says who dropped out and when, not only the coordinator's log
+    assert reports[0].dropped == [] and reports[1].dropped == ["host2"]
+    assert [(d["party"], d["round"]) for d in rec.dropped] == [("host2", 2)]
+    assert rec.to_dict()["dropped"][0]["at"] > 0
+
+
+def test_corrupt_update_is_attributed_and_dropped(providers, tmp_path, caplog):
+    def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
+        if name != "host1":
+            return reg
+        inner = reg.get(hz.FLOWER_TASK)
+        out = HandlerRegistry()
+
+        def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
+            reply = inner(ctx, params)
+            if params.get("message_type") != "train":
+                return reply
+            msg = hz.decode_message(b"".join(reply.payload or []))
+            rec = next(iter(msg.content.array_records.values()))
+            good = hz.unpack_encrypted(rec)
+            bad = hz.pack_encrypted(good[: len(good) // 2] + b"\x00" * (len(good) - len(good) // 2), 1)
+            msg.content.array_records[next(iter(msg.content.array_records))] = bad
+            return TaskReply(reply.params, [hz.encode_message(msg)])
+
+        out.register(hz.FLOWER_TASK, handler)
+        return out
+
+    ch, _envs = federation(providers, wrap=wrap)
+    with caplog.at_level("WARNING", logger="fedcore.protocol.horizontal.strategy"):
+        rec = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=1, secure="he", min_parties=2).run()
+    assert rec.history[0]["parties"] == ["guest", "host2"] and rec.history[0]["dropped"] == ["host1"]
+    assert any("'host1'" in r.getMessage() and "corrupt" in r.getMessage() for r in caplog.records)
+    ch2, _ = federation(providers, wrap=wrap)
+    with pytest.raises(CorruptResult, match="host1"):
+        HorizontalJob(ch2, tmp_path / "b", PARTIES, model="logistic", rounds=1, secure="he", min_parties=3).run()
+
+
+def test_plain_update_with_nan_is_attributed_and_dropped(providers, tmp_path, caplog):
+    from flwr.app import Array, ArrayRecord
+
+    def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
+        if name != "host2":
+            return reg
+        inner = reg.get(hz.FLOWER_TASK)
+        out = HandlerRegistry()
+
+        def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
+            reply = inner(ctx, params)
+            if params.get("message_type") != "train":
+                return reply
+            msg = hz.decode_message(b"".join(reply.payload or []))
+            key = next(iter(msg.content.array_records))
+            rec = msg.content.array_records[key]
+            msg.content.array_records[key] = ArrayRecord({k: Array(np.full_like(a.numpy(), np.nan))
+                                                          for k, a in rec.items()})
+            return TaskReply(reply.params, [hz.encode_message(msg)])
+
+        out.register(hz.FLOWER_TASK, handler)
+        return out
+
+    ch, _ = federation(providers, wrap=wrap)
+    with caplog.at_level("WARNING", logger="fedcore.protocol.horizontal.strategy"):
+        rec = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=1, secure="none", min_parties=2).run()
+    assert rec.history[0]["parties"] == ["guest", "host1"] and rec.history[0]["dropped"] == ["host2"]
+    assert any("'host2'" in r.getMessage() and "NaN" in r.getMessage() for r in caplog.records)
+    assert rec.metrics["val_auc"] > 0.5
+
+
+def test_losing_a_party_below_min_parties_fails_the_run_naming_the_round(providers, tmp_path):
+    def wrap(name: str, reg: HandlerRegistry, ch: InMemoryChannel) -> HandlerRegistry:
+        if name != "host2":
+            return reg
+        inner = reg.get(hz.FLOWER_TASK)
+        out = HandlerRegistry()
+
+        def handler(ctx: TaskContext, params: Mapping[str, Any]) -> TaskReply:
+            if params.get("message_type") == "train":
+                ch.disconnect(name)  # gone before answering its first training message
+            return inner(ctx, params)
+
+        out.register(hz.FLOWER_TASK, handler)
+        return out
+
+    ch, _envs = federation(providers, wrap=wrap)
+    job = HorizontalJob(ch, tmp_path, PARTIES, model="logistic", rounds=2, secure="none", min_parties=3)
+    with pytest.raises(TrainingAborted, match=r"round 1: 2 parties replied, the run needs at least 3"):
+        job.run()
 
 
 def test_too_few_parties_aborts(providers, tmp_path):

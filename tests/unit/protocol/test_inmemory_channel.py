@@ -20,15 +20,16 @@ def channel():
 
     def slow(ctx, params):
         started.set()
-        while True:
-            if ctx.cancelled.wait(0.01):
-                stopped.set()
+        try:
+            while True:
+                ctx.cancelled.wait(0.01)
                 ctx.check_cancelled()
-            ctx.check_cancelled()
+        finally:
+            stopped.set()
 
     def fails(ctx, params):
         if params.get("after_slow_started"):
-            started.wait(2)
+            started.wait(60)
         raise InvalidInput(f"column {params['col']!r} is not numeric")
 
     def crashes(ctx, params):
@@ -77,16 +78,35 @@ def test_unknown_task_kind(channel):
 
 
 def test_timeout_cancels_the_task_at_the_party(channel):
-    t0 = time.monotonic()
+    # Whichever side sees the deadline first (the waiting coordinator or the party's own check), the
+    # caller gets a TaskTimeout naming the party, and the handler at the party stops.
     with pytest.raises(TaskTimeout, match="yixin"):
         channel.run("yixin", Task("slow", timeout_s=0.2))
-    assert time.monotonic() - t0 < 1.0
-    assert channel.slow_stopped.wait(2.0)
+    assert channel.slow_stopped.wait(60)
+
+
+def test_party_noticing_its_deadline_first_is_still_a_timeout(channel):
+    # The race of the loaded machine made deterministic: the handler raises its deadline error before
+    # the waiting side looks at the clock.
+    reg = HandlerRegistry()
+
+    def late(ctx, params):
+        while time.monotonic() <= ctx.deadline:
+            threading.Event().wait(0.01)
+        ctx.check_cancelled()
+        raise AssertionError("unreachable")
+
+    reg.register("late", late)
+    channel.add_party("cango", Role.LENDER, reg)
+    handle = channel.submit("cango", Task("late", timeout_s=0.05))
+    handle._future.result(timeout=60)  # the party has already answered with its deadline error
+    with pytest.raises(TaskTimeout, match="cango"):
+        handle.result()
 
 
 def test_disconnect_fails_waiting_task_and_new_submits(channel):
     h = channel.submit("yixin", Task("slow", timeout_s=10))
-    assert channel.slow_started.wait(2)
+    assert channel.slow_started.wait(60)
     channel.disconnect("yixin")
     with pytest.raises(PartyUnavailable, match="yixin"):
         h.result()
@@ -103,7 +123,7 @@ def test_run_all_cancels_others_on_failure(channel):
                 "tiange": Task("slow", timeout_s=10),
             }
         )
-    assert channel.slow_stopped.wait(2.0)
+    assert channel.slow_stopped.wait(60)
 
 
 def test_wire_log_records_both_directions(channel):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from fedcore.crypto.psi import hash_to_point
-from fedcore.errors import PartyTaskError, PartyUnavailable
+from fedcore.errors import CorruptResult, PartyTaskError, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
-from fedcore.protocol.messages import Role
+from fedcore.protocol.messages import Role, TaskReply
 from fedcore.protocol.psi.coordinator import run_psi
-from fedcore.protocol.psi.messages import BLIND, MATCH
+from fedcore.protocol.psi.messages import BLIND, MATCH, POSITIONS, REBLIND, STAGE, alignment_digest
 from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry
 
@@ -207,3 +207,61 @@ def test_process_pool_path_gives_the_same_result(monkeypatch):
         ch.add_party(name, Role.LENDER, reg)
     res = run_psi(ch, "p", ["yixin", "tiange"])
     assert res.intersection == 3000 and pa.aligned_ids("p") == pb.aligned_ids("p")
+
+
+def _hook(kind: str, change):
+    """A party hook that rewrites this party's reply to ``kind`` with ``change(ctx, reply)``."""
+
+    def install(reg: HandlerRegistry) -> None:
+        original = reg.get(kind)
+        reg._handlers[kind] = lambda ctx, params: change(ctx, original(ctx, params))
+
+    return install
+
+
+def _truncated(ctx, reply, forge: bool):
+    data = b"".join(reply.payload)
+    half = data[: len(data) // 8 * 4]  # half of the uint32 positions
+    params = dict(reply.params)
+    if forge:  # a leader that also lies consistently about what it sends
+        params = {"count": len(half) // 4, "digest": alignment_digest(ctx.run_id, np.frombuffer(half, "<u4"))}
+    return TaskReply(params, [half])
+
+
+@pytest.mark.parametrize("forge", [False, True])
+def test_truncated_positions_fail_the_run_and_nobody_commits(forge):
+    rng = random.Random(8)
+    common = rand_ids(rng, 200)
+    pa, pb = MemoryParty(common + rand_ids(rng, 20)), MemoryParty(common + rand_ids(rng, 5))
+    hook = _hook(POSITIONS, lambda ctx, reply: _truncated(ctx, reply, forge))
+    ch = federation({"yixin": pa, "tiange": pb}, hooks={"yixin": hook})
+    with pytest.raises(CorruptResult) as err:
+        run_psi(ch, "trunc", ["yixin", "tiange"])
+    # without forging, the follower refuses what it received; with it, the leader refuses what was staged
+    assert err.value.party == ("yixin" if not forge else "tiange")
+    assert not pa.committed and not pa.staged and not pb.committed and not pb.staged
+
+
+def test_follower_staging_something_else_is_caught_by_the_leader():
+    rng = random.Random(9)
+    common = rand_ids(rng, 50)
+    pa, pb = MemoryParty(common), MemoryParty(common)
+    lie = _hook(STAGE, lambda ctx, reply: TaskReply({**reply.params, "staged": reply.params["staged"] - 1}))
+    ch = federation({"yixin": pa, "tiange": pb}, hooks={"tiange": lie})
+    with pytest.raises(CorruptResult, match="tiange"):
+        run_psi(ch, "lie", ["yixin", "tiange"])
+    assert not pa.committed and not pb.committed and not pa.staged and not pb.staged
+
+
+def test_garbage_reblinded_points_are_attributed_to_their_sender(caplog):
+    rng = random.Random(10)
+    common = rand_ids(rng, 30)
+    pa, pb = MemoryParty(common), MemoryParty(common)
+    junk = _hook(REBLIND, lambda ctx, reply: TaskReply(reply.params, [b"\x01" * 33]))
+    ch = federation({"yixin": pa, "tiange": pb}, hooks={"tiange": junk})
+    with caplog.at_level("WARNING", logger="fedcore.protocol.psi.coordinator"):
+        with pytest.raises(CorruptResult) as err:
+            run_psi(ch, "junk", ["yixin", "tiange"])
+    assert err.value.party == "tiange" and err.value.step == REBLIND
+    assert any("tiange" in r.getMessage() for r in caplog.records)
+    assert not pa.committed and not pb.committed

@@ -4,7 +4,6 @@ ScoringService (scorecard, reason codes, bands), audit at every party, the local
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 
-from fedcore.errors import InvalidInput, PartyUnavailable
+from fedcore.errors import InvalidInput, NotFound, PartyUnavailable
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
@@ -26,8 +25,9 @@ from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import parse_schema
 from party_node.scoring import ScoringService, register_scoring_handlers
-from party_node.scoring_api import make_http_server, serve_local_grpc
+from party_node.scoring_api import serve_local_grpc
 from party_node.scoring_batch import Applicant, Band, ScoringSettings
+from party_node.scoring_http import HttpApi
 from party_node.store import Store
 
 N = 400
@@ -183,41 +183,63 @@ def test_batch_stream_progress_and_invalid_rows(fed) -> None:
     assert batches[-1].row(100)["status"] == "invalid_id"
 
 
+TOKEN = "local-api-test-token-0123456789"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
 def test_local_grpc_and_http_api(fed) -> None:
     svc: ScoringService = fed["svc"]
-    server, port = serve_local_grpc(svc)
+    server, port = serve_local_grpc(svc, token=TOKEN)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
             stub = scoring_pb2_grpc.LocalScoringStub(chan)
-            resp = stub.Score(scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id=phone(4))]))
+            one = scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id=phone(4))])
+            for meta in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Score(one, metadata=meta)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.RpcError) as info:
+                    list(stub.ScoreBatch(one, metadata=meta))
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            resp = stub.Score(one, metadata=AUTH)
             assert resp.scores[0].status == "ok" and 300 < resp.scores[0].points < 900
             with pytest.raises(grpc.RpcError) as info:
-                stub.Score(scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id="x")]))
+                stub.Score(scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id="x")]), metadata=AUTH)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             prog = list(
                 stub.ScoreBatch(
-                    scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id=phone(i)) for i in range(20)])
+                    scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(id=phone(i)) for i in range(20)]),
+                    metadata=AUTH,
                 )
             )
             assert prog[-1].done == 20 and sum(len(p.scores) for p in prog) == 20
+            # reflection (no token needed to discover the service; v1alpha and v1)
+            from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+            listing = next(reflection_pb2_grpc.ServerReflectionStub(chan).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+            names = {s.name for s in listing.list_services_response.service}
+            assert "fedcredit.v1.LocalScoring" in names and "grpc.reflection.v1.ServerReflection" in names
     finally:
         server.stop(0)
-    httpd = make_http_server(svc)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
+    api = HttpApi(svc, TOKEN)
     try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/score"
-        req = urllib.request.Request(url, json.dumps({"id": phone(8)}).encode(), {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (loopback test)
+        url = f"http://127.0.0.1:{api.port}/v1/score"
+        hdr = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+        req = urllib.request.Request(url, json.dumps({"id": phone(8)}).encode(), hdr)
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (loopback test)
             body = json.loads(r.read())
         assert body["scores"][0]["status"] == "ok"
-        bad = urllib.request.Request(url, b'{"applicants": [{"id": "nope"}]}')
+        bad = urllib.request.Request(url, b'{"applicants": [{"id": "nope"}]}', hdr)
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(bad, timeout=10)  # noqa: S310
+            urllib.request.urlopen(bad, timeout=60)  # noqa: S310
         assert err.value.code == 400 and "malformed" in json.loads(err.value.read())["message"]
+        anon = urllib.request.Request(url, json.dumps({"id": phone(8)}).encode(), {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(anon, timeout=60)  # noqa: S310
+        assert err.value.code == 401
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        api.stop()
 
 
 def test_table_fast_path_matches_applicant_path(fed) -> None:
@@ -255,3 +277,17 @@ def test_concurrent_calls_are_coalesced_and_errors_stay_per_caller(fed) -> None:
             assert abs(v - ref[i]) < 1e-6, i  # type: ignore[operator]
     assert svc._coalescer is not None and svc._coalescer.batches_sent - before < 40
     assert verify(fed["lender"][0] / "audit" / "scoring.log").ok
+
+
+def test_default_model_name_joint_resolves_to_the_newest_joint_model(fed, tmp_path) -> None:
+    from party_node.scoring import JOINT_ALIAS
+
+    svc: ScoringService = fed["svc"]
+    svc.settings.model_id = JOINT_ALIAS  # the default of a fresh scoring.json
+    assert svc.model().model_id == "m1"  # no model called "joint": the newest one this lender labels
+    out = svc.score([Applicant(phone(3))])
+    assert out.row(0)["model_id"] == "m1" and out.row(0)["status"] == "ok"
+    gateway = LocalGateway(ScoringCoordinator(fed["ch"]), "lender_a")
+    empty = ScoringService(fed["lender"][1], tmp_path / "nobody", gateway, ScoringSettings())
+    with pytest.raises(NotFound, match="no joint model"):
+        empty.model()

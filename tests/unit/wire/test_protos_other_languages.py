@@ -21,7 +21,8 @@ def test_go_generation(tmp_path):
     protoc(f"--go_out={tmp_path}", f"--go-grpc_out={tmp_path}")
     pkg = tmp_path / "github.com/fedcredit/fedcredit/gen/go/fedcredit/v1"
     names = sorted(p.name for p in pkg.iterdir())
-    assert names == sorted(f"{n}{s}" for n in ("admin", "link", "scoring") for s in (".pb.go", "_grpc.pb.go"))
+    protos = ("admin", "link", "preapproval", "scoring")
+    assert names == sorted(f"{n}{s}" for n in protos for s in (".pb.go", "_grpc.pb.go"))
     for p in pkg.iterdir():
         assert "\npackage fedcreditv1\n" in p.read_text()
     assert "func NewScoringClient(" in (pkg / "scoring_grpc.pb.go").read_text()

@@ -1,0 +1,148 @@
+"""Pre-approval's task kind and the product, quote and request/result formats (JSON-able, no pickle)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fedcore.errors import InvalidInput, ProtocolError
+from fedcore.protocol.messages import JSONValue, check_name
+from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES
+
+OFFER = "preapproval.offer"
+PURPOSE = "preapproval"
+DEFAULT_BUDGET_MS = 1500
+MAX_BUDGET_MS = 30_000
+MAX_LENDERS = 32
+_KIND = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+
+
+@dataclass(frozen=True)
+class Product:
+    """What the viewer asks for: a product kind (e.g. ``car_loan``), an amount and a term."""
+
+    kind: str
+    amount: float
+    term_months: int = 36
+
+    def __post_init__(self) -> None:
+        if not _KIND.match(self.kind):
+            raise InvalidInput(f"product.kind {self.kind!r} must be 2-32 of a-z, 0-9, '_' (e.g. car_loan)")
+        if not (isinstance(self.amount, int | float) and math.isfinite(self.amount) and self.amount > 0):
+            raise InvalidInput(f"product.amount must be a positive number, got {self.amount!r}")
+        if not (isinstance(self.term_months, int) and 1 <= self.term_months <= 120):
+            raise InvalidInput(f"product.term_months must be an integer in 1..120, got {self.term_months!r}")
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {"kind": self.kind, "amount": float(self.amount), "term_months": self.term_months}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, JSONValue], where: str = "product") -> Product:
+        if not isinstance(d, Mapping):
+            raise InvalidInput(f"{where} must be an object with kind and amount")
+        try:
+            amount = d["amount"]
+            if isinstance(amount, bool) or not isinstance(amount, int | float):
+                raise InvalidInput(f"{where}.amount must be a number")
+            term = d.get("term_months", 36)
+            if isinstance(term, bool) or not isinstance(term, int):
+                raise InvalidInput(f"{where}.term_months must be an integer")
+            return cls(str(d["kind"]), float(amount), term)
+        except KeyError as exc:
+            raise InvalidInput(f"{where} needs {exc.args[0]!r}") from None
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A lender's answer: an offer (``amount`` > 0) or a decline (``None`` is used for decline)."""
+
+    amount: float
+    rate: float
+    term_months: int
+    valid_s: int = 1800
+
+    def to_params(self) -> dict[str, JSONValue]:
+        return {"decision": "offer", "amount": self.amount, "rate": self.rate,
+                "term_months": self.term_months, "valid_s": self.valid_s}
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the platform receives per offering lender: terms only."""
+
+    lender: str
+    product: str
+    amount: float
+    rate: float
+    term_months: int
+    valid_s: int
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {"lender": self.lender, "product": self.product, "amount": self.amount, "rate": self.rate,
+                "term_months": self.term_months, "valid_s": self.valid_s}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, JSONValue]) -> Offer:
+        try:
+            return cls(str(d["lender"]), str(d["product"]), float(d["amount"]), float(d["rate"]),
+                       int(d["term_months"]), int(d["valid_s"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed offer ({exc})") from None
+
+
+def offer_from_reply(lender: str, product: Product, params: Mapping[str, JSONValue]) -> Offer | None:
+    """A lender's task reply as an :class:`Offer` (``None``: declined). Malformed replies raise."""
+    decision = params.get("decision")
+    if decision == "decline":
+        return None
+    if decision != "offer":
+        raise ProtocolError(f"lender {lender!r} answered {decision!r}, not offer/decline")
+    try:
+        amount, rate = float(params["amount"]), float(params["rate"])
+        term, valid = int(params["term_months"]), int(params.get("valid_s", 1800))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"lender {lender!r} sent a malformed offer ({exc})") from None
+    if not (math.isfinite(amount) and amount > 0 and math.isfinite(rate) and 0 <= rate < 1 and term > 0):
+        raise ProtocolError(f"lender {lender!r} sent offer terms out of range")
+    return Offer(lender, product.kind, amount, rate, term, valid)
+
+
+@dataclass(frozen=True)
+class PreapprovalRequest:
+    """What the platform's node sends the coordinator."""
+
+    pseudonym: bytes
+    product: Product
+    lenders: tuple[str, ...]
+    budget_ms: int = DEFAULT_BUDGET_MS
+
+    def __post_init__(self) -> None:
+        if len(self.pseudonym) != PSEUDONYM_BYTES:
+            raise InvalidInput(f"pseudonym must be {PSEUDONYM_BYTES} bytes, got {len(self.pseudonym)}")
+        check_lenders(self.lenders)
+        if not (isinstance(self.budget_ms, int) and 50 <= self.budget_ms <= MAX_BUDGET_MS):
+            raise InvalidInput(f"budget_ms must be an integer in 50..{MAX_BUDGET_MS}, got {self.budget_ms!r}")
+
+
+def check_lenders(lenders: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(lenders)
+    if not names:
+        raise InvalidInput("lenders: name at least one lender taking part")
+    if len(names) > MAX_LENDERS or len(set(names)) != len(names):
+        raise InvalidInput(f"lenders: up to {MAX_LENDERS} distinct names, got {list(names)}")
+    for n in names:
+        check_name(n, "lender name")
+    return names
+
+
+@dataclass(frozen=True)
+class PreapprovalResult:
+    """What the platform receives: a request id and the offers (declines and silence are absent)."""
+
+    request_id: str
+    offers: tuple[Offer, ...]
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {"request_id": self.request_id, "offers": [o.to_dict() for o in self.offers]}

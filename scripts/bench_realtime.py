@@ -1,0 +1,306 @@
+"""Benchmark the real-time scenarios (issue 15) in one process on the synthetic federation.
+
+The six parties (five lenders, the platform) are real stores with the synthetic data ingested, the
+joint model as slices at each, joint scoring and pre-approval wired on the in-memory channel (no
+network; CKKS and everything else real). Measured in the same run:
+
+- ``preapproval_p50_ms`` / ``preapproval_p99_ms``: one viewer, five lenders answering (each scores
+  jointly and prices); ``single_score_p99_ms``: one applicant scored jointly at one lender (the two
+  interleaved request by request, so both see the same load);
+- ``monitoring_s`` / ``batch_s``: a monitoring pass over a lender's book against the same lender's
+  batch scoring of the same number of applicants (``book_n``); ``monitoring_1m_s`` / ``batch_1m_s``:
+  the same at ``--book`` borrowers (a lender store of that size, five array-backed contributors);
+- ``alert_recall`` / ``alert_precision`` on the synthetic time series (weekly passes; recall: share of
+  borrowers who default within 6 months of a pass that were alerted at least 30 days before the
+  default; precision: share of alerted borrowers who default within 6 months of the alert), beside
+  ``lender_only_alert_recall`` / ``lender_only_alert_precision`` with the lender's own data alone. The
+  joint PD in the series is the loan's application PD (the lender's part) plus the platform's
+  change features (30-day spend and activity against the prior 90 days) through the product's alert
+  rules (:func:`party_node.monitoring.evaluate`).
+
+Usage: ``python scripts/bench_realtime.py [--people 20000] [--requests 100] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from fedcore.protocol.inmemory import InMemoryChannel  # noqa: E402
+from fedcore.protocol.messages import Role  # noqa: E402
+from fedcore.protocol.preapproval.coordinator import LocalPreapprovalGateway, PreapprovalCoordinator  # noqa: E402
+from fedcore.protocol.preapproval.messages import Product  # noqa: E402
+from fedcore.protocol.preapproval.party import PreapprovalLender  # noqa: E402
+from fedcore.protocol.scoring.coordinator import ScoringCoordinator  # noqa: E402
+from fedcore.protocol.scoring.requester import LocalGateway  # noqa: E402
+from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
+from party_node.ingest import ingest_file  # noqa: E402
+from party_node.monitoring import Monitor, MonitorSettings, evaluate  # noqa: E402
+from party_node.preapproval import JointOfferSource, PreapprovalService  # noqa: E402
+from party_node.pricing import parse_policy  # noqa: E402
+from party_node.pseudonym import PseudonymKey  # noqa: E402
+from party_node.schema import load_schema  # noqa: E402
+from party_node.scoring import ScoringService, register_scoring_handlers  # noqa: E402
+from party_node.scoring_batch import Applicant, ApplicantTable, ScoringSettings  # noqa: E402
+from party_node.store import Store  # noqa: E402
+from scripts.synthetic import (  # noqa: E402
+    LENDER_NUMERIC,
+    LENDERS,
+    PLATFORM,
+    PLATFORM_NUMERIC,
+    SynthConfig,
+    generate,
+    write_federation,
+)
+from scripts.synthetic_time import TimeConfig, generate_time  # noqa: E402
+
+KEY = PseudonymKey(b"bench realtime pseudonym key 32b")
+W_LENDER = [0.0, -0.4, 0.2, -0.3, 0.0, 0.0, 0.0, -0.3, 0.5]
+W_PLATFORM = [0.3, 0.2, -0.3, 0.1, -0.5, -0.2, -0.2]
+POLICY = {"policy": {"model_id": "rt"}, "products": {"car_loan": {"min_amount": 10000, "bands": [
+    {"max_pd": 0.04, "rate": 0.05, "max_amount": 300000}, {"max_pd": 0.2, "rate": 0.07, "max_amount": 120000}]}}}
+
+
+def _slice(home: Path, party: str, dataset: str, feats: tuple[str, ...], w: list[float], frame: pd.DataFrame,
+           intercept: float | None) -> None:
+    x = frame[list(feats)].astype(float)
+    d: dict[str, Any] = {"model_id": "rt", "version": "1", "party": party, "kind": "joint-logistic",
+                         "dataset": dataset, "features": list(feats), "weights": w,
+                         "scaler": {"mean": x.mean().fillna(0).tolist(), "std": x.std().fillna(1).tolist()}}
+    if intercept is not None:
+        d["intercept"] = intercept
+    (home / "models" / "rt").mkdir(parents=True, exist_ok=True)
+    (home / "models" / "rt" / "slice.json").write_text(json.dumps(d))
+
+
+def build(root: Path, people: int) -> dict[str, Any]:
+    fed = generate(SynthConfig(people=people, seed=3))
+    files = write_federation(fed, root / "data")
+    ch = InMemoryChannel()
+    scoring = ScoringCoordinator(ch)
+    services: dict[str, ScoringService] = {}
+    stores: dict[str, Store] = {}
+    for name, (data, schema_path) in files.items():
+        home = root / name
+        home.mkdir()
+        store = Store.open(f"sqlite:///{home / 'store.db'}")
+        schema = load_schema(schema_path)
+        ingest_file(store, data, schema)
+        store.install_pseudonym_key(KEY)
+        stores[name] = store
+        frame = fed.parties[name].to_pandas()
+        if name == PLATFORM:
+            _slice(home, name, schema.name, PLATFORM_NUMERIC, W_PLATFORM, frame, None)
+        else:
+            _slice(home, name, schema.name, LENDER_NUMERIC, W_LENDER, frame, -3.0)
+        reg = HandlerRegistry()
+        register_scoring_handlers(reg, store, home)
+        if name != PLATFORM:
+            svc = ScoringService(store, home, LocalGateway(scoring, name),
+                                 ScoringSettings(model_id="rt", allow_partial=True, timeout_s=60.0))
+            services[name] = svc
+            PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY))).register(reg)
+        ch.add_party(name, Role.PLATFORM if name == PLATFORM else Role.LENDER, reg)
+    pre = PreapprovalService(stores[PLATFORM], root / PLATFORM,
+                             LocalPreapprovalGateway(PreapprovalCoordinator(ch), PLATFORM))
+    return {"fed": fed, "channel": ch, "services": services, "stores": stores, "pre": pre, "root": root}
+
+
+def pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(xs) * 1000.0, q)), 2)
+
+
+def latency(env: dict[str, Any], requests: int) -> dict[str, Any]:
+    fed = env["fed"]
+    plat = fed.parties[PLATFORM].to_pandas()
+    viewers = list(plat.loc[plat["consent_preapproval"] == 1, "user_id"].head(requests))
+    car = Product("car_loan", 150000.0, 36)
+    for v in viewers[:3]:  # warm: every party's key ring, context caches and contribution tables
+        env["pre"].preapprove(v, car, list(LENDERS), budget_ms=30_000)
+    svc = env["services"][LENDERS[0]]
+    svc.score([Applicant(viewers[0], "phone")])
+    # interleaved, so that both see the same load on a shared machine
+    pre_t: list[float] = []
+    one_t: list[float] = []
+    offers = 0
+    for v in viewers:
+        t0 = time.perf_counter()
+        r = env["pre"].preapprove(v, car, list(LENDERS), budget_ms=30_000)
+        pre_t.append(time.perf_counter() - t0)
+        offers += len(r.offers)
+        t0 = time.perf_counter()
+        svc.score([Applicant(v, "phone")])
+        one_t.append(time.perf_counter() - t0)
+    out = {"requests": len(viewers), "lenders": len(LENDERS), "offers_per_request": round(offers / len(viewers), 2),
+           "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
+           "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99)}
+    out["ratio_preapproval_p99_to_single_p99"] = round(out["preapproval_p99_ms"] / out["single_score_p99_ms"], 2)
+    return out
+
+
+def monitoring_vs_batch(env: dict[str, Any]) -> dict[str, Any]:
+    lender = LENDERS[1]
+    svc = env["services"][lender]
+    mon = Monitor(svc, MonitorSettings(model_id="rt"))
+    n = mon.register_book()
+    mon.run()  # warm (the first pass also writes the drift reference)
+    t0 = time.perf_counter()
+    mon.run()
+    mon_s = time.perf_counter() - t0
+    ids = list(env["fed"].parties[lender].to_pandas()["applicant_id"].astype(str).head(n))
+    t0 = time.perf_counter()
+    for _ in svc.score_table(ApplicantTable(ids, "phone")):
+        pass
+    batch_s = time.perf_counter() - t0
+    return {"book_n": n, "monitoring_s": round(mon_s, 3), "batch_s": round(batch_s, 3),
+            "ratio_monitoring_to_batch": round(mon_s / batch_s, 2)}
+
+
+def monitoring_at_scale(root: Path, n: int) -> dict[str, Any]:
+    """A lender store with ``n`` active borrowers (monitoring consent) and five contributors holding a
+    partial logit for each (arrays, as in ``bench_scoring``); a monitoring pass against ``score_table``
+    over the same ``n`` ids, in the same process."""
+    from fedcore.protocol.scoring.messages import ModelSlice
+    from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
+    from party_node.schema import parse_schema
+
+    rng = np.random.default_rng(9)
+    home = root / "scale_lender"
+    home.mkdir()
+    ids = np.array([f"139{i:08d}" for i in range(n)])
+    feats = ["income", "ltv", "history"]
+    x = rng.normal(0, 1, (n, len(feats)))
+    frame = pd.DataFrame({"phone": ids, **{f: x[:, j].round(5) for j, f in enumerate(feats)},
+                          "c_scoring": 1, "c_monitoring": 1, "loan": 1})
+    frame.to_csv(home / "book.csv", index=False)
+    schema = parse_schema({"dataset": {"name": "book", "id_column": "phone", "id_kind": "phone",
+                                       "federation_columns": feats},
+                           "numeric": {f: {"missing": "reject"} for f in feats},
+                           "consent": {"scoring": "c_scoring", "monitoring": "c_monitoring"},
+                           "flags": {"active_loan": "loan"}})
+    store = Store.open(f"sqlite:///{home / 'store.db'}")
+    t0 = time.perf_counter()
+    ingest_file(store, home / "book.csv", schema)
+    store.install_pseudonym_key(KEY)
+    setup = time.perf_counter() - t0
+    sl = ModelSlice("rt", "1", "scale_lender", "book", tuple(feats), np.array([0.4, -0.3, 0.2]), np.zeros(3),
+                    np.ones(3), -3.0)
+    (home / "models" / "rt").mkdir(parents=True)
+    (home / "models" / "rt" / "slice.json").write_text(json.dumps(sl.to_dict()))
+    pseudos = KEY.pseudonymize(list(ids), "phone")
+    ch = InMemoryChannel()
+    for j in range(5):
+        other = ModelSlice("rt", "1", f"c{j}", "d", ("f",), np.array([0.5]), np.zeros(1), np.ones(1))
+        src = ArrayContributions.build([other], {"rt": (pseudos, rng.normal(0, 1, (n, 1)))})
+        reg = HandlerRegistry()
+        ScoringParty(src).register(reg)
+        ch.add_party(f"c{j}", Role.PLATFORM if j == 0 else Role.LENDER, reg)
+    ch.add_party("scale_lender", Role.LENDER, HandlerRegistry())
+    svc = ScoringService(store, home, LocalGateway(ScoringCoordinator(ch), "scale_lender"),
+                         ScoringSettings(model_id="rt", timeout_s=600.0, coalesce=False))
+    mon = Monitor(svc, MonitorSettings(model_id="rt", chunk=svc.settings.chunk, timeout_s=600.0))
+    booked = mon.register_book()
+    t0 = time.perf_counter()
+    for _ in svc.score_table(ApplicantTable(list(ids), "phone")):
+        pass
+    batch = time.perf_counter() - t0
+    mon.run()  # the first pass writes the reference; the timed one compares with it
+    t0 = time.perf_counter()
+    rep = mon.run()
+    mon_s = time.perf_counter() - t0
+    store.close()
+    ch.close()
+    key = "1m" if n == 1_000_000 else f"{n}"
+    return {"scale_book_n": booked, "scale_setup_s": round(setup, 1), f"monitoring_{key}_s": round(mon_s, 2),
+            f"batch_{key}_s": round(batch, 2), "ratio_monitoring_to_batch_at_scale": round(mon_s / batch, 2),
+            "scale_alerts": len(rep.alerts)}
+
+
+def alerts_quality(env: dict[str, Any], seed: int) -> dict[str, Any]:
+    fed = env["fed"]
+    ts = generate_time(fed, TimeConfig(seed=seed))
+    weeks = ts.config.weeks
+    loans = fed.loans
+    person = loans["person_id"].to_numpy()
+    logit_own = np.log(loans["pd_true"].to_numpy() / (1 - loans["pd_true"].to_numpy()))
+    spend = ts.snapshots.pivot(index="person_id", columns="week", values="spend")
+    active = ts.snapshots.pivot(index="person_id", columns="week", values="active_days")
+    st = MonitorSettings(pd_threshold=0.25, pd_factor=2.5)
+    first_pass = 17
+    res = {}
+    for name, joint in (("joint", True), ("lender_only", False)):
+        prev: dict[int, dict[str, float]] = {}
+        alerts: dict[int, list[int]] = {}  # loan -> weeks with an alert
+        for w in range(first_pass, weeks):
+            if joint:
+                rec_s, pri_s = spend.loc[:, w - 3 : w].mean(axis=1), spend.loc[:, w - 16 : w - 4].mean(axis=1)
+                rec_a, pri_a = active.loc[:, w - 3 : w].mean(axis=1), active.loc[:, w - 16 : w - 4].mean(axis=1)
+                change = pd.DataFrame({"s": np.log(rec_s / pri_s), "a": np.log((rec_a + 0.5) / (pri_a + 0.5))})
+                ext = -(1.6 * change["s"] + 0.8 * change["a"]).reindex(person).fillna(0.0).to_numpy()
+            else:
+                ext = np.zeros(len(person))
+            pd_ = 1 / (1 + np.exp(-(logit_own + ext)))
+            for i, p in enumerate(person):
+                cur = {"pd": float(pd_[i]), "loans": 0.0, "blacklist": 0.0, "external": float(ext[i])}
+                if any(a.kind in ("pd_above", "pd_up") for a in evaluate(prev.get(i), cur, st, int(p))):
+                    alerts.setdefault(i, []).append(w)
+                prev[i] = cur
+        dw = ts.default_week[person]
+        # defaults while the book was monitored (each within 6 months of a pass)
+        window = (dw >= first_pass + 5) & (dw < weeks)
+        early = [i for i in np.flatnonzero(window).tolist()
+                 if any(dw[i] - 26 <= a <= dw[i] - 5 for a in alerts.get(int(i), []))]
+        recall = len(early) / max(1, int(window.sum()))
+        events = [(i, a) for i, ws in alerts.items() for a in ws]
+        hits = sum(1 for i, a in events if a < dw[i] <= a + 26)
+        precision = hits / max(1, len(events))
+        res[name] = (round(recall, 3), round(precision, 3), len(alerts), int(window.sum()))
+    return {"alert_recall": res["joint"][0], "alert_precision": res["joint"][1],
+            "lender_only_alert_recall": res["lender_only"][0], "lender_only_alert_precision": res["lender_only"][1],
+            "alerted_joint": res["joint"][2], "alerted_lender_only": res["lender_only"][2],
+            "defaults_in_window": res["joint"][3], "loans": len(person)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", type=int, default=20_000)
+    ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--book", type=int, default=1_000_000, help="monitoring-at-scale book size (0: skip)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "realtime.json")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        env = build(Path(tmp), args.people)
+        setup_s = time.perf_counter() - t0
+        lat = latency(env, args.requests)
+        mb = monitoring_vs_batch(env)
+        if args.book:
+            mb.update(monitoring_at_scale(Path(tmp), args.book))
+        for s in env["stores"].values():
+            s.close()
+        env["channel"].close()
+    q = alerts_quality(env, seed=1)
+    out = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "people": args.people,
+           "transport": "in-process channel (no network); CKKS, stores, pricing and alert rules real",
+           "setup_s": round(setup_s, 1), **lat, **mb, **q}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Pre-approval across real processes: a coordinator, the platform (tiange) and three lenders, each a
+separate node on 127.0.0.1 with the synthetic federation's data. The platform's application calls its
+node (HTTP and gRPC); the lenders score jointly, price with their own policy and answer; the platform
+gets offers only. A viewer without consent is refused; a lender that goes offline is left out."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import grpc
+import pandas as pd
+import pytest
+from fedcredit.v1 import preapproval_pb2, preapproval_pb2_grpc
+
+from scripts.localfed import LocalFederation, free_port
+from scripts.synthetic import LENDER_DATASET, LENDER_NUMERIC, PLATFORM_DATASET, PLATFORM_NUMERIC
+
+pytestmark = pytest.mark.slow
+LENDERS = ("yixin", "meili", "cango")
+PRICING = """
+[policy]
+decline_if_blacklisted = true
+model_id = "pre"
+
+[products.car_loan]
+min_amount = 10000
+[[products.car_loan.bands]]
+max_pd = 0.04
+rate = 0.05
+max_amount = 300000
+[[products.car_loan.bands]]
+max_pd = 0.20
+rate = 0.07
+max_amount = 120000
+"""
+W_LENDER = [0.0, -0.4, 0.2, -0.3, 0.0, 0.0, 0.0, -0.3, 0.5]
+W_PLATFORM = [0.3, 0.2, -0.3, 0.1, -0.5, -0.2, -0.2]
+
+
+def write_slice(home, party, dataset, feats, weights, frame, intercept=None):
+    x = frame[list(feats)].astype(float)
+    d = {"model_id": "pre", "version": "1", "party": party, "kind": "joint-logistic", "dataset": dataset,
+         "features": list(feats), "weights": weights,
+         "scaler": {"mean": x.mean().fillna(0).tolist(), "std": x.std().fillna(1).tolist()}}
+    if intercept is not None:
+        d["intercept"] = intercept
+    (home / "models" / "pre").mkdir(parents=True, exist_ok=True)
+    (home / "models" / "pre" / "slice.json").write_text(json.dumps(d))
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("preapproval")
+    f = LocalFederation(root / "fed", {"tiange": "platform", **{n: "lender" for n in LENDERS}}, heartbeat_s=0.5)
+    f.setup()
+    data = f.synth(3000, seed=5)
+    f.ingest_synthetic(data)
+    behaviour = pd.read_csv(data / "tiange" / f"{PLATFORM_DATASET}.csv", dtype={"user_id": str})
+    write_slice(f.party_home("tiange"), "tiange", PLATFORM_DATASET, PLATFORM_NUMERIC, W_PLATFORM, behaviour)
+    for n in LENDERS:
+        apps = pd.read_csv(data / n / f"{LENDER_DATASET}.csv", dtype={"applicant_id": str})
+        write_slice(f.party_home(n), n, LENDER_DATASET, LENDER_NUMERIC, W_LENDER, apps, intercept=-3.0)
+        (f.party_home(n) / "pricing.toml").write_text(PRICING)
+    f.http_port, f.grpc_port = free_port(), free_port()
+    (f.party_home("tiange") / "preapproval.json").write_text(json.dumps(
+        {"http_listen": f"127.0.0.1:{f.http_port}", "grpc_listen": f"127.0.0.1:{f.grpc_port}",
+         "budget_ms": 15000}))
+    f.start()
+    f.wait_online(timeout=60)
+    f.cli("coordinator", "distribute-key", "--home", str(f.coordinator_home))
+    f.behaviour = behaviour
+    yield f
+    f.stop()
+
+
+def post(fed, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{fed.http_port}/v1/preapprove", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (loopback test)
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def viewers(fed, consent: int, n: int) -> list[str]:
+    b = fed.behaviour
+    return list(b.loc[b["consent_preapproval"] == consent, "user_id"].head(n))
+
+
+def audit(fed, party) -> list[dict]:
+    p = fed.party_home(party) / "audit" / "scoring.log"
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+
+def test_preapproval_offers_only_over_real_processes(fed):
+    car = {"kind": "car_loan", "amount": 150000, "term_months": 36}
+    multi = 0
+    for vid in viewers(fed, 1, 12):
+        code, body = post(fed, {"viewer_id": vid, "product": car, "lenders": list(LENDERS)})
+        assert code == 200, body
+        assert set(body) == {"request_id", "offers"}
+        for o in body["offers"]:
+            assert set(o) == {"lender", "product", "amount", "rate", "term_months", "valid_s"}
+            assert o["lender"] in LENDERS and o["rate"] in (0.05, 0.07)
+            assert o["amount"] == (150000 if o["rate"] == 0.05 else 120000)
+        multi += len(body["offers"]) >= 2
+    assert multi >= 1  # several lenders answered with offers for at least one viewer
+    for n in LENDERS:
+        ev = audit(fed, n)
+        assert sum(e["event"] == "preapproval_offer" for e in ev) == 12
+        assert any(e["event"] == "score_request" and e.get("caller", "").startswith("preapproval") for e in ev)
+    plat = [e for e in audit(fed, "tiange") if e["event"] == "preapproval_request"]
+    assert len(plat) == 12 and all(e["outcome"] == "ok" for e in plat)
+    assert not any(vid in json.dumps(plat) for vid in viewers(fed, 1, 12))  # raw ids are not logged
+    # gRPC, the same answer shape
+    with grpc.insecure_channel(f"127.0.0.1:{fed.grpc_port}") as ch:
+        stub = preapproval_pb2_grpc.LocalPreapprovalStub(ch)
+        reply = stub.Preapprove(preapproval_pb2.LocalPreapprovalRequest(
+            viewer_id=viewers(fed, 1, 1)[0], product=preapproval_pb2.ProductMsg(kind="car_loan", amount=150000),
+            lenders=list(LENDERS)), timeout=120)
+        assert reply.request_id and {o.lender for o in reply.offers} <= set(LENDERS)
+    for party in ("tiange", *LENDERS):
+        assert fed.cli("party", "audit", "verify", "--home", str(fed.party_home(party))).returncode == 0
+
+
+def test_viewer_without_consent_and_bad_bodies_are_refused(fed):
+    car = {"kind": "car_loan", "amount": 150000}
+    code, body = post(fed, {"viewer_id": viewers(fed, 0, 1)[0], "product": car, "lenders": ["yixin"]})
+    assert code == 403 and body["error"] == "permission_denied" and "preapproval" in body["message"]
+    code, body = post(fed, {"viewer_id": viewers(fed, 1, 1)[0], "product": {"kind": "car_loan", "amount": -1},
+                            "lenders": ["yixin"]})
+    assert code == 400 and "product.amount" in body["message"]
+    code, body = post(fed, {"viewer_id": viewers(fed, 1, 1)[0], "product": car, "lenders": ["nobody"]})
+    assert code == 400 and "nobody" in body["message"]
+
+
+def test_only_the_platform_may_ask_for_preapprovals(fed):
+    from fedcore.errors import PermissionDenied
+    from fedcore.protocol.preapproval.messages import PreapprovalRequest, Product
+    from party_node.config import load_party_config
+    from party_node.preapproval import GrpcPreapprovalGateway
+
+    cfg = load_party_config(fed.party_home("yixin"))
+    gw = GrpcPreapprovalGateway(cfg.coordinator.address, cfg.coordinator.server_name, cfg.tls.ca_cert.read_bytes(),
+                                cfg.tls.cert.read_bytes(), cfg.tls.key.read_bytes())
+    try:
+        with pytest.raises(PermissionDenied):
+            gw.preapprove(PreapprovalRequest(b"p" * 16, Product("car_loan", 1000.0), ("meili",)))
+    finally:
+        gw.close()
+
+
+def test_monitoring_pass_from_the_cli_keeps_alerts_at_the_lender(fed):
+    home = fed.party_home("yixin")
+    (home / "monitoring.toml").write_text('model_id = "pre"\npd_threshold = 0.05\n')
+    out = fed.cli("party", "monitor", "register", "--home", str(home)).stdout
+    assert int(out.split("book: ")[1].split()[0]) > 0
+    report = json.loads(fed.cli("party", "monitor", "run", "--home", str(home)).stdout)
+    assert report["book"] > 0 and report["alerts"] == report["by_kind"].get("pd_above", 0) > 0
+    rows = [json.loads(x) for x in fed.cli("party", "monitor", "alerts", "--home", str(home), "--limit", "3")
+            .stdout.splitlines()]
+    assert len(rows) == 3 and all(r["kind"] == "pd_above" for r in rows)
+    for other in ("tiange", "meili", "cango"):  # the others saw scoring requests, nothing about alerts
+        text = (fed.party_home(other) / "audit" / "scoring.log").read_text()
+        assert "alert" not in text and "monitor" not in text
+    unregistered = json.loads(fed.cli("party", "monitor", "run", "--home", str(fed.party_home("meili"))).stdout)
+    assert unregistered["book"] == 0 and unregistered["alerts"] == 0  # no book registered: nothing scored
+    (home / "monitoring.toml").write_text("pd_threshold = 7\n")
+    bad = fed.cli("party", "monitor", "run", "--home", str(home), check=False)
+    assert bad.returncode == 1 and "pd_threshold" in bad.stderr
+
+
+def test_offline_lender_is_left_out(fed):
+    fed.kill("cango")
+    car = {"kind": "car_loan", "amount": 150000}
+    answered = set()
+    for vid in viewers(fed, 1, 6):
+        code, body = post(fed, {"viewer_id": vid, "product": car, "lenders": list(LENDERS), "budget_ms": 8000})
+        assert code == 200, body
+        answered |= {o["lender"] for o in body["offers"]}
+    assert "cango" not in answered and answered  # the others still made offers
