@@ -261,7 +261,9 @@ def train(
     kind: Annotated[
         str, typer.Option(help="horizontal (lenders share a schema) or vertical (lenders + the platform).")
     ] = "horizontal",
-    model: Annotated[str, typer.Option(help="mlp or logistic.")] = "mlp",
+    model: Annotated[
+        str | None, typer.Option(help="horizontal: mlp (default) or logistic; vertical: logistic.")
+    ] = None,
     rounds: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
     secure: Annotated[str, typer.Option(help="he (CKKS-encrypted aggregation) or none.")] = "he",
@@ -285,6 +287,9 @@ def train(
 
     names = [p.strip() for p in parties.split(",") if p.strip()]
     if kind == "vertical":
+        if model not in (None, "logistic"):
+            raise InvalidInput(
+                f"--kind vertical trains a joint logistic model; --model {model} is not available for it")
         vparams: dict[str, Any] = {"parties": names, "epochs": rounds}
         for key, value in (("lr", lr), ("dataset", dataset), ("batch_size", batch_size)):
             if value is not None:
@@ -296,7 +301,7 @@ def train(
         return
     if kind != "horizontal":
         raise InvalidInput(f"--kind must be horizontal or vertical, not {kind!r}")
-    params: dict[str, Any] = {"kind": kind, "parties": names, "model": model, "rounds": rounds,
+    params: dict[str, Any] = {"kind": kind, "parties": names, "model": model or "mlp", "rounds": rounds,
                               "strategy": strategy, "secure": secure}
     for key, value in (("min_parties", min_parties), ("local_epochs", local_epochs), ("lr", lr),
                        ("dataset", dataset), ("batch_size", batch_size)):
@@ -350,6 +355,9 @@ def models(home: Home = Path(".")) -> None:
     _table(("version", "kind", "model", "val AUC", "val KS", "parties", "run", "data hashes"), rows)
 
 
+from .binning_cli import binning_command  # noqa: E402 (a command defined beside its job)
 from .report import report_command  # noqa: E402 (a command defined beside the report it renders)
+
+app.command("binning")(binning_command)
 
 app.command("report")(report_command)

@@ -39,20 +39,21 @@ class PartyHists:
     """One party's histograms of one model: validation and training splits, scoring traffic if any."""
 
     val: hm.Hist
-    train: hm.Hist
+    train: hm.Hist | None  # None for a joint (vertical) model: only the final validation scores exist
     scoring: hm.Hist | None
     n_val: int
     n_train: int
 
     def to_params(self) -> dict[str, Any]:
-        return {"val": self.val.to_params(), "train": self.train.to_params(),
+        return {"val": self.val.to_params(), "train": self.train.to_params() if self.train else None,
                 "scoring": self.scoring.to_params() if self.scoring else None,
                 "n_val": self.n_val, "n_train": self.n_train}
 
     @classmethod
     def from_params(cls, d: Mapping[str, Any]) -> PartyHists:
         sc = d.get("scoring")
-        return cls(hm.Hist.from_params(d.get("val")), hm.Hist.from_params(d.get("train")),
+        tr = d.get("train")
+        return cls(hm.Hist.from_params(d.get("val")), hm.Hist.from_params(tr) if tr else None,
                    hm.Hist.from_params(sc) if sc else None, int(d.get("n_val", 0)), int(d.get("n_train", 0)))
 
 

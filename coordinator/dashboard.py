@@ -118,10 +118,11 @@ def overview(server: CoordinatorServer) -> dict[str, Any]:
                      "updated": r.updated_at, "error": r.result.get("error", ""), "curve": curve,
                      "dropped": [{"party": str(d.get("party")), "round": d.get("round"), "at": d.get("at")}
                                  for d in r.result.get("dropped", []) if isinstance(d, dict)]})
-        if r.kind == "train" and r.status == "succeeded":
-            res = r.result
+        if r.kind in ("train", "vertical") and r.status == "succeeded":
+            res = r.result  # validation AUC/KS of the pooled scores (coordinator.pooled), as in the report
             models.append({"run_id": r.run_id, "version": str(res.get("version", "")), "model": res.get("model", ""),
-                           "metrics": res.get("metrics", {}), "parties": res.get("parties", []),
+                           "metrics": res.get("summary_metrics") or res.get("metrics", {}),
+                           "parties": res.get("parties", []),
                            "secure": res.get("secure", ""), "model_sha256": str(res.get("model_sha256", ""))[:16],
                            "created": r.created_at})
         if r.kind.startswith("score"):

@@ -26,6 +26,7 @@ from fedcore.errors import InvalidInput
 from models import histograms as hm
 
 from .contribution import PartyHists, collect_histograms, leave_one_out
+from .report_tables import band_table, calibration_by_decile, confidence_intervals
 from .runs import JobKind, RunContext, register_job
 
 __all__ = ["render_report", "report_command", "report_job"]
@@ -41,11 +42,16 @@ def report_job(rc: RunContext) -> dict[str, Any]:
         raise InvalidInput("report: 'model_run' (a training run id) is required")
     bins = int(p.get("bins", hm.DEFAULT_BINS))
     train = rc.state.run(model_run)
-    if train.kind != "train" or train.status != "succeeded":
+    if train.kind not in ("train", "vertical") or train.status != "succeeded":
         raise InvalidInput(f"run {model_run} is a {train.status} {train.kind} run, not a succeeded training run")
     record = train.result
     parties = list(record.get("parties", []))
     version = str(record.get("version", "1"))
+    if train.kind == "vertical":  # the lenders hold the joint model's validation scores
+        parties = sorted(str(x) for x in record.get("metrics", {}))
+        bins = hm.DEFAULT_BINS
+        if p.get("contribution"):
+            raise InvalidInput("contribution accounting retrains horizontal models only")
     rc.progress(f"collecting score histograms of model {model_run} v{version} from {len(parties)} parties")
     full = collect_histograms(rc.channel, parties, model_run, version, run_id=rc.run_id, bins=bins)
     contribution = None
@@ -72,17 +78,20 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
     if not per:
         raise InvalidInput("the report holds no party histograms")
     val = hm.merge(h.val for h in per.values())
-    train = hm.merge(h.train for h in per.values())
+    trains = [h.train for h in per.values() if h.train is not None]
+    train = hm.merge(trains) if trains else None
     scoring = [h.scoring for h in per.values() if h.scoring is not None]
     _, _, _, ks, ks_thr = hm.ks_curve(val)
     out: dict[str, Any] = {
         "auc": hm.auc(val), "ks": ks, "ks_threshold": ks_thr,
         "bad_rate_at_80": hm.bad_rate_at_approval(val, 0.8),
-        "n_val": val.n, "n_train": train.n, "default_rate_val": val.n_bad / val.n,
-        "bands": hm.bands(val, 10),
-        "stability_train_vs_val": hm.population_stability(train.total, val.total),
+        "n_val": val.n, "n_train": train.n if train else 0.0, "default_rate_val": val.n_bad / val.n,
+        "bands": band_table(val, 10),
+        "ci": confidence_intervals(val),
+        "calibration": calibration_by_decile(val),
+        "stability_train_vs_val": hm.population_stability(train.total, val.total) if train else None,
         "stability_train_vs_scoring": (hm.population_stability(train.total, hm.merge(scoring).total)
-                                       if scoring else None),
+                                       if scoring and train else None),
         "scoring_rows": float(hm.merge(scoring).n) if scoring else 0.0,
         "parties": {k: {"auc": hm.auc(h.val), "n_val": h.n_val, "n_train": h.n_train,
                         "bad_rate_at_80": hm.bad_rate_at_approval(h.val, 0.8)}
@@ -114,7 +123,8 @@ def render_report(result: Mapping[str, Any], out: Path) -> Path:
     s = summarize(result)
     per = {k: PartyHists.from_params(v) for k, v in result["per_party"].items()}
     val = hm.merge(h.val for h in per.values())
-    train = hm.merge(h.train for h in per.values())
+    trains = [h.train for h in per.values() if h.train is not None]
+    train = hm.merge(trains) if trains else hm.Hist(np.zeros(val.bins), np.zeros(val.bins))
     images: dict[str, str] = {}
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -145,7 +155,7 @@ def render_report(result: Mapping[str, Any], out: Path) -> Path:
     hi = max(0.05, float(c[np.flatnonzero(val.total + train.total)[-1]]) + 1.0 / val.bins)
     edges = np.linspace(0, hi, 41)
     series = ((val.good, "goods (validation)"), (val.bad, "bads (validation)"), (train.total, "all (training)"))
-    for counts, label in series:
+    for counts, label in series[:3 if trains else 2]:
         w, _ = np.histogram(c, bins=edges, weights=counts)
         ax.stairs(w / max(w.sum(), 1), edges, label=label)
     ax.set(xlabel="probability of default", ylabel="share of rows", title="Score distribution")
@@ -157,6 +167,16 @@ def render_report(result: Mapping[str, Any], out: Path) -> Path:
     ax.bar([str(x["band"]) for x in b], [100 * x["bad_rate"] for x in b])
     ax.set(xlabel="score band (1 = lowest risk, equal population)", ylabel="bad rate %", title="Bad rate by score band")
     images["bands"] = _save(fig, out / "bad_rate_by_band.png")
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    cal = s["calibration"]["rows"]
+    pr, ob = [100 * r["predicted"] for r in cal], [100 * r["observed"] for r in cal]
+    ax.plot(pr, ob, "o-", label="deciles of the validation population")
+    hi = max(pr + ob + [1.0]) * 1.05
+    ax.plot([0, hi], [0, hi], "k:", lw=0.8, label="perfect calibration")
+    ax.set(xlabel="predicted default rate %", ylabel="observed default rate %", title="Calibration by decile")
+    ax.legend(fontsize=8)
+    images["calibration"] = _save(fig, out / "calibration.png")
 
     contribution = result.get("contribution") or []
     if contribution:
@@ -180,12 +200,24 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
         return f'<figure><img src="{e(images[key])}" alt="{e(alt)}"><figcaption>{e(alt)}</figcaption></figure>'
 
     rows = "".join(
-        f"<tr><td>{e(k)}</td><td>{v['n_train']}</td><td>{v['n_val']}</td><td>{v['auc']:.4f}</td>"
+        f"<tr><td>{e(k)}</td><td>{v['n_train'] or '-'}</td><td>{v['n_val']}</td><td>{v['auc']:.4f}</td>"
         f"<td>{100 * v['bad_rate_at_80']:.2f}%</td></tr>" for k, v in sorted(s["parties"].items()))
     bands = "".join(
-        f"<tr><td>{b['band']}</td><td>{b['score_from']:.3f} - {b['score_to']:.3f}</td><td>{int(b['count'])}</td>"
-        f"<td>{int(b['bads'])}</td><td>{100 * b['bad_rate']:.2f}%</td></tr>" for b in s["bands"])
-    if s["stability_train_vs_scoring"] is None:
+        f"<tr{' class=flag' if b['non_monotone'] else ''}><td>{b['band']}</td>"
+        f"<td>{b['score_from']:.3f} - {b['score_to']:.3f}</td><td>{int(b['count'])}</td>"
+        f"<td>{int(b['bads'])}</td><td>{100 * b['bad_rate']:.2f}%</td><td>{100 * b['approval_rate']:.1f}%</td>"
+        f"<td>{100 * b['bad_rate_approved']:.2f}%</td><td>{'not monotone' if b['non_monotone'] else ''}</td></tr>"
+        for b in s["bands"])
+    ci = s["ci"]
+    cis = "".join(f"<tr><td>{k.upper()}</td><td>{v['estimate']:.4f}</td><td>{v['low']:.4f} - {v['high']:.4f}</td></tr>"
+                  for k, v in ci.items())
+    cal = s["calibration"]
+    cal_rows = "".join(f"<tr><td>{r['decile']}</td><td>{int(r['n'])}</td><td>{100 * r['predicted']:.2f}%</td>"
+                       f"<td>{100 * r['observed']:.2f}%</td></tr>" for r in cal["rows"])
+    if s["stability_train_vs_val"] is None:
+        stability = ("<p class='note'>A joint (vertical) model keeps only its validation scores at the lenders, "
+                     "so population stability against training scores is not available.</p>")
+    elif s["stability_train_vs_scoring"] is None:
         stability = ("<p class='note'>No scoring traffic has been recorded for this model yet, so population "
                      "stability against recent scoring cannot be computed. For reference, population stability "
                      f"between the training and validation scores is {s['stability_train_vs_val']:.4f}.</p>")
@@ -206,22 +238,30 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
                 f"<td>{100 * c['bad_rate_without']:.2f}%</td><td>{100 * c['bad_rate_lift']:+.2f} pp</td>"
                 f"<td>{c['eval_rows']}</td></tr>" for c in contribution)
             + "</table>" + img("contribution", "AUC lift by party"))
+    splits = "training and validation splits" if s["n_train"] else "validation split (joint model: its best epoch)"
     title = f"{e(str(result['model_run']))} (version {e(str(result['version']))}, {e(str(result.get('model', '')))})"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model report {title}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:.5em}}
-.note{{color:#8a5a00}}</style></head><body>
+.note{{color:#8a5a00}}tr.flag td{{background:#fde2e2}}</style></head><body>
 <h1>Model report: {title}</h1>
-<p>Computed from score histograms of each party's own training and validation splits ({result['bins']} bins);
+<p>Computed from score histograms of each party's own {splits} ({result['bins']} bins);
 no subject data left any party. Generated {e(str(result.get('created', '')))}.</p>
 <h2>Summary</h2><table><tr><th>AUC</th><th>KS</th><th>bad rate at 80% approval</th><th>validation rows</th>
 <th>default rate</th></tr><tr><td>{s['auc']:.4f}</td><td>{s['ks']:.4f}</td><td>{100 * s['bad_rate_at_80']:.2f}%</td>
 <td>{int(s['n_val'])}</td><td>{100 * s['default_rate_val']:.2f}%</td></tr></table>
+<h2>Confidence intervals (95%, bootstrap of the validation histogram)</h2><table><tr><th>metric</th>
+<th>estimate</th><th>interval</th></tr>{cis}</table>
 <h2>Parties</h2><table><tr><th>party</th><th>training rows</th><th>validation rows</th><th>AUC</th>
 <th>bad rate at 80%</th></tr>{rows}</table>
 <h2>Curves</h2>{img('roc', 'ROC curve')}{img('ks', 'KS curve')}{img('scores', 'Score distribution')}
 <h2>Bad rate by score band</h2>{img('bands', 'Bad rate by score band')}<table><tr><th>band</th><th>PD range</th>
-<th>rows</th><th>bads</th><th>bad rate</th></tr>{bands}</table>
+<th>rows</th><th>bads</th><th>bad rate</th><th>approval rate (this band and safer)</th>
+<th>bad rate of the approved</th><th>flag</th></tr>{bands}</table>
+<h2>Calibration</h2>{img('calibration', 'Predicted vs observed default rate by decile')}<table><tr><th>decile</th>
+<th>rows</th><th>predicted</th><th>observed</th></tr>{cal_rows}</table>
+<p>Hosmer-Lemeshow statistic {cal['hl_statistic']:.2f} on {cal['hl_df']} degrees of freedom
+(p = {cal['hl_pvalue']:.3f}; a small p says predicted and observed rates differ).</p>
 <h2>Population stability</h2>{stability}
 <h2>Contribution by party</h2>{contrib}
 </body></html>"""

@@ -31,6 +31,7 @@ from .admin import AdminServicer
 from .auth import AuthInterceptor
 from .config import CoordinatorConfig
 from .dashboard import DashboardHandle, start_dashboard
+from .jobs import binning as _binning_job  # noqa: F401 (registers the job kind)
 from .jobs import keys as _keys_job  # noqa: F401 (registers the job kind)
 from .jobs import psi as _psi_job  # noqa: F401 (registers the job kind)
 from .jobs import train as _train_job  # noqa: F401 (registers the job kind)

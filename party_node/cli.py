@@ -12,6 +12,7 @@ import typer
 from fedcore.errors import NotFound
 from fedcore.logs import setup_logging
 
+from .binning_cli import app as binning_app
 from .config import load_party_config
 from .data_cli import app as data_app
 from .monitoring_cli import app as monitor_app
@@ -23,6 +24,16 @@ app.add_typer(data_app)
 app.add_typer(scoring_app)
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(binning_app)
+
+
+def _mount() -> None:
+    from .evaluate_cli import evaluate_command
+
+    app.command("evaluate")(evaluate_command)
+
+
+_mount()
 
 Home = Annotated[
     Path,

@@ -115,6 +115,17 @@ def _to_float(path: Path, arr: pa.Array, col: str, rows0: int) -> np.ndarray:
     return out
 
 
+def _text_label(txt: pd.Series, bad: tuple[str, ...], good: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A text label as 1 (a value in ``bad``), 0 (in ``good``, or any other value when ``good`` is empty)
+    or NaN (empty: not yet known); also the rows whose value is neither (only when ``good`` is declared)."""
+    t = txt.fillna("").astype(str).str.strip()
+    empty = (t == "").to_numpy(dtype=bool)
+    is_bad = t.isin(bad).to_numpy(dtype=bool)
+    wrong = ~empty & ~is_bad & ~t.isin(good).to_numpy(dtype=bool) if good else np.zeros(len(t), dtype=bool)
+    out = np.where(empty, np.nan, np.where(is_bad, 1.0, 0.0))
+    return out, wrong
+
+
 def _to_bool(path: Path, arr: pa.Array, col: str, rows0: int) -> list[bool | None]:
     if pa.types.is_boolean(arr.type):
         return arr.to_pylist()
@@ -285,9 +296,14 @@ class _Ingest:
 
         label: np.ndarray | None = None
         if s.label_column:
-            label = _to_float(path, cols[s.label_column], s.label_column, rows0)
-            wrong = ~np.isnan(label) & (label != 0) & (label != 1)
-            self._reject(rows0, np.flatnonzero(wrong), s.label_column, "label must be 0 or 1", keep)
+            if s.label_bad:
+                label, wrong = _text_label(_strings(cols[s.label_column]).to_pandas(), s.label_bad, s.label_good)
+                allowed = ", ".join(repr(v) for v in (*s.label_bad, *s.label_good))
+                self._reject(rows0, np.flatnonzero(wrong), s.label_column, f"label must be one of {allowed}", keep)
+            else:
+                label = _to_float(path, cols[s.label_column], s.label_column, rows0)
+                wrong = ~np.isnan(label) & (label != 0) & (label != 1)
+                self._reject(rows0, np.flatnonzero(wrong), s.label_column, "label must be 0 or 1", keep)
 
         texts: dict[str, pd.Series] = {}
         for cspec in s.categorical:
@@ -311,7 +327,7 @@ class _Ingest:
                 u = str(u)
                 if u not in index:
                     if (self.fixed[cspec.name] and u != MISSING) or not in_kept[j]:
-                        lookup[j] = 0
+                        lookup[j] = index.get(cspec.unseen, 0) if cspec.unseen else 0
                         continue
                     index[u] = len(self.vocab[cspec.name])
                     self.vocab[cspec.name].append(u)

@@ -27,6 +27,7 @@ from fedcore.secret import ensure_token
 from fedcore.telemetry import start_metrics_server
 
 from .alignment import StoreAlignment
+from .binning import register_binning_handlers
 from .compute import psi_blinder
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
@@ -74,6 +75,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     register_diagnostics(registry)
     alignment = StoreAlignment(store)
     register_vertical_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
+    register_binning_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from concurrent import futures
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,7 +25,8 @@ from fedcore.grpc_options import SERVER_OPTIONS
 from fedcore.protocol.preapproval.messages import Product
 from fedcore.wire.errors import abort
 from party_node.preapproval import PreapprovalService, product_from_msg, result_to_msg
-from party_node.scoring_api import _HTTP_STATUS, LocalApi, _split
+from party_node.scoring_api import _split
+from party_node.scoring_http import HTTP_STATUS as _HTTP_STATUS
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 << 10
@@ -102,9 +104,26 @@ def make_http_server(service: PreapprovalService, host: str = "127.0.0.1", port:
     return ThreadingHTTPServer((host, port), Handler)
 
 
-def start_preapproval_api(service: PreapprovalService) -> LocalApi:
+@dataclass
+class PreapprovalApi:
+    """The running local pre-approval API (gRPC and/or HTTP); :meth:`stop` shuts both down."""
+
+    grpc_server: grpc.Server | None = None
+    grpc_port: int = 0
+    http_server: ThreadingHTTPServer | None = None
+    http_port: int = 0
+
+    def stop(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(1.0)
+        if self.http_server is not None:
+            self.http_server.shutdown()
+            self.http_server.server_close()
+
+
+def start_preapproval_api(service: PreapprovalService) -> PreapprovalApi:
     """Start on ``settings.grpc_listen`` / ``settings.http_listen``."""
-    api = LocalApi()
+    api = PreapprovalApi()
     st = service.settings
     if st.grpc_listen:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="local-preapproval"),

@@ -70,6 +70,21 @@ def score_splits(
     return ptr, np.asarray(ytr).astype(np.int64), pva, np.asarray(yva).astype(np.int64)
 
 
+def _joint_reply(folder: Path, run: str, min_rows: int) -> TaskReply:
+    """A joint (vertical) model: the best model's validation histogram this lender kept at the end of
+    training (its training rows were never scored jointly, so there is no training histogram)."""
+    from fedcore.protocol.vertical.party import VALIDATION_HIST
+
+    path = folder / VALIDATION_HIST
+    if not path.is_file():
+        raise NotFound(f"this party holds no validation scores of joint model {run!r} (only its lenders do)")
+    data = json.loads(path.read_text())
+    if int(data.get("n_val", 0)) < min_rows:
+        raise InvalidInput(f"{hm.REPORT_TASK}: fewer than {min_rows} validation rows; refusing to report")
+    return TaskReply(params={"val": data["val"], "train": None, "scoring": None, "n_val": int(data["n_val"]),
+                             "n_train": 0})
+
+
 def register_report_handlers(
     registry: HandlerRegistry,
     data_provider: DataProvider,
@@ -94,6 +109,9 @@ def register_report_handlers(
             raise InvalidInput(f"{hm.REPORT_TASK}: 'model_run' and 'version' must be strings")
         if not isinstance(bins, int | float) or int(bins) != bins:
             raise InvalidInput(f"{hm.REPORT_TASK}: 'bins' must be an integer")
+        joint = Path(model_dir) / _safe(run) / "slice.json"
+        if joint.is_file():
+            return _joint_reply(Path(model_dir) / _safe(run), run, min_rows)
         ptr, ytr, pva, yva = score_splits(model_dir, data_provider, run, version)
         ctx.check_cancelled()
         if len(yva) < min_rows or len(ytr) < min_rows:

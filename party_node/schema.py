@@ -7,6 +7,8 @@ A schema tells ``fedcredit party ingest`` what a file holds::
     id_column = "phone"
     id_kind = "phone"                # phone | national_id | opaque
     label_column = "default_12m"     # optional: lenders only; values 0/1, empty = not yet known
+    label_bad = ["bad"]              # optional: a text label; these values are 1, others 0
+    label_good = ["good"]            # optional with label_bad: then any other value is rejected
     delimiter = ","                  # CSV only
     federation_columns = ["age", "income", "city_tier"]   # the operator's whitelist
 
@@ -18,6 +20,7 @@ A schema tells ``fedcredit party ingest`` what a file holds::
     [categorical]
     city_tier = { missing = "category" }         # category (-> "__missing__") | reject | fill
     term = { missing = "reject", vocabulary = ["12", "24", "36"] }   # fixed vocabulary
+    purpose = { unseen = "other" }    # a level never seen maps to "other" (at ingest and scoring)
 
     [consent]                                    # purpose = column of 0/1, yes/no, true/false
     training = "consent_training"
@@ -89,6 +92,7 @@ class CategoricalSpec:
     missing: str = "category"  # category | reject | fill
     fill: str | None = None
     vocabulary: tuple[str, ...] | None = None  # fixed vocabulary: other values -> __unseen__
+    unseen: str | None = None  # a declared level that values never seen (ingest or scoring) map to
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ class DatasetSchema:
     numeric: tuple[NumericSpec, ...] = ()
     categorical: tuple[CategoricalSpec, ...] = ()
     label_column: str | None = None
+    # text labels: values in label_bad are 1 (default); in label_good 0 (if empty, every other value is 0)
+    label_bad: tuple[str, ...] = ()
+    label_good: tuple[str, ...] = ()
     delimiter: str = ","
     federation_columns: tuple[str, ...] | None = None  # None: keep the stored whitelist (empty if new)
     consent: dict[str, str] = field(default_factory=dict)  # purpose -> column
@@ -141,6 +148,8 @@ class DatasetSchema:
             "id_column": self.id_column,
             "id_kind": str(self.id_kind),
             "label_column": self.label_column,
+            "label_bad": list(self.label_bad),
+            "label_good": list(self.label_good),
             "numeric": [{"name": s.name, "missing": s.missing, "fill": s.fill} for s in self.numeric],
             "categorical": [
                 {
@@ -148,6 +157,7 @@ class DatasetSchema:
                     "missing": s.missing,
                     "fill": s.fill,
                     "vocabulary": list(s.vocabulary) if s.vocabulary is not None else None,
+                    "unseen": s.unseen,
                 }
                 for s in self.categorical
             ],
@@ -186,7 +196,8 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
     ds = data.get("dataset")
     if not isinstance(ds, dict):
         raise _err(source, "dataset", "missing [dataset] table")
-    allowed = {"name", "id_column", "id_kind", "label_column", "delimiter", "federation_columns", "consent_all"}
+    allowed = {"name", "id_column", "id_kind", "label_column", "label_bad", "label_good", "delimiter",
+               "federation_columns", "consent_all"}
     for k in ds:
         if k not in allowed:
             raise _err(source, f"dataset.{k}", "unknown key")
@@ -205,6 +216,18 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
     label = ds.get("label_column")
     if label is not None:
         label = _column(source, "dataset.label_column", label)
+    label_values: dict[str, tuple[str, ...]] = {}
+    for lk in ("label_bad", "label_good"):
+        raw = ds.get(lk, [])
+        if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
+            raise _err(source, f"dataset.{lk}", "must be a list of non-empty strings")
+        if raw and label is None:
+            raise _err(source, f"dataset.{lk}", "needs a label_column")
+        label_values[lk] = tuple(v.strip() for v in raw)
+    if label_values["label_good"] and not label_values["label_bad"]:
+        raise _err(source, "dataset.label_good", "needs label_bad (the values that mean default)")
+    if set(label_values["label_bad"]) & set(label_values["label_good"]):
+        raise _err(source, "dataset.label_good", "a value cannot be both bad and good")
     delimiter = ds.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
         raise _err(source, "dataset.delimiter", f"{delimiter!r} must be one character")
@@ -244,7 +267,7 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
         if not isinstance(spec, dict):
             raise _err(source, key, 'must be a table such as { missing = "category" }')
         for k in spec:
-            if k not in ("missing", "fill", "vocabulary"):
+            if k not in ("missing", "fill", "vocabulary", "unseen"):
                 raise _err(source, f"{key}.{k}", "unknown key")
         missing = spec.get("missing", "category")
         if missing not in ("category", "reject", "fill"):
@@ -263,7 +286,14 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
             vocab = tuple(v.strip() for v in vocab)
             if len(set(vocab)) != len(vocab) or UNSEEN in vocab:
                 raise _err(source, f"{key}.vocabulary", f"duplicate entries or the reserved {UNSEEN!r}")
-        categorical.append(CategoricalSpec(col, missing, fill, vocab))
+        unseen = spec.get("unseen")
+        if unseen is not None:
+            if not isinstance(unseen, str) or not unseen.strip():
+                raise _err(source, f"{key}.unseen", "must be a non-empty string (a level of the column)")
+            unseen = unseen.strip()
+            if vocab is not None and unseen not in vocab:
+                raise _err(source, f"{key}.unseen", f"{unseen!r} is not in the vocabulary")
+        categorical.append(CategoricalSpec(col, missing, fill, vocab, unseen))
 
     def _purpose_table(tab_name: str, allowed_keys: Sequence[str]) -> dict[str, str]:
         tab = data.get(tab_name, {})
@@ -309,6 +339,8 @@ def parse_schema(data: dict[str, Any], source: str = "<schema>") -> DatasetSchem
         numeric=tuple(numeric),
         categorical=tuple(categorical),
         label_column=label,
+        label_bad=label_values["label_bad"],
+        label_good=label_values["label_good"],
         delimiter=delimiter,
         federation_columns=fed_cols,
         consent=consent,

@@ -50,6 +50,7 @@ from party_node.scoring_batch import (
     COALESCE_MAX_MERGED,
     Applicant,
     ApplicantTable,
+    Band,
     ScoredBatch,
     ScoringSettings,
     _cut_batch,
@@ -57,6 +58,8 @@ from party_node.scoring_batch import (
 )
 
 from .audit import AuditLog
+from .categories import encode_raw
+from .model_bands import model_bands, newest_joint_model
 from .schema import IdKind, normalize_ids
 from .store import Store
 
@@ -217,31 +220,32 @@ class ScoringService:
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
+        self._band_cache: dict[str, tuple[Band, ...]] = {}
+        self._models_dir = home / "models"
         self._lock = threading.Lock()
 
     def model(self, model_id: str | None = None) -> ModelSlice:
         wanted = model_id or self.settings.model_id
         if wanted == JOINT_ALIAS and not (self.home / "models" / wanted / "slice.json").is_file():
-            wanted = self._newest_joint_model()
+            wanted = newest_joint_model(self._models_dir)
         sl = self._own.slice(wanted)
         if sl.intercept is None:
             raise InvalidInput(f"model {sl.model_id!r}: this party's slice has no intercept (not the label holder)")
         return sl
 
-    def _newest_joint_model(self) -> str:
-        """What the default model name ``joint`` means when no model is called that: the newest vertical
-        model whose slice at this party holds the intercept (this party is its label holder)."""
-        slices = sorted((self.home / "models").glob("*/slice.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in slices:
-            try:
-                if json.loads(path.read_text(encoding="utf-8")).get("intercept") is not None:
-                    return path.parent.name
-            except (OSError, ValueError):
-                continue
-        raise NotFound(
-            f"no joint model at this party yet ({self.home / 'models'} holds no slice with an intercept): "
-            "train one with `fedcredit coordinator train --kind vertical`"
-        )
+    def _bands(self, model_id: str) -> tuple[Band, ...]:
+        """The configured bands, or (by default) the bands set from the model's validation scores."""
+        st = self.settings
+        if not st.bands_from_model:
+            return st.bands
+        with self._lock:
+            hit = self._band_cache.get(model_id)
+        if hit is None:
+            derived = model_bands(self._models_dir, model_id, self.scorecard, st.band_targets, st.max_bad_rate)
+            hit = derived if derived is not None else st.bands
+            with self._lock:
+                self._band_cache[model_id] = hit
+        return hit
 
     # -- own features
 
@@ -262,7 +266,7 @@ class ScoringService:
         """Own features per applicant: given ones, else the store's row, else the mean (``have`` False).
         Applicants not ``valid`` (malformed ids) are not looked up."""
         n, k = len(apps), len(sl.features)
-        x = np.tile(sl.mean, (n, 1))  # neutral: the population mean
+        x = np.tile(sl.neutral(), (n, 1))  # neutral: the population mean
         have = np.zeros(n, dtype=bool)
         need: list[int] = []
         check_features(sl, apps)
@@ -317,6 +321,7 @@ class ScoringService:
                 f"{len(applicants)} applicants is over the limit of {self.settings.max_request} per request"
                 " (use batch scoring for files)"
             )
+        applicants = encode_raw(self.store, self.model(model_id).dataset, applicants)
         if self._coalescer is not None and on_invalid == "raise" and len(applicants) <= COALESCE_MAX_APPLICANTS:
             sl = self.model(model_id)
             if model_version and model_version != sl.version:
@@ -344,15 +349,19 @@ class ScoringService:
         """Score any number of applicants in chunks of ``settings.chunk`` (``settings.batch_parallel``
         requests in flight); yields one :class:`ScoredBatch` per chunk, in input order."""
 
+        dataset = self.model(kw.get("model_id")).dataset
+
         def chunks() -> Iterator[list[Applicant]]:
             buf: list[Applicant] = []
+            done = 0
             for a in applicants:
                 buf.append(a)
                 if len(buf) >= self.settings.chunk:
-                    yield buf
+                    yield encode_raw(self.store, dataset, buf, done)
+                    done += len(buf)
                     buf = []
             if buf:
-                yield buf
+                yield encode_raw(self.store, dataset, buf, done)
 
         return self._pipeline(chunks(), total, progress, kw)
 
@@ -514,7 +523,7 @@ class ScoringService:
         order, impact = top_adverse(contrib, st.reason_top_k)  # contributions are relative to the reference
         decision = np.full(n, "decline", dtype=object)
         tier = np.full(n, "-", dtype=object)
-        for b in reversed(st.bands):
+        for b in reversed(self._bands(sl.model_id)):
             sel = points >= b.min_points
             decision[sel] = b.decision
             tier[sel] = b.rate_tier
@@ -527,7 +536,6 @@ class ScoringService:
             status=status,
             prob_default=prob,
             points=points,
-            prob_default_own_only=sigmoid(own_logit),
             external_logit=ext,
             own_data=have,
             reason_index=order,

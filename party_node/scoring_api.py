@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 
 def _applicants(msg: scoring_pb2.LocalScoreRequest) -> list[Applicant]:
-    return [Applicant(a.id, a.id_kind, dict(a.features) if a.features else None) for a in msg.applicants]
+    out = []
+    for a in msg.applicants:
+        feats: dict[str, float | str] = {**dict(a.features), **dict(a.categories)}
+        out.append(Applicant(a.id, a.id_kind, feats or None))
+    return out
 
 
 def _score_msg(row: Mapping[str, JSONValue]) -> scoring_pb2.ApplicantScore:
@@ -49,7 +53,6 @@ def _score_msg(row: Mapping[str, JSONValue]) -> scoring_pb2.ApplicantScore:
         status=str(row["status"]),
         prob_default=float(row["prob_default"] or 0.0) if ok else 0.0,
         points=float(row["points"] or 0.0) if ok else 0.0,
-        prob_default_own_only=float(row["prob_default_own_only"] or 0.0) if ok else 0.0,
         reasons=[
             scoring_pb2.ReasonCodeMsg(feature=r["feature"], logit_impact=r["logit_impact"]) for r in row["reasons"]
         ],  # type: ignore[union-attr]
@@ -179,9 +182,9 @@ def parse_json_request(body: Mapping[str, Any]) -> tuple[list[Applicant], dict[s
         feats = a.get("features")
         if feats is not None and (
             not isinstance(feats, dict)
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in feats.values())
+            or not all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in feats.values())
         ):
-            raise InvalidInput(f"applicants[{i}].features must map names to numbers")
+            raise InvalidInput(f"applicants[{i}].features must map names to numbers or category levels (strings)")
         apps.append(Applicant(a["id"], str(a.get("id_kind") or ""), feats))
     kw: dict[str, Any] = {}
     for k in ("model_id", "model_version"):

@@ -52,6 +52,12 @@ class ScoringSettings:
     base_odds: float = 50.0
     pdo: float = 20.0
     bands: tuple[Band, ...] = DEFAULT_BANDS
+    # No fixed "bands" in scoring.json: bands from the model's validation scores (party_node.model_bands)
+    # at these cumulative approval targets [[rate, decision, tier], ...], approve tiers capped at max_bad_rate.
+    bands_from_model: bool = True
+    band_targets: tuple[tuple[float, str, str], ...] = ((0.5, "approve", "A"), (0.8, "approve", "B"),
+                                                        (0.9, "review", "C"))
+    max_bad_rate: float | None = None
     decline_if_blacklisted: bool = True
     max_request: int = 10_000  # applicants per API call (the batch file path chunks without limit)
     chunk: int = 16_384  # applicants per coordinator request in a batch
@@ -83,7 +89,10 @@ class ScoringSettings:
         unknown = set(d) - set(known)
         if unknown:
             raise InvalidInput(f"unknown scoring settings {sorted(unknown)}")
+        if "band_targets" in known:
+            known["band_targets"] = tuple((float(t[0]), str(t[1]), str(t[2])) for t in known["band_targets"])
         if "bands" in known:
+            known.setdefault("bands_from_model", False)  # fixed bands, as configured
             known["bands"] = tuple(
                 Band(float(b.get("min_points", -math.inf)), str(b["decision"]), str(b.get("rate_tier", "-")))
                 for b in known["bands"]
@@ -95,7 +104,7 @@ class ScoringSettings:
 class Applicant:
     id: str
     id_kind: str = ""
-    features: Mapping[str, float] | None = None
+    features: Mapping[str, float | str] | None = None  # strings: raw category levels (party_node.categories)
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,6 @@ class ScoredBatch:
     status: np.ndarray  # "ok" | "invalid_id"
     prob_default: np.ndarray
     points: np.ndarray
-    prob_default_own_only: np.ndarray
     external_logit: np.ndarray
     own_data: np.ndarray
     reason_index: np.ndarray  # n x k indices into features (-1: none)
@@ -149,12 +157,13 @@ class ScoredBatch:
                 if j >= 0:
                     reasons.append({"feature": self.features[int(j)], "logit_impact": round(float(v), 6)})
             reasons.append({"feature": EXTERNAL_REASON, "logit_impact": round(float(self.external_logit[i]), 6)})
+            # most adverse first; the consortium's line sits where its size puts it
+            reasons.sort(key=lambda r: -float(r["logit_impact"]))  # type: ignore[arg-type]
         return {
             "id": self.ids[i],
             "status": str(self.status[i]),
             "prob_default": float(self.prob_default[i]) if ok else None,
             "points": round(float(self.points[i]), 2) if ok else None,
-            "prob_default_own_only": float(self.prob_default_own_only[i]) if ok else None,
             "external_logit": float(self.external_logit[i]) if ok else None,
             "own_data": bool(self.own_data[i]),
             "reasons": reasons,
@@ -179,7 +188,6 @@ class ScoredBatch:
             self.status[a:b],
             self.prob_default[a:b],
             self.points[a:b],
-            self.prob_default_own_only[a:b],
             self.external_logit[a:b],
             self.own_data[a:b],
             self.reason_index[a:b],

@@ -33,16 +33,21 @@ def _fail(exc: FedcreditError) -> None:
     raise typer.Exit(1)
 
 
-def _parse_features(items: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _number_or_text(value: str) -> float | str:
+    """A number when the text is one, else the text (a category level, checked against the schema)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value.strip()
+
+
+def _parse_features(items: list[str]) -> dict[str, float | str]:
+    out: dict[str, float | str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise InvalidInput(f"--feature {item!r} must be NAME=NUMBER") from None
+        if not sep or not name.strip() or not value.strip():
+            raise InvalidInput(f"--feature {item!r} must be NAME=VALUE (a number, or a category level)")
+        out[name.strip()] = _number_or_text(value)
     return out
 
 
@@ -84,14 +89,13 @@ def read_applicants(path: Path, kind: str = "", id_column: str = "id") -> list[A
         if reader.fieldnames is None or id_column not in reader.fieldnames:
             raise InvalidInput(f"{path}: needs a column {id_column!r}")
         for line, row in enumerate(reader, 2):
-            feats: dict[str, float] = {}
+            feats: dict[str, float | str] = {}
             for k, v in row.items():
+                if k is None:
+                    raise InvalidInput(f"{path}, row {line}: more fields than the header has columns")
                 if k in (id_column, "id_kind") or v is None or v == "":
                     continue
-                try:
-                    feats[k] = float(v)
-                except ValueError:
-                    raise InvalidInput(f"{path}, row {line}, column {k!r}: {v!r} is not a number") from None
+                feats[k] = _number_or_text(v)  # text: a category level (numeric features reject it, naming it)
             apps.append(Applicant(row[id_column] or "", row.get("id_kind") or kind, feats or None))
     return apps
 
@@ -137,6 +141,21 @@ def _score(
         raise InvalidInput("--feature works with exactly one --id")
     config = load_party_config(home)
     store = open_store(config.home, None)
+    from .horizontal_scoring import is_horizontal, score_horizontal
+    from .scoring_batch import Applicant
+
+    if is_horizontal(config.home, model):  # held whole here: scored locally, no consortium query
+        from .scoring import load_settings
+
+        try:
+            apps = [Applicant(i, kind, feats or None) for i in ids] if file is None else read_applicants(file, kind)
+            rows = score_horizontal(store, config.home, model, apps, load_settings(config.home))
+        finally:
+            store.close()
+        with replacing(out) if out else contextlib.nullcontext(sys.stdout) as sink:
+            for row in rows:
+                sink.write(json.dumps(row) + "\n")
+        return
     service = build_service(config, store)
     kw: dict[str, Any] = {"allow_partial": allow_partial or None, "model_id": model or None}
     # --out is written beside its final name and renamed when every row is in: a batch that stops
@@ -153,7 +172,7 @@ def _write_scores(
     ids: list[str],
     file: Path | None,
     kind: str,
-    feats: dict[str, float],
+    feats: dict[str, float | str],
     model: str,
     kw: dict[str, Any],
 ) -> None:

@@ -420,13 +420,15 @@ class Store:
         return np.array([found.get(n, -1) if n is not None else -1 for n in norm], dtype=np.int64)
 
     def encode_categories(self, dataset: str, column: str, values: Sequence[str | None]) -> np.ndarray:
-        """Vocabulary indices of category values (scoring time): unknown values -> ``__unseen__`` (0)."""
+        """Vocabulary indices of category values (scoring time): unknown values -> the declared ``unseen``
+        level, else ``__unseen__`` (0)."""
         info = self.dataset_info(dataset)
         vocab = info.vocabularies.get(column)
         if vocab is None:
             raise InvalidInput(f"dataset {dataset!r} has no categorical feature {column!r}")
         index = {v: i for i, v in enumerate(vocab)}
         spec = next(c for c in info.schema["categorical"] if c["name"] == column)
+        fallback = index.get(spec.get("unseen") or UNSEEN, 0)  # the declared fallback level, if seen
         out = np.empty(len(values), dtype=np.int64)
         for i, v in enumerate(values):
             if v is None or str(v).strip() == "":
@@ -434,7 +436,7 @@ class Store:
                     v = spec["fill"]
                 elif spec["missing"] == "category":
                     v = "__missing__"
-            out[i] = index.get(str(v).strip() if v is not None else UNSEEN, 0)
+            out[i] = index.get(str(v).strip() if v is not None else UNSEEN, fallback)
         return out
 
     # ------------------------------------------------------------ pseudonyms

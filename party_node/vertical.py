@@ -43,7 +43,13 @@ class StoreVerticalSource:
             )
         return names[0]
 
-    def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table:
+    def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool, onehot: bool = True) -> Table:
+        """This party's side of the PSI run; categorical columns one-hot encoded (``onehot``, the default
+        for the logistic model) or as the store's codes."""
+        t = self._table(psi_run, dataset, labels=labels)
+        return onehot_table(self.store, t, shared=labels) if onehot else t
+
+    def _table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table:
         name = self._dataset(dataset, labels)
         info = self.store.dataset_info(name)
         columns = list(info.federation_columns)
@@ -57,6 +63,64 @@ class StoreVerticalSource:
             lids, lab = self.store.labels(name, purpose="training", row_ids=rows)
             y = lab[_positions(rows, lids, f"labels of dataset {name!r} (PSI run {psi_run!r})")].astype(np.int8)
         return Table(np.asarray(X[pos], dtype=np.float64), columns, name, y)
+
+
+MIN_LEVEL_SHARE = 0.01  # rarer levels are merged with the unseen ones (all indicators zero)
+MAX_LEVELS = 30
+
+
+def onehot_levels(codes: np.ndarray) -> list[float]:
+    """The level codes that get an indicator: at least :data:`MIN_LEVEL_SHARE` of the rows, not the
+    unseen code 0, most frequent first, the most frequent (the reference) left out."""
+    values, counts = np.unique(codes, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    kept = [float(values[i]) for i in order if counts[i] >= MIN_LEVEL_SHARE * len(codes) and values[i] != 0]
+    return kept[1:MAX_LEVELS + 1]
+
+
+def onehot_table(store: Store, t: Table, *, shared: bool = False) -> Table:
+    """``t`` with each categorical column replaced by indicators of its levels: those with at least
+    :data:`MIN_LEVEL_SHARE` of the dataset's training rows (at most :data:`MAX_LEVELS`), the most
+    frequent one left out as the reference. Rare, missing-as-rare and unseen levels have every indicator
+    zero. The levels come from the whole dataset, so every PSI run of a party encodes alike.
+
+    ``shared`` (the lenders' common schema): every lender must encode alike without seeing the others'
+    data, so a column is one-hot only with a declared ``vocabulary`` (indicators for every declared level
+    but the first), and stays as codes otherwise."""
+    info = store.dataset_info(t.dataset)
+    declared = {c["name"]: c.get("vocabulary") for c in info.schema.get("categorical", [])}
+    if not any(info.features[c] == "categorical" for c in t.features):
+        return t
+    cols: list[np.ndarray] = []
+    names: list[str] = []
+    spec: list[tuple[int, float | None]] = []
+    for j, c in enumerate(t.features):
+        if info.features[c] != "categorical":
+            cols.append(t.X[:, j])
+            names.append(c)
+            spec.append((j, None))
+            continue
+        vocab = info.vocabularies[c]
+        if shared:
+            levels = declared.get(c)
+            if not levels:
+                cols.append(t.X[:, j])
+                names.append(c)
+                spec.append((j, None))
+                continue
+            for level in levels[1:]:  # a level this lender never stored gets code -1: never set
+                code = float(vocab.index(level)) if level in vocab else -1.0
+                cols.append((t.X[:, j] == code).astype(np.float64))
+                names.append(f"{c}={level}")
+                spec.append((j, code))
+            continue
+        _, full = store.feature_matrix(t.dataset, [c], purpose="training")
+        for code in onehot_levels(full[:, 0]):
+            cols.append((t.X[:, j] == code).astype(np.float64))
+            names.append(f"{c}={vocab[int(code)]}")
+            spec.append((j, code))
+    X = np.column_stack(cols) if cols else np.zeros((len(t.X), 0))
+    return Table(X, names, t.dataset, t.y, base_features=list(t.features), columns=spec)
 
 
 def _positions(rows: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:

@@ -299,8 +299,8 @@ def score_examples(fed: LocalFederation, root: Path, model: str, n_batch: int = 
     home = str(fed.party_home("yixin"))
     one = json.loads(fed.cli("party", "score", "--id", ids[0], "--model", model, "--home", home).stdout)
     lines = [
-        f"applicant {ids[0][:3]}****{ids[0][-4:]}: PD {one['prob_default']:.4f} with the consortium's data, "
-        f"{one['prob_default_own_only']:.4f} with yixin's alone; {one['points']:.0f} points -> {one['decision']}"
+        f"applicant {ids[0][:3]}****{ids[0][-4:]}: PD {one['prob_default']:.4f} with the consortium's data;"
+        f" {one['points']:.0f} points -> {one['decision']}"
         f" (tier {one['rate_tier']}); blacklist hits {one['blacklist_hits']}, "
         f"active loans elsewhere {one['active_loans_elsewhere']}",
         "reasons: " + "; ".join(str(r.get("feature", r)) for r in one.get("reasons", [])),
@@ -311,9 +311,8 @@ def score_examples(fed: LocalFederation, root: Path, model: str, n_batch: int = 
                   "--home", home)
     rows = [json.loads(ln) for ln in (root / "scores.jsonl").read_text().splitlines()]
     with_p = sum(r["prob_default"] for r in rows) / len(rows)
-    own = sum(r["prob_default_own_only"] for r in rows) / len(rows)
     summary = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
-    lines.append(f"batch of {len(rows)}: mean PD {with_p:.4f} with platform data vs {own:.4f} without; {summary}")
+    lines.append(f"batch of {len(rows)}: mean PD {with_p:.4f}; {summary}")
     lines.append(f"scores in {root / 'scores.jsonl'}")
     return lines
 

@@ -42,11 +42,19 @@ LENDER_NUMERIC = (
     "age", "monthly_income", "loan_amount", "down_payment_ratio", "term_months", "vehicle_price",
     "vehicle_age_years", "credit_history_months", "past_delinquencies",
 )  # fmt: skip
-LENDER_CATEGORICAL = ("city_tier", "vehicle_type")
+LENDER_CATEGORICAL = ("city_tier", "vehicle_type", "employment_type")
 PLATFORM_NUMERIC = (
     "monthly_spend", "tip_amount", "tip_stability", "interaction_freq", "active_days_30",
     "social_connections", "account_age_months",
 )  # fmt: skip
+PLATFORM_CATEGORICAL = ("main_app_category",)
+# Text categories whose risk is not in level order (one weight per integer code cannot capture them;
+# one-hot or WOE can): per level, how strongly the latent risk pushes a person towards it.
+EMPLOYMENT = {"salaried": 0.0, "self_employed": 0.6, "civil_servant": -0.9, "gig_worker": 1.1,
+              "retired": -0.3, "student": 0.8}
+APP_CATEGORY = {"shopping": 0.3, "gaming": 1.0, "finance": -0.8, "news": -0.6, "video": 0.4, "social": 0.7}
+LENDER_LEVELS = {"city_tier": ("tier1", "tier2", "tier3", "tier4"), "vehicle_type": ("new", "used"),
+                 "employment_type": tuple(EMPLOYMENT)}
 
 _MOBILE_PREFIXES = np.array(
     [130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 147, 150, 151, 152, 153, 155, 156, 157, 158, 159,
@@ -153,6 +161,13 @@ def _format_some_phones(rng: np.random.Generator, phones: pa.Array, share: float
     return pc.if_else(m, formatted, phones)
 
 
+def _category(rng: np.random.Generator, risk: np.ndarray, levels: dict[str, float]) -> np.ndarray:
+    """Level index per person: a multinomial logit with the level's loading on ``risk``."""
+    load = np.array(list(levels.values()))
+    util = risk[:, None] * load[None, :] - np.log(-np.log(rng.random((len(risk), len(load)))))
+    return np.argmax(util, axis=1).astype(np.int64)
+
+
 def generate(config: SynthConfig) -> Federation:
     """Generate the federation in memory (see :func:`write_federation` to write it)."""
     rng = np.random.default_rng(config.seed)
@@ -249,6 +264,10 @@ def generate(config: SynthConfig) -> Federation:
         }
     )  # fmt: skip
     fed = Federation(config, people, loans)
+    # Categorical text columns with lift (their own random stream: the other columns stay as they were).
+    crng = np.random.default_rng([config.seed, 14])
+    employment = _category(crng, app_risk, EMPLOYMENT)
+    app_category = _category(crng, hidden_risk, APP_CATEGORY)
 
     def ids(idx: np.ndarray, share_formatted: float) -> pa.Array:
         if config.id_kind == "national_id":
@@ -283,6 +302,7 @@ def generate(config: SynthConfig) -> Federation:
                 "past_delinquencies": delinq[pi],
                 "city_tier": _labels(tier[pi] - 1, ["tier1", "tier2", "tier3", "tier4"]),
                 "vehicle_type": _labels((~new_car[sel]).astype(np.int8), ["new", "used"]),
+                "employment_type": _labels(employment[pi], list(EMPLOYMENT)),
                 **consent(len(sel)),
                 "active_loan": active[sel].astype(np.int8), "fraud_flag": flagged_fraud[sel].astype(np.int8),
             }
@@ -309,6 +329,7 @@ def generate(config: SynthConfig) -> Federation:
             "active_days_30": rng.binomial(30, _sigmoid(1.1 - 0.55 * h + rng.normal(0, 0.4, k))),
             "social_connections": rng.poisson(np.exp(4.0 - 0.4 * h - 0.1 * a + rng.normal(0, 0.5, k))),
             "account_age_months": np.clip(rng.gamma(3.0, 12.0, k) * np.exp(-0.25 * h), 1, 180).round(),
+            "main_app_category": _labels(app_category[pl], list(APP_CATEGORY)),
             **consent(k),
         }
     )  # fmt: skip
@@ -331,7 +352,8 @@ def _lender_schema(id_kind: str) -> dict[str, Any]:
             "federation_columns": [*LENDER_NUMERIC, *LENDER_CATEGORICAL],
         },
         "numeric": numeric,
-        "categorical": {"city_tier": {"missing": "category"}, "vehicle_type": {"missing": "category"}},
+        # declared vocabularies: every lender encodes them alike (one-hot in the joint model)
+        "categorical": {c: {"missing": "category", "vocabulary": list(v)} for c, v in LENDER_LEVELS.items()},
         "consent": dict(_CONSENT),
         "flags": {"active_loan": "active_loan", "fraud": "fraud_flag"},
     }  # fmt: skip
@@ -341,9 +363,10 @@ def _platform_schema(id_kind: str) -> dict[str, Any]:
     return {
         "dataset": {
             "name": PLATFORM_DATASET, "id_column": "user_id", "id_kind": id_kind,
-            "federation_columns": list(PLATFORM_NUMERIC),
+            "federation_columns": [*PLATFORM_NUMERIC, *PLATFORM_CATEGORICAL],
         },
         "numeric": {c: {"missing": "reject"} for c in PLATFORM_NUMERIC},
+        "categorical": {c: {"missing": "category"} for c in PLATFORM_CATEGORICAL},
         "consent": dict(_CONSENT),
     }  # fmt: skip
 

@@ -8,6 +8,7 @@ from typing import Any
 from fedcore.errors import InvalidInput
 from fedcore.protocol.horizontal.coordinator import DpConfig, HorizontalJob, RoundReport
 
+from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
 
 HYPER = ("lr", "local_epochs", "batch_size", "seed", "hidden", "dropout", "val_fraction", "dataset")
@@ -67,7 +68,8 @@ def train_job(rc: RunContext) -> dict[str, Any]:
         on_round=_reporter(rc),
         **hyper,
     )
-    return job.run().to_dict()
+    res = job.run().to_dict()
+    return with_pooled_metrics(res, rc.channel, list(res.get("parties", [])), rc.run_id)
 
 
 def train_resume(rc: RunContext) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fedcore.protocol.messages import Role
 from fedcore.protocol.psi.coordinator import run_psi
 from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, VerticalResult, run_vertical
 
+from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s")
@@ -74,8 +75,10 @@ def _result(res: VerticalResult) -> dict[str, Any]:
 
 
 def vertical_job(rc: RunContext) -> dict[str, Any]:
-    lenders, platform = _roles(rc)
     p = rc.params
+    if p.get("model") not in (None, "logistic", "joint-logistic"):
+        raise InvalidInput(f"vertical training fits a joint logistic model; model {p.get('model')!r} is not one")
+    lenders, platform = _roles(rc)
     psi_runs = dict(p.get("psi_runs") or {})
     for lender in lenders:
         if lender not in psi_runs:
@@ -89,7 +92,8 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
         rc.channel, rc.run_id, lenders, platform, psi_runs, cfg,
         workdir=rc.workdir, version=version, progress=rc.progress,
     )
-    return _result(res)
+    # KS and AUC of the pooled validation scores, as the report computes them (not a mean of lenders')
+    return with_pooled_metrics(_result(res), rc.channel, list(lenders), rc.run_id, key="summary_metrics")
 
 
 def vertical_resume(rc: RunContext) -> dict[str, Any]:

@@ -54,8 +54,10 @@ def test_psi_vertical_training_and_joint_scoring(fed):
     for r in rows:
         assert 0.0 < r["prob_default"] < 1.0 and r["model_version"]
         assert r["decision"] in ("approve", "review", "decline")
-        assert r["prob_default"] != r["prob_default_own_only"]  # the platform's part was added
-        assert r["reasons"][-1]["feature"] == "consortium_data"
+        assert "prob_default_own_only" not in r  # dropped: it was no model of the lender's own
+        impacts = [x["logit_impact"] for x in r["reasons"]]
+        assert impacts == sorted(impacts, reverse=True)  # by impact; the consortium line placed by its size
+        assert sum(x["feature"] == "consortium_data" for x in r["reasons"]) == 1
     for party in ("yixin", "tiange"):
         assert fed.cli("party", "audit", "verify", "--home", str(fed.party_home(party))).returncode == 0
 

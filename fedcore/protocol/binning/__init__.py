@@ -37,10 +37,11 @@ The bins, cut points, counts and WOE of a feature stay with its owner (``party.d
 
 **What each side learns** (semi-honest parties; C does not collude with a party):
 
-- *Coordinator*: party names, row counts per lender, feature names and kinds, the number of bins of
-  each platform feature, the IV table; sealed envelopes' sizes; the lenders' masked count vectors and
-  their sum (each masked by the lenders' common seed, which C never holds). It deals ``Ra, ra, Rb, rb``
-  but sees ``X + Ra`` and ``y + Rb`` only sealed. No label, count, cut point or per-row bin.
+- *Coordinator*: party names, row counts per lender, feature names and kinds, the number of bins of each
+  platform feature, the IV table (IV of the fine and the optimal bins, and their bin counts); sealed
+  envelopes' sizes; the lenders' masked count vectors and their sum (each masked by the lenders' common
+  seed, which C never holds). It deals ``Ra, ra, Rb, rb`` but sees ``X + Ra`` and ``y + Rb`` only
+  sealed. No label, count, cut point or per-row bin.
 - *Each lender*: its own data; the other lenders' quantile sketches (``L_1`` only: approximate
   distributions of their shared features, no labels) and level counts; the pooled per-bin counts of
   the lenders' shared features (all lenders together); ``X + Ra`` (uniform: nothing of the platform's

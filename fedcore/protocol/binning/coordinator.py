@@ -4,7 +4,7 @@ deals the correlated randomness for the platform-feature counts (see the package
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,9 +72,11 @@ def run_binning(
     platform: str | None,
     settings: BinningSettings | None = None,
     run_id: str | None = None,
+    data_params: Mapping[str, JSONValue] | None = None,
 ) -> IvTable:
     """Run the protocol; return the IV table (``"lenders"`` for the shared lender features, the
-    platform's name for its features). Each party keeps its own features' detail."""
+    platform's name for its features). Each party keeps its own features' detail. ``data_params``
+    (e.g. ``dataset``, ``psi_runs``) go to every party with ``binning.setup``: which rows to bin."""
     cfg = settings or BinningSettings()
     lenders = sorted(lenders)
     if not lenders:
@@ -85,7 +87,7 @@ def run_binning(
             "platform would see one lender's per-bin default counts; lower min_lenders to accept that"
         )
     rid = run_id or f"binning-{uuid.uuid4().hex[:12]}"
-    params = cfg.params(lenders, platform)
+    params = {**dict(data_params or {}), **cfg.params(lenders, platform)}
 
     def task(kind: str, p: dict[str, JSONValue] | None = None, payload: dict[str, bytes] | None = None,
              raw: bytes | None = None) -> Task:

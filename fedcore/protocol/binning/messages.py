@@ -129,9 +129,10 @@ class FeatureIv:
     iv: float
     iv_fine: float
     n_bins: int
+    n_fine: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"iv": self.iv, "iv_fine": self.iv_fine, "n_bins": self.n_bins}
+        return {"iv": self.iv, "iv_fine": self.iv_fine, "n_bins": self.n_bins, "n_fine": self.n_fine}
 
 
 @dataclass
@@ -153,7 +154,7 @@ def feature_ivs(obj: Any, who: str) -> dict[str, FeatureIv]:
     """Parse a party's ``{"features": {name: {iv, iv_fine, n_bins}}}`` reply."""
     try:
         return {
-            str(name): FeatureIv(float(v["iv"]), float(v["iv_fine"]), int(v["n_bins"]))
+            str(name): FeatureIv(float(v["iv"]), float(v["iv_fine"]), int(v["n_bins"]), int(v.get("n_fine", 0)))
             for name, v in dict(obj["features"]).items()
         }
     except (KeyError, TypeError, ValueError):

@@ -136,7 +136,8 @@ def _optimal(b: Binning, ev: np.ndarray, ne: np.ndarray, params: Mapping[str, An
 
 def _reply_ivs(details: Mapping[str, FeatureDetail]) -> TaskReply:
     return TaskReply({"features": {
-        f: {"iv": d.optimal.table.iv, "iv_fine": d.fine_table.iv, "n_bins": d.optimal.binning.n_bins}
+        f: {"iv": d.optimal.table.iv, "iv_fine": d.fine_table.iv, "n_bins": d.optimal.binning.n_bins,
+            "n_fine": d.fine.n_bins}
         for f, d in details.items()
     }})
 

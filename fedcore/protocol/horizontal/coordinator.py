@@ -120,6 +120,7 @@ class ModelRecord:
     dp: dict[str, Any] | None = None
     # parties that dropped out: {"party", "round" (the first round without it), "at" (unix time)}
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    best_round: int | None = None  # the round whose model is registered (best validation AUC)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -325,6 +326,10 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         dropped.extend(new)
         return new
 
+    # The model registered is the round with the best validation AUC (as vertical training keeps its
+    # best epoch), not the last; on a resumed run, among the rounds run since the resume.
+    best: dict[str, Any] = {}
+
     def on_train(rnd: int, metrics: dict[str, float], nodes: list[int]) -> None:
         current.update(round=rnd, train=metrics, parties=sorted(name_of(n) for n in nodes))
 
@@ -347,6 +352,9 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         new = drop_out(members - set(report.parties), rnd)
         report.dropped = sorted(members - set(report.parties))
         history.append(report.to_dict() | {"dropped_at": new})
+        score = report.evaluate.get("val-auc")
+        if score is not None and ("auc" not in best or float(score) > best["auc"]):
+            best.update(auc=float(score), round=rnd, arrays=agg, report=history[-1])
         if store is not None:
             store.save_checkpoint(spec.run_id, rnd, arrays_to_bytes(agg), {"round": rnd, "history": history})
         if hooks.on_round is not None:
@@ -384,17 +392,17 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
             evaluate_config=ConfigRecord(dict(cfg)),
             evaluate_fn=after_round,
         )
-        arrays = result.arrays
+        arrays = best.get("arrays", result.arrays)
 
-    # Step 5: the parties decrypt and store the final model.
+    # Step 5: the parties decrypt and store the best round's model.
     saved = _query(grid, spec, hz.MSG_SAVE, {n: {"fc-version": spec.version} for n in _online(grid, spec)}, arrays)
     _need(spec, "model registration", saved)
     drop_out(members - {name_of(n) for n in saved}, spec.rounds)
     model_hashes = {str(_rep(r)["model-sha256"]) for r in saved.values()}
     if len(model_hashes) != 1:
         raise ProtocolError("parties decrypted different final models")
-    last = history[-1] if history else {}
-    metrics = {f"val_{k.removeprefix('val-')}": v for k, v in last.get("evaluate", {}).items()}
+    kept = best.get("report") or (history[-1] if history else {})
+    metrics = {f"val_{k.removeprefix('val-')}": v for k, v in kept.get("evaluate", {}).items()}
     dp = None
     if spec.dp is not None:
         dp = asdict(
@@ -420,6 +428,7 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         history=history,
         dp=dp,
         dropped=dropped,
+        best_round=int(kept["round"]) if kept else None,
     )
 
 

@@ -62,6 +62,9 @@ class ModelSlice:
     mean: np.ndarray
     std: np.ndarray
     intercept: float | None = None
+    # One-hot categoricals: per weight, (feature index, level code) or (index, None) for a feature taken
+    # as it is; ``None``: one weight per feature. ``features`` are then the stored columns (codes).
+    columns: tuple[tuple[int, float | None], ...] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, JSONValue], source: str = "<slice>") -> ModelSlice:
@@ -73,6 +76,9 @@ class ModelSlice:
             mean = np.asarray(d["scaler"]["mean"], dtype=np.float64)
             std = np.asarray(d["scaler"]["std"], dtype=np.float64)
             intercept = d.get("intercept")
+            cols_raw = d.get("columns")
+            columns = None if cols_raw is None else tuple(
+                (int(c[0]), None if c[1] is None else float(c[1])) for c in cols_raw)  # type: ignore[index, union-attr, arg-type]
             sl = cls(
                 model_id=str(d["model_id"]),
                 version=str(d["version"]),
@@ -83,11 +89,15 @@ class ModelSlice:
                 mean=mean,
                 std=np.where(std > 0, std, 1.0),
                 intercept=None if intercept is None else float(intercept),
+                columns=columns,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"{source}: not a valid model slice ({exc})") from None
-        if not (len(feats) == w.shape[0] == mean.shape[0] == std.shape[0]) or w.ndim != 1:
+        width = len(feats) if columns is None else len(columns)
+        if not (width == w.shape[0] == mean.shape[0] == std.shape[0]) or w.ndim != 1:
             raise InvalidInput(f"{source}: features, weights and scaler differ in length")
+        if columns is not None and any(not 0 <= j < len(feats) for j, _ in columns):
+            raise InvalidInput(f"{source}: a one-hot column names no feature")
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
             raise InvalidInput(f"{source}: weights and scaler must be finite")
         return sl
@@ -116,11 +126,33 @@ class ModelSlice:
         }
         if self.intercept is not None:
             d["intercept"] = self.intercept
+        if self.columns is not None:
+            d["columns"] = [[j, c] for j, c in self.columns]
         return d
 
+    def neutral(self) -> np.ndarray:
+        """A row of ``features`` that contributes nothing: the means (NaN for a one-hot feature)."""
+        if self.columns is None:
+            return self.mean
+        out = np.full(len(self.features), np.nan)
+        for k, (j, code) in enumerate(self.columns):
+            if code is None:
+                out[j] = self.mean[k]
+        return out
+
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """Per-feature logit contributions ``w * (x - mean) / std`` (rows: subjects)."""
-        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std * self.weights
+        """Per-feature logit contributions ``w * (x - mean) / std`` (rows: subjects); a one-hot feature's
+        is the sum over its levels' columns (a NaN value: neutral)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.columns is None:
+            return (x - self.mean) / self.std * self.weights
+        z = np.empty((x.shape[0], len(self.columns)))
+        agg = np.zeros((len(self.columns), len(self.features)))
+        for k, (j, code) in enumerate(self.columns):
+            v = x[:, j]
+            z[:, k] = v if code is None else np.where(np.isnan(v), self.mean[k], (v == code).astype(np.float64))
+            agg[k, j] = 1.0
+        return np.asarray(((z - self.mean) / self.std * self.weights) @ agg)
 
     def partial_logit(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.contributions(x).sum(axis=1), dtype=np.float64)

@@ -73,6 +73,9 @@ from fedcore.protocol.vertical.numerics import (
 )
 from fedcore.protocol.vertical.session import VerticalSource, _Adam, _f, _Session
 
+VALIDATION_HIST = "validation_hist.json"
+"""A lender's histogram of the best joint model's validation scores, beside its slice."""
+
 log = logging.getLogger(__name__)
 
 
@@ -461,7 +464,19 @@ class VerticalParty:
             return TaskReply({"metrics": {"rows": len(yv)}})
         met = {k: float(v) for k, v in self.metrics(yv, p).items() if isinstance(v, int | float)}
         met["rows"] = len(yv)
+        self._keep_validation_hist(ctx.run_id, yv, p)
         return TaskReply({"metrics": met})
+
+    def _keep_validation_hist(self, run_id: str, y: np.ndarray, p: np.ndarray) -> None:
+        """The best model's validation scores as counts per score bin by label, kept at this lender for
+        ``coordinator report`` (only these counts ever leave it, as for horizontal models)."""
+        from models import histograms as hm
+
+        path = self.model_dir / run_id / VALIDATION_HIST
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"val": hm.histogram(y, p).to_params(), "n_val": len(y)}))
+        os.replace(tmp, path)
 
     # -- checkpoints and output
 
@@ -510,6 +525,8 @@ class VerticalParty:
             "weights": (w[1:] if s.role == "lender" else w).tolist(),
             "scaler": {"mean": s.mean.tolist(), "std": s.std.tolist()},
         }
+        if t.columns is not None and t.base_features is not None:  # one-hot categoricals: encode at scoring
+            doc["features"], doc["columns"] = list(t.base_features), [[j, c] for j, c in t.columns]
         if s.role == "lender":
             doc["intercept"] = float(w[0])
         path = self.model_dir / s.run_id / "slice.json"

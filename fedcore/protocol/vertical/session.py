@@ -31,6 +31,10 @@ class Table:
     features: list[str]
     dataset: str
     y: np.ndarray | None = None
+    # One-hot encoded categoricals: the stored columns and, per column of X, (stored column, level code
+    # or None for a column taken as it is); the model slice keeps them so scoring encodes the same way.
+    base_features: list[str] | None = None
+    columns: list[tuple[int, float | None]] | None = None
 
     def data_hash(self) -> str:
         h = hashlib.sha256(json.dumps([self.dataset, self.features]).encode())

@@ -51,7 +51,7 @@ class JointScoreChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[JointScoreHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Applicant(_message.Message):
-    __slots__ = ("id", "id_kind", "features")
+    __slots__ = ("id", "id_kind", "features", "categories")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,13 +59,22 @@ class Applicant(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class CategoriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     ID_KIND_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     id: str
     id_kind: str
     features: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., id_kind: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    categories: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., id_kind: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., categories: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LocalScoreRequest(_message.Message):
     __slots__ = ("applicants", "model_id", "queries", "allow_partial", "model_version")
@@ -90,12 +99,11 @@ class ReasonCodeMsg(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., logit_impact: _Optional[float] = ...) -> None: ...
 
 class ApplicantScore(_message.Message):
-    __slots__ = ("id", "status", "prob_default", "points", "prob_default_own_only", "reasons", "decision", "rate_tier", "blacklist_hits", "active_loans_elsewhere", "partial", "missing_parties", "model_id", "model_version", "request_id", "own_data", "external_logit")
+    __slots__ = ("id", "status", "prob_default", "points", "reasons", "decision", "rate_tier", "blacklist_hits", "active_loans_elsewhere", "partial", "missing_parties", "model_id", "model_version", "request_id", "own_data", "external_logit")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROB_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
-    PROB_DEFAULT_OWN_ONLY_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RATE_TIER_FIELD_NUMBER: _ClassVar[int]
@@ -112,7 +120,6 @@ class ApplicantScore(_message.Message):
     status: str
     prob_default: float
     points: float
-    prob_default_own_only: float
     reasons: _containers.RepeatedCompositeFieldContainer[ReasonCodeMsg]
     decision: str
     rate_tier: str
@@ -125,7 +132,7 @@ class ApplicantScore(_message.Message):
     request_id: str
     own_data: bool
     external_logit: float
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., prob_default: _Optional[float] = ..., points: _Optional[float] = ..., prob_default_own_only: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[ReasonCodeMsg, _Mapping]]] = ..., decision: _Optional[str] = ..., rate_tier: _Optional[str] = ..., blacklist_hits: _Optional[int] = ..., active_loans_elsewhere: _Optional[int] = ..., partial: bool = ..., missing_parties: _Optional[_Iterable[str]] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., own_data: bool = ..., external_logit: _Optional[float] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., prob_default: _Optional[float] = ..., points: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[ReasonCodeMsg, _Mapping]]] = ..., decision: _Optional[str] = ..., rate_tier: _Optional[str] = ..., blacklist_hits: _Optional[int] = ..., active_loans_elsewhere: _Optional[int] = ..., partial: bool = ..., missing_parties: _Optional[_Iterable[str]] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., own_data: bool = ..., external_logit: _Optional[float] = ...) -> None: ...
 
 class LocalScoreResponse(_message.Message):
     __slots__ = ("scores",)

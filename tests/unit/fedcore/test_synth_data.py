@@ -89,9 +89,9 @@ def test_written_files_ingest_as_they_are(tmp_path: Path) -> None:
         assert f"{p['rows']} inserted, 0 updated, 0 rejected" in r.output
     store = Store.open(f"sqlite:///{tmp_path / 'yixin.db'}")
     t = store.summary().tables[0]
-    assert t.has_labels and t.label_rows == t.rows and len(t.features) == 11
+    assert t.has_labels and t.label_rows == t.rows and len(t.features) == 12
     ids, x = store.feature_matrix("applications", purpose="training")
-    assert len(ids) < t.rows and x.shape[1] == 11 and not np.isnan(x).any()
+    assert len(ids) < t.rows and x.shape[1] == 12 and not np.isnan(x).any()
     store.close()
 
 

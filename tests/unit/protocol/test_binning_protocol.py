@@ -189,7 +189,7 @@ def test_replies_say_only_what_the_docstring_says(run):
         seen.add(r.kind)
         assert set(r.params) == allowed[r.kind], r.kind
         if r.kind in (bm.PLATFORM_IV, bm.LENDER_IV):
-            assert all(set(v) == {"iv", "iv_fine", "n_bins"} for v in r.params["features"].values())
+            assert all(set(v) == {"iv", "iv_fine", "n_bins", "n_fine"} for v in r.params["features"].values())
         if r.kind == bm.PLATFORM_BINS:
             assert all(isinstance(k, int) for k in r.params["n_bins"])
     assert seen == set(bm.KINDS)

@@ -94,6 +94,9 @@ def test_he_fedavg_logistic_reaches_target_auc(providers, homo_test, tmp_path):
     assert all(r.parties == PARTIES for r in reports)
     assert 0.5 < rec.metrics["val_auc"] < 1 and rec.metrics["val_ks"] > 0
     assert rec.parties == PARTIES and set(rec.data_sha256) == set(PARTIES)
+    # the registered model is the round with the best validation AUC, not the last
+    aucs = [h["evaluate"]["val-auc"] for h in rec.history]
+    assert rec.best_round == 1 + int(np.argmax(aucs)) and rec.metrics["val_auc"] == max(aucs)
     auc = homo_test_auc(envs["guest"], job.run_id, "logistic", homo_test)
     assert auc >= 0.725, auc
     # every party decrypted the same final model
