@@ -24,9 +24,10 @@ from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import parse_schema
 from party_node.scoring import ScoringService, register_scoring_handlers
-from party_node.scoring_api import make_http_server, parse_json_request, serve_local_grpc
+from party_node.scoring_api import parse_json_request, serve_local_grpc
 from party_node.scoring_batch import Applicant, ScoringSettings
 from party_node.scoring_cli import _parse_features, read_applicants, read_table
+from party_node.scoring_http import HttpApi
 from party_node.store import Store
 
 KEY = PseudonymKey(b"k" * 32)
@@ -162,31 +163,29 @@ def test_raw_levels_in_a_batch_file(svc) -> None:
 def test_raw_levels_over_grpc_and_http(svc) -> None:
     service, store, _ = svc
     want = service.score([Applicant("13999999999", features={"income": 1.5, "purpose": code(store, "car")})])
-    server, port = serve_local_grpc(service)
+    token = "local-api-test-token-0123456789"
+    server, port = serve_local_grpc(service, token=token)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
             stub = scoring_pb2_grpc.LocalScoringStub(chan)
             resp = stub.Score(scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(
-                id="13999999999", features={"income": 1.5}, categories={"purpose": "car"})]))
+                id="13999999999", features={"income": 1.5}, categories={"purpose": "car"})]),
+                metadata=(("authorization", f"Bearer {token}"),))
             assert resp.scores[0].prob_default == pytest.approx(want.prob_default[0], abs=1e-6)
     finally:
         server.stop(None)
     apps, _ = parse_json_request({"applicants": [{"id": "13999999999", "features": {"income": 1.5, "purpose": "car"}}]})
     assert apps[0].features == {"income": 1.5, "purpose": "car"}
-    http = make_http_server(service, "127.0.0.1", 0)
+    api = HttpApi(service, token)
     try:
-        import threading
-
-        threading.Thread(target=http.serve_forever, daemon=True).start()
         body = json.dumps({"applicants": [{"id": "13999999999", "features": {"income": 1.5, "purpose": "car"}}]})
-        req = urllib.request.Request(f"http://127.0.0.1:{http.server_address[1]}/v1/score", body.encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback test)
+        req = urllib.request.Request(f"http://127.0.0.1:{api.port}/v1/score", body.encode(),
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (loopback test)
             got = json.loads(r.read())
         assert got["scores"][0]["prob_default"] == pytest.approx(want.prob_default[0], abs=1e-6)
     finally:
-        http.shutdown()
-        http.server_close()
+        api.stop()
 
 
 def test_party_evaluate_of_a_joint_model_goes_through_joint_scoring(svc) -> None:
