@@ -163,28 +163,29 @@ def test_raw_levels_in_a_batch_file(svc) -> None:
 def test_raw_levels_over_grpc_and_http(svc) -> None:
     service, store, _ = svc
     want = service.score([Applicant("13999999999", features={"income": 1.5, "purpose": code(store, "car")})])
-    server, port = serve_local_grpc(service, token="t0ken")
+    token = "local-api-test-token-0123456789"
+    server, port = serve_local_grpc(service, token=token)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
             stub = scoring_pb2_grpc.LocalScoringStub(chan)
             resp = stub.Score(scoring_pb2.LocalScoreRequest(applicants=[scoring_pb2.Applicant(
                 id="13999999999", features={"income": 1.5}, categories={"purpose": "car"})]),
-                               metadata=(("authorization", "Bearer t0ken"),))
+                metadata=(("authorization", f"Bearer {token}"),))
             assert resp.scores[0].prob_default == pytest.approx(want.prob_default[0], abs=1e-6)
     finally:
         server.stop(None)
     apps, _ = parse_json_request({"applicants": [{"id": "13999999999", "features": {"income": 1.5, "purpose": "car"}}]})
     assert apps[0].features == {"income": 1.5, "purpose": "car"}
-    http = HttpApi(service, "t0ken")
+    api = HttpApi(service, token)
     try:
         body = json.dumps({"applicants": [{"id": "13999999999", "features": {"income": 1.5, "purpose": "car"}}]})
-        req = urllib.request.Request(f"http://127.0.0.1:{http.port}/v1/score", body.encode(),
-                                     {"Content-Type": "application/json", "Authorization": "Bearer t0ken"})
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback test)
+        req = urllib.request.Request(f"http://127.0.0.1:{api.port}/v1/score", body.encode(),
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (loopback test)
             got = json.loads(r.read())
         assert got["scores"][0]["prob_default"] == pytest.approx(want.prob_default[0], abs=1e-6)
     finally:
-        http.stop()
+        api.stop()
 
 
 def test_party_evaluate_of_a_joint_model_goes_through_joint_scoring(svc) -> None:
