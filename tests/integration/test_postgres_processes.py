@@ -75,4 +75,5 @@ def test_psi_training_and_scoring_on_postgres(fed):
         r = json.loads(fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id,
                                "--home", home).stdout)
         assert 0.0 < r["prob_default"] < 1.0
-        assert r["prob_default"] != r["prob_default_own_only"]  # the platform's part, read from PostgreSQL
+        consortium = [x for x in r["reasons"] if x["feature"] == "consortium_data"]
+        assert len(consortium) == 1 and consortium[0]["logit_impact"] != 0.0  # the platform's part, from PostgreSQL
