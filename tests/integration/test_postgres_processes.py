@@ -30,12 +30,14 @@ def fed(tmp_path_factory, pg_server):
         f.urls[party] = pg_server.create_database(f"store_{party}")
         f._tune(f.party_home(party) / "party.toml", "store", {"url": f.urls[party]})
     f.registry = registry
-    f.ingest("yixin", *files["guest"])
-    f.ingest("tiange", *files["host"])
-    f.start()
-    f.wait_online(timeout=30)
-    yield f
-    f.stop()
+    try:
+        f.ingest("yixin", *files["guest"])
+        f.ingest("tiange", *files["host"])
+        f.start()
+        f.wait_online(timeout=30)
+        yield f
+    finally:  # also when setup fails: no process outlives the test
+        f.stop()
 
 
 def test_registry_lives_in_postgres(fed):
