@@ -98,8 +98,12 @@ class PgServer:
             ],
             stdout=log, stderr=subprocess.STDOUT, user=self._run_as, cwd=self.root,
         )
-        self._wait_ready()
-        self.create_database(self.database)
+        try:
+            self._wait_ready()
+            self.create_database(self.database)
+        except BaseException:
+            self.stop()  # no server outlives a failed start
+            raise
         return self
 
     def _wait_ready(self) -> None:

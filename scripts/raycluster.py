@@ -69,12 +69,16 @@ class RayCluster:
         log.close()
 
     def start(self) -> RayCluster:
-        self._spawn(["--head", f"--port={self.port}", f"--temp-dir={self.root}", "--include-dashboard=false",
-                     f"--ray-client-server-port={_free_port()}", *self._node_args()], "head")
-        self._wait_cpus(self.cpus)
-        for i in range(1, self.nodes):
-            self._spawn([f"--address={self.address}", *self._node_args()], f"node{i}")
-        self._wait_cpus(self.cpus * self.nodes)
+        try:
+            self._spawn(["--head", f"--port={self.port}", f"--temp-dir={self.root}", "--include-dashboard=false",
+                         f"--ray-client-server-port={_free_port()}", *self._node_args()], "head")
+            self._wait_cpus(self.cpus)
+            for i in range(1, self.nodes):
+                self._spawn([f"--address={self.address}", *self._node_args()], f"node{i}")
+            self._wait_cpus(self.cpus * self.nodes)
+        except BaseException:
+            self.stop()  # no node outlives a failed start
+            raise
         return self
 
     def _wait_cpus(self, want: int) -> None:

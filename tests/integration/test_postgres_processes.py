@@ -30,12 +30,14 @@ def fed(tmp_path_factory, pg_server):
         f.urls[party] = pg_server.create_database(f"store_{party}")
         f._tune(f.party_home(party) / "party.toml", "store", {"url": f.urls[party]})
     f.registry = registry
-    f.ingest("yixin", *files["guest"])
-    f.ingest("tiange", *files["host"])
-    f.start()
-    f.wait_online(timeout=30)
-    yield f
-    f.stop()
+    try:
+        f.ingest("yixin", *files["guest"])
+        f.ingest("tiange", *files["host"])
+        f.start()
+        f.wait_online(timeout=30)
+        yield f
+    finally:  # also when setup fails: no process outlives the test
+        f.stop()
 
 
 def test_registry_lives_in_postgres(fed):
@@ -75,4 +77,5 @@ def test_psi_training_and_scoring_on_postgres(fed):
         r = json.loads(fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id,
                                "--home", home).stdout)
         assert 0.0 < r["prob_default"] < 1.0
-        assert r["prob_default"] != r["prob_default_own_only"]  # the platform's part, read from PostgreSQL
+        consortium = [x for x in r["reasons"] if x["feature"] == "consortium_data"]
+        assert len(consortium) == 1 and consortium[0]["logit_impact"] != 0.0  # the platform's part, from PostgreSQL
