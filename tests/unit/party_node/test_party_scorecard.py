@@ -107,3 +107,25 @@ def test_unknown_model_is_not_found_naming_it(tmp_path: Path) -> None:
     _, store = lender(tmp_path)
     with store, pytest.raises(NotFound, match="model 'ghost' has no slice"):
         party_scorecard(tmp_path, store, "ghost", SC)
+
+
+def test_cli_exports_json_with_the_nodes_scoring_scaling(tmp_path: Path) -> None:
+    from fedcore.cli import main
+    from party_node.data_cli import open_store
+    from tests.conftest import make_homes
+
+    home = make_homes(tmp_path, {"yixin": "lender"}).parties["yixin"]
+    lender(tmp_path)[1].close()
+    with open_store(home, None) as store:
+        ingest_file(store, tmp_path / "d.csv", parse_schema({
+            "dataset": {"name": "d", "id_column": "id", "id_kind": "opaque", "label_column": "status",
+                        "label_bad": ["bad"], "federation_columns": ["other"], "consent_all": ["training"]},
+            "numeric": {"other": {}, "income_woe": {}}, "categorical": {"purpose": {}}}))
+    write_slice(home, ("other",), [0.5], None)
+    (home / "scoring.json").write_text(json.dumps({"base_score": 500, "base_odds": 20, "pdo": 40}))
+    out = tmp_path / "card.json"
+    main(["party", "scorecard", "m1", "--format", "json", "--out", str(out), "--home", str(home)])
+    doc = json.loads(out.read_text())
+    assert doc["scaling"] == Scorecard(500, 20, 40).to_dict()
+    assert doc["basepoints"] == pytest.approx(Scorecard(500, 20, 40).offset - Scorecard(500, 20, 40).factor * -1.3)
+    assert {r["variable"] for r in doc["rows"]} == {"basepoints", "other"}
