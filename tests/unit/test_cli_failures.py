@@ -98,6 +98,8 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
         "party binning show": (["party", "binning", "show", "--home", y], "no binning run"),
         "party evaluate": (["party", "evaluate", "no-such-model", "--file", str(w.root / "bad.csv"),
                             "--label-column", "age", "--home", y], "row 2, column 'age': label '30' must be 0 or 1"),
+        "party scorecard": (["party", "scorecard", "no-such-model", "--home", y],
+                            "model 'no-such-model' has no slice at this party"),
         "party init": (["party", "init", "--name", "Not Valid", "--home", str(w.root / "x")], "not valid"),
         "party install-kit": (["party", "install-kit", str(w.root / "no-kit"), "--home", y], "no-kit"),
         "party serve": (["party", "serve", "--home", gone], "party.toml does not exist"),
