@@ -10,9 +10,10 @@ decrypts values that a party has masked.
 
 Residual: the lender linearizes the sigmoid around its *own* partial logit ``c = b + w_L . x_L`` (known
 exactly) so only the platform's part ``u = w_P . x_P`` is approximated:
-``d = s(c + u) - y ~ beta + alpha * u`` with ``alpha = s(c)(1 - s(c))``, ``beta = s(c) - y``. At
-``w = 0`` this is FATE's Taylor expansion (``0.5 + 0.25 z - y``); later it is exact in ``c`` (on FATE's
-hetero split: AUC 0.731 against 0.726 for Taylor-at-0 and 0.7315 for exact LR, see docs/vertical.md).
+``d = s(c + u) - y ~ beta + alpha * u + gamma * u^2`` with ``alpha = s(c)(1 - s(c))``, ``beta = s(c) - y``,
+``gamma = alpha (1 - 2 s(c)) / 2`` (P encrypts ``[[u^2]]`` itself: it knows ``u``). At ``w = 0`` the first
+two terms are FATE's Taylor expansion (``0.5 + 0.25 z - y``); later it is exact in ``c`` and second order
+in ``u`` (the first-order residual lost 0.005 AUC on the synthetic federation, see docs/vertical.md).
 Mini-batches, Adam at every party on its own slice (per coordinate, so equal to centralized Adam on
 this gradient), early stopping on the validation loss ``l(c) + beta u + alpha u^2 / 2`` (second order
 around ``c``). Packing: one slot per subject, vectors padded to whole ciphertexts; after the per-column
@@ -34,12 +35,12 @@ Per step ``t`` (a constant number of messages: 2 to the platform and 1 to each l
 update of step ``t-1`` rides on the messages of step ``t``)::
 
     C -> P    vertical.forward   masked sums of P's gradient of step t-1 (float64, masked by P)
-    P -> C    [[u_i]] for lender i's batch, sealed to L_i (envelope; C holds the CKKS key but cannot open it)
-    C -> L_i  vertical.residual  the sealed [[u_i]], the masked lender aggregate of step t-1
-    L_i -> C  [[alpha]], [[beta]] sealed to P; per column j of (1, x_L):
-              fold([[u]] * (x_j alpha)) + fold(x_j beta) + r_j, r_j per slot from the lenders' common seed
-    C -> P    vertical.backward  the sealed [[alpha]], [[beta]] of every lender
-    P -> C    per lender and column j of x_P: fold([[alpha]] * (x_j u) + [[beta]] * x_j) + s_j, s private to P
+    P -> C    [[u_i]], [[u_i^2]] for lender i's batch, sealed to L_i (C holds the CKKS key but cannot open it)
+    C -> L_i  vertical.residual  the sealed [[u_i]], [[u_i^2]], the masked lender aggregate of step t-1
+    L_i -> C  [[alpha]], [[gamma]], [[beta]] sealed to P; per column j of (1, x_L):
+              fold([[u]] * (x_j alpha) + [[u^2]] * (x_j gamma)) + fold(x_j beta) + r_j (lenders' common seed)
+    C -> P    vertical.backward  the sealed [[alpha]], [[gamma]], [[beta]] of every lender
+    P -> C    per lender, column j of x_P: fold([[alpha]] * (x_j u) + [[beta]] * x_j + [[gamma]] * (x_j u^2)) + s_j
     C         decrypts, sums slots (and lenders): P's masked sum S_P + sum(s), lenders' S_L + sum(r)
 
 Epoch end: ``vertical.eval_lender`` (L_i seals validation [[alpha]], [[beta]] to P and sends
@@ -57,15 +58,15 @@ rows; ``vertical.finish`` writes the slices.
   about ``|v| / 2^30`` per value); per step the *masked* gradient sums; per epoch the validation
   loss (an aggregate over all lenders' validation rows) split per lender into its lender-only term and
   its platform-dependent term; at the end each lender's validation AUC, KS and bad rate (reported in
-  the job result). It relays ``[[u]]``, ``[[alpha]]`` and ``[[beta]]`` only inside envelopes it cannot
-  open, and never sees a weight, a scaler, a label or a feature value.
-- *Lender L_i*: its own data; ``[[u]]`` ciphertexts it cannot decrypt; per step the aggregate lender
+  the job result). It relays ``[[u]]``, ``[[u^2]]``, ``[[alpha]]``, ``[[gamma]]``, ``[[beta]]`` only in
+  envelopes it cannot open, and never sees a weight, a scaler, a label or a feature value.
+- *Lender L_i*: its own data; ``[[u]]``, ``[[u^2]]`` ciphertexts it cannot decrypt; per step the aggregate lender
   gradient ``sum_i X_L,i^T d_i`` over all lenders' batches (with one lender, FATE's guest gradient),
-  which mixes in the aggregate ``X_L^T (alpha u)`` of the batch; the pooled lender scaler (pooled mean and
+  which mixes in the aggregate ``X_L^T (alpha u + gamma u^2)`` of the batch; the pooled lender scaler (pooled mean and
   std of the lender features) and all lenders' training row counts; at the end the joint score ``z``
   of its own validation subjects, hence ``u_P`` of those subjects (exactly what joint scoring reveals).
-- *Platform P*: its own data; ``[[alpha]]``, ``[[beta]]`` ciphertexts it cannot decrypt; per step its own gradient
-  ``sum_i X_P,i^T d_i`` (FATE's host gradient); row counts per lender. Never labels, residuals,
+- *Platform P*: its own data; ``[[alpha]]``, ``[[gamma]]``, ``[[beta]]`` ciphertexts it cannot decrypt; per
+  step its own gradient ``sum_i X_P,i^T d_i`` (FATE's host gradient); row counts per lender. Never labels, residuals,
   per-subject gradients or lender weights.
 - *The final model*: each slice is kept by its party (``HOME/models/<run_id>/slice.json``); w_P is
   known to the platform only, w_L and b to the lenders only. Scoring with it (protocol 4) reveals to the

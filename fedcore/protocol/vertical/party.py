@@ -291,7 +291,9 @@ class VerticalParty:
             for i, n in enumerate(s.lenders):
                 rows = batch_rows(s.splits[n][0], s.steps, s.seed, i, epoch, step)
                 us[n] = s.Z[n][rows] @ s.w
-                ct = self._enc(s, _pad(us[n])).to_bytes()
+                # [[u]] and [[u^2]] (P knows u, so u^2 costs no ciphertext multiplication)
+                ct = b"".join(frames_bytes([Frame(F_CKKS, 0, self._enc(s, _pad(us[n])).to_bytes()),
+                                   Frame(F_CKKS, 1, self._enc(s, _pad(us[n] ** 2)).to_bytes())]))
                 out.append(Frame(F_SEALED, i, self._seal(s, n, ct, "u", epoch, step)))
                 ctx.check_cancelled()
             s.pending["u"] = us
@@ -306,6 +308,13 @@ class VerticalParty:
         sg = 1.0 / (1.0 + np.exp(-c))
         return Z, c, sg * (1.0 - sg), sg - y[rows]
 
+    @staticmethod
+    def _gamma(c: np.ndarray) -> np.ndarray:
+        """The second-order coefficient of s(c + u) around c: s''(c) / 2 = s(1 - s)(1 - 2 s) / 2."""
+        sg = 1.0 / (1.0 + np.exp(-c))
+        out: np.ndarray = sg * (1.0 - sg) * (1.0 - 2.0 * sg) / 2.0
+        return out
+
     def _residual(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx, "lender")
         epoch, step, total = int(_f(params, "epoch")), int(_f(params, "step")), float(_f(params, "total"))
@@ -315,14 +324,20 @@ class VerticalParty:
             sealed = _one(frames, F_SEALED)
             if sealed is None:
                 raise ProtocolError("vertical.residual carries no encrypted partial logits")
-            enc_u = self._parse_ct(s, self._open(s, s.platform, sealed.body, "u", epoch, step))
+            uf = parse_frames(self._open(s, s.platform, sealed.body, "u", epoch, step))
+            fu, fu2 = _one(uf, F_CKKS, 0), _one(uf, F_CKKS, 1)
+            if fu is None or fu2 is None:
+                raise ProtocolError("vertical.residual: the sealed partial logits lack [[u]] or [[u^2]]")
+            enc_u, enc_u2 = self._parse_ct(s, fu.body), self._parse_ct(s, fu2.body)
             rows = batch_rows(s.splits[self.name][0], s.steps, s.seed, s.index, epoch, step)
-            if enc_u.length != len(_pad(rows)):
+            if enc_u.length != len(_pad(rows)) or enc_u2.length != enc_u.length:
                 raise ProtocolError(f"vertical: {enc_u.length} partial logits for a batch of {len(rows)}")
-            Z, _c, alpha, beta = self._lender_terms(s, rows)
+            Z, c, alpha, beta = self._lender_terms(s, rows)
+            gamma = self._gamma(c)
+            ag = b"".join(frames_bytes([Frame(F_CKKS, 0, self._enc(s, _pad(alpha)).to_bytes()),
+                               Frame(F_CKKS, 1, self._enc(s, _pad(gamma)).to_bytes())]))
             out = [
-                Frame(F_SEALED, 0, self._seal(s, s.platform, self._enc(s, _pad(alpha)).to_bytes(), "alpha", epoch,
-                                              step)),
+                Frame(F_SEALED, 0, self._seal(s, s.platform, ag, "alpha", epoch, step)),
                 Frame(F_SEALED, 1, self._seal(s, s.platform, self._enc(s, _pad(beta)).to_bytes(), "beta", epoch,
                                               step)),
             ]
@@ -330,8 +345,9 @@ class VerticalParty:
             masks = uniform_masks(cols * SLOTS, _seed_stream(s.common_seed, "grad", epoch, step, s.index))
             masks = masks.reshape(cols, SLOTS)
             for j in range(cols):
-                # d ~ s(c + u) - y = beta + alpha * u: the column's slots x_j * d, folded, masked
-                prod = _fold(he.multiply_plain(enc_u, _pad(Z[:, j] * alpha)))
+                # d ~ s(c + u) - y = beta + alpha u + gamma u^2: the column's slots x_j * d, folded, masked
+                prod = _fold(he.add([he.multiply_plain(enc_u, _pad(Z[:, j] * alpha)),
+                                     he.multiply_plain(enc_u2, _pad(Z[:, j] * gamma))]))
                 clear = _pad(Z[:, j] * beta).reshape(-1, SLOTS).sum(axis=0)
                 out.append(Frame(F_CKKS, j, _add_plain(prod, clear + masks[j]).to_bytes()))
                 ctx.check_cancelled()
@@ -355,6 +371,23 @@ class VerticalParty:
             raise ProtocolError(f"vertical: {a.length} residual terms from {name!r} for {n} rows")
         return a, b
 
+    def _open_agb(self, s: _Session, frames: Sequence[Frame], i: int, n: int, epoch: int,
+                  step: int) -> tuple[he.EncryptedVector, he.EncryptedVector, he.EncryptedVector]:
+        """A training step's [[alpha]], [[beta]], [[gamma]] of lender ``i`` (alpha and gamma sealed together)."""
+        fa, fb = _one(frames, F_SEALED, 2 * i), _one(frames, F_SEALED, 2 * i + 1)
+        name = s.lenders[i]
+        if fa is None or fb is None:
+            raise ProtocolError(f"vertical: the encrypted residual terms of lender {name!r} are missing")
+        ag = parse_frames(self._open(s, name, fa.body, "alpha", epoch, step))
+        f0, f1 = _one(ag, F_CKKS, 0), _one(ag, F_CKKS, 1)
+        if f0 is None or f1 is None:
+            raise ProtocolError(f"vertical: lender {name!r} sent no [[alpha]] or [[gamma]]")
+        a, g = self._parse_ct(s, f0.body), self._parse_ct(s, f1.body)
+        b = self._parse_ct(s, self._open(s, name, fb.body, "beta", epoch, step))
+        if a.length != len(_pad(np.zeros(n))) or b.length != a.length or g.length != a.length:
+            raise ProtocolError(f"vertical: {a.length} residual terms from {name!r} for {n} rows")
+        return a, b, g
+
     def _backward(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._session(ctx, "platform")
         epoch, step, total = int(_f(params, "epoch")), int(_f(params, "step")), float(_f(params, "total"))
@@ -368,13 +401,14 @@ class VerticalParty:
             mask_total = np.zeros(p)
             for i, n in enumerate(s.lenders):
                 rows = batch_rows(s.splits[n][0], s.steps, s.seed, i, epoch, step)
-                a, b = self._open_ab(s, frames, i, len(rows), "", epoch, step)
+                a, b, g = self._open_agb(s, frames, i, len(rows), epoch, step)
                 Z, u = s.Z[n][rows], us[n]
                 masks = uniform_masks(p * SLOTS).reshape(p, SLOTS)
                 mask_total += masks.sum(axis=1)
                 for j in range(p):
-                    # x_j * (alpha * u + beta), folded, masked: two plaintext products at the same level
-                    prod = _fold(he.add([he.multiply_plain(a, _pad(Z[:, j] * u)), he.multiply_plain(b, _pad(Z[:, j]))]))
+                    # x_j * (alpha u + beta + gamma u^2), folded, masked: plaintext products at one level
+                    prod = _fold(he.add([he.multiply_plain(a, _pad(Z[:, j] * u)), he.multiply_plain(b, _pad(Z[:, j])),
+                                         he.multiply_plain(g, _pad(Z[:, j] * u * u))]))
                     out.append(Frame(F_CKKS, j, _add_plain(prod, masks[j]).to_bytes()))
                     ctx.check_cancelled()
             s.pending["grad"] = (mask_total, total)
