@@ -92,6 +92,8 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
         "stability_train_vs_val": hm.population_stability(train.total, val.total) if train else None,
         "stability_train_vs_scoring": (hm.population_stability(train.total, hm.merge(scoring).total)
                                        if scoring and train else None),
+        "stability_val_vs_scoring": (hm.population_stability(val.total, hm.merge(scoring).total)
+                                     if scoring else None),
         "scoring_rows": float(hm.merge(scoring).n) if scoring else 0.0,
         "parties": {k: {"auc": hm.auc(h.val), "n_val": h.n_val, "n_train": h.n_train,
                         "bad_rate_at_80": hm.bad_rate_at_approval(h.val, 0.8)}
@@ -214,9 +216,13 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
     cal = s["calibration"]
     cal_rows = "".join(f"<tr><td>{r['decile']}</td><td>{int(r['n'])}</td><td>{100 * r['predicted']:.2f}%</td>"
                        f"<td>{100 * r['observed']:.2f}%</td></tr>" for r in cal["rows"])
-    if s["stability_train_vs_val"] is None:
+    if s["stability_train_vs_val"] is None and s.get("stability_val_vs_scoring") is not None:
+        stability = ("<p>Population stability between validation scores and the scores served with this model "
+                     f"({int(s['scoring_rows'])} scores): <b>{s['stability_val_vs_scoring']:.4f}</b> "
+                     "(&lt; 0.1 stable, 0.1-0.25 some shift, &gt; 0.25 major shift).</p>")
+    elif s["stability_train_vs_val"] is None:
         stability = ("<p class='note'>A joint (vertical) model keeps only its validation scores at the lenders, "
-                     "so population stability against training scores is not available.</p>")
+                     "and no scores have been served with it yet, so population stability is not available.</p>")
     elif s["stability_train_vs_scoring"] is None:
         stability = ("<p class='note'>No scoring traffic has been recorded for this model yet, so population "
                      "stability against recent scoring cannot be computed. For reference, population stability "

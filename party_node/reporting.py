@@ -26,6 +26,7 @@ from fedcore.protocol.horizontal.env import DataProvider
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from models import histograms as hm
+from party_node.served import served_hist
 
 __all__ = ["ScoringScores", "load_model", "register_report_handlers", "score_splits"]
 
@@ -88,7 +89,8 @@ def score_splits(
 
 def _joint_reply(folder: Path, run: str, min_rows: int) -> TaskReply:
     """A joint (vertical) model: the best model's validation histogram this lender kept at the end of
-    training (its training rows were never scored jointly, so there is no training histogram)."""
+    training (its training rows were never scored jointly, so there is no training histogram) and the
+    histogram of the scores it has served with the model (:mod:`party_node.served`)."""
     from fedcore.protocol.vertical.party import VALIDATION_HIST
 
     path = folder / VALIDATION_HIST
@@ -97,7 +99,9 @@ def _joint_reply(folder: Path, run: str, min_rows: int) -> TaskReply:
     data = json.loads(path.read_text())
     if int(data.get("n_val", 0)) < min_rows:
         raise InvalidInput(f"{hm.REPORT_TASK}: fewer than {min_rows} validation rows; refusing to report")
-    return TaskReply(params={"val": data["val"], "train": None, "scoring": None, "n_val": int(data["n_val"]),
+    served = served_hist(folder)  # the scores this lender has served with the model, if any
+    scoring = (hm.coarsen(served).to_params() if served is not None and served.n >= min_rows else None)
+    return TaskReply(params={"val": data["val"], "train": None, "scoring": scoring, "n_val": int(data["n_val"]),
                              "n_train": 0})
 
 

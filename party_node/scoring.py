@@ -59,6 +59,7 @@ from .categories import encode_raw
 from .model_bands import model_bands, newest_joint_model
 from .schema import IdKind, normalize_ids
 from .scoring_trees import TreeModels, score_tree_chunk
+from .served import record_served
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -530,6 +531,7 @@ class ScoringService:
                 loans[vidx] = out.active_loans
         z = own_logit + ext
         prob = sigmoid(z)
+        record_served(self._models_dir / sl.model_id, prob[valid])  # for population stability in reports
         points = np.asarray(self.scorecard.points_from_logit(z))
         order, impact = top_adverse(contrib, st.reason_top_k)  # contributions are relative to the reference
         decision = np.full(n, "decline", dtype=object)

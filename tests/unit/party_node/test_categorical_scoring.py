@@ -28,6 +28,7 @@ from party_node.scoring_api import parse_json_request, serve_local_grpc
 from party_node.scoring_batch import Applicant, ScoringSettings
 from party_node.scoring_cli import _parse_features, read_applicants, read_table
 from party_node.scoring_http import HttpApi
+from party_node.served import served_hist
 from party_node.store import Store
 
 KEY = PseudonymKey(b"k" * 32)
@@ -142,6 +143,8 @@ def test_raw_levels_score_as_their_codes_at_the_service_and_cli(svc) -> None:
     boat = service.score([Applicant("13999999999", features={"income": 2.5, "purpose": "boat"})])
     fallback = service.score([Applicant("13999999999", features={"income": 2.5, "purpose": "other"})])
     assert boat.prob_default[0] == pytest.approx(fallback.prob_default[0], abs=1e-6)
+    served = served_hist(service.home / "models" / "m1")  # every served score counted for stability
+    assert served is not None and served.n == 5
     with pytest.raises(InvalidInput, match=r"applicant 0: feature 'income' is numeric; 'high' is not a number"):
         service.score([Applicant("13999999999", features={"income": "high", "purpose": "car"})])
     with pytest.raises(InvalidInput, match="NAME=VALUE"):
