@@ -422,8 +422,9 @@ def models(home: Home = Path(".")) -> None:
 
 
 from .binning_cli import binning_command  # noqa: E402 (a command defined beside its job)
-from .report import report_command  # noqa: E402 (a command defined beside the report it renders)
+from .report import evaluate_command, report_command  # noqa: E402 (commands defined beside the report)
 
 app.command("binning")(binning_command)
 
 app.command("report")(report_command)
+app.command("evaluate")(evaluate_command)

@@ -295,3 +295,32 @@ def report_command(
             "report", {"model_run": model_run, "bins": bins, "contribution": contribution}))
     page = render_report(result, out)
     typer.echo(f"report of {model_run}: {page}")
+
+
+def evaluation_text(result: Mapping[str, Any]) -> str:
+    """``coordinator evaluate``: the pooled held-out metrics of a report run, as text (the same numbers
+    the report shows: every lender's validation split, pooled from its coarsened histograms)."""
+    s = summarize(result)
+    lines = [f"held-out rows {int(s['n_val'])}, default rate {100 * s['default_rate_val']:.2f}%"]
+    for k, v in s["ci"].items():
+        lines.append(f"{k.upper():5} {v['estimate']:.4f}  (95% CI {v['low']:.4f} - {v['high']:.4f})")
+    lines.append(f"bad rate at 80% approval {100 * s['bad_rate_at_80']:.2f}%")
+    lines += [f"  {name}: AUC {p['auc']:.4f} on {int(p['n_val'])} rows" for name, p in sorted(s["parties"].items())]
+    return "\n".join(lines)
+
+
+def evaluate_command(
+    model_run: Annotated[str, typer.Argument(help="The training run whose model to evaluate.")],
+    home: Annotated[Path, typer.Option("--home", envvar="FEDCREDIT_COORDINATOR_HOME",
+                                       help="The coordinator's home folder.")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print every pooled number as JSON.")] = False,
+) -> None:
+    """Evaluate a model on every lender's held-out split: AUC, KS and Gini with bootstrap intervals,
+    pooled from histograms (the report's numbers, without the charts)."""
+    from .admin_client import AdminClient
+    from .cli import follow_run
+    from .config import load_coordinator_config
+
+    with AdminClient(load_coordinator_config(home)) as client:
+        result = follow_run(client.start_run("report", {"model_run": model_run, "bins": hm.DEFAULT_BINS}))
+    typer.echo(json.dumps(summarize(result), default=float) if as_json else evaluation_text(result))

@@ -15,7 +15,7 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 from coordinator.contribution import horizontal_job_kwargs
-from coordinator.report import render_report, report_job, summarize
+from coordinator.report import evaluation_text, render_report, report_job, summarize
 from coordinator.runs import RunContext
 from coordinator.state import StateStore
 from fedcore.protocol.horizontal.coordinator import HorizontalJob
@@ -158,3 +158,12 @@ def test_coarsen_keeps_totals_and_order() -> None:
     assert abs(hm.auc(h) - hm.auc(raw)) < 0.03
     tiny = hm.coarsen(hm.histogram([1, 0, 0], [0.1, 0.5, 0.9], 1000))
     assert np.count_nonzero(tiny.total) == 1 and tiny.n == 3
+
+
+def test_evaluate_prints_the_pooled_held_out_metrics_of_the_report(setup: dict[str, Any]) -> None:
+    s = summarize(setup["result"])
+    text = evaluation_text(setup["result"])
+    assert f"held-out rows {int(s['n_val'])}" in text
+    assert f"AUC   {s['ci']['auc']['estimate']:.4f}" in text
+    assert f"{s['ci']['auc']['estimate']:.4f}" == f"{s['auc']:.4f}"  # one AUC: the pooled one
+    assert all(f"  {name}: AUC" in text for name in LENDERS3)
