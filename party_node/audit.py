@@ -86,6 +86,7 @@ class AuditLog:
         self._closed = threading.Event()
         self._flusher: threading.Thread | None = None
         self._seq, self._prev = self._tail()
+        self._end = -1  # file size after our last append; another writer changes it (then re-read the tail)
 
     @classmethod
     def for_home(cls, home: Path) -> AuditLog:
@@ -158,11 +159,15 @@ class AuditLog:
             fd, head_fd = self._open()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                self._seq, self._prev = self._tail()  # another process may have appended
+                size = os.fstat(fd).st_size
+                if size != self._end:  # another writer (process or instance) appended: chain after its record
+                    self._seq, self._prev = self._tail()
                 rec: dict[str, JSONValue] = {"seq": self._seq + 1, "ts": self._clock(), "event": event, **fields}
                 rec["prev"] = self._prev
                 rec["hash"] = _hash(rec)
-                os.write(fd, _canonical(rec) + b"\n")
+                line = _canonical(rec) + b"\n"
+                os.write(fd, line)
+                self._end = size + len(line)
                 self._seq, self._prev = int(rec["seq"]), str(rec["hash"])
                 head = f"{self._seq:020d} {self._prev}\n".encode("ascii")  # fixed width: rewritten in place
                 os.pwrite(head_fd, head, 0)
