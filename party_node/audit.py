@@ -36,6 +36,8 @@ from fedcore.protocol.messages import JSONValue
 GENESIS = "0" * 64
 AUDIT_FILE = Path("audit") / "scoring.log"
 _RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
+_SHARED: dict[Path, AuditLog] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def _canonical(obj: Mapping[str, JSONValue]) -> bytes:
@@ -90,7 +92,26 @@ class AuditLog:
 
     @classmethod
     def for_home(cls, home: Path) -> AuditLog:
-        return cls(home / AUDIT_FILE)
+        """The node's log, one instance per file in this process (its scoring party, scoring service and
+        pre-approval handler share it, so appends from one process never re-read the tail)."""
+        path = (home / AUDIT_FILE).resolve()
+        with _SHARED_LOCK:
+            log = _SHARED.get(path)
+            if log is None or not log._same_file():
+                log = _SHARED[path] = cls(path)
+            return log
+
+    def _same_file(self) -> bool:
+        """False once the file this instance writes was removed or replaced (then a fresh instance)."""
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            if self._fd is None:
+                return True
+            try:
+                return os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+            except OSError:
+                return False
 
     def _open(self) -> tuple[int, int]:
         if self._fd is None or self._head_fd is None:

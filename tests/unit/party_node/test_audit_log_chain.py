@@ -113,3 +113,17 @@ def test_runs_of_appends_from_each_writer_keep_one_chain(tmp_path: Path, monkeyp
     assert len(reads) == 3  # b's first append and a's after b
     res = verify(p)
     assert res.ok and res.records == 6
+
+
+def test_for_home_shares_one_log_per_file_until_it_is_replaced(tmp_path: Path) -> None:
+    a, b = AuditLog.for_home(tmp_path), AuditLog.for_home(tmp_path)
+    assert a is b  # the node's scoring party, service and pre-approval handler append to one chain
+    a.append("score_request", {"i": 0})
+    (tmp_path / "audit" / "scoring.log").rename(tmp_path / "old.log")
+    c = AuditLog.for_home(tmp_path)
+    assert c is not a  # the file was moved away: a fresh log starts a fresh chain at the path
+    c.append("score_request", {"i": 1})
+    res = verify(tmp_path / "audit" / "scoring.log")
+    assert res.ok and res.records == 1
+    a.close()
+    assert AuditLog.for_home(tmp_path) is c
