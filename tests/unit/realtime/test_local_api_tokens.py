@@ -82,7 +82,7 @@ def platform() -> Iterator[tuple[PreapprovalApi, Platform]]:
     api.stop()
 
 
-def test_preapproval_http_needs_the_token_and_limits_the_body(platform) -> None:
+def test_preapproval_http_needs_the_token_and_limits_the_body(platform: tuple[PreapprovalApi, Platform]) -> None:
     api, svc = platform
     url = f"http://127.0.0.1:{api.http_port}/v1/preapprove"
     body = {"viewer_id": "13800000000", "product": {"kind": "car_loan", "amount": 100000}, "lenders": ["yixin"]}
@@ -100,7 +100,7 @@ def test_preapproval_http_needs_the_token_and_limits_the_body(platform) -> None:
     assert svc.calls == ["13800000000"]
 
 
-def test_preapproval_grpc_needs_the_token(platform) -> None:
+def test_preapproval_grpc_needs_the_token(platform: tuple[PreapprovalApi, Platform]) -> None:
     api, svc = platform
     req = preapproval_pb2.LocalPreapprovalRequest(
         viewer_id="13800000000", product=preapproval_pb2.ProductMsg(kind="car_loan", amount=100000),

@@ -157,7 +157,7 @@ def test_alerts_api_lists_stored_alerts(fed, monitor):
     base = f"http://127.0.0.1:{server.port}/v1/alerts"
     auth = {"Authorization": f"Bearer {token}"}
     try:
-        req = urllib.request.Request(base + "?kind=pd_up&limit=5", headers=auth)
+        req = urllib.request.Request(base + "?kind=pd_up&limit=5", headers=auth)  # noqa: S310
         with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
             body = json.loads(r.read())
         assert 0 < len(body["alerts"]) <= 5 and {a["kind"] for a in body["alerts"]} == {"pd_up"}
