@@ -75,8 +75,8 @@ def _post(port: int, body: bytes, token: str | None = TOKEN, length: int | None 
 @pytest.fixture
 def api() -> Iterator[tuple[HttpApi, SlowService]]:
     svc = SlowService()
-    server = HttpApi(scoring_routes(svc), TOKEN, limits=HttpLimits(max_body=1000, read_timeout_s=0.5, idle_timeout_s=1,
-                                                     workers=2, max_connections=5))  # type: ignore[arg-type]
+    limits = HttpLimits(max_body=1000, read_timeout_s=0.5, idle_timeout_s=1, workers=2, max_connections=5)
+    server = HttpApi(scoring_routes(svc), TOKEN, limits=limits)  # type: ignore[arg-type]
     yield server, svc
     svc.release.set()
     server.stop()

@@ -6,7 +6,6 @@ with the token both answer. Stand-in services record what reaches them; every wa
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from fedcredit.v1 import preapproval_pb2, preapproval_pb2_grpc
 from fedcore.protocol.preapproval.messages import Offer, PreapprovalResult
 from party_node.monitoring_cli import make_alerts_server
 from party_node.preapproval_api import MAX_BODY, PreapprovalApi, start_preapproval_api
+from tests.unit.party_node.test_local_api_limits import _raw
+from tests.unit.party_node.test_local_api_limits import _status as _read_status
 
 TOKEN = "api-token-test-0123456789abcdef"
 OFFER = Offer("yixin", "car_loan", 100000.0, 0.05, 36, 600)
@@ -53,15 +54,8 @@ class Book:
 
 
 def _status(port: int, head: str) -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
-        s.sendall(head.encode())
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return int(data.split(b" ", 2)[1])
+    with _raw(port, head) as s:
+        return _read_status(s)
 
 
 def _call(url: str, token: str | None, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
