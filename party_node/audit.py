@@ -36,6 +36,8 @@ from fedcore.protocol.messages import JSONValue
 GENESIS = "0" * 64
 AUDIT_FILE = Path("audit") / "scoring.log"
 _RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
+_SHARED: dict[Path, AuditLog] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def _canonical(obj: Mapping[str, JSONValue]) -> bytes:
@@ -86,10 +88,30 @@ class AuditLog:
         self._closed = threading.Event()
         self._flusher: threading.Thread | None = None
         self._seq, self._prev = self._tail()
+        self._end = -1  # file size after our last append; another writer changes it (then re-read the tail)
 
     @classmethod
     def for_home(cls, home: Path) -> AuditLog:
-        return cls(home / AUDIT_FILE)
+        """The node's log, one instance per file in this process (its scoring party, scoring service and
+        pre-approval handler share it, so appends from one process never re-read the tail)."""
+        path = (home / AUDIT_FILE).resolve()
+        with _SHARED_LOCK:
+            log = _SHARED.get(path)
+            if log is None or not log._same_file():
+                log = _SHARED[path] = cls(path)
+            return log
+
+    def _same_file(self) -> bool:
+        """False once the file this instance writes was removed or replaced (then a fresh instance)."""
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            if self._fd is None:
+                return True
+            try:
+                return os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+            except OSError:
+                return False
 
     def _open(self) -> tuple[int, int]:
         if self._fd is None or self._head_fd is None:
@@ -158,11 +180,15 @@ class AuditLog:
             fd, head_fd = self._open()
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                self._seq, self._prev = self._tail()  # another process may have appended
+                size = os.fstat(fd).st_size
+                if size != self._end:  # another writer (process or instance) appended: chain after its record
+                    self._seq, self._prev = self._tail()
                 rec: dict[str, JSONValue] = {"seq": self._seq + 1, "ts": self._clock(), "event": event, **fields}
                 rec["prev"] = self._prev
                 rec["hash"] = _hash(rec)
-                os.write(fd, _canonical(rec) + b"\n")
+                line = _canonical(rec) + b"\n"
+                os.write(fd, line)
+                self._end = size + len(line)
                 self._seq, self._prev = int(rec["seq"]), str(rec["hash"])
                 head = f"{self._seq:020d} {self._prev}\n".encode("ascii")  # fixed width: rewritten in place
                 os.pwrite(head_fd, head, 0)

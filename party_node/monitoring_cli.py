@@ -1,24 +1,27 @@
 """``fedcredit party monitor register|run|alerts`` and the alerts API of a running node
-(``GET /v1/alerts[?kind=...&limit=...]``) with its scheduled passes. See :mod:`party_node.monitoring`."""
+(``GET /v1/alerts[?kind=...&limit=...]``) with its scheduled passes. See :mod:`party_node.monitoring`.
+
+The alerts API names borrowers, so it needs the bearer token of ``HOME/monitoring_api.token`` (0600, made
+at first start) and runs on the hardened local server of :mod:`party_node.local_http`."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import parse_qs, urlparse
 
 import typer
 
 from fedcore.errors import FedcreditError, InvalidInput
 
 if TYPE_CHECKING:
+    from .local_http import HttpApi
     from .monitoring import Monitor
 
 log = logging.getLogger(__name__)
+TOKEN_FILE = "monitoring_api.token"  # noqa: S105 (a file name)
 app = typer.Typer(help="Post-loan monitoring of the lender's active book (alerts stay here).",
                   no_args_is_help=True)
 Home = Annotated[
@@ -82,52 +85,37 @@ def alerts(
     _run(home, "alerts", kind=kind, limit=limit)
 
 
-def make_alerts_server(monitor: Monitor, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("alerts http: " + fmt, *args)
+def make_alerts_server(monitor: Monitor, token: str, host: str = "127.0.0.1", port: int = 0) -> HttpApi:
+    """``GET /v1/alerts[?kind=...&limit=...]`` on :class:`party_node.local_http.HttpApi` (token-checked)."""
+    from .local_http import HttpApi, HttpLimits, json_route
+    from .scoring_api import warn_if_exposed
 
-        def _send(self, code: int, obj: Any) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def alerts(q: dict[str, Any]) -> dict[str, Any]:
+        try:
+            limit = int(q.get("limit", "100"))
+            if not 1 <= limit <= 10_000:
+                raise ValueError
+        except ValueError:
+            raise InvalidInput("limit must be an integer in 1..10000") from None
+        return {"alerts": monitor.alerts(kind=q.get("kind"), limit=limit)}
 
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            if url.path != "/v1/alerts":
-                self._send(404, {"error": "not_found"})
-                return
-            q = parse_qs(url.query)
-            try:
-                limit = int(q.get("limit", ["100"])[0])
-                if not 1 <= limit <= 10_000:
-                    raise ValueError
-            except ValueError:
-                self._send(400, {"error": "invalid_input", "message": "limit must be an integer in 1..10000"})
-                return
-            try:
-                self._send(200, {"alerts": monitor.alerts(kind=q.get("kind", [None])[0], limit=limit)})
-            except InvalidInput as exc:
-                self._send(400, {"error": exc.code, "message": str(exc)})
-
-    return ThreadingHTTPServer((host, port), Handler)
+    warn_if_exposed(host, "monitoring alerts HTTP")
+    return HttpApi(json_route("GET", "/v1/alerts", "monitoring alerts", alerts), token, host, port,
+                   HttpLimits(max_body=4 << 10), name="alerts-http")
 
 
 class MonitoringRunner:
     """On a running node: the alerts API and the scheduled passes (``interval_s``)."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, token: str) -> None:
+        from .scoring_api import _split
+
         self.monitor = monitor
         self._stop = threading.Event()
-        self.server: ThreadingHTTPServer | None = None
+        self.server: HttpApi | None = None
         st = monitor.settings
         if st.http_listen:
-            host, _, port = st.http_listen.rpartition(":")
-            self.server = make_alerts_server(monitor, host or "127.0.0.1", int(port))
-            threading.Thread(target=self.server.serve_forever, name="alerts-http", daemon=True).start()
+            self.server = make_alerts_server(monitor, token, *_split(st.http_listen))
         if st.interval_s > 0:
             threading.Thread(target=self._loop, name="monitor-passes", daemon=True).start()
 
@@ -141,5 +129,4 @@ class MonitoringRunner:
     def stop(self) -> None:
         self._stop.set()
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()

@@ -34,8 +34,10 @@ from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_ke
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .monitoring import SETTINGS_FILE as MONITORING_FILE
 from .monitoring import Monitor, MonitorSettings
+from .monitoring_cli import TOKEN_FILE as MONITORING_TOKEN
 from .monitoring_cli import MonitoringRunner
 from .preapproval import PreapprovalSettings, build_platform_service, register_preapproval_handlers
+from .preapproval_api import TOKEN_FILE as PREAPPROVAL_TOKEN
 from .preapproval_api import start_preapproval_api
 from .reporting import register_report_handlers
 from .scoring import build_service, register_scoring_handlers
@@ -187,11 +189,15 @@ class PartyNode:
             token = ensure_token(self.config.home / TOKEN_FILE, "local scoring API token")
             local_api = start_local_api(build_service(self.config, self.store), token)
         pre = PreapprovalSettings.load(self.config.home)  # the platform: HOME/preapproval.json
-        pre_api = start_preapproval_api(build_platform_service(self.config, self.store, pre)) if pre else None
+        home = self.config.home
+        pre_api = start_preapproval_api(
+            build_platform_service(self.config, self.store, pre),
+            ensure_token(home / PREAPPROVAL_TOKEN, "local pre-approval API token"),
+        ) if pre else None
         monitoring = None
-        if (self.config.home / MONITORING_FILE).is_file():  # a lender monitoring its book
-            monitoring = MonitoringRunner(Monitor(build_service(self.config, self.store),
-                                                  MonitorSettings.load(self.config.home)))
+        if (home / MONITORING_FILE).is_file():  # a lender monitoring its book
+            monitoring = MonitoringRunner(Monitor(build_service(self.config, self.store), MonitorSettings.load(home)),
+                                          ensure_token(home / MONITORING_TOKEN, "monitoring alerts API token"))
         runner = threading.Thread(target=self.link.run, name="party-link", daemon=True)
         runner.start()
         while not done.wait(0.5):

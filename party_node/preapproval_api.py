@@ -1,6 +1,10 @@
 """The platform's local pre-approval API for its own application: gRPC ``LocalPreapproval/Preapprove``
 and JSON ``POST /v1/preapprove`` (loopback by default; it takes raw viewer ids).
 
+Both need the bearer token of ``HOME/preapproval_api.token`` (0600, made at first start) and run on the
+same hardened servers as the local scoring API (:mod:`party_node.local_http`: body limit read before the
+body, timeouts, bounded threads; gRPC: :class:`party_node.scoring_api.TokenCheck`).
+
 JSON body: ``{"viewer_id": "...", "id_kind"?: "phone", "product": {"kind": "car_loan", "amount": 120000,
 "term_months"?: 36}, "lenders": ["yixin", "meili"], "budget_ms"?: 1500}``; reply ``{"request_id": ...,
 "offers": [{"lender", "product", "amount", "rate", "term_months", "valid_s"}]}``.
@@ -8,29 +12,26 @@ JSON body: ``{"viewer_id": "...", "id_kind"?: "phone", "product": {"kind": "car_
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Mapping
-from concurrent import futures
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from fedcredit.v1 import preapproval_pb2, preapproval_pb2_grpc
 
-from fedcore.errors import FedcreditError, InvalidInput
-from fedcore.grpc_options import SERVER_OPTIONS
+from fedcore.errors import InvalidInput
 from fedcore.protocol.preapproval.messages import Product
 from fedcore.wire.errors import abort
 from party_node.preapproval import PreapprovalService, product_from_msg, result_to_msg
-from party_node.scoring_api import _split
+from party_node.scoring_api import _split, token_grpc_server, warn_if_exposed
+
+if TYPE_CHECKING:  # FastAPI and uvicorn load only when the HTTP API starts
+    from party_node.local_http import HttpApi, Routes
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 << 10
-_HTTP_STATUS = {"invalid_input": 400, "invalid_config": 400, "not_found": 404, "permission_denied": 403,
-                "unauthenticated": 401, "unavailable": 503, "deadline_exceeded": 504}
+TOKEN_FILE = "preapproval_api.token"  # noqa: S105 (a file name)
 
 
 @dataclass
@@ -39,15 +40,14 @@ class PreapprovalApi:
 
     grpc_server: grpc.Server | None = None
     grpc_port: int = 0
-    http_server: ThreadingHTTPServer | None = None
+    http_server: HttpApi | None = None
     http_port: int = 0
 
     def stop(self) -> None:
         if self.grpc_server is not None:
             self.grpc_server.stop(1.0)
         if self.http_server is not None:
-            self.http_server.shutdown()
-            self.http_server.server_close()
+            self.http_server.stop()
 
 
 class LocalPreapprovalServicer(preapproval_pb2_grpc.LocalPreapprovalServicer):
@@ -79,56 +79,23 @@ def parse_body(body: Mapping[str, Any]) -> dict[str, Any]:
             "id_kind": str(body.get("id_kind") or ""), "budget_ms": budget}
 
 
-def make_http_server(service: PreapprovalService, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def preapproval_routes(service: PreapprovalService) -> Routes:
+    """``POST /v1/preapprove`` for :class:`party_node.local_http.HttpApi`."""
+    from party_node.local_http import json_route
 
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("preapproval http: " + fmt, *args)
-
-        def _send(self, code: int, obj: Mapping[str, Any]) -> None:
-            data = json.dumps(obj).encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            code, body = (200, {"status": "ok"}) if self.path == "/healthz" else (404, {"error": "not_found"})
-            self._send(code, body)
-
-        def do_POST(self) -> None:
-            if self.path != "/v1/preapprove":
-                self._send(404, {"error": "not_found", "message": f"no route {self.path}"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if not 0 < length <= MAX_BODY:
-                    raise InvalidInput(f"request body must be 1..{MAX_BODY} bytes")
-                try:
-                    body = json.loads(self.rfile.read(length))
-                except ValueError:
-                    raise InvalidInput("request body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise InvalidInput("request body must be a JSON object")
-                self._send(200, service.preapprove(**parse_body(body)).to_dict())
-            except FedcreditError as exc:
-                self._send(_HTTP_STATUS.get(exc.code, 500), {"error": exc.code, "message": str(exc)})
-            except Exception:
-                log.exception("local pre-approval API crashed")
-                self._send(500, {"error": "internal", "message": "internal error (see the node's log)"})
-
-    return ThreadingHTTPServer((host, port), Handler)
+    return json_route("POST", "/v1/preapprove", "pre-approval",
+                      lambda body: service.preapprove(**parse_body(body)).to_dict())
 
 
-def start_preapproval_api(service: PreapprovalService) -> PreapprovalApi:
-    """Start on ``settings.grpc_listen`` / ``settings.http_listen``."""
+def start_preapproval_api(service: PreapprovalService, token: str) -> PreapprovalApi:
+    """Start on ``settings.grpc_listen`` / ``settings.http_listen``, both checking ``token``."""
+    from party_node.local_http import HttpApi, HttpLimits
+
     api = PreapprovalApi()
     st = service.settings
     if st.grpc_listen:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="local-preapproval"),
-                             options=SERVER_OPTIONS)
+        warn_if_exposed(_split(st.grpc_listen)[0], "pre-approval gRPC")
+        server = token_grpc_server(token, 8, "local-preapproval")
         preapproval_pb2_grpc.add_LocalPreapprovalServicer_to_server(LocalPreapprovalServicer(service), server)
         api.grpc_port = server.add_insecure_port(st.grpc_listen)
         if api.grpc_port == 0:
@@ -137,8 +104,9 @@ def start_preapproval_api(service: PreapprovalService) -> PreapprovalApi:
         api.grpc_server = server
     if st.http_listen:
         host, port = _split(st.http_listen)
-        api.http_server = make_http_server(service, host, port)
-        api.http_port = api.http_server.server_address[1]
-        threading.Thread(target=api.http_server.serve_forever, name="preapproval-http", daemon=True).start()
+        warn_if_exposed(host, "pre-approval HTTP")
+        api.http_server = HttpApi(preapproval_routes(service), token, host, port, HttpLimits(max_body=MAX_BODY),
+                                  name="preapproval-http")
+        api.http_port = api.http_server.port
     log.info("local pre-approval API: grpc port %s, http port %s", api.grpc_port or "-", api.http_port or "-")
     return api

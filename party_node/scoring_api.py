@@ -1,5 +1,5 @@
 """The local scoring API for the lender's loan system: gRPC LocalScoring and JSON over HTTP
-(:mod:`party_node.scoring_http`), and their start-up.
+on the hardened server of :mod:`party_node.local_http`, and their start-up.
 
 Both take raw personal ids, so both need the bearer token of ``HOME/scoring_api.token`` (0600, made at
 first start): HTTP as ``Authorization: Bearer <token>``, gRPC as metadata ``authorization: Bearer <token>``.
@@ -30,7 +30,7 @@ from party_node.scoring import ScoringService
 from party_node.scoring_batch import Applicant
 
 if TYPE_CHECKING:  # FastAPI and uvicorn load only when the HTTP API starts
-    from party_node.scoring_http import HttpApi, HttpLimits
+    from party_node.local_http import HttpApi, HttpLimits, Routes
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ _HTTP_STATUS = {  # error code -> HTTP status, for every local JSON API of a par
 TOKEN_FILE = "scoring_api.token"  # noqa: S105 (a file name)
 
 
-class _TokenCheck(grpc.ServerInterceptor):
-    """Every local scoring call needs ``authorization: Bearer <token>``; reflection does not."""
+class TokenCheck(grpc.ServerInterceptor):
+    """Every call of a local gRPC API needs ``authorization: Bearer <token>``; reflection does not."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
@@ -140,18 +140,29 @@ class _TokenCheck(grpc.ServerInterceptor):
         given = dict(details.invocation_metadata or ()).get("authorization", "")
         if hmac.compare_digest(str(given).encode(), self._expected):
             return continuation(details)
-        return self._deny_stream if details.method.endswith("/ScoreBatch") else self._deny_unary
+        handler = continuation(details)
+        if handler is None:
+            return None
+        return self._deny_stream if handler.response_streaming else self._deny_unary
+
+
+def token_grpc_server(token: str, workers: int, name: str) -> grpc.Server:
+    """A gRPC server for a local API: bearer token checked, ``workers`` threads, bounded queue."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name), options=SERVER_OPTIONS,
+        interceptors=[TokenCheck(token)], maximum_concurrent_rpcs=workers * 4,
+    )
 
 
 def warn_if_exposed(host: str, what: str) -> None:
-    """A loud warning for a bind that is not loopback: the local API has no TLS."""
+    """A loud warning for a bind that is not loopback: the local APIs have no TLS (``what``: which one)."""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
         log.warning(
-            "SECURITY WARNING: the local scoring %s API listens on %s WITHOUT TLS: raw personal ids and the "
+            "SECURITY WARNING: the local %s API listens on %s WITHOUT TLS: raw personal ids and the "
             "bearer token cross the network in clear. Bind it to 127.0.0.1 and put a TLS proxy in front.",
             what, host,
         )
@@ -161,11 +172,8 @@ def serve_local_grpc(
     service: ScoringService, address: str = "127.0.0.1:0", workers: int = 16, *, token: str
 ) -> tuple[grpc.Server, int]:
     """Start the local gRPC API (token-checked, reflection on; no TLS: loopback, or a proxy in front)."""
-    warn_if_exposed(_split(address)[0], "gRPC")
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="local-score"), options=SERVER_OPTIONS,
-        interceptors=[_TokenCheck(token)], maximum_concurrent_rpcs=workers * 4,
-    )
+    warn_if_exposed(_split(address)[0], "scoring gRPC")
+    server = token_grpc_server(token, workers, "local-score")
     scoring_pb2_grpc.add_LocalScoringServicer_to_server(LocalScoringServicer(service), server)
     enable_reflection((scoring_pb2.DESCRIPTOR.services_by_name["LocalScoring"].full_name,), server)
     port = server.add_insecure_port(address)
@@ -206,6 +214,17 @@ def parse_json_request(body: Mapping[str, Any]) -> tuple[list[Applicant], dict[s
     return apps, kw
 
 
+def scoring_routes(service: ScoringService) -> Routes:
+    """``POST /v1/score`` (JSON in, JSON out) for :class:`party_node.local_http.HttpApi`."""
+    from party_node.local_http import json_route
+
+    def score(body: dict[str, Any]) -> dict[str, Any]:
+        apps, kw = parse_json_request(body)
+        return {"scores": list(service.score(apps, **kw).rows())}
+
+    return json_route("POST", "/v1/score", "scoring", score)
+
+
 def _split(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     try:
@@ -232,7 +251,7 @@ class LocalApi:
 
 def start_local_api(service: ScoringService, token: str, limits: HttpLimits | None = None) -> LocalApi:
     """Start the local API on ``settings.grpc_listen`` / ``settings.http_listen`` (loopback by default)."""
-    from party_node.scoring_http import HttpApi, HttpLimits
+    from party_node.local_http import HttpApi, HttpLimits
 
     api = LocalApi()
     st = service.settings
@@ -240,8 +259,9 @@ def start_local_api(service: ScoringService, token: str, limits: HttpLimits | No
         api.grpc_server, api.grpc_port = serve_local_grpc(service, st.grpc_listen, token=token)
     if st.http_listen:
         host, port = _split(st.http_listen)
-        warn_if_exposed(host, "HTTP")
-        api.http_server = HttpApi(service, token, host, port, limits or HttpLimits())
+        warn_if_exposed(host, "scoring HTTP")
+        api.http_server = HttpApi(scoring_routes(service), token, host, port, limits or HttpLimits(),
+                                  name="local-score-http")
         api.http_port = api.http_server.port
     log.info("local scoring API: grpc port %s, http port %s", api.grpc_port or "-", api.http_port or "-")
     return api

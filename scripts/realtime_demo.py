@@ -44,12 +44,13 @@ def realtime_examples(fed: Any, root: Path, model: str, port: int) -> list[str]:
     with open(root / "data" / "tiange" / "behaviour.csv", newline="") as f:
         viewers = [r["user_id"] for _, r in zip(range(200), csv.DictReader(f), strict=False)
                    if r.get("consent_preapproval") == "1"]
+    token = (fed.party_home("tiange") / "preapproval_api.token").read_text().strip()
     lines = []
     for vid in viewers[:20]:
         body = json.dumps({"viewer_id": vid, "product": {"kind": "car_loan", "amount": 150000},
                            "lenders": list(LENDERS)}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/preapprove", body,
-                                     {"Content-Type": "application/json"})
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (loopback)
             offers = json.loads(r.read())["offers"]
         if len(offers) >= 2:

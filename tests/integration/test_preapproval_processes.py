@@ -77,12 +77,16 @@ def fed(tmp_path_factory):
 
 def post(fed, body: dict) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{fed.http_port}/v1/preapprove", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+                                 {"Content-Type": "application/json", "Authorization": f"Bearer {token(fed)}"})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (loopback test)
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def token(fed) -> str:
+    return (fed.party_home("tiange") / "preapproval_api.token").read_text().strip()
 
 
 def viewers(fed, consent: int, n: int) -> list[str]:
@@ -120,7 +124,7 @@ def test_preapproval_offers_only_over_real_processes(fed):
         stub = preapproval_pb2_grpc.LocalPreapprovalStub(ch)
         reply = stub.Preapprove(preapproval_pb2.LocalPreapprovalRequest(
             viewer_id=viewers(fed, 1, 1)[0], product=preapproval_pb2.ProductMsg(kind="car_loan", amount=150000),
-            lenders=list(LENDERS)), timeout=120)
+            lenders=list(LENDERS)), timeout=120, metadata=(("authorization", f"Bearer {token(fed)}"),))
         assert reply.request_id and {o.lender for o in reply.offers} <= set(LENDERS)
     for party in ("tiange", *LENDERS):
         assert fed.cli("party", "audit", "verify", "--home", str(fed.party_home(party))).returncode == 0

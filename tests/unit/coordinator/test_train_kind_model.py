@@ -19,12 +19,12 @@ def test_cli_refuses_vertical_with_mlp(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode != 0
-    assert "--model mlp is not available" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--model 'mlp' is not available with --kind 'vertical'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_vertical_job_refuses_a_model_it_does_not_train() -> None:
     from coordinator.jobs.vertical import vertical_job
 
     rc = SimpleNamespace(params={"parties": ["a", "b"], "model": "mlp"})
-    with pytest.raises(InvalidInput, match="'mlp' is not one"):
+    with pytest.raises(InvalidInput, match="model 'mlp' is not available with kind 'vertical'"):
         vertical_job(rc)  # type: ignore[arg-type]

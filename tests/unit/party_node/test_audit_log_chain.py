@@ -89,3 +89,41 @@ def test_durability_modes_keep_the_chain(tmp_path: Path, interval: float | None)
     res = verify(p)
     assert res.ok and res.records == 3
     assert (tmp_path / "scoring.log.head").read_text().split()[1] == res.head
+
+
+def test_runs_of_appends_from_each_writer_keep_one_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tail is re-read only when another writer grew the file; runs of appends from each writer
+    still chain onto the other's last record."""
+    p = tmp_path / "scoring.log"
+    a, b = AuditLog(p), AuditLog(p)
+    reads: list[int] = []
+    real_tail = AuditLog._tail
+
+    def counting(self: AuditLog) -> tuple[int, str]:
+        reads.append(1)
+        return real_tail(self)
+
+    monkeypatch.setattr(AuditLog, "_tail", counting)
+    for i in range(3):
+        a.append("score_request", {"i": i})
+    assert len(reads) == 1  # the first append of a (size unknown); then its own appends only
+    for i in range(3, 5):
+        b.append("score_request", {"i": i})
+    a.append("score_request", {"i": 5})
+    assert len(reads) == 3  # b's first append and a's after b
+    res = verify(p)
+    assert res.ok and res.records == 6
+
+
+def test_for_home_shares_one_log_per_file_until_it_is_replaced(tmp_path: Path) -> None:
+    a, b = AuditLog.for_home(tmp_path), AuditLog.for_home(tmp_path)
+    assert a is b  # the node's scoring party, service and pre-approval handler append to one chain
+    a.append("score_request", {"i": 0})
+    (tmp_path / "audit" / "scoring.log").rename(tmp_path / "old.log")
+    c = AuditLog.for_home(tmp_path)
+    assert c is not a  # the file was moved away: a fresh log starts a fresh chain at the path
+    c.append("score_request", {"i": 1})
+    res = verify(tmp_path / "audit" / "scoring.log")
+    assert res.ok and res.records == 1
+    a.close()
+    assert AuditLog.for_home(tmp_path) is c

@@ -21,13 +21,13 @@ from fedcore.protocol.scoring.messages import ModelSlice
 from fedcore.protocol.scoring.requester import LocalGateway
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.ingest import ingest_file
+from party_node.local_http import HttpApi
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import parse_schema
 from party_node.scoring import ScoringService, register_scoring_handlers
-from party_node.scoring_api import parse_json_request, serve_local_grpc
+from party_node.scoring_api import parse_json_request, scoring_routes, serve_local_grpc
 from party_node.scoring_batch import Applicant, ScoringSettings
 from party_node.scoring_cli import _parse_features, read_applicants, read_table
-from party_node.scoring_http import HttpApi
 from party_node.served import served_hist
 from party_node.store import Store
 
@@ -179,7 +179,7 @@ def test_raw_levels_over_grpc_and_http(svc) -> None:
         server.stop(None)
     apps, _ = parse_json_request({"applicants": [{"id": "13999999999", "features": {"income": 1.5, "purpose": "car"}}]})
     assert apps[0].features == {"income": 1.5, "purpose": "car"}
-    api = HttpApi(service, token)
+    api = HttpApi(scoring_routes(service), token)
     try:
         body = json.dumps({"applicants": [{"id": "13999999999", "features": {"income": 1.5, "purpose": "car"}}]})
         req = urllib.request.Request(f"http://127.0.0.1:{api.port}/v1/score", body.encode(),

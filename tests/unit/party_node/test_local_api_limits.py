@@ -1,4 +1,4 @@
-"""The local scoring API under abuse (FastAPI + uvicorn, party_node/scoring_http.py): token first, body
+"""The local scoring API under abuse (FastAPI + uvicorn, party_node/local_http.py): token first, body
 limit before reading, read and idle timeouts, bounded scoring threads and connections, loud warning for
 non-loopback binds. A stand-in service records what reaches it; every wait is on a socket or an event."""
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from party_node.scoring_api import warn_if_exposed
-from party_node.scoring_http import HttpApi, HttpLimits
+from party_node.local_http import HttpApi, HttpLimits
+from party_node.scoring_api import scoring_routes, warn_if_exposed
 
 TOKEN = "limits-test-token-0123456789abcdef"
 
@@ -75,8 +75,8 @@ def _post(port: int, body: bytes, token: str | None = TOKEN, length: int | None 
 @pytest.fixture
 def api() -> Iterator[tuple[HttpApi, SlowService]]:
     svc = SlowService()
-    server = HttpApi(svc, TOKEN, limits=HttpLimits(max_body=1000, read_timeout_s=0.5, idle_timeout_s=1,
-                                                     workers=2, max_connections=5))  # type: ignore[arg-type]
+    limits = HttpLimits(max_body=1000, read_timeout_s=0.5, idle_timeout_s=1, workers=2, max_connections=5)
+    server = HttpApi(scoring_routes(svc), TOKEN, limits=limits)  # type: ignore[arg-type]
     yield server, svc
     svc.release.set()
     server.stop()

@@ -22,12 +22,12 @@ from fedcore.protocol.scoring.requester import LocalGateway, sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.audit import AuditLog, verify
 from party_node.ingest import ingest_file
+from party_node.local_http import HttpApi
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import parse_schema
 from party_node.scoring import ScoringService, register_scoring_handlers
-from party_node.scoring_api import serve_local_grpc
+from party_node.scoring_api import scoring_routes, serve_local_grpc
 from party_node.scoring_batch import Applicant, Band, ScoringSettings
-from party_node.scoring_http import HttpApi
 from party_node.store import Store
 
 N = 400
@@ -224,7 +224,7 @@ def test_local_grpc_and_http_api(fed) -> None:
             assert "fedcredit.v1.LocalScoring" in names and "grpc.reflection.v1.ServerReflection" in names
     finally:
         server.stop(0)
-    api = HttpApi(svc, TOKEN)
+    api = HttpApi(scoring_routes(svc), TOKEN)
     try:
         url = f"http://127.0.0.1:{api.port}/v1/score"
         hdr = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}

@@ -152,20 +152,23 @@ def test_alerts_api_lists_stored_alerts(fed, monitor):
     monitor.run()
     make_riskier(fed)
     monitor.run()
-    server = make_alerts_server(monitor)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}/v1/alerts"
+    token = "alerts-test-token-0123456789abcdef"
+    server = make_alerts_server(monitor, token)
+    base = f"http://127.0.0.1:{server.port}/v1/alerts"
+    auth = {"Authorization": f"Bearer {token}"}
     try:
-        with urllib.request.urlopen(base + "?kind=pd_up&limit=5", timeout=30) as r:  # noqa: S310
+        req = urllib.request.Request(base + "?kind=pd_up&limit=5", headers=auth)  # noqa: S310
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
             body = json.loads(r.read())
         assert 0 < len(body["alerts"]) <= 5 and {a["kind"] for a in body["alerts"]} == {"pd_up"}
         assert body["alerts"] == monitor.alerts(kind="pd_up", limit=5)
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(base + "?kind=nonsense", timeout=30)  # noqa: S310
-        assert err.value.code == 400
+        for url, headers, code in ((base + "?kind=nonsense", auth, 400), (base + "?limit=0", auth, 400),
+                                   (base, {}, 401), (base, {"Authorization": "Bearer wrong"}, 401)):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30)  # noqa: S310
+            assert err.value.code == code
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_pass_wide_rules_match_the_per_borrower_rules():
