@@ -101,7 +101,7 @@ class StoreTreeParty:
             info_name = dataset or next(d for d in self.store.datasets() if self.store.dataset_info(d).has_labels)
             role, name, features = "lender", info_name, list(names)
         elif self.name in lenders:
-            t = self.source.vertical_table(str(psi_runs[self.name]), dataset, labels=True)
+            t = self.source.vertical_table(str(psi_runs[self.name]), dataset, labels=True, onehot=False)
             assert t.y is not None
             mask = np.zeros(len(t.y), dtype=bool)
             mask[split_rows(len(t.y), val_fraction, seed, lenders.index(self.name))[1]] = True
@@ -111,7 +111,7 @@ class StoreTreeParty:
         elif params.get("platform") == self.name:
             tables: dict[str, dict[str, np.ndarray]] = {}
             for lender in lenders:
-                t = self.source.vertical_table(str(psi_runs[lender]), dataset, labels=False)
+                t = self.source.vertical_table(str(psi_runs[lender]), dataset, labels=False, onehot=False)
                 tables[lender] = {f: t.X[:, j] for j, f in enumerate(t.features)}
             info = self.store.dataset_info(t.dataset)
             cats = [f for f, dtype in info.features.items() if dtype == "categorical" and f in tables[lenders[0]]]
