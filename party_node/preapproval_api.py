@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -24,30 +23,14 @@ from fedcore.errors import InvalidInput
 from fedcore.protocol.preapproval.messages import Product
 from fedcore.wire.errors import abort
 from party_node.preapproval import PreapprovalService, product_from_msg, result_to_msg
-from party_node.scoring_api import _split, token_grpc_server, warn_if_exposed
+from party_node.scoring_api import LocalApi, _split, token_grpc_server, warn_if_exposed
 
 if TYPE_CHECKING:  # FastAPI and uvicorn load only when the HTTP API starts
-    from party_node.local_http import HttpApi, Routes
+    from party_node.local_http import Routes
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 << 10
 TOKEN_FILE = "preapproval_api.token"  # noqa: S105 (a file name)
-
-
-@dataclass
-class PreapprovalApi:
-    """The running local pre-approval API; :meth:`stop` shuts both servers down."""
-
-    grpc_server: grpc.Server | None = None
-    grpc_port: int = 0
-    http_server: HttpApi | None = None
-    http_port: int = 0
-
-    def stop(self) -> None:
-        if self.grpc_server is not None:
-            self.grpc_server.stop(1.0)
-        if self.http_server is not None:
-            self.http_server.stop()
 
 
 class LocalPreapprovalServicer(preapproval_pb2_grpc.LocalPreapprovalServicer):
@@ -87,11 +70,11 @@ def preapproval_routes(service: PreapprovalService) -> Routes:
                       lambda body: service.preapprove(**parse_body(body)).to_dict())
 
 
-def start_preapproval_api(service: PreapprovalService, token: str) -> PreapprovalApi:
+def start_preapproval_api(service: PreapprovalService, token: str) -> LocalApi:
     """Start on ``settings.grpc_listen`` / ``settings.http_listen``, both checking ``token``."""
     from party_node.local_http import HttpApi, HttpLimits
 
-    api = PreapprovalApi()
+    api = LocalApi()
     st = service.settings
     if st.grpc_listen:
         warn_if_exposed(_split(st.grpc_listen)[0], "pre-approval gRPC")
