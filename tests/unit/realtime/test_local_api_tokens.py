@@ -18,7 +18,8 @@ from fedcredit.v1 import preapproval_pb2, preapproval_pb2_grpc
 
 from fedcore.protocol.preapproval.messages import Offer, PreapprovalResult
 from party_node.monitoring_cli import make_alerts_server
-from party_node.preapproval_api import MAX_BODY, PreapprovalApi, start_preapproval_api
+from party_node.preapproval_api import MAX_BODY, start_preapproval_api
+from party_node.scoring_api import LocalApi
 from tests.unit.party_node.test_local_api_limits import _raw
 from tests.unit.party_node.test_local_api_limits import _status as _read_status
 
@@ -69,14 +70,14 @@ def _call(url: str, token: str | None, body: dict[str, Any] | None = None) -> tu
 
 
 @pytest.fixture
-def platform() -> Iterator[tuple[PreapprovalApi, Platform]]:
+def platform() -> Iterator[tuple[LocalApi, Platform]]:
     svc = Platform()
     api = start_preapproval_api(svc, TOKEN)  # type: ignore[arg-type]
     yield api, svc
     api.stop()
 
 
-def test_preapproval_http_needs_the_token_and_limits_the_body(platform: tuple[PreapprovalApi, Platform]) -> None:
+def test_preapproval_http_needs_the_token_and_limits_the_body(platform: tuple[LocalApi, Platform]) -> None:
     api, svc = platform
     url = f"http://127.0.0.1:{api.http_port}/v1/preapprove"
     body = {"viewer_id": "13800000000", "product": {"kind": "car_loan", "amount": 100000}, "lenders": ["yixin"]}
@@ -94,7 +95,7 @@ def test_preapproval_http_needs_the_token_and_limits_the_body(platform: tuple[Pr
     assert svc.calls == ["13800000000"]
 
 
-def test_preapproval_grpc_needs_the_token(platform: tuple[PreapprovalApi, Platform]) -> None:
+def test_preapproval_grpc_needs_the_token(platform: tuple[LocalApi, Platform]) -> None:
     api, svc = platform
     req = preapproval_pb2.LocalPreapprovalRequest(
         viewer_id="13800000000", product=preapproval_pb2.ProductMsg(kind="car_loan", amount=100000),
