@@ -215,7 +215,7 @@ class Monitor:
         """Joint PD, loans, fraud-list count and the consortium's contribution per book row."""
         sl = self.service.model(self.settings.model_id or None)
         rids, mat = self.service._own_matrix(sl)
-        x = np.tile(sl.mean, (len(rows), 1))
+        x = np.tile(sl.neutral(), (len(rows), 1))  # store columns (one-hot levels are encoded later)
         if len(rids):
             pos = np.minimum(np.searchsorted(rids, rows), len(rids) - 1)
             hit = rids[pos] == rows

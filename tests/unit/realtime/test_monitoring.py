@@ -193,3 +193,23 @@ def test_pass_wide_rules_match_the_per_borrower_rules():
     assert sorted(((a.row_id, a.kind, a.value) for a in fast), key=lambda t: t[:2]) == \
         sorted(((a.row_id, a.kind, a.value) for a in slow), key=lambda t: t[:2])
     assert len(fast) > 50 and key(fast[0])
+
+
+def test_book_scores_with_a_one_hot_slice_as_with_the_plain_one(fed, monitor):
+    """A slice with one-hot columns is wider than the store's rows: the book is scored on store columns
+    and encoded by the slice (the quick start's categoricals broke this once)."""
+    monitor.register_book()
+    rows, pseudos = monitor.book()
+    before = monitor.score_book(rows, pseudos)["pd"]
+    path = fed.lenders["lender_a"].home / "models" / "m1" / "slice.json"
+    d = json.loads(path.read_text())
+    k = len(d["features"])
+    d["columns"] = [[j, None] for j in range(k)] + [[k - 1, 1.0]]  # an extra indicator with zero weight
+    d["weights"] = [*d["weights"], 0.0]
+    d["scaler"] = {"mean": [*d["scaler"]["mean"], 0.0], "std": [*d["scaler"]["std"], 1.0]}
+    path.write_text(json.dumps(d))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    fed.services["lender_a"]._own_cache.clear()
+    after = monitor.score_book(rows, pseudos)["pd"]
+    assert np.allclose(after, before, atol=1e-4)
