@@ -240,7 +240,7 @@ class _Ingest:
         self.vocab_index = {k: {cat: i for i, cat in enumerate(v)} for k, v in self.vocab.items()}
         sj = self.subjects
         known_q = sa.select(sj.c.id_norm, sj.c.row_id).where(sj.c.id_kind == self.kind)
-        with conn.execution_options(yield_per=_INDEX_BLOCK).execute(known_q) as res:
+        with conn.execute(known_q) as res:  # no server-side cursor: this runs inside the ingest transaction
             self.known = IdIndex.from_blocks(
                 (encode_ids([r[0] for r in rows]), np.fromiter((r[1] for r in rows), np.int64, len(rows)))
                 for rows in res.partitions(_INDEX_BLOCK)
