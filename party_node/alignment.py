@@ -9,6 +9,8 @@ half-way leaves nothing behind.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import sqlalchemy as sa
 
@@ -26,7 +28,9 @@ ALIGNMENTS = sa.Table(
     sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
     sa.Column("committed", sa.Boolean, nullable=False),
 )
-_BATCH = 50_000
+_BATCH = 20_000
+_INSERT_SQL = "INSERT INTO alignments (run_id, position, row_id, committed) VALUES ({0}, {0}, {0}, {0})"
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 class StoreAlignment:
@@ -69,13 +73,10 @@ class StoreAlignment:
             conn.execute(sa.delete(ALIGNMENTS).where(ALIGNMENTS.c.run_id == run_id))
             for start in range(0, len(keys), _BATCH):
                 part = keys[start : start + _BATCH]
-                conn.execute(
-                    sa.insert(ALIGNMENTS),
-                    [
-                        {"run_id": run_id, "position": start + i, "row_id": int(r), "committed": False}
-                        for i, r in enumerate(part)
-                    ],
-                )
+                # one executemany per block of plain tuples (no per-row dicts or ORM rows)
+                rows = zip(itertools.repeat(run_id), range(start, start + len(part)), part.tolist(),
+                           itertools.repeat(False))
+                conn.exec_driver_sql(_INSERT_SQL.format(_MARKS[conn.dialect.paramstyle]), list(rows))
 
     def commit_alignment(self, run_id: str) -> None:
         with self.store.engine.begin() as conn:

@@ -43,6 +43,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fedcore.errors import InvalidInput, NotFound
+from party_node.id_index import MISSING as MISSING_ID
+from party_node.id_index import IdIndex, encode_ids
 from party_node.ingest_sources import CsvSource, ParquetSource, fail, is_parquet
 from party_node.schema import MISSING, UNSEEN, DatasetSchema, id_problem, normalize_ids
 from party_node.store import Store, feature_table
@@ -172,6 +174,9 @@ def _delete_rows(conn: Connection, table: sa.Table, row_ids: list[int], **where:
     conn.execute(stmt, [{"rid": r} for r in row_ids])
 
 
+_INDEX_BLOCK = 100_000
+
+
 class _Ingest:
     def __init__(self, store: Store, conn: Connection, path: Path, schema: DatasetSchema, max_rejects: int) -> None:
         self.store = store
@@ -180,7 +185,7 @@ class _Ingest:
         self.schema = schema
         self.max_rejects = max_rejects
         self.report = IngestReport(file=str(path), dataset=schema.name)
-        self.seen: dict[str, int] = {}
+        self.seen = IdIndex()  # the file's ids so far -> data row
         self.null_cols: set[str] = set()
         self.now = time.time()
         t = store.t
@@ -235,7 +240,11 @@ class _Ingest:
         self.vocab_index = {k: {cat: i for i, cat in enumerate(v)} for k, v in self.vocab.items()}
         sj = self.subjects
         known_q = sa.select(sj.c.id_norm, sj.c.row_id).where(sj.c.id_kind == self.kind)
-        self.known: dict[str, int] = {norm: int(rid) for norm, rid in conn.execute(known_q)}
+        with conn.execute(known_q) as res:  # no server-side cursor: this runs inside the ingest transaction
+            self.known = IdIndex.from_blocks(
+                (encode_ids([r[0] for r in rows]), np.fromiter((r[1] for r in rows), np.int64, len(rows)))
+                for rows in res.partitions(_INDEX_BLOCK)
+            )
         self.next_row_id = int(conn.execute(sa.select(sa.func.max(sj.c.row_id))).scalar() or 0) + 1
         fp = conn.execute(
             sa.select(self.store.t["store_meta"].c.value).where(
@@ -341,29 +350,38 @@ class _Ingest:
 
         # duplicates (fatal) and row id allocation for kept rows
         kept = np.flatnonzero(keep)
-        row_ids: list[int] = []
-        new_subjects: list[tuple[int, str]] = []
-        old_subjects: list[int] = []
-        seen, known = self.seen, self.known
-        for i in kept.tolist():
-            k = norm[i]
-            assert k is not None
-            if k in seen:
-                raise fail(
-                    path,
-                    f"data row {rows0 + i + 1}, column {s.id_column!r}: duplicate id (same normalized id as "
-                    f"data row {seen[k]})",
-                )
-            seen[k] = rows0 + i + 1
-            rid = known.get(k)
-            if rid is None:
-                rid = self.next_row_id
-                self.next_row_id += 1
-                known[k] = rid
-                new_subjects.append((rid, k))
-            else:
-                old_subjects.append(rid)
-            row_ids.append(rid)
+        ids = [norm[i] for i in kept.tolist()]
+        keys = encode_ids(ids)  # type: ignore[arg-type]  # None ids were rejected above
+        rows = rows0 + kept + 1
+        earlier = self.seen.get(keys)  # data row of the same id in an earlier batch
+        if len(keys):
+            order = np.argsort(keys, kind="stable")
+            srt = keys[order]
+            repeat = np.zeros(len(keys), dtype=bool)  # in sorted order: same id as the one before
+            repeat[1:] = srt[1:] == srt[:-1]
+            start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(keys))))
+            same = np.empty(len(keys), dtype=bool)
+            same[order] = repeat
+            in_batch = np.empty(len(keys), dtype=np.int64)
+            in_batch[order] = order[start]  # position of each id's first occurrence in this batch
+            earlier = np.where(same, rows[in_batch], earlier)
+        dup = np.flatnonzero(earlier != MISSING_ID)
+        if len(dup):
+            i = int(dup[0])
+            raise fail(
+                path,
+                f"data row {int(rows[i])}, column {s.id_column!r}: duplicate id (same normalized id as "
+                f"data row {int(earlier[i])})",
+            )
+        self.seen.add(keys, rows)
+        rid = self.known.get(keys)
+        new = rid == MISSING_ID
+        rid[new] = self.next_row_id + np.arange(int(new.sum()))
+        self.next_row_id += int(new.sum())
+        self.known.add(keys[new], rid[new])
+        row_ids: list[int] = rid.tolist()
+        new_subjects: list[tuple[int, str]] = [(int(rid[j]), str(ids[j])) for j in np.flatnonzero(new).tolist()]
+        old_subjects: list[int] = rid[~new].tolist()
         self._write(kept, row_ids, new_subjects, old_subjects, numeric, categorical, label, consent, flags)
 
     def _write(

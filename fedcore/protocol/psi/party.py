@@ -100,6 +100,29 @@ def _split(packed: bytes) -> list[bytes]:
     return [packed[i : i + POINT_BYTES] for i in range(0, len(packed), POINT_BYTES)]
 
 
+def point_array(chunks: Iterable[bytes], expected: int = 0) -> np.ndarray:
+    """Packed point chunks as one contiguous ``N x 32`` uint8 array, filled chunk by chunk (grown by
+    doubling if ``expected`` is short), never a list of per-point ``bytes``."""
+    out = np.empty((max(expected, 0), POINT_BYTES), dtype=np.uint8)
+    n = 0
+    for chunk in chunks:
+        if len(chunk) % POINT_BYTES:
+            raise ProtocolError(f"PSI payload length {len(chunk)} is not a multiple of {POINT_BYTES}")
+        pts = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, POINT_BYTES)
+        if n + len(pts) > len(out):
+            grown = np.empty((max(2 * len(out), n + len(pts)), POINT_BYTES), dtype=np.uint8)
+            grown[:n] = out[:n]
+            out = grown
+        out[n : n + len(pts)] = pts
+        n += len(pts)
+    return out[:n]
+
+
+def _array_chunks(points: np.ndarray, per_chunk: int = 4096) -> Iterator[bytes]:
+    for i in range(0, len(points), per_chunk):
+        yield points[i : i + per_chunk].tobytes()
+
+
 def id_array(ids: Sequence[bytes] | np.ndarray) -> np.ndarray:
     """Ids as one fixed-width bytes array (``S<longest>``): ~one byte per id character instead of a
     Python object per id (~60 B more each). Numpy drops trailing NUL bytes, which normalized ids
@@ -255,17 +278,23 @@ class PsiParty:
         stream = self._reblind_stream(ctx, pair, int(params.get("n", 0)))
         if not shuffle:
             return TaskReply({}, stream)
-        out = list(stream)
-        data = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(-1, POINT_BYTES)
+        data = point_array(stream, int(params.get("n", 0)))
         perm = np.random.default_rng(secrets.randbits(128)).permutation(len(data))
-        return TaskReply({}, [data[perm].tobytes()])
+        return TaskReply({}, _array_chunks(data[perm]))
 
     def _learn(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s, pair = self._pair(ctx, params)
-        parts = [_prefixes(c) for c in aligned_points(ctx.payload)]
-        keys = np.concatenate(parts) if parts else np.array([], dtype=f"S{KEY_BYTES}")
-        if len(keys) != len(s.ids):
-            raise ProtocolError(f"expected {len(s.ids)} re-blinded values, got {len(keys)}")
+        # filled in place, one chunk at a time: no list of chunks, no second copy of the whole set
+        keys = np.empty(len(s.ids), dtype=f"S{KEY_BYTES}")
+        at = 0
+        for chunk in aligned_points(ctx.payload):
+            pk = _prefixes(chunk)
+            if at + len(pk) > len(keys):
+                raise ProtocolError(f"expected {len(s.ids)} re-blinded values, got more")
+            keys[at : at + len(pk)] = pk
+            at += len(pk)
+        if at != len(keys):
+            raise ProtocolError(f"expected {len(s.ids)} re-blinded values, got {at}")
         order = np.argsort(keys, kind="stable")
         pair.own_keys, pair.own_index = keys[order], order
         return TaskReply({"count": len(keys)})

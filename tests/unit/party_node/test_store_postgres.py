@@ -91,3 +91,15 @@ def test_registry_on_postgres(pg_server) -> None:
     with pytest.raises(NotFound):
         s2.update_run("run-2", "done", {})
     s2.close()
+
+
+def test_alignment_tables_on_postgres(pg_server) -> None:
+    from party_node.alignment import StoreAlignment
+
+    al = StoreAlignment(Store.open(pg_server.create_database("store_align")))
+    keys = np.arange(45_000, dtype=np.int64)[::-1] * 3  # more than one insert block
+    al.stage_alignment("r1", keys)
+    assert al.runs() == {}  # staged tables are invisible
+    al.commit_alignment("r1")
+    assert al.aligned_row_ids("r1").tolist() == keys.tolist()
+    al.store.close()
