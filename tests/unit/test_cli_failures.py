@@ -93,6 +93,7 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
         "coordinator models": (["coordinator", "models", "--home", down], "Connection refused"),
         "coordinator report": (["coordinator", "report", "no-such-run", "--home", c, "--out", str(w.root / "r")],
                                "no-such-run"),
+        "coordinator evaluate": (["coordinator", "evaluate", "no-such-run", "--home", c], "no-such-run"),
         "coordinator binning": (["coordinator", "binning", "--parties", "ghost,tiange", "--home", c],
                                 "unknown parties: ghost"),
         "party binning show": (["party", "binning", "show", "--home", y], "no binning run"),

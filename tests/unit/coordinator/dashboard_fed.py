@@ -89,7 +89,7 @@ def start_in_process(root: Path, data: dict[str, tuple[np.ndarray, np.ndarray]])
     from tests.conftest import make_homes
 
     roles = {name: "lender" for name in data} | {"tiange": "platform"}
-    homes = make_homes(root, roles)
+    homes = make_homes(root, roles, heartbeat_s=2.0)  # one process, CKKS work: 0.3 s beats go missing under load
     server = CoordinatorServer(load_coordinator_config(homes.coordinator))
     server.start()
     fed = InProcessFed(server, {})
