@@ -165,9 +165,11 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
         leaves = combine_directions(model.trees, model.owners, bits)
         central = 1 / (1 + np.exp(-margin_from_leaves(model.trees, leaves, model.base_score)[0]))
         assert r["prob_default"] == pytest.approx(central, abs=1e-5)
-        assert r["model_version"] and r["reasons"][-1]["feature"] == "consortium_data"
-        own = [x["logit_impact"] for x in r["reasons"][:-1]]
-        assert own == sorted(own, reverse=True) and all(x["feature"].startswith("x") for x in r["reasons"][:-1])
+        impacts = [x["logit_impact"] for x in r["reasons"]]
+        assert r["model_version"] and impacts == sorted(impacts, reverse=True)  # most adverse first
+        line = [x for x in r["reasons"] if x["feature"] == "consortium_data"]  # placed by its size
+        assert len(line) == 1 and line[0]["logit_impact"] == pytest.approx(r["external_logit"], abs=1e-5)
+        assert all(x["feature"].startswith("x") for x in r["reasons"] if x["feature"] != "consortium_data")
     # a wrong model/kind combination is refused, naming both
     bad = fed.cli(
         "coordinator", "train", "--kind", "vertical", "--model", "mlp", "--parties", "yixin", *coord, check=False
