@@ -63,7 +63,9 @@ def test_party_evaluate_scores_a_horizontal_model_locally_on_a_holdout_file(fed)
     given = json.loads(fed.cli("party", "score", "--id", first["id"], "--kind", "opaque", "--model", run_id, *feats,
                                "--home", home).stdout)
     assert given["status"] == "ok" and given["kind"] == "horizontal"
-    assert abs(given["prob_default"] - float(rows[0]["prob_default"])) < 1e-12
+    # the horizontal model predicts in float32 (torch): a batch of 6,000 and a single row take different
+    # kernels, so the same row agrees to float32 precision, not bit for bit
+    assert abs(given["prob_default"] - float(rows[0]["prob_default"])) < 1e-6
     with open(fate_data_dir() / "default_credit_homo_guest.csv", newline="") as f:
         own_id = next(csv.DictReader(f))["id"]
     looked_up = json.loads(fed.cli("party", "score", "--id", own_id, "--kind", "opaque", "--model", run_id,
