@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +291,9 @@ def main() -> None:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     res: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    parts = (("ingest", lambda: bench_ingest(args.ingest_rows)), ("ray", lambda: bench_ray(args.ray_n)),
+    Part = tuple[str, Callable[[], dict[str, Any]]]
+    parts: tuple[Part, ...] = (("ingest", lambda: bench_ingest(args.ingest_rows)),
+                               ("ray", lambda: bench_ray(args.ray_n)),
              ("blacklist", lambda: bench_blacklist(args.blacklist_n)), ("psi", lambda: bench_psi(args.psi_n)))
     if args.psi_single:
         parts = (("psi_single", lambda: bench_psi_single(args.psi_single)),)
