@@ -139,12 +139,14 @@ class OneHotEncoder:
 class StoredWoe:
     """A :class:`WoeEncoder` over a party store's values: numbers, and category codes (indices into the
     vocabulary the store had at training, ``vocabularies[feature]``). A code outside that vocabulary
-    (a level first stored after training) and the unseen code go to the binning's declared fallback bin
-    (the missing bin when none is declared). NaN, the scoring service's "no value" (the applicant is
+    (a level first stored after training) and a level the binning never saw go to the bin of the
+    schema's declared ``unseen`` level (``unseen[feature]``), else to the binning's fallback bin, else to
+    the missing bin. NaN, the scoring service's "no value" (the applicant is
     not in the store), stays NaN: the model treats it as neutral."""
 
     encoder: WoeEncoder
     vocabularies: Mapping[str, Sequence[str]]
+    unseen: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         lookup: list[np.ndarray | None] = []  # categorical: bin per code, the last for codes past the vocabulary
@@ -156,6 +158,8 @@ class StoredWoe:
             if vocab is None:
                 raise InvalidInput(f"WOE encoder: categorical feature {b.feature!r} has no vocabulary")
             fb = b.missing_bin if b.fallback is None else b.fallback  # type: ignore[union-attr]
+            declared = (self.unseen or {}).get(b.feature)
+            fb = fb if declared is None else _bin_or(b, declared, fb)
             lookup.append(np.asarray([*(_bin_or(b, lv, fb) for lv in vocab), fb], dtype=np.int64))
         object.__setattr__(self, "_lookup", lookup)
 
@@ -188,16 +192,18 @@ class StoredWoe:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.encoder.to_dict(), "vocabularies": {f: list(v) for f, v in self.vocabularies.items()}}
+        return {**self.encoder.to_dict(), "vocabularies": {f: list(v) for f, v in self.vocabularies.items()},
+                "unseen": dict(self.unseen or {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StoredWoe:
         try:
             vocab = {str(f): [str(v) for v in levels] for f, levels in dict(d.get("vocabularies") or {}).items()}
+            unseen = {str(f): str(v) for f, v in dict(d.get("unseen") or {}).items()}
             enc = WoeEncoder.from_json(json.dumps({"encoding": d.get("encoding"), "features": d["features"]}))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidInput(f"WOE encoding is malformed: {e}") from e
-        return cls(enc, vocab)
+        return cls(enc, vocab, unseen)
 
 
 def _bin_or(b: Binning, level: str, fallback: int) -> int:

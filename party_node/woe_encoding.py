@@ -42,7 +42,9 @@ def woe_encoder(store: Store, home: Path, dataset: str, features: list[str], bin
         binnings.append(binning_from_dict(d["optimal"]["binning"]))
         woes.append(tuple(float(b["woe"]) for b in d["optimal"]["bins"]))
     vocab = {c: list(info.vocabularies[c]) for c in features if info.features.get(c) == "categorical"}
-    return StoredWoe(WoeEncoder(tuple(binnings), tuple(woes)), vocab)
+    unseen = {str(c["name"]): str(c["unseen"]) for c in info.schema.get("categorical", [])
+              if c.get("unseen") and c["name"] in vocab}
+    return StoredWoe(WoeEncoder(tuple(binnings), tuple(woes)), vocab, unseen)
 
 
 def woe_table(store: Store, home: Path, t: Table, binning_run: str) -> Table:
