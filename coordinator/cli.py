@@ -397,7 +397,9 @@ def _print_model(result: dict[str, Any]) -> None:
     typer.echo(f"model {result.get('model')} version {result.get('version')} (run {result['run_id']}):"
                f" validation AUC {m.get('val_auc', float('nan')):.4f} KS {m.get('val_ks', float('nan')):.4f};"
                f" stored at {', '.join(result.get('parties', []))}; secure={result.get('secure', 'he')}"
-               + (f"; DP epsilon {result['dp'].get('epsilon'):.2f}" if result.get("dp") else ""))
+               + (f"; DP epsilon {result['dp'].get('epsilon'):.2f}" if result.get("dp") else "")
+               + (f"; WOE of binning run {enc.get('binning_run')}" if (enc := result.get("encoding") or {})
+                  .get("kind") == "woe" else ""))
 
 
 @app.command()

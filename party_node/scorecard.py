@@ -147,6 +147,10 @@ def party_scorecard(home: Path, store: Store, model_id: str, scorecard: Scorecar
     _, X = store.feature_matrix(sl.dataset, list(sl.features), allow_local=True)
     X = np.asarray(X, dtype=np.float64)
     if sl.woe is not None:
+        own = sl.encoding.get("binning_run") if sl.encoding else None
+        if binning_run is not None and binning_run != own:
+            raise InvalidInput(f"model {model_id!r} is WOE-encoded with the bins of binning run {own!r}; its points"
+                               f" use those bins, not run {binning_run!r}'s")
         return _woe_scorecard(sl, X, scorecard, digits)
     stored, run = _stored_binnings(Path(home), binning_run)
     binnings: list[Binning] = []

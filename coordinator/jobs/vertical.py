@@ -108,6 +108,10 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
     if model not in MODELS:
         raise InvalidInput(f"model {model!r} is not available with kind 'vertical' (vertical: {', '.join(MODELS)})")
     lenders, platform = _roles(rc)
+    encoding = str(p.get("encoding") or "onehot")
+    if model == "gbdt" and encoding != "onehot":
+        raise InvalidInput("vertical: --encoding applies to the logistic model; trees bin the features themselves")
+    binning_run = _binning_run(rc, [*lenders, platform]) if encoding == "woe" else None
     psi_runs = dict(p.get("psi_runs") or {})
     for lender in lenders:
         if lender not in psi_runs:
@@ -116,14 +120,10 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
             run_psi(rc.channel, psi_id, [lender, platform], purpose="training", progress=rc.progress)
             psi_runs[lender] = psi_id
     version = _version(rc)
-    encoding = str(p.get("encoding") or "onehot")
-    if model == "gbdt" and encoding != "onehot":
-        raise InvalidInput("vertical: --encoding applies to the logistic model; trees bin the features themselves")
     if model == "gbdt":
         return gbdt_job(rc, lenders, platform, psi_runs, version)
     cfg = VerticalConfig(**{k: p[k] for k in CONFIG_KEYS if p.get(k) is not None})
-    if cfg.encoding == "woe":
-        cfg.binning_run = _binning_run(rc, [*lenders, platform])
+    cfg.binning_run = binning_run
     cfg.check()
     res = run_vertical(
         rc.channel, rc.run_id, lenders, platform, psi_runs, cfg,
