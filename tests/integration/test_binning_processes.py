@@ -168,11 +168,12 @@ def test_a_woe_encoded_joint_model_over_the_links_scores_and_exports_the_classic
     guest = pd.read_csv(fate_data_dir() / "default_credit_hetero_guest.csv").iloc[:1500]
     host = pd.read_csv(fate_data_dir() / "default_credit_hetero_host.csv").iloc[:4000].set_index("id")
     row = guest[guest["id"].isin(host.index)].iloc[0]
+    subject = int(row["id"])  # the row is float64 (ids, labels and features together)
     feats = [a for i in range(13) for a in ("--feature", f"x{i}={row[f'x{i}']}")]
-    scored = json.loads(fed.cli("party", "score", "--id", str(row["id"]), "--kind", "opaque", "--model", run_id,
+    scored = json.loads(fed.cli("party", "score", "--id", str(subject), "--kind", "opaque", "--model", run_id,
                                 *feats, "--home", str(fed.party_home("yixin"))).stdout)
     lsl = ModelSlice.load(fed.party_home("yixin") / "models", run_id)
     psl = ModelSlice.load(fed.party_home("tiange") / "models", run_id)
     z = (lsl.intercept + lsl.partial_logit(row[list(lsl.features)].to_numpy(float)[None, :])[0]
-         + psl.partial_logit(host.loc[row["id"], list(psl.features)].to_numpy(float)[None, :])[0])
+         + psl.partial_logit(host.loc[subject, list(psl.features)].to_numpy(float)[None, :])[0])
     assert scored["status"] == "ok" and abs(scored["prob_default"] - 1 / (1 + np.exp(-z))) < 1e-5
