@@ -22,8 +22,8 @@ Writes ``benchmarks/results/workflow.json``:
   scikit-learn with the codes, which separates the encoding's cost from the federation's;
 - ``synthetic_categorical_woe_auc``: the same joint model with ``--encoding woe``: every party's columns
   as the WOE of its optimal bins from the federated binning protocol (in-process, the five synthetic
-  lenders and the platform); ``synthetic_categorical_woe_gap``: the one-hot baseline minus it;
-  ``synthetic_categorical_central_woe_auc``: scikit-learn on the same WOE columns.
+  lenders and the platform, on the joint run's training rows only); ``synthetic_categorical_woe_gap``:
+  the one-hot baseline minus it; ``synthetic_categorical_central_woe_auc``: scikit-learn on the same WOE columns.
 
 Usage: ``scripts/bench_workflow.py``.
 """
@@ -139,10 +139,14 @@ def _codes(values: np.ndarray) -> np.ndarray:
     return (rank[inv] + 1).astype(np.float64)
 
 
-def _federated_woe(apps: pd.DataFrame, beh: pd.DataFrame, y: np.ndarray, lcols: list[str], pcols: list[str]
-                   ) -> tuple[Any, Any]:
+def _federated_woe(apps: pd.DataFrame, beh: pd.DataFrame, y: np.ndarray, lcols: list[str], pcols: list[str],
+                   train: np.ndarray) -> tuple[Any, Any]:
     """WOE encoders of the lenders' and the platform's features from an in-process federated binning run
-    (lenders split as the synthetic federation deals them; optimal monotone bins, the default)."""
+    on the ``train`` rows only, so the validation AUC is out of sample for the WOE too (lenders split as
+    the synthetic federation deals them; optimal monotone bins, the default)."""
+    keep = np.zeros(len(y), dtype=bool)
+    keep[train] = True
+    apps, beh, y = apps[keep].reset_index(drop=True), beh[keep].reset_index(drop=True), y[keep]
     from fedcore.protocol.binning.coordinator import BinningSettings, run_binning
     from fedcore.protocol.binning.party import LenderBinning, LenderData, PlatformBinning, PlatformData
     from fedcore.protocol.inmemory import InMemoryChannel
@@ -264,11 +268,12 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
                       encoded(xp, pcols, len(PLATFORM_CATEGORICAL), None))
     # WOE: every party's columns as the WOE of its optimal bins from the federated binning protocol, run
     # in-process across the five lenders (their pooled WOE) and the platform (its bins' WOE from counts
-    # pooled over the lenders), as `coordinator binning` and `train --encoding woe` do at nodes
-    enc_l, enc_p = _federated_woe(apps, beh, y, lcols, pcols)
+    # pooled over the lenders), as `coordinator binning` and `train --encoding woe` do at nodes; binned on
+    # the joint run's training rows only
+    train, val = split_rows(len(y), cfg.val_fraction, cfg.seed, 0)  # the joint run's split
+    enc_l, enc_p = _federated_woe(apps, beh, y, lcols, pcols, train)
     woe_joint = joint_auc(Table(enc_l.transform(apps[lcols]), lcols, "d", y),
                           Table(enc_p.transform(beh[pcols]), pcols, "d"))
-    train, val = split_rows(len(y), cfg.val_fraction, cfg.seed, 0)
     num = np.column_stack([apps[c].to_numpy(float) for c in LENDER_NUMERIC]
                           + [beh[c].to_numpy(float) for c in PLATFORM_NUMERIC])
     num = (num - num[train].mean(axis=0)) / (num[train].std(axis=0) + 1e-12)

@@ -132,6 +132,7 @@ def test_report_of_a_vertical_model_has_intervals_calibration_and_bands(fed, tmp
     assert abs(rec["summary_metrics"]["val_ks"] - data["ks"]) < 1e-12  # the CLI's KS is the report's
 
 
+@pytest.mark.timeout(600)  # a binning run, a training run and six CLI processes on a shared 2-core machine
 def test_a_woe_encoded_joint_model_over_the_links_scores_and_exports_the_classic_scorecard(fed, tmp_path):
     """``train --encoding woe``: each party encodes its own columns with its bins' WOE from the newest
     binning run; the record names the encoding and the run; joint scoring over gRPC applies the WOE at
@@ -140,7 +141,7 @@ def test_a_woe_encoded_joint_model_over_the_links_scores_and_exports_the_classic
     fed.cli("coordinator", "distribute-key", *coord)
     out = fed.cli("coordinator", "binning", "--parties", "yixin,meili,tiange", *coord).stdout
     bin_run = out.strip().splitlines()[-1].split("binning run ", 1)[1].split(":")[0]
-    out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,meili,tiange", "--rounds", "4",
+    out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,meili,tiange", "--rounds", "3",
                   "--encoding", "woe", *coord).stdout
     run_id = out.split("(run ", 1)[1].split(")")[0]
     assert f"WOE of binning run {bin_run}" in out
