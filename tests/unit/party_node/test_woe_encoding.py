@@ -162,6 +162,44 @@ def test_joint_scoring_of_raw_levels_applies_the_woe_at_every_party(fed) -> None
     assert z[0, 1] == z[1, 1]
 
 
+def test_batch_grpc_and_http_scoring_of_raw_levels_match_the_service(fed) -> None:
+    import urllib.request
+
+    import grpc
+    from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
+
+    from party_node.local_http import HttpApi
+    from party_node.scoring_api import scoring_routes, serve_local_grpc
+
+    service = fed["service"]
+    apps = [Applicant(phone(i), "phone", {"income": 2.0 + i / 10, "purpose": PURPOSES[i % 5]}) for i in range(6)]
+    want = service.score(apps).prob_default
+    batches = list(service.score_stream(apps, total=len(apps)))
+    np.testing.assert_allclose(np.concatenate([b.prob_default for b in batches]), want, atol=1e-9)
+    token = "local-api-test-token-0123456789"
+    server, port = serve_local_grpc(service, token=token)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+            resp = scoring_pb2_grpc.LocalScoringStub(chan).Score(scoring_pb2.LocalScoreRequest(applicants=[
+                scoring_pb2.Applicant(id=phone(1), id_kind="phone", features={"income": 2.1},
+                                      categories={"purpose": PURPOSES[1]})]),
+                metadata=(("authorization", f"Bearer {token}"),))
+        assert resp.scores[0].prob_default == pytest.approx(want[1], abs=1e-6)
+    finally:
+        server.stop(None)
+    api = HttpApi(scoring_routes(service), token)
+    try:
+        body = json.dumps({"applicants": [{"id": phone(2), "id_kind": "phone",
+                                           "features": {"income": 2.2, "purpose": PURPOSES[2]}}]})
+        req = urllib.request.Request(f"http://127.0.0.1:{api.port}/v1/score", body.encode(),
+                                     {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=60) as r:  # noqa: S310 (loopback test)
+            got = json.loads(r.read())
+        assert got["scores"][0]["prob_default"] == pytest.approx(want[2], abs=1e-6)
+    finally:
+        api.stop()
+
+
 def test_points_table_of_a_woe_model_is_the_exact_classic_scorecard(fed) -> None:
     sc = Scorecard(600, 50, 20)
     lsl = _slice(fed, "bank")
