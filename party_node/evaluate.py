@@ -22,6 +22,7 @@ from fedcore.errors import InvalidInput, NotFound
 from models.metrics import evaluate
 
 from .categories import encode_raw
+from .horizontal_encoding import apply_encoding, encoding_from_names, stored_columns
 from .scoring_batch import Applicant
 from .store import Store
 
@@ -113,18 +114,20 @@ def horizontal_probabilities(store: Store, model_dir: Path, model: str, version:
         dataset = labelled[0] if len(labelled) == 1 else ""
     if dataset and any(isinstance(v, str) for a in apps for v in (a.features or {}).values()):
         apps = encode_raw(store, dataset, apps)
-    X = np.empty((len(apps), len(names)))
+    enc = encoding_from_names(store.dataset_info(dataset), names) if dataset else [(n, n, None) for n in names]
+    cols = stored_columns(enc)
+    X = np.empty((len(apps), len(cols)))
     for i, a in enumerate(apps):
         feats = a.features or {}
-        missing = [n for n in names if n not in feats]
+        missing = [n for n in cols if n not in feats]
         if missing:
             raise InvalidInput(f"applicant {i} ({a.id!r}): no value for feature(s) {missing} of model {model!r}")
-        for j, n in enumerate(names):
+        for j, n in enumerate(cols):
             v = feats[n]
             if isinstance(v, str):
                 raise InvalidInput(f"applicant {i}: feature {n!r}: {v!r} is not a number")
             X[i, j] = float(v)
-    return predict_proba(net, Scaler.from_dict(meta["scaler"]).transform(X))
+    return predict_proba(net, Scaler.from_dict(meta["scaler"]).transform(apply_encoding(enc, X, cols)))
 
 
 def evaluate_file(home: Path, store: Store, service_factory: Any, model: str, path: Path, *,

@@ -93,7 +93,7 @@ class StoreTreeParty:
         party: LenderTreeParty | PlatformTreeParty
         if params.get("leader") is not None:  # horizontal trees: this lender's own labelled rows
             split = store_data_provider(self.store)({"fc-dataset": dataset or "", "fc-val-fraction": val_fraction,
-                                                     "fc-seed": seed})  # fmt: skip
+                                                     "fc-seed": seed, "fc-encoding": "codes"})  # fmt: skip
             xtr, ytr, xva, yva, names = split
             xs, yy = np.vstack([xtr, xva]), np.concatenate([ytr, yva]).astype(np.float64)
             mask = np.arange(len(yy)) >= len(ytr)
