@@ -52,7 +52,8 @@ def _run(home: Path, what: str, **kw: Any) -> None:
                 for a in r.alerts:
                     kinds[a.kind] = kinds.get(a.kind, 0) + 1
                 typer.echo(json.dumps({"book": r.book, "alerts": len(r.alerts), "by_kind": kinds,
-                                       "psi": r.psi, "webhook_delivered": r.delivered}))
+                                       "psi": r.psi, "pd_threshold": r.pd_threshold,
+                                       "webhook_delivered": r.delivered}))
             else:
                 for row in mon.alerts(kind=kw.get("kind") or None, limit=kw.get("limit", 100)):
                     typer.echo(json.dumps(row))
