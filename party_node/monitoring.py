@@ -3,7 +3,8 @@
 The **book** is the lender's own active borrowers who consented to ``monitoring`` (its store's
 active-loan flags and consent; :meth:`Monitor.register_book`); it is a table in the lender's store and
 never leaves the node, nor does the last pass's state (``HOME/monitoring/state.npz``). A **pass**
-(:meth:`Monitor.run`, ``fedcredit party monitor run``, e.g. from cron or after a new platform snapshot)
+(:meth:`Monitor.run`, ``fedcredit party monitor run``, every ``interval_s`` on a running node, and on a
+running node after each new platform snapshot: :class:`party_node.monitoring_cli.SnapshotPasses`)
 scores the book with the joint model through the ordinary joint scoring request (chunks of
 pseudonyms, queries score/blacklist/loans): to the coordinator and the other members it is
 indistinguishable from any batch scoring request, and they learn exactly what they learn
@@ -280,7 +281,9 @@ class Monitor:
         mid = model_id or self.service.model(self.settings.model_id or None).model_id
         return threshold_from_model(self.service.home / "models" / mid, self.settings.alert_share)
 
-    def run(self) -> PassReport:
+    def run(self, trigger: str = "") -> PassReport:
+        """One pass; ``trigger`` (audited) says why: empty for a scheduled or CLI pass, ``snapshot <date>``
+        after the platform announced a new snapshot."""
         rows, pseudos = self.book()
         started = time.time()
         alerts: list[Alert] = []
@@ -312,7 +315,8 @@ class Monitor:
         delivered = self._deliver(started) if alerts and self.settings.webhook else None
         self.service.audit.append("monitoring_pass", {"book": len(rows), "alerts": len(alerts),
                                                       "psi": psi if psi is None or math.isfinite(psi) else None,
-                                                      "pd_threshold": threshold})
+                                                      "pd_threshold": threshold,
+                                                      **({"trigger": trigger} if trigger else {})})
         return PassReport(len(rows), len(rows), alerts, psi, delivered, threshold)
 
     def _state_path(self) -> Path:
