@@ -109,4 +109,4 @@ class SnapshotListener:
         if self._audit is not None:
             self._audit.append("snapshot_announced", {"as_of": as_of})
         self._trigger(as_of)
-        return TaskReply({"queued": True})
+        return TaskReply({"ack": True})

@@ -93,6 +93,7 @@ class Federation:
     preapproval: PreapprovalService
     coordinator: PreapprovalCoordinator
     identities: dict[str, PartyIdentity] = field(default_factory=dict)
+    registries: dict[str, HandlerRegistry] = field(default_factory=dict)
     policy: dict = field(default_factory=lambda: POLICY)
 
 
@@ -114,8 +115,9 @@ def fed(tmp_path: Path):
     register_scoring_handlers(reg, platform.store, platform.home)
     ch.add_party("platform", Role.PLATFORM, reg)
     services = {}
+    registries = {"platform": reg}
     for name, p in lenders.items():
-        reg = HandlerRegistry()
+        reg = registries[name] = HandlerRegistry()
         register_scoring_handlers(reg, p.store, p.home)
         svc = ScoringService(p.store, p.home, LocalGateway(scoring, name),
                              ScoringSettings(model_id="m1", allow_partial=True, timeout_s=10.0))
@@ -127,7 +129,7 @@ def fed(tmp_path: Path):
     # a generous budget: the tests expect every lender's answer on a loaded machine (the budget test sets its own)
     svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"),
                              PreapprovalSettings(budget_ms=30_000), identity=ids["platform"])
-    yield Federation(ch, platform, lenders, services, svc, coord, identities=ids)
+    yield Federation(ch, platform, lenders, services, svc, coord, identities=ids, registries=registries)
     for p in (platform, *lenders.values()):
         p.store.close()
     ch.close()
