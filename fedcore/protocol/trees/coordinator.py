@@ -279,6 +279,15 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
         rows = int(res[x].params["rows"])
         if x not in pbins or pbins[x].shape[1] != rows:
             raise ProtocolError(f"lender {x!r} has {rows} aligned rows but the platform's table for it does not match")
+    vocab = {x: dict(res[x].params.get("categorical") or {}) for x in cfg.lenders}  # feature -> levels digest
+    for x in cfg.lenders[1:]:
+        if vocab[x] != vocab[cfg.lenders[0]]:
+            diff = sorted(set(vocab[x].items()) ^ set(vocab[cfg.lenders[0]].items()))[0][0]
+            raise InvalidInput(f"lenders {cfg.lenders[0]!r} and {x!r} declare lender feature {diff!r} with different"
+                               " categories: declare one vocabulary for it in the shared schema")  # fmt: skip
+    undeclared = sorted((set(p.categorical) & set(cfg.lender_features)) - set(vocab[cfg.lenders[0]]))
+    if undeclared:
+        raise InvalidInput(f"lender feature(s) {undeclared} are not categorical in the lenders' schema")
     keys = {x: res[x].params["env_key"] for x in [*cfg.lenders, cfg.platform]}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
@@ -294,7 +303,7 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     if len({tuple(v) for v in n_bins.values()}) != 1:
         raise ProtocolError("lenders derived different bins from the same aggregate")
     base = float(edges[cfg.lenders[0]].params["base_score"])
-    specs = [FeatureSpec(f, LENDERS_OWNER, b, False, p.monotone.get(f, 0))
+    specs = [FeatureSpec(f, LENDERS_OWNER, b, f in vocab[cfg.lenders[0]], p.monotone.get(f, 0))
              for f, b in zip(cfg.lender_features, n_bins[cfg.lenders[0]], strict=True)]  # fmt: skip
     for f in pres.params["features"]:
         name = str(f["name"])
@@ -312,9 +321,6 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     overlap = sorted(set(cfg.lenders) & {cfg.platform})
     if overlap:
         raise InvalidInput(f"party {overlap[0]!r} cannot be both a lender and the platform")
-    lender_cats = sorted(set(p.categorical) & set(cfg.lender_features))
-    if lender_cats:
-        raise InvalidInput(f"categorical lender features {lender_cats} are not supported by hybrid trees yet")
     if p.subsample < 1.0:
         raise InvalidInput("hybrid trees do not support row subsampling yet")
     params = dataclasses.replace(p, sticky_owners=(cfg.platform,), first_tree_owners=(LENDERS_OWNER,))

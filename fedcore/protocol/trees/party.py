@@ -5,6 +5,8 @@ See :mod:`fedcore.protocol.trees` for the protocol and what each side learns.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -117,17 +119,20 @@ class LenderTreeParty:
 
     def __init__(
         self, name: str, columns: Mapping[str, np.ndarray], y: np.ndarray, identity: PartyIdentity,
-        val_mask: np.ndarray | None = None,
+        val_mask: np.ndarray | None = None, categorical: Mapping[str, Sequence[str]] | None = None,
     ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
         self.columns = {k: np.asarray(v) for k, v in columns.items()}
+        # categorical lender features: column values are codes 0..len(levels)-1 into the schema's levels
+        self.categorical = {str(k): tuple(str(v) for v in levels) for k, levels in (categorical or {}).items()}
         self.y = np.asarray(y, dtype=np.float64)
         self.val = np.zeros(len(self.y), dtype=bool) if val_mask is None else np.asarray(val_mask, dtype=bool)
         if self.val.shape != self.y.shape:
             raise InvalidInput(f"party {name!r}: validation mask has {self.val.size} rows, labels {self.y.size}")
         self.metrics: dict[str, float] = {}
+        self.val_proba = np.zeros(0)  # after the run: the kept model's probabilities on the validation rows
         self.mapper: BinMapper | None = None
         self.table = SplitTable(LENDERS_OWNER)
         self.base_score = 0.0
@@ -166,13 +171,15 @@ class LenderTreeParty:
         if bad.size:
             raise InvalidInput(f"party {self.name!r}: label of row {int(bad[0])} is {self.y[bad[0]]!r}, not 0/1")
         self.columns = {f: self.columns[f] for f in features}
+        self.categorical = {f: v for f, v in self.categorical.items() if f in self.columns}
         self.table = SplitTable(LENDERS_OWNER)
         key = EnvelopePrivateKey.generate()
         self._run = _LenderRun(
             str(params["run_id"]), [str(x) for x in params["lenders"]], str(params["platform"]), key,
             int(params["max_bins"]),
         )  # fmt: skip
-        return _reply({"rows": n, "env_key": self.identity.announcement(key)})
+        vocab = {f: hashlib.sha256(json.dumps(v).encode()).hexdigest() for f, v in self.categorical.items()}
+        return _reply({"rows": n, "env_key": self.identity.announcement(key), "categorical": vocab})
 
     def _keys(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._state(params)
@@ -206,12 +213,18 @@ class LenderTreeParty:
         levels = np.linspace(0.0, 1.0, FINE * s.max_bins + 1)[1:-1]
         values: list[float] = []
         train = ~self.val
+        counts: list[float] = []  # categorical features: rows per category code, after every feature's slot
         for f in self.columns:
             x = np.asarray(self.columns[f], dtype=np.float64)[train]
             x = x[~np.isnan(x)]
+            if f in self.categorical:
+                n_levels = len(self.categorical[f])
+                x = x[(x >= 0) & (x < n_levels)]
+                counts += np.bincount(x.astype(np.int64), minlength=n_levels).astype(float).tolist()
+                x = x[:0]
             qs = np.quantile(x, levels, method="inverted_cdf") if x.size else np.zeros(len(levels))
             values += [float(x.size)] + [float(x.size) * q for q in qs]
-        values += [float(train.sum()), float(self.y[train].sum())]
+        values += [*counts, float(train.sum()), float(self.y[train].sum())]
         return [round(v * SCALE) % MOD128 for v in values]
 
     def _bins(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -238,7 +251,14 @@ class LenderTreeParty:
         vals = [(t - MOD128 if t >= MOD128 // 2 else t) / SCALE for t in total]
         per = FINE * s.max_bins  # count + (FINE x max_bins - 1) quantiles per feature
         feats = []
+        at = per * len(self.columns)
         for j, name in enumerate(self.columns):
+            if name in self.categorical:  # the max_bins most frequent levels (pooled counts); code 0 is unseen
+                pooled = np.asarray(vals[at : at + len(self.categorical[name])])
+                at += len(pooled)
+                order = [int(c) for c in np.lexsort((np.arange(len(pooled)), -pooled)) if c > 0 and pooled[c] > 0]
+                feats.append(FeatureBins(name, True, categories=tuple(float(c) for c in order[: s.max_bins])))
+                continue
             count, qsum = vals[j * per], vals[j * per + 1 : (j + 1) * per]
             upper = _edges_from(np.asarray(qsum) / count, s.max_bins) if count > 0 else ()
             feats.append(FeatureBins(name, False, upper=upper))
@@ -353,10 +373,11 @@ class LenderTreeParty:
         keep = len(trees)
         if not 0 <= keep < len(s.val_margins):
             raise ProtocolError(f"party {self.name!r}: the model keeps {keep} trees, {len(s.val_margins) - 1} grown")
+        self.val_proba = 0.5 * (1.0 + np.tanh(0.5 * s.val_margins[keep]))  # the kept model's, for reports
         if self.val.any():
             yv = self.y[self.val]
             if 0 < yv.sum() < yv.size:
-                self.metrics = evaluate(yv, 0.5 * (1.0 + np.tanh(0.5 * s.val_margins[keep])))
+                self.metrics = evaluate(yv, self.val_proba)
         importance = {LENDERS_OWNER: {str(k): float(v) for k, v in dict(params["importance"]).items()}}
         owners = tuple(str(o) for o in params["owners"])
         self.model = GBDTModel(owners, trees, self.base_score, {LENDERS_OWNER: self.table}, importance)
