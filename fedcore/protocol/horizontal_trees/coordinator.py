@@ -60,9 +60,8 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
     t0 = time.perf_counter()
     if len(cfg.lenders) < 2 or len(set(cfg.lenders)) != len(cfg.lenders) or not cfg.features:
         raise InvalidInput("horizontal trees need two or more distinct lenders and at least one feature")
-    if p.categorical or p.subsample < 1.0 or p.early_stopping_rounds is not None or p.sticky_owners:
-        raise InvalidInput("horizontal trees do not support categorical features, row subsampling or early "
-                           "stopping yet")  # fmt: skip
+    if p.categorical or p.sticky_owners:
+        raise InvalidInput("horizontal trees do not support categorical features yet")
     leader = cfg.lenders[0]
     common = {"lenders": list(cfg.lenders), "leader": leader, "max_bins": p.max_bins, "features": list(cfg.features),
               "gbdt": p.to_dict(), **({"data": dict(cfg.data)} if cfg.data else {})}  # fmt: skip
@@ -89,10 +88,17 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
     n_feat = len(cfg.features)
     trees: list[Tree] = []
     losses: list[float] = []
-    importance: dict[str, float] = {}
+    gains: list[list[Any]] = []
     before: dict[str, Any] = {"splits_before": [], "leaf_values": {}}
     sent = 0
-    for t in range(p.n_trees):
+    stop = p.early_stopping_rounds
+    for t in range(p.n_trees + (stop is not None)):  # early stopping: one more step for the last tree's loss
+        if t == p.n_trees:  # the lenders add the last tree and report the loss (nothing is built)
+            res = channel.run_all({x: _task(HIST, cfg, {"tree": t, "first": True, "splits": [], "build": [],
+                                                        "features": [], **before}) for x in cfg.lenders})  # fmt: skip
+            loss = _pooled(res.values())
+            losses += [] if loss is None else [loss]
+            break
         feats = np.arange(n_feat)
         if p.colsample_bytree < 1.0:
             feats = np.sort(rng.choice(feats, size=max(1, round(n_feat * p.colsample_bytree)), replace=False))
@@ -106,19 +112,28 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
                 loss = _pooled(res.values())
                 if loss is not None:
                     losses.append(loss)
+                if stop is not None and loss is not None and t - int(np.argmin(losses)) >= stop:
+                    break  # tree t is abandoned; the lenders already hold every earlier tree
             datas = {x: r.read_payload() for x, r in res.items()}
             sent += sum(len(d) for d in datas.values())
             summed = add(EncryptedVector.from_bytes(pub, d) for d in datas.values())
             reply = channel.run(leader, _task(GROW, cfg, {"tree": t}, summed.to_bytes()))
             first = False
+        if not reply.params.get("done"):
+            break
         tree = Tree.from_dict(reply.params["tree"])  # type: ignore[arg-type]
         trees.append(tree)
-        for f, gain in reply.params.get("gains", []):  # type: ignore[union-attr]
-            name = cfg.features[int(f)]
-            importance[name] = importance.get(name, 0.0) + float(gain)
+        gains.append(list(reply.params.get("gains", [])))  # type: ignore[arg-type]
         before = {"splits_before": reply.params["splits"],
                   "leaf_values": {str(int(i)): float(tree.value[i]) for i in tree.leaves()}}  # fmt: skip
-    done = channel.run_all({x: _task(FINISH, cfg, {**before, "trees": [t.to_dict() for t in trees],
+    # Early stopping keeps the trees up to the best pooled validation loss (losses[i]: after i trees).
+    keep = int(np.argmin(losses)) if stop is not None and losses else len(trees)
+    trees = trees[:keep]
+    importance: dict[str, float] = {}
+    for f, gain in (fg for tree_gains in gains[:keep] for fg in tree_gains):
+        importance[cfg.features[int(f)]] = importance.get(cfg.features[int(f)], 0.0) + float(gain)
+    last = {"stopped": True} if stop is not None else before  # stopped: the lenders hold every grown tree
+    done = channel.run_all({x: _task(FINISH, cfg, {**last, "trees": [t.to_dict() for t in trees],
                                                     "importance": importance}) for x in cfg.lenders})  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()}  # type: ignore[arg-type]
                for x, r in done.items()}  # fmt: skip

@@ -268,7 +268,7 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     common: dict[str, JSONValue] = {"lenders": list(cfg.lenders), "platform": cfg.platform, "max_bins": p.max_bins}
     if cfg.data:
         common["data"] = dict(cfg.data)
-    lender_params = {**common, "features": list(cfg.lender_features)}
+    lender_params = {**common, "features": list(cfg.lender_features), "subsample": p.subsample, "seed": p.seed}
     tasks = {x: _task(SETUP, cfg, lender_params) for x in cfg.lenders}
     tasks[cfg.platform] = _task(SETUP, cfg, common)
     res = channel.run_all(tasks)
@@ -321,8 +321,6 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     overlap = sorted(set(cfg.lenders) & {cfg.platform})
     if overlap:
         raise InvalidInput(f"party {overlap[0]!r} cannot be both a lender and the platform")
-    if p.subsample < 1.0:
-        raise InvalidInput("hybrid trees do not support row subsampling yet")
     params = dataclasses.replace(p, sticky_owners=(cfg.platform,), first_tree_owners=(LENDERS_OWNER,))
     layout, pbins, base = _setup(channel, cfg)
     owners = layout.owners

@@ -108,6 +108,8 @@ class _LenderRun:
     tree_seed: bytes = b""
     rows: dict[int, np.ndarray] = field(default_factory=dict)
     val_margins: list[np.ndarray] = field(default_factory=list)  # validation margins after 0, 1, ... trees
+    subsample: float = 1.0  # row subsampling: the share of this lender's training rows in each tree
+    seed: int = 0
 
 
 class LenderTreeParty:
@@ -176,7 +178,7 @@ class LenderTreeParty:
         key = EnvelopePrivateKey.generate()
         self._run = _LenderRun(
             str(params["run_id"]), [str(x) for x in params["lenders"]], str(params["platform"]), key,
-            int(params["max_bins"]),
+            int(params["max_bins"]), subsample=float(params.get("subsample", 1.0)), seed=int(params.get("seed", 0)),
         )  # fmt: skip
         vocab = {f: hashlib.sha256(json.dumps(v).encode()).hexdigest() for f, v in self.categorical.items()}
         return _reply({"rows": n, "env_key": self.identity.announcement(key), "categorical": vocab})
@@ -295,13 +297,22 @@ class LenderTreeParty:
         self._apply_update(s, params, _arrays(ctx, params))
         assert s.margin is not None
         p = 0.5 * (1.0 + np.tanh(0.5 * s.margin))
-        s.g = to_fixed(np.where(self.val, 0.0, p - self.y))
-        s.h = to_fixed(np.where(self.val, 0.0, np.maximum(p * (1.0 - p), 2.0**-32)))
+        skip = self.skipped(s, int(params["tree"]))
+        s.g = to_fixed(np.where(skip, 0.0, p - self.y))
+        s.h = to_fixed(np.where(skip, 0.0, np.maximum(p * (1.0 - p), 2.0**-32)))
         s.tree = int(params["tree"])
         s.tree_seed = os.urandom(SEED_BYTES)
         s.rows = {0: np.arange(len(self.y))}
         sealed = self._seal(s, s.platform, s.tree_seed, f"tree/{s.tree}")
         return _reply({"sealed_seed": sealed, "val_loss": self._val_loss(s)})  # type: ignore[dict-item]
+
+    def skipped(self, s: _LenderRun, tree: int) -> np.ndarray:
+        """Rows that add no gradient to tree ``tree``: validation rows and, with row subsampling, the rows
+        outside this lender's own sample for the tree (drawn here; nobody else learns which)."""
+        if s.subsample >= 1.0:
+            return self.val
+        rng = np.random.default_rng([s.seed, tree, s.lenders.index(self.name)])
+        return self.val | (rng.random(len(self.y)) >= s.subsample)
 
     def _pair_mask(self, s: _LenderRun, label: str, n: int) -> np.ndarray:
         """This lender's share of masks that cancel over all lenders (pairwise, Z_2^64)."""

@@ -3,6 +3,7 @@ and what crosses the wire."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -186,7 +187,7 @@ def test_wire_platform_gets_no_labels_or_gradients_and_thresholds_stay_with_owne
 
 
 TO_PARTY_KEYS = {
-    "trees.setup": {"run_id", "lenders", "platform", "max_bins", "features"},
+    "trees.setup": {"run_id", "lenders", "platform", "max_bins", "features", "subsample", "seed"},
     "trees.keys": {"run_id", "keys"},
     "trees.bins": {"run_id", "sealed"},
     "trees.edges": {"run_id", "sum"},
@@ -521,3 +522,18 @@ def test_lenders_with_different_category_levels_fail_naming_both():
     other = (*PURPOSES[:3], "school", *PURPOSES[4:])
     with pytest.raises(InvalidInput, match=r"'yixin' and 'meili'.*'purpose'"):
         _categorical_run({"yixin": PURPOSES, "meili": other, "cango": PURPOSES})
+
+
+def test_row_subsampling_each_lender_leaves_its_unsampled_rows_out_of_the_histograms():
+    params = GBDTParams(n_trees=4, max_depth=3, max_bins=16, subsample=0.5, seed=5, categorical=("segment",))
+    result, parties, *_ = run(params)
+    full, *_ = run(dataclasses.replace(params, subsample=1.0))
+    assert len(result.trees) == 4 and any(
+        not np.array_equal(a.value, b.value) for a, b in zip(result.trees, full.trees, strict=True))
+    samples = []
+    for p in parties.values():
+        assert p._run is not None and p._run.h is not None
+        used = p._run.h != 0  # the last tree's own sample of this lender's rows
+        assert 0.4 < used.mean() < 0.6
+        samples.append(used[:300])
+    assert not np.array_equal(samples[0], samples[1])  # each lender draws its own
