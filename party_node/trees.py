@@ -99,8 +99,9 @@ class StoreTreeParty:
             xtr, ytr, xva, yva, names = split
             xs, yy = np.vstack([xtr, xva]), np.concatenate([ytr, yva]).astype(np.float64)
             mask = np.arange(len(yy)) >= len(ytr)
-            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask)
             info_name = dataset or next(d for d in self.store.datasets() if self.store.dataset_info(d).has_labels)
+            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask,
+                                     categorical=self._levels(info_name, names))  # fmt: skip
             role, name, features = "lender", info_name, list(names)
         elif self.name in lenders:
             t = self.source.vertical_table(str(psi_runs[self.name]), dataset, labels=True, onehot=False)
@@ -108,10 +109,8 @@ class StoreTreeParty:
             mask = np.zeros(len(t.y), dtype=bool)
             mask[split_rows(len(t.y), val_fraction, seed, lenders.index(self.name))[1]] = True
             cols = {f: t.X[:, j] for j, f in enumerate(t.features)}
-            info = self.store.dataset_info(t.dataset)  # categorical columns hold codes into these levels
-            cats = {f: info.vocabularies[f] for f, kind in info.features.items() if kind == "categorical" and f in cols}
             party = LenderTreeParty(self.name, cols, t.y.astype(np.float64), self.identity, val_mask=mask,
-                                    categorical=cats)  # fmt: skip
+                                    categorical=self._levels(t.dataset, cols))  # fmt: skip
             role, name, features = "lender", t.dataset, list(t.features)
         elif params.get("platform") == self.name:
             tables: dict[str, dict[str, np.ndarray]] = {}
@@ -138,6 +137,11 @@ class StoreTreeParty:
                 "dataset": name,
                 "features": features,
             }
+
+    def _levels(self, dataset: str, names: Any) -> dict[str, list[str]]:
+        """The categorical features among ``names``: their columns hold codes into these levels."""
+        info = self.store.dataset_info(dataset)
+        return {f: info.vocabularies[f] for f, kind in info.features.items() if kind == "categorical" and f in names}
 
     def _save(self, run: Mapping[str, Any]) -> None:
         party = self._party

@@ -16,6 +16,7 @@ from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.horizontal_trees.messages import EDGES, FINISH, GROW, HIST, KEYS, QUANT, SETUP
 from fedcore.protocol.messages import JSONValue, Task
+from fedcore.protocol.trees.coordinator import agreed_levels
 from fedcore.protocol.trees.messages import MOD128
 from models.gbdt.params import GBDTParams
 from models.gbdt.tree import Tree
@@ -60,13 +61,17 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
     t0 = time.perf_counter()
     if len(cfg.lenders) < 2 or len(set(cfg.lenders)) != len(cfg.lenders) or not cfg.features:
         raise InvalidInput("horizontal trees need two or more distinct lenders and at least one feature")
-    if p.categorical or p.sticky_owners:
-        raise InvalidInput("horizontal trees do not support categorical features yet")
+    if p.sticky_owners:
+        raise InvalidInput("horizontal trees have one owner: 'sticky_owners' does not apply")
     leader = cfg.lenders[0]
     common = {"lenders": list(cfg.lenders), "leader": leader, "max_bins": p.max_bins, "features": list(cfg.features),
               "gbdt": p.to_dict(), **({"data": dict(cfg.data)} if cfg.data else {})}  # fmt: skip
     res = channel.run_all({x: _task(SETUP, cfg, common) for x in cfg.lenders})
     pub = CkksPublicContext.from_bytes(bytes.fromhex(str(res[leader].params["public_context"])))
+    levels = agreed_levels(cfg.lenders, {x: r.params.get("categorical") for x, r in res.items()})
+    undeclared = sorted(set(p.categorical) - set(levels))
+    if undeclared:
+        raise InvalidInput(f"feature(s) {undeclared} are not categorical in the lenders' schema")
     keys = {x: res[x].params["env_key"] for x in cfg.lenders}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(  # type: ignore[arg-type]
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
@@ -74,7 +79,8 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
     for sender, out in sealed.items():
         for recipient, blobs in out.items():
             inbox[str(recipient)][sender] = blobs
-    masked = channel.run_all({x: _task(QUANT, cfg, {"sealed": inbox[x], "public_context": pub.serialize().hex()})
+    masked = channel.run_all({x: _task(QUANT, cfg, {"sealed": inbox[x], "public_context": pub.serialize().hex(),
+                                                    "levels": levels})
                               for x in cfg.lenders})  # fmt: skip
     vectors = [[int(str(v), 16) for v in r.params["masked"]] for r in masked.values()]  # type: ignore[union-attr]
     total = [format(sum(col) % MOD128, "x") for col in zip(*vectors, strict=True)]

@@ -157,7 +157,7 @@ class LenderHTreeParty(LenderTreeParty):
             raise ProtocolError(f"party {self.name!r} is not the leader of this run")
         if params.get("start"):
             self._stop_grower()
-            specs = tuple(FeatureSpec(fb.name, OWNER, fb.n_bins, False, self.params.monotone.get(fb.name, 0))
+            specs = tuple(FeatureSpec(fb.name, OWNER, fb.n_bins, fb.categorical, self.params.monotone.get(fb.name, 0))
                           for fb in self.mapper.features)  # fmt: skip
             layout = FeatureLayout(specs, self.mapper.max_bins)
             source = _GrowerSource(layout, self.refs_assigned)

@@ -6,7 +6,6 @@ See :mod:`fedcore.protocol.trees` for the protocol and what each side learns.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -59,6 +58,11 @@ def _edges_from(fine: np.ndarray, max_bins: int) -> tuple[float, ...]:
     return tuple(float(u) for u in np.unique(fine[FINE - 1 :: FINE]))
 
 
+def level_digests(levels: Sequence[str]) -> list[str]:
+    """What a lender shows of a categorical feature's levels: a short digest of each (code, level)."""
+    return [hashlib.sha256(f"{i}:{v}".encode()).hexdigest()[:16] for i, v in enumerate(levels)]
+
+
 def _purpose(run_id: str, what: str) -> str:
     """The sealing purpose of one secret of a run (sender and recipient are bound by the sealing itself)."""
     return f"trees/{run_id}/{what}"
@@ -109,6 +113,7 @@ class _LenderRun:
     rows: dict[int, np.ndarray] = field(default_factory=dict)
     val_margins: list[np.ndarray] = field(default_factory=list)  # validation margins after 0, 1, ... trees
     subsample: float = 1.0  # row subsampling: the share of this lender's training rows in each tree
+    levels: dict[str, int] = field(default_factory=dict)  # categorical feature -> levels all lenders count
     seed: int = 0
 
 
@@ -180,7 +185,7 @@ class LenderTreeParty:
             str(params["run_id"]), [str(x) for x in params["lenders"]], str(params["platform"]), key,
             int(params["max_bins"]), subsample=float(params.get("subsample", 1.0)), seed=int(params.get("seed", 0)),
         )  # fmt: skip
-        vocab = {f: hashlib.sha256(json.dumps(v).encode()).hexdigest() for f, v in self.categorical.items()}
+        vocab = {f: level_digests(v) for f, v in self.categorical.items()}
         return _reply({"rows": n, "env_key": self.identity.announcement(key), "categorical": vocab})
 
     def _keys(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -220,7 +225,7 @@ class LenderTreeParty:
             x = np.asarray(self.columns[f], dtype=np.float64)[train]
             x = x[~np.isnan(x)]
             if f in self.categorical:
-                n_levels = len(self.categorical[f])
+                n_levels = s.levels.get(f, len(self.categorical[f]))
                 x = x[(x >= 0) & (x < n_levels)]
                 counts += np.bincount(x.astype(np.int64), minlength=n_levels).astype(float).tolist()
                 x = x[:0]
@@ -240,6 +245,9 @@ class LenderTreeParty:
                 s.group_key = open_from_peer(self.identity, blobs["group"], str(sender), purpose, s.key)
         if not s.group_key or set(s.pair_seeds) != set(s.lenders) - {self.name}:
             raise ProtocolError(f"party {self.name!r}: the lenders' seeds did not all arrive")
+        s.levels = {str(f): int(n) for f, n in dict(params.get("levels") or {}).items()}  # type: ignore[call-overload]
+        if any(s.levels.get(f, -1) < len(v) for f, v in self.categorical.items()):
+            raise ProtocolError(f"party {self.name!r}: the level counts of its categorical features are missing")
         vec = self._quantile_vector(s)
         mask = mask_int128(s.group_key, f"edges/{self.name}", len(vec))
         return _reply({"masked": [format((v + m) % MOD128, "x") for v, m in zip(vec, mask, strict=True)]})
@@ -256,7 +264,7 @@ class LenderTreeParty:
         at = per * len(self.columns)
         for j, name in enumerate(self.columns):
             if name in self.categorical:  # the max_bins most frequent levels (pooled counts); code 0 is unseen
-                pooled = np.asarray(vals[at : at + len(self.categorical[name])])
+                pooled = np.asarray(vals[at : at + s.levels[name]])
                 at += len(pooled)
                 order = [int(c) for c in np.lexsort((np.arange(len(pooled)), -pooled)) if c > 0 and pooled[c] > 0]
                 feats.append(FeatureBins(name, True, categories=tuple(float(c) for c in order[: s.max_bins])))

@@ -189,7 +189,7 @@ def test_wire_platform_gets_no_labels_or_gradients_and_thresholds_stay_with_owne
 TO_PARTY_KEYS = {
     "trees.setup": {"run_id", "lenders", "platform", "max_bins", "features", "subsample", "seed"},
     "trees.keys": {"run_id", "keys"},
-    "trees.bins": {"run_id", "sealed"},
+    "trees.bins": {"run_id", "sealed", "levels"},
     "trees.edges": {"run_id", "sum"},
     "trees.begin": {"run_id", "tree", "leaf_values", "arrays", "sealed_seeds"},
     "trees.hist": {"run_id", "tree", "nodes", "features", "values_for", "items", "recipes"},
@@ -493,7 +493,7 @@ def test_categorical_lender_features_split_on_category_sets_as_the_central_learn
     # on the wire: a digest of the levels (lenders must agree on them), never a level name
     setup = [r.params["categorical"] for r in channel.wire_log if r.kind == "trees.setup"
              and r.direction == "from_party" and r.party != "tiange"]  # fmt: skip
-    assert len(setup) == 3 and all(set(c) == {"purpose"} and len(c["purpose"]) == 64 for c in setup)
+    assert len(setup) == 3 and all(set(c) == {"purpose"} and len(c["purpose"]) == len(PURPOSES) for c in setup)
     assert not any(level in repr(r.params) for r in channel.wire_log for level in PURPOSES[1:])
     rules = [r for r in parties["yixin"].table.rules.values() if r.feature == "purpose"]
     assert rules and all(r.categorical for r in rules)  # a set of levels, not a threshold on the codes
@@ -516,6 +516,12 @@ def test_categorical_lender_features_split_on_category_sets_as_the_central_learn
     unseen = fed.margin({**some, "purpose": np.zeros(50)})
     np.testing.assert_array_equal(unseen, fed.margin({**some, "purpose": np.full(50, np.nan)}))
     assert not np.array_equal(unseen, fed.margin(some))
+
+
+def test_a_lender_that_met_one_more_level_agrees_with_the_others():
+    # ingest appends a level the schema did not declare, such as __missing__, after the declared ones
+    result, parties, *_ = _categorical_run({**dict.fromkeys(SIZES, PURPOSES), "meili": (*PURPOSES, "__missing__")})
+    assert parties["meili"].mapper == parties["yixin"].mapper and result.trees
 
 
 def test_lenders_with_different_category_levels_fail_naming_both():
