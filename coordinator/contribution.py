@@ -46,9 +46,10 @@ class PartyHists:
     importance: dict[str, float] | None = None  # a tree model: gain per feature of this party's own features
 
     def to_params(self) -> dict[str, Any]:
-        out = {"val": self.val.to_params(), "train": self.train.to_params() if self.train else None,
-               "scoring": self.scoring.to_params() if self.scoring else None,
-               "n_val": self.n_val, "n_train": self.n_train}
+        out: dict[str, Any] = {
+            "val": self.val.to_params(), "train": self.train.to_params() if self.train else None,
+            "scoring": self.scoring.to_params() if self.scoring else None, "n_val": self.n_val, "n_train": self.n_train,
+        }  # fmt: skip
         if self.importance is not None:
             out["importance"] = dict(self.importance)
         return out

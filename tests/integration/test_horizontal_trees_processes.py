@@ -74,3 +74,21 @@ def test_horizontal_trees_train_register_and_score_locally(fed):
                            "--home", str(fed.party_home("yixin"))).stdout)  # fmt: skip
     want = model.predict_proba({f"x{j}": np.array([float(first[f"x{j}"])]) for j in range(23)})[0]
     assert r["prob_default"] == pytest.approx(want, abs=1e-9)
+
+
+def test_a_lender_killed_mid_tree_fails_the_run_naming_it(fed):
+    """No silent shrink of a tree run: a lender lost while the trees grow fails the run, naming it."""
+    params = {"parties": list(LENDERS), "model": "gbdt", "gbdt": {"n_trees": 30, "max_depth": 3, "max_bins": 32}}
+    events = []
+    try:
+        with fed.admin() as admin:
+            for ev in admin.start_run("train", params):
+                events.append(ev)
+                if ev.message.startswith("tree 3/") and not ev.done:
+                    fed.kill("cango")
+    finally:
+        fed.start_party("cango")
+    assert any(ev.message.startswith("tree 3/") for ev in events)
+    last = events[-1]
+    assert last.status == "failed" and "cango" in last.message, (last.status, last.message)
+    fed.wait_online(timeout=60)

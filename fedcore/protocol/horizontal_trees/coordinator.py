@@ -5,7 +5,7 @@ grows the trees."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,9 @@ def _pooled(replies: Any) -> float | None:
     return total / n if n > 0 else None
 
 
-def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> HorizontalTreesResult:
+def run_horizontal_trees(
+    channel: PartyChannel, cfg: HorizontalTreesConfig, progress: Callable[[str], None] | None = None
+) -> HorizontalTreesResult:
     p = cfg.params
     t0 = time.perf_counter()
     if len(cfg.lenders) < 2 or len(set(cfg.lenders)) != len(cfg.lenders) or not cfg.features:
@@ -105,6 +107,8 @@ def run_horizontal_trees(channel: PartyChannel, cfg: HorizontalTreesConfig) -> H
             loss = _pooled(res.values())
             losses += [] if loss is None else [loss]
             break
+        if progress is not None:
+            progress(f"tree {t + 1}/{p.n_trees}")
         feats = np.arange(n_feat)
         if p.colsample_bytree < 1.0:
             feats = np.sort(rng.choice(feats, size=max(1, round(n_feat * p.colsample_bytree)), replace=False))

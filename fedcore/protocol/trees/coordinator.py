@@ -9,7 +9,7 @@ learns.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,7 +325,9 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     return FeatureLayout(tuple(specs), p.max_bins), pbins, base
 
 
-def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTreesResult:
+def run_hybrid_trees(
+    channel: PartyChannel, cfg: HybridTreesConfig, progress: Callable[[str], None] | None = None
+) -> HybridTreesResult:
     """Train hybrid trees: lender features (histograms summed across lenders under pairwise masks) and
     platform features (aggregated from additive shares). The first tree uses lender features only and a
     platform split's subtree splits on platform features only."""
@@ -345,6 +347,8 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     losses: list[float] = []
     update = source.update_for(None)
     for t in range(p.n_trees):
+        if progress is not None:
+            progress(f"tree {t + 1}/{p.n_trees}")
         loss = source.begin_tree(t, update)
         if loss is not None:
             losses.append(loss)
