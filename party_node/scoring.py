@@ -319,7 +319,8 @@ class ScoringService:
                 f"{len(applicants)} applicants is over the limit of {self.settings.max_request} per request"
                 " (use batch scoring for files)"
             )
-        if self.trees.lender_model(model_id or self.settings.model_id) is not None:  # tree models: no coalescing
+        if (tree := self.trees.lender_model(model_id or self.settings.model_id)) is not None:  # no coalescing
+            applicants = encode_raw(self.store, tree.dataset, applicants)  # category levels as text -> codes
             return self._score_chunk(applicants, model_id, model_version, queries, allow_partial, on_invalid, caller)
         applicants = encode_raw(self.store, self.model(model_id).dataset, applicants)
         if self._coalescer is not None and on_invalid == "raise" and len(applicants) <= COALESCE_MAX_APPLICANTS:
@@ -590,11 +591,6 @@ def load_settings(home: Path) -> ScoringSettings:
 def build_service(config: Any, store: Store, settings: ScoringSettings | None = None) -> ScoringService:
     """A :class:`ScoringService` for a configured node (``config``: a ``PartyConfig``)."""
     tls = config.tls
-    gateway = GrpcGateway(
-        config.coordinator.address,
-        config.coordinator.server_name,
-        tls.ca_cert.read_bytes(),
-        tls.cert.read_bytes(),
-        tls.key.read_bytes(),
-    )
+    gateway = GrpcGateway(config.coordinator.address, config.coordinator.server_name, tls.ca_cert.read_bytes(),
+                          tls.cert.read_bytes(), tls.key.read_bytes())
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))
