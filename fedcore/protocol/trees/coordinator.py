@@ -30,7 +30,7 @@ from fedcore.protocol.trees.messages import (
     MOD128,
     SETUP,
     SPLIT,
-    bincount_u64,
+    bin_sums_u64,
     decode_arrays,
     encode_arrays,
     from_fixed,
@@ -207,12 +207,14 @@ class FederatedHistogramSource:
             for k, (n, root) in enumerate(items):
                 cg, ch = pr["pg"][k].copy(), pr["ph"][k].copy()
                 for x in cfg.lenders:
-                    rows = self.rows[n][x] if n in self.rows else self._all_rows(x)
                     vg, vh = self._lender_values(root, x)
-                    for j, f in enumerate(pf):
-                        b = self.pbins[x][f, rows]
-                        cg[j] += bincount_u64(b, vg[rows], slots)
-                        ch[j] += bincount_u64(b, vh[rows], slots)
+                    if n in self.rows:  # a platform node: its rows; a lender node: every row
+                        rows = self.rows[n][x]
+                        sums = bin_sums_u64(self.pbins[x], pf, rows, [vg[rows], vh[rows]], slots)
+                    else:
+                        sums = bin_sums_u64(self.pbins[x], pf, None, [vg, vh], slots)
+                    cg += sums[0]
+                    ch += sums[1]
                 cols = [self.n_lender + f for f in pf]
                 out[k].g[cols] = from_fixed(cg)
                 out[k].h[cols] = from_fixed(ch)
@@ -236,7 +238,7 @@ class FederatedHistogramSource:
             self.rows[left], self.rows[right] = {}, {}
             for x in cfg.lenders:
                 rows = self.rows[node][x] if node in self.rows else self._all_rows(x)
-                go = table[self.pbins[x][local, rows]]
+                go = table[self.pbins[x][local][rows]]
                 self.rows[left][x], self.rows[right][x] = rows[go], rows[~go]
         handles = {}
         if lender_splits:
