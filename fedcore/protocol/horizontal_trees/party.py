@@ -110,7 +110,7 @@ class LenderHTreeParty(LenderTreeParty):
                 raise ProtocolError(f"party {self.name!r}: bad split of node {node} on feature {dec.feature}")
             self.table.add(SplitRule.from_decision(self.mapper.features[dec.feature], dec))
             rows = s.rows.pop(node)
-            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature, rows]]
+            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature][rows]]
             s.rows[left], s.rows[right] = rows[go], rows[~go]
 
     def _hist_enc(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -131,17 +131,21 @@ class LenderHTreeParty(LenderTreeParty):
         slots = s.max_bins + 1
         parts = []
         assert s.g is not None and s.h is not None
-        offsets = (np.arange(len(feats)) * slots)[:, None]
+        n = len(self.y)
         for node in [int(x) for x in params["build"]]:  # type: ignore[union-attr]
             ctx.check_cancelled()
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            # every feature's bins in one bincount
-            idx = (s.bins[np.ix_(np.asarray(feats, dtype=np.int64), rows)] + offsets).ravel()
-            for comp in (s.g, s.h):
-                w = np.tile(comp[rows], len(feats))
-                parts.append(np.bincount(idx, weights=w, minlength=len(feats) * slots)[: len(feats) * slots])
+            # sums of multiples of 2^-12 are exact in float64: one bincount per feature and component
+            whole = len(rows) == n
+            g, h = (s.g, s.h) if whole else (s.g[rows], s.h[rows])
+            hist = np.zeros((2, len(feats), slots))
+            for j, f in enumerate(feats):
+                b = s.bins[f] if whole else s.bins[f][rows]
+                hist[0, j] = np.bincount(b, weights=g, minlength=slots)
+                hist[1, j] = np.bincount(b, weights=h, minlength=slots)
+            parts.append(hist.ravel())
         vec = np.concatenate(parts) if parts else np.zeros(0)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
 
