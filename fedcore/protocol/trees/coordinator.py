@@ -9,6 +9,7 @@ learns.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,8 @@ class HybridTreesResult:
     importance: dict[str, dict[str, float]] = field(default_factory=dict)  # owner -> feature -> total gain
     val_loss: list[float] = field(default_factory=list)  # pooled validation log-loss after 0, 1, ... trees
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # lender -> its validation metrics
+    setup_s: float = 0.0  # keys, pooled lender bins, the platform's bins (before the first tree)
+    tree_s: list[float] = field(default_factory=list)  # wall seconds of each tree grown
 
 
 def _task(
@@ -320,7 +323,10 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     if p.subsample < 1.0:
         raise InvalidInput("hybrid trees do not support row subsampling yet")
     params = dataclasses.replace(p, sticky_owners=(cfg.platform,), first_tree_owners=(LENDERS_OWNER,))
+    t0 = time.perf_counter()
     layout, pbins, base = _setup(channel, cfg)
+    setup_s = time.perf_counter() - t0
+    tree_s: list[float] = []
     owners = layout.owners
     source = FederatedHistogramSource(channel, cfg, layout, pbins)
     rng = np.random.default_rng(p.seed)
@@ -329,6 +335,7 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     losses: list[float] = []
     update = source.update_for(None)
     for t in range(p.n_trees):
+        t0 = time.perf_counter()
         loss = source.begin_tree(t, update)
         if loss is not None:
             losses.append(loss)
@@ -344,6 +351,7 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
         trees.append(grown.tree)
         gains.append(list(grown.gains))
         update = source.update_for(grown.tree)
+        tree_s.append(time.perf_counter() - t0)
     if len(losses) <= len(trees):  # the last tree is not in the lenders' margins yet (no early stop)
         last = _pooled_loss(channel.run_all({x: _task(EVAL, cfg, *update[x]) for x in cfg.lenders}).values())
         if last is not None:
@@ -363,4 +371,4 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform], "shapes": shapes,
                                                   "owners": list(owners)}))  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()} for x, r in done.items()}
-    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics)
+    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics, setup_s, tree_s)
