@@ -208,7 +208,7 @@ class LenderTreeParty:
         train = ~self.val
         for f in self.columns:
             x = np.asarray(self.columns[f], dtype=np.float64)[train]
-            x = x[~np.isnan(x)]
+            x = np.sort(x[~np.isnan(x)])  # the same quantiles, found faster in sorted values
             qs = np.quantile(x, levels, method="inverted_cdf") if x.size else np.zeros(len(levels))
             values += [float(x.size)] + [float(x.size) * q for q in qs]
         values += [float(train.sum()), float(self.y[train].sum())]
