@@ -1,19 +1,15 @@
 """Tree benchmarks at scale and on the synthetic federation, merged into ``benchmarks/results/trees.json``.
 
-``python scripts/bench_trees_scale.py [--out benchmarks/results/trees.json] [--rows 100000] [--trees 3]``
+``python scripts/bench_trees_scale.py [--out benchmarks/results/trees.json] [--only all|scoring]``
 
 - ``synthetic_hybrid_auc`` / ``synthetic_centralized_auc``: the synthetic car-loan federation
   (:mod:`scripts.synthetic`: five lenders + the platform), hybrid trees (each lender's own loans, the
   platform's behaviour features) against our learner on the pooled design in one place; same trees,
   same person-level test split (a person's loans all train or all test);
-- ``tree_s_100k_60f``: seconds per hybrid tree, 100,000 aligned rows x 60 features (20 at the lender,
-  40 at the platform), depth 5, 32 bins, protocol logic over the in-memory channel (every message
-  serialized; all parties in this one process, NOT separate processes over mutual TLS);
-  ``plaintext_tree_s_100k_60f``: xgboost (hist, 1 thread) on the same data; their ratio;
-- ``paillier_tree_s_100k_60f_extrapolated``: the SecureBoost histogram step with ``phe`` (2048-bit):
-  the label side encrypts g and h per row, the platform adds them into its 40 features' bins level by
-  level (with histogram subtraction), the label side decrypts the bin sums; each operation timed on a
-  sample and multiplied by its count (formula in the JSON).
+- the tree scoring figures (below).
+
+The 100,000 x 60 tree timings (processes over mutual TLS, in memory, xgboost, Paillier) are
+``scripts/bench_trees_100k.py``.
 
 The machine is shared and loaded: ratios measured in the same run are what count; the load average is
 recorded beside them.
@@ -36,7 +32,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import xgboost as xgb  # noqa: E402
 
 from fedcore.protocol.inmemory import InMemoryChannel  # noqa: E402
 from fedcore.protocol.messages import Role  # noqa: E402
@@ -122,80 +117,6 @@ def synthetic_federation(people: int, n_trees: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def scale_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, 60))
-    z = x[:, 0] - 0.6 * x[:, 1] + 0.8 * x[:, 20] + 0.4 * x[:, 21] * x[:, 2] - 0.5 * np.abs(x[:, 30]) - 1.2
-    return x, (rng.random(rows) < 1 / (1 + np.exp(-z))).astype(np.float64)
-
-
-def tree_timing(rows: int, n_trees: int) -> dict[str, Any]:
-    """Seconds per tree: hybrid (in memory) vs xgboost, same data; (t(n) - t(1)) / (n - 1) removes setup."""
-    x, y = scale_data(rows)
-    lcols = {f"l{j}": x[:, j] for j in range(20)}
-    pcols = {f"p{j}": x[:, j] for j in range(20, 60)}
-    parts = {"lender1": np.arange(rows)}
-    fit: dict[int, float] = {}
-    for k in (1, n_trees):
-        _, fit[k] = hybrid_fit(lcols, pcols, y, parts, GBDTParams(n_trees=k, max_depth=5, max_bins=32))
-    ours = (fit[n_trees] - fit[1]) / (n_trees - 1)
-    dtrain = xgb.DMatrix(x, label=y)
-    xparams = {"objective": "binary:logistic", "max_depth": 5, "max_bin": 32, "tree_method": "hist", "nthread": 1}
-    xgb.train(xparams, dtrain, num_boost_round=1)  # warm-up: the first call builds the quantile cuts
-    xfit: dict[int, float] = {}
-    for k in (1, n_trees * 3):
-        t0 = time.perf_counter()
-        xgb.train(xparams, dtrain, num_boost_round=k)
-        xfit[k] = time.perf_counter() - t0
-    plain = (xfit[n_trees * 3] - xfit[1]) / (n_trees * 3 - 1)
-    return {
-        "tree_s_100k_60f": round(ours, 3),
-        "tree_s_100k_60f_first_tree_with_setup": round(fit[1], 3),
-        "plaintext_tree_s_100k_60f": round(plain, 4),
-        "tree_over_plaintext_100k_60f": round(ours / plain, 1),
-        "tree_100k_60f_conditions": f"{rows} rows x 60 features (20 lender, 40 platform), depth 5, 32 bins, "
-        f"one lender; hybrid = protocol logic over the in-memory channel (messages serialized, all parties in ONE "
-        f"process, no TLS/gRPC), per tree = (t({n_trees} trees) - t(1 tree)) / {n_trees - 1}; xgboost hist "
-        f"nthread=1 (DMatrix built and warmed up once) the same way with 1 and {n_trees * 3} trees",
-    }
-
-
-def paillier(rows: int, depth: int = 5, feats: int = 40, bins: int = 32, sample: int = 40) -> dict[str, Any]:
-    """The SecureBoost histogram step with phe, each operation timed on a sample and extrapolated."""
-    from phe import paillier as ph
-
-    pub, priv = ph.generate_paillier_keypair(n_length=2048)
-    rng = np.random.default_rng(0)
-    vals = rng.normal(size=sample)
-    t0 = time.perf_counter()
-    enc = [pub.encrypt(float(v)) for v in vals]
-    t_enc = (time.perf_counter() - t0) / sample
-    acc = enc[0]
-    t0 = time.perf_counter()
-    for _ in range(50):
-        for c in enc:
-            acc = acc + c
-    t_add = (time.perf_counter() - t0) / (50 * sample)
-    t0 = time.perf_counter()
-    for c in enc:
-        priv.decrypt(c)
-    t_dec = (time.perf_counter() - t0) / sample
-    n_enc = 2 * rows
-    n_add = int(2 * rows * feats * (1 + (depth - 1) / 2))  # root: every row; deeper: the smaller child only
-    n_dec = 2 * feats * bins * (2 ** (depth - 1))  # bin sums of the directly built nodes (half of 2^depth - 1)
-    total = n_enc * t_enc + n_add * t_add + n_dec * t_dec
-    return {
-        "paillier_tree_s_100k_60f_extrapolated": round(total, 1),
-        "paillier_extrapolation": {
-            "key_bits": 2048, "sample": sample, "encrypt_ms": round(t_enc * 1e3, 3), "add_us": round(t_add * 1e6, 2),
-            "decrypt_ms": round(t_dec * 1e3, 3), "encryptions": n_enc, "additions": n_add, "decryptions": n_dec,
-            "formula": "2n encryptions (g, h) + 2n*F*(1+(depth-1)/2) additions (histogram subtraction) + "
-            "2*F*bins*2^(depth-1) decryptions, F = 40 platform features; single-threaded, no packing; "
-            "lender features are in clear at the label side and cost nothing here",
-        },
-    }  # fmt: skip
-
-
 def _pseudo(i: int) -> bytes:
     return hashlib.sha256(f"p{i}".encode()).digest()[:PSEUDONYM_BYTES]
 
@@ -268,8 +189,6 @@ class _NoAudit:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--trees", type=int, default=5)
     ap.add_argument("--people", type=int, default=60_000)
     ap.add_argument("--synthetic-trees", type=int, default=40)
     ap.add_argument("--only", choices=("all", "scoring"), default="all")
@@ -281,11 +200,6 @@ def main(argv: list[str] | None = None) -> None:
     new: dict[str, Any] = {}
     if a.only == "all":
         new.update(synthetic_federation(a.people, a.synthetic_trees))
-        new.update(tree_timing(a.rows, a.trees))
-        new.update(paillier(a.rows))
-        new["paillier_over_tree_100k_60f"] = round(
-            new["paillier_tree_s_100k_60f_extrapolated"] / new["tree_s_100k_60f"], 1
-        )
     new.update(scoring(20_000, a.score_singles, a.score_batch))
     new["scale_run" if a.only == "all" else "scoring_run"] = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
