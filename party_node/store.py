@@ -406,6 +406,36 @@ class Store:
         with self.engine.connect() as conn:
             return np.fromiter(conn.execute(sa.select(f.c.row_id).order_by(f.c.row_id)).scalars(), dtype=np.int64)
 
+    def flagged_pseudonyms(self, flag: str, purpose: str) -> np.ndarray:
+        """Pseudonyms (``S16``) of the subjects on this party's ``"fraud"`` list or with an
+        ``"active_loan"``, who consented to ``purpose``: one join streamed from the database in blocks
+        into one array (16 B a subject; no Python object per subject is kept, so a 50M-entry list fits)."""
+        s = self.t["subjects"]
+        if flag == "fraud":
+            f = self.t["fraud_list"]
+            stmt = sa.select(s.c.pseudonym).join(f, f.c.row_id == s.c.row_id)
+        elif flag == "active_loan":
+            a = self.t["active_loans"]
+            stmt = sa.select(s.c.pseudonym).join(a, a.c.row_id == s.c.row_id).where(a.c.active.is_(True))
+        else:
+            raise InvalidInput(f"unknown flag {flag!r} (fraud or active_loan)")
+        stmt = self._consent_filter(stmt.where(s.c.pseudonym.is_not(None)), s.c.row_id, purpose)
+        flag_t = self.t["fraud_list" if flag == "fraud" else "active_loans"]
+        with self.engine.connect() as conn:
+            bound = int(conn.execute(sa.select(sa.func.count()).select_from(flag_t)).scalar() or 0)
+            out = np.empty(bound, dtype="S16")  # filled in place: no second copy of the list
+            n = 0
+            res = conn.execution_options(yield_per=_BATCH * 5).execute(stmt)
+            for rows in res.partitions():
+                raw = b"".join(r[0] for r in rows)
+                if len(raw) != 16 * len(rows):
+                    raise InvalidInput("a stored pseudonym is not 16 bytes")
+                if n + len(rows) > len(out):  # rows added since the count (PostgreSQL, read committed)
+                    out = np.concatenate([out[:n], np.empty(len(rows) + n // 8, dtype="S16")])
+                out[n : n + len(rows)] = np.frombuffer(raw, dtype="S16")
+                n += len(rows)
+        return out[:n]
+
     def row_ids_for(self, raw_ids: Sequence[str], kind: IdKind | str) -> np.ndarray:
         """Row ids of raw ids (normalized first); -1 for an invalid or unknown id. Local use only."""
         norm = normalize_ids(list(raw_ids), kind)
