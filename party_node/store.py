@@ -410,24 +410,36 @@ class Store:
         """Pseudonyms (``S16``) of the subjects on this party's ``"fraud"`` list or with an
         ``"active_loan"``, who consented to ``purpose``: one join streamed from the database in blocks
         into one array (16 B a subject; no Python object per subject is kept, so a 50M-entry list fits)."""
-        s = self.t["subjects"]
+        if purpose not in PURPOSES:
+            raise InvalidInput(f"unknown consent purpose {purpose!r} (one of {', '.join(PURPOSES)})")
+        s, c = self.t["subjects"], self.t["consent"]
         if flag == "fraud":
             f = self.t["fraud_list"]
-            stmt = sa.select(s.c.pseudonym).join(f, f.c.row_id == s.c.row_id)
+            cond = None
         elif flag == "active_loan":
-            a = self.t["active_loans"]
-            stmt = sa.select(s.c.pseudonym).join(a, a.c.row_id == s.c.row_id).where(a.c.active.is_(True))
+            f = self.t["active_loans"]
+            cond = f.c.active.is_(True)
         else:
             raise InvalidInput(f"unknown flag {flag!r} (fraud or active_loan)")
-        stmt = self._consent_filter(stmt.where(s.c.pseudonym.is_not(None)), s.c.row_id, purpose)
-        flag_t = self.t["fraud_list" if flag == "fraud" else "active_loans"]
+        # plain joins from the consent index (an EXISTS filter lets SQLite walk the pseudonym index instead,
+        # with a random lookup per row: 3x slower)
+        stmt = (
+            sa.select(s.c.pseudonym)
+            .select_from(c)
+            .join(f, f.c.row_id == c.c.row_id)
+            .join(s, s.c.row_id == c.c.row_id)
+            .where(c.c.purpose == purpose, c.c.granted.is_(True))
+        )
+        if cond is not None:
+            stmt = stmt.where(cond)
         with self.engine.connect() as conn:
-            bound = int(conn.execute(sa.select(sa.func.count()).select_from(flag_t)).scalar() or 0)
+            bound = int(conn.execute(sa.select(sa.func.count()).select_from(f)).scalar() or 0)
             out = np.empty(bound, dtype="S16")  # filled in place: no second copy of the list
             n = 0
             res = conn.execution_options(yield_per=_BATCH * 5).execute(stmt)
-            for rows in res.partitions():
-                raw = b"".join(r[0] for r in rows)
+            for block in res.partitions():
+                rows = [r[0] for r in block if r[0] is not None]  # no pseudonym key yet: not listed
+                raw = b"".join(rows)
                 if len(raw) != 16 * len(rows):
                     raise InvalidInput("a stored pseudonym is not 16 bytes")
                 if n + len(rows) > len(out):  # rows added since the count (PostgreSQL, read committed)
