@@ -15,6 +15,7 @@ import numpy as np
 
 from fedcore.crypto.envelope import EnvelopePrivateKey
 from fedcore.errors import InvalidInput, ProtocolError
+from fedcore.partitions import LOCAL, RowCompute, node_histograms_u64
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.sealing import PartyIdentity, open_from_peer, seal_to_peers
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
@@ -31,7 +32,6 @@ from fedcore.protocol.trees.messages import (
     SCALE,
     SETUP,
     SPLIT,
-    bincount_u64,
     decode_arrays,
     encode_arrays,
     mask_int128,
@@ -117,11 +117,12 @@ class LenderTreeParty:
 
     def __init__(
         self, name: str, columns: Mapping[str, np.ndarray], y: np.ndarray, identity: PartyIdentity,
-        val_mask: np.ndarray | None = None,
+        val_mask: np.ndarray | None = None, compute: RowCompute = LOCAL,
     ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
+        self.compute = compute  # where the node histograms' row partitions run (fedcore.partitions)
         self.columns = {k: np.asarray(v) for k, v in columns.items()}
         self.y = np.asarray(y, dtype=np.float64)
         self.val = np.zeros(len(self.y), dtype=bool) if val_mask is None else np.asarray(val_mask, dtype=bool)
@@ -308,10 +309,7 @@ class LenderTreeParty:
             if node not in s.rows:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not a lender node of tree {s.tree}")
             ctx.check_cancelled()
-            rows = s.rows[node]
-            for j, f in enumerate(feats):
-                hg[k, j] = bincount_u64(s.bins[f, rows], s.g[rows], slots)
-                hh[k, j] = bincount_u64(s.bins[f, rows], s.h[rows], slots)
+            hg[k], hh[k] = node_histograms_u64(s.bins, (s.g, s.h), s.rows[node], feats, slots, self.compute)
         size = hg.size
         label = f"{s.tree}/{','.join(map(str, nodes))}"
         arrays["hg"] = hg + self._pair_mask(s, label + "/g", size).reshape(hg.shape)
@@ -388,11 +386,12 @@ class PlatformTreeParty:
 
     def __init__(
         self, name: str, tables: Mapping[str, Mapping[str, np.ndarray]], identity: PartyIdentity,
-        categorical: Sequence[str] = (),
+        categorical: Sequence[str] = (), compute: RowCompute = LOCAL,
     ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
+        self.compute = compute  # where the node histograms' row partitions run (fedcore.partitions)
         self.tables = {k: {c: np.asarray(v) for c, v in t.items()} for k, t in tables.items()}
         self.categorical = tuple(categorical)
         self.mapper: BinMapper | None = None
@@ -484,12 +483,10 @@ class PlatformTreeParty:
             ctx.check_cancelled()
             for lender in s.lenders:
                 rows = s.rows[node][lender] if node in s.rows else np.arange(s.bins[lender].shape[1])
-                mg = -self._mask(s, lender, root, "g", recipes)[rows]
-                mh = -self._mask(s, lender, root, "h", recipes)[rows]
-                for j, f in enumerate(feats):
-                    b = s.bins[lender][f, rows]
-                    pg[k, j] += bincount_u64(b, mg, slots)
-                    ph[k, j] += bincount_u64(b, mh, slots)
+                masks = (self._mask(s, lender, root, "g", recipes), self._mask(s, lender, root, "h", recipes))
+                part = node_histograms_u64(s.bins[lender], masks, rows, feats, slots, self.compute)
+                pg[k] -= part[0]  # the sums of the negated masks, modulo 2^64
+                ph[k] -= part[1]
         return _reply({}, {"pg": pg, "ph": ph})
 
     def _split(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
