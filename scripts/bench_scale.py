@@ -195,32 +195,59 @@ def bench_ray(n: int) -> dict[str, Any]:
     return out
 
 
+_INGEST_CHILD = """
+import json, sys, time
+from pathlib import Path
+from party_node.ingest import ingest_file
+from party_node.schema import load_schema
+from party_node.store import Store
+store = Store.open(sys.argv[1])
+t0 = time.perf_counter()
+rep = ingest_file(store, Path(sys.argv[2]), load_schema(Path(sys.argv[3])))
+print(json.dumps({"s": time.perf_counter() - t0, "inserted": rep.inserted}))
+"""
+
+
 def bench_ingest(rows: int) -> dict[str, Any]:
-    from party_node.ingest import ingest_file
-    from party_node.schema import load_schema
-    from party_node.store import Store
+    """The same file into SQLite and PostgreSQL, each ingest in its own process (party ingest's code path):
+    its time (measured inside the child, without interpreter start) and the child's peak RSS."""
+    import subprocess
+
     from scripts.bench_data import write_bench_file
     from scripts.pgserver import PgServer
 
-    times = {}
+    times, peaks = {}, {}
     with tempfile.TemporaryDirectory() as tmp, PgServer() as pg:
         data, schema = write_bench_file(Path(tmp), rows, 7)
         for name, url in (("sqlite", f"sqlite:///{tmp}/store.db"), ("postgres", pg.create_database("bench"))):
-            store = Store.open(url)
-            t0 = time.perf_counter()
-            rep = ingest_file(store, data, load_schema(schema))
-            times[name] = time.perf_counter() - t0
-            assert rep.inserted == rows, rep
-            store.close()
+            peak, stop = [0], threading.Event()
+            proc = subprocess.Popen([sys.executable, "-c", _INGEST_CHILD, url, str(data), str(schema)],
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+            sampler = threading.Thread(target=_sample_rss, args=(proc.pid, stop, peak), daemon=True)
+            sampler.start()
+            out, _ = proc.communicate()
+            stop.set()
+            sampler.join()
+            if proc.returncode != 0:
+                raise SystemExit(f"{name} ingest failed")
+            rep = json.loads(out.strip().splitlines()[-1])
+            assert rep["inserted"] == rows, rep
+            times[name], peaks[name] = rep["s"], round(peak[0] / 2**20, 1)
     k = "1m" if rows == 1_000_000 else str(rows)
     return {
         "ingest_rows": rows,
         f"sqlite_ingest_{k}_s": round(times["sqlite"], 2),
         f"postgres_ingest_{k}_s": round(times["postgres"], 2),
         "postgres_over_sqlite_ingest": round(times["postgres"] / times["sqlite"], 3),
-        "ingest_note": ("same file, same code path (party ingest); SQLite: WAL, synchronous=NORMAL; PostgreSQL 15: "
-                        "throw-away local server (scripts/pgserver.py: fsync=off, synchronous_commit=off), COPY; "
-                        f"1-minute load average at the end {os.getloadavg()[0]:.1f} on a shared machine"),
+        f"ingest_{k}_peak_rss_mb": max(peaks.values()),
+        f"sqlite_ingest_{k}_peak_rss_mb": peaks["sqlite"],
+        f"postgres_ingest_{k}_peak_rss_mb": peaks["postgres"],
+        "ingest_note": ("same file (rows x 30 columns, phone ids), same code path (party ingest's ingest_file), "
+                        "each in its own process: time measured inside it, peak RSS of that process sampled every "
+                        "0.1 s (ids streamed: the file's and the store's ids as sorted numpy runs); SQLite: WAL, "
+                        "synchronous=NORMAL; PostgreSQL 15: throw-away local server (scripts/pgserver.py: "
+                        "fsync=off, synchronous_commit=off), COPY; 1-minute load average at the end "
+                        f"{os.getloadavg()[0]:.1f} on a shared machine"),
     }
 
 
@@ -472,7 +499,8 @@ def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 1_000_000
             "The member's list (SQLite store): the first entries with `fedcredit party ingest` (one CSV, one "
             "transaction; blacklist_party_ingest_*), the rest with the script's bulk loader (bulk_load_s: the "
             "same rows, pseudonym index rebuilt after; not a product command); its fraud table is built on the "
-            "first request (first_request_s; later rebuilds run in the background). member_rss_mb: the member node's RSS while serving (after the requests); "
+            "first request (first_request_s; later rebuilds run in the background). member_rss_mb: the member "
+            "node's RSS while serving (after the requests); "
             "member_peak_rss_mb: its peak during the table build and the requests; idle: after start"),
     })
     return out
