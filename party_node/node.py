@@ -30,7 +30,7 @@ from fedcore.telemetry import start_metrics_server
 from .alignment import StoreAlignment
 from .audit import AuditLog
 from .binning import register_binning_handlers
-from .compute import psi_blinder
+from .compute import psi_blinder, row_compute
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
@@ -81,7 +81,8 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     alignment = StoreAlignment(store)
     register_vertical_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     register_binning_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
-    register_tree_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
+    register_tree_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config),
+                           row_compute(config.compute))
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)

@@ -83,6 +83,8 @@ class StoreContributions:
         self._slices: dict[str, tuple[float, ModelSlice]] = {}
         self._scores: dict[str, tuple[float, float, SortedTable]] = {}  # model -> (built, slice mtime, table)
         self._flags: dict[str, tuple[float, SortedTable]] = {}
+        self._rebuilding: set[str] = set()
+        self._build_lock = threading.Lock()
 
     def slice(self, model_id: str) -> ModelSlice:
         path = self._models_dir / model_id / "slice.json"
@@ -101,12 +103,6 @@ class StoreContributions:
 
     def model_version(self, model_id: str) -> str:
         return self.slice(model_id).version
-
-    def _pseudonym_table(self, row_ids: np.ndarray, values: np.ndarray | None = None) -> SortedTable:
-        ps = self._store.pseudonyms(row_ids)
-        keep = np.array([p is not None for p in ps], dtype=bool)
-        keys = [p for p in ps if p is not None]
-        return SortedTable(keys, None if values is None else values[keep])
 
     def partial_logits(self, model_id: str, pseudonyms: np.ndarray) -> np.ndarray:
         sl = self.slice(model_id)
@@ -138,18 +134,46 @@ class StoreContributions:
         return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
     def _flag_table(self, name: str) -> SortedTable:
+        """The fraud (``blacklist`` consent) or active-loan (``scoring`` consent) table. The first request
+        builds it; once older than ``refresh_s`` it is rebuilt in a background thread while requests keep
+        using the current one (at 50M flagged subjects a build takes about a minute)."""
         now = time.monotonic()
         with self._lock:
             hit = self._flags.get(name)
-        if hit is None or now - hit[0] > self._refresh_s:
-            if name == "fraud":
-                rows = np.intersect1d(self._store.fraud_ids(), self._store.ids_with_consent("blacklist"))
-            else:
-                rows = self._store.active_loan_ids(purpose="scoring")
-            hit = (now, self._pseudonym_table(rows))
-            with self._lock:
-                self._flags[name] = hit
+            stale = hit is not None and now - hit[0] > self._refresh_s and name not in self._rebuilding
+            if stale:
+                self._rebuilding.add(name)
+        if hit is None:
+            with self._build_lock:  # concurrent first requests wait for one build
+                with self._lock:
+                    hit = self._flags.get(name)
+                if hit is None:
+                    hit = self._build_flags(name)
+            return hit[1]
+        if stale:
+            threading.Thread(target=self._rebuild_flags, args=(name,), name=f"flags-{name}", daemon=True).start()
         return hit[1]
+
+    def _build_flags(self, name: str) -> tuple[float, SortedTable]:
+        at = time.monotonic()
+        if name == "fraud":
+            keys = self._store.flagged_pseudonyms("fraud", "blacklist")
+        else:
+            keys = self._store.flagged_pseudonyms("active_loan", "scoring")
+        hit = (at, SortedTable(keys))
+        del keys
+        with self._lock:
+            self._flags[name] = hit
+        return hit
+
+    def _rebuild_flags(self, name: str) -> None:
+        try:
+            self._build_flags(name)
+        except Exception:  # the current table keeps answering; the next stale request tries again
+            log.exception("rebuilding the %s table failed", name)
+        finally:
+            with self._lock:
+                self._rebuilding.discard(name)
 
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
         return self._flag_table("fraud").lookup(pseudonyms)

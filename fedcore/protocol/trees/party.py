@@ -16,6 +16,7 @@ import numpy as np
 
 from fedcore.crypto.envelope import EnvelopePrivateKey
 from fedcore.errors import InvalidInput, ProtocolError
+from fedcore.partitions import LOCAL, RowCompute, node_histograms_u64
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.sealing import PartyIdentity, open_from_peer, seal_to_peers
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
@@ -32,7 +33,6 @@ from fedcore.protocol.trees.messages import (
     SCALE,
     SETUP,
     SPLIT,
-    bin_sums_u64,
     decode_arrays,
     encode_arrays,
     mask_int128,
@@ -127,10 +127,12 @@ class LenderTreeParty:
     def __init__(
         self, name: str, columns: Mapping[str, np.ndarray], y: np.ndarray, identity: PartyIdentity,
         val_mask: np.ndarray | None = None, categorical: Mapping[str, Sequence[str]] | None = None,
+        compute: RowCompute = LOCAL,
     ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
+        self.compute = compute  # where the node histograms' row partitions run (fedcore.partitions)
         self.columns = {k: np.asarray(v) for k, v in columns.items()}
         # categorical lender features: column values are codes 0..len(levels)-1 into the schema's levels
         self.categorical = {str(k): tuple(str(v) for v in levels) for k, levels in (categorical or {}).items()}
@@ -348,11 +350,7 @@ class LenderTreeParty:
             if node not in s.rows:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not a lender node of tree {s.tree}")
             ctx.check_cancelled()
-            rows = s.rows[node]
-            if len(rows) == n:  # the root: no gather
-                hg[k], hh[k] = bin_sums_u64(s.bins, feats, None, [s.g, s.h], slots)
-            else:
-                hg[k], hh[k] = bin_sums_u64(s.bins, feats, rows, [s.g[rows], s.h[rows]], slots)
+            hg[k], hh[k] = node_histograms_u64(s.bins, (s.g, s.h), s.rows[node], feats, slots, self.compute)
         size = hg.size
         label = f"{s.tree}/{','.join(map(str, nodes))}"
         arrays["hg"] = hg + self._pair_mask(s, label + "/g", size).reshape(hg.shape)
@@ -429,11 +427,12 @@ class PlatformTreeParty:
 
     def __init__(
         self, name: str, tables: Mapping[str, Mapping[str, np.ndarray]], identity: PartyIdentity,
-        categorical: Sequence[str] = (),
+        categorical: Sequence[str] = (), compute: RowCompute = LOCAL,
     ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
+        self.compute = compute  # where the node histograms' row partitions run (fedcore.partitions)
         self.tables = {k: {c: np.asarray(v) for c, v in t.items()} for k, t in tables.items()}
         self.categorical = tuple(categorical)
         self.mapper: BinMapper | None = None
@@ -524,15 +523,11 @@ class PlatformTreeParty:
         for k, (node, root) in enumerate(items):
             ctx.check_cancelled()
             for lender in s.lenders:
-                mg = -self._mask(s, lender, root, "g", recipes)
-                mh = -self._mask(s, lender, root, "h", recipes)
-                if node in s.rows:  # a platform node: its rows; a lender node: every row
-                    rows = s.rows[node][lender]
-                    sums = bin_sums_u64(s.bins[lender], feats, rows, [mg[rows], mh[rows]], slots)
-                else:
-                    sums = bin_sums_u64(s.bins[lender], feats, None, [mg, mh], slots)
-                pg[k] += sums[0]
-                ph[k] += sums[1]
+                rows = s.rows[node][lender] if node in s.rows else np.arange(s.bins[lender].shape[1])
+                masks = (self._mask(s, lender, root, "g", recipes), self._mask(s, lender, root, "h", recipes))
+                part = node_histograms_u64(s.bins[lender], masks, rows, feats, slots, self.compute)
+                pg[k] -= part[0]  # the sums of the negated masks, modulo 2^64
+                ph[k] -= part[1]
         return _reply({}, {"pg": pg, "ph": ph})
 
     def _split(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
