@@ -113,9 +113,7 @@ class ScoringCoordinator:
         for p in others:
             if p.online:
                 try:
-                    handles[p.name] = self._submit(
-                        p.name, params, req.pseudonyms, pub, deadline, resend=False
-                    )
+                    handles[p.name] = self._submit(p.name, params, req.pseudonyms, pub, deadline, resend=False)
                 except PartyUnavailable:
                     if not req.allow_partial:
                         self._cancel(handles)
@@ -163,8 +161,8 @@ class ScoringCoordinator:
         if not target.online:
             raise PartyUnavailable(spec.platform, "offline; a tree score needs the platform's splits")
         request_id, n = secrets.token_hex(8), req.n
-        params: dict[str, JSONValue] = {"request_id": request_id, "model_id": req.model_id,
-                                        "model_version": req.model_version, "queries": [TREE_QUERY], "n": n}  # fmt: skip
+        params: dict[str, JSONValue] = {"request_id": request_id, "model_id": req.model_id, "n": n,
+                                        "model_version": req.model_version, "queries": [TREE_QUERY]}  # fmt: skip
         if spec.kind == tp.ANNOUNCE:
             if n:
                 raise InvalidInput("a tree key request carries no pseudonym")

@@ -26,7 +26,6 @@ from fedcore.errors import (
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue, TaskReply
-from fedcore.protocol.sealing import PartyIdentity, open_for, seal_for
 from fedcore.protocol.scoring.messages import (
     ALLOWED_PARAMS,
     CONTEXT_CACHE,
@@ -40,6 +39,7 @@ from fedcore.protocol.scoring.messages import (
     pseudonym_array,
     unpack_task_payload_full,
 )
+from fedcore.protocol.sealing import PartyIdentity, open_for, seal_for
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
 if TYPE_CHECKING:
@@ -284,7 +284,9 @@ class ScoringParty:
         data = enc.to_bytes() if enc is not None else b""
         return TaskReply({"n": n}, [data] if data else None)
 
-    def _tree(self, params: Mapping[str, JSONValue], pseudos: np.ndarray, packed: bytes, sealed: bytes | None) -> TaskReply:
+    def _tree(
+        self, params: Mapping[str, JSONValue], pseudos: np.ndarray, packed: bytes, sealed: bytes | None
+    ) -> TaskReply:
         """The platform's step of a tree score (:mod:`fedcore.protocol.scoring.trees`)."""
         from fedcore.protocol.scoring import trees as tp
 

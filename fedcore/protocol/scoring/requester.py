@@ -14,14 +14,13 @@ from typing import Protocol
 
 import numpy as np
 
+from fedcore.crypto.envelope import EnvelopePrivateKey, EnvelopePublicKey
 from fedcore.crypto.he import (
     CkksParams,
     CkksSecretContext,
     EncryptedVector,
     decrypt_vector,
-    encrypt_vector,
 )
-from fedcore.crypto.envelope import EnvelopePrivateKey, EnvelopePublicKey
 from fedcore.errors import (
     ContextUnknown,
     InvalidInput,
@@ -268,5 +267,3 @@ class TreeRequester:
 def sigmoid(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))
-
-

@@ -204,7 +204,8 @@ def prg_u64_at(seed: bytes, label: str, positions: np.ndarray) -> np.ndarray:
     pos = np.asarray(positions, dtype=np.int64).ravel()
     blocks = np.zeros((len(pos), 2), dtype=">u8")
     blocks[:, 1] = pos // 2
-    enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.ECB()).encryptor()
+    # AES as a PRF on chosen counter blocks: exactly the CTR keystream's blocks, not ECB of data
+    enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.ECB()).encryptor()  # noqa: S305
     out = np.frombuffer(enc.update(blocks.tobytes()), dtype="<u8").reshape(-1, 2)
     return out[np.arange(len(pos)), pos % 2].astype(np.uint64).reshape(np.shape(positions))
 
@@ -235,7 +236,7 @@ def lender_tables(plan: TreePlan, mask: np.ndarray, seed: bytes) -> np.ndarray:
 
 def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P's ``chat`` (n x regions) and ``y`` (n) for its ``picks`` (leaf index within each region)."""
-    n, k = picks.shape
+    n = picks.shape[0]
     sizes = np.asarray(sizes, dtype=np.int64)
     chat = (picks + rotations(seed, sizes, n)) % sizes
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
