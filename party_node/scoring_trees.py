@@ -27,7 +27,7 @@ from fedcore.errors import FedcreditError, InvalidInput, NotFound
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import ModelSlice
 from fedcore.protocol.scoring.requester import sigmoid
-from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreeLayout, TreePlan
+from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreeLayout, TreePlan, bits_rows
 from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models.gbdt.booster import GBDTModel
 from models.gbdt.explain import path_attribution
@@ -162,7 +162,6 @@ def score_tree_chunk(
     model = tm.model
     table = model.tables[LENDERS_OWNER]
     bits = owner_directions(table, {f: x[:, j] for j, f in enumerate(tm.features) if f in table.features()})
-    mask = reachable_leaves(model.trees, model.owners, LENDERS_OWNER, bits)
     plan = TreePlan.of(model.trees, model.owners, LENDERS_OWNER, model.base_score)
     vidx = np.flatnonzero(valid)
     z = np.full(n, np.nan)
@@ -179,10 +178,11 @@ def score_tree_chunk(
             rows = vidx[a : a + per]
             packed = b"".join(pseudos[i] for i in rows)  # type: ignore[misc]
             if "score" in queries and not plan.layout.n_regions:  # horizontal, or no platform split: local
-                z[rows] = margin_from_leaf_mask(model.trees, mask[rows], model.base_score)
+                mask = reachable_leaves(model.trees, model.owners, LENDERS_OWNER, bits_rows(bits, rows))
+                z[rows] = margin_from_leaf_mask(model.trees, mask, model.base_score)
             elif "score" in queries:
                 z[rows], resp = service.tree_requester.query(
-                    packed, plan, mask[rows], model_id=tm.model_id, model_version=tm.version,
+                    packed, plan, bits_rows(bits, rows), model_id=tm.model_id, model_version=tm.version,
                     allow_partial=partial, timeout_s=st.timeout_s,
                 )  # fmt: skip
                 request_ids.append(resp.request_id)

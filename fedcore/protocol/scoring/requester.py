@@ -46,13 +46,14 @@ from fedcore.protocol.scoring.trees import (
     SEED_BYTES,
     TreeInput,
     TreePlan,
-    joint_margin,
     lender_tables,
     pack_tree_input,
     sealing_purpose,
     unpack_sealed_and,
 )
 from fedcore.protocol.sealing import open_for, seal_for, verify_announcement
+from fedcore.protocol.trees.messages import from_fixed
+from models.gbdt.tree import DirectionBits
 
 log = logging.getLogger(__name__)
 
@@ -228,29 +229,32 @@ class TreeRequester:
         return key
 
     def query(
-        self, pseudonyms: bytes, plan: TreePlan, mask: np.ndarray, *, model_id: str, model_version: str,
+        self, pseudonyms: bytes, plan: TreePlan, bits: DirectionBits, *, model_id: str, model_version: str,
         allow_partial: bool = False, timeout_s: float = 30.0,
     ) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
-        """Joint margins of the applicants (rows of the lender's reachable-leaves ``mask``), and the
-        coordinator's response header. ``allow_partial`` does not apply: a tree score needs the platform."""
+        """Joint margins of the applicants (rows of the lender's direction ``bits``), and the coordinator's
+        response header. ``allow_partial`` does not apply: a tree score needs the platform."""
         n = len(pseudonyms) // PSEUDONYM_BYTES
-        if mask.ndim != 2 or mask.shape[0] != n:
-            raise InvalidInput(f"leaf mask must be {n} applicants x leaves, got shape {mask.shape}")
-        platform = plan.layout.platform
+        if bits.bits.shape[0] != n:
+            raise InvalidInput(f"direction bits cover {bits.bits.shape[0]} rows for {n} applicants")
+        if n > plan.max_applicants():
+            raise InvalidInput(f"at most {plan.max_applicants()} applicants per tree scoring request")
+        local, alpha = plan.lender_walk(bits)
+        args = (pseudonyms, plan, alpha, model_id, model_version, timeout_s)
         try:
-            return self._query(pseudonyms, plan, mask, platform, model_id, model_version, timeout_s, False)
+            z = self._query(*args, refresh=False)
         except PermissionDenied:  # the platform may have a new envelope key: ask for it once more
-            pass
-        return self._query(pseudonyms, plan, mask, platform, model_id, model_version, timeout_s, True)
+            z = self._query(*args, refresh=True)
+        return local + from_fixed(z[0]), z[1]
 
-    def _query(self, pseudonyms: bytes, plan: TreePlan, mask: np.ndarray, platform: str, model_id: str,
-               model_version: str, timeout_s: float, refresh: bool) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
-        n = mask.shape[0]
+    def _query(self, pseudonyms: bytes, plan: TreePlan, alpha: np.ndarray, model_id: str, model_version: str,
+               timeout_s: float, *, refresh: bool) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
+        n, platform = alpha.shape[0], plan.layout.platform
         pub = self.platform_key(platform, model_id, model_version, timeout_s, refresh)
         seed, reply = secrets.token_bytes(SEED_BYTES), EnvelopePrivateKey.generate()
         purpose = sealing_purpose(model_id, model_version, hashlib.sha256(pseudonyms).hexdigest())
         sealed = seal_for(pub, seed + reply.public_key().to_bytes(), purpose, REQUESTER, platform)
-        tables = lender_tables(plan, mask, seed).astype("<u8").tobytes()
+        tables = lender_tables(plan, alpha, seed).tobytes()
         tree_input = pack_tree_input(TreeInput(SCORE, platform, plan.layout.sizes, sealed, tables))
         req = JointRequest(model_id, model_version, (TREE_QUERY,), pseudonyms, "", None, False, timeout_s, tree_input)
         resp = self._gateway.joint(req)
@@ -260,8 +264,7 @@ class TreeRequester:
         y = open_for(reply, sealed_y, purpose + "/reply", platform, REQUESTER)
         if len(z) != 8 * n or len(y) != 8 * n:
             raise ProtocolError("the tree score reply has the wrong length")
-        zz, yy = np.frombuffer(z, dtype="<u8").astype(np.uint64), np.frombuffer(y, dtype="<u8").astype(np.uint64)
-        return joint_margin(plan, mask, zz, yy), resp
+        return np.frombuffer(z, dtype="<u8").astype(np.uint64) - np.frombuffer(y, dtype="<u8").astype(np.uint64), resp
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

@@ -60,8 +60,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from fedcore.errors import InvalidInput, NotFound, ProtocolError
 from fedcore.protocol.scoring.messages import TREE_QUERY
 from fedcore.protocol.scoring.party import SortedTable
-from fedcore.protocol.trees.messages import LENDERS_OWNER, from_fixed, to_fixed
-from models.gbdt.tree import DirectionBits, SplitTable, Tree, leaf_index, owner_directions, reachable_leaves
+from fedcore.protocol.trees.messages import LENDERS_OWNER, to_fixed
+from models.gbdt.tree import DirectionBits, SplitTable, Tree, leaf_index, owner_directions
 
 __all__ = [
     "MAX_TABLE_BYTES",
@@ -91,13 +91,24 @@ _MAGIC = b"FCTR"
 
 @dataclass(frozen=True)
 class TreeLayout:
-    """The regions of a layered model. ``columns``: the :func:`leaf_index` column of every region leaf,
-    region by region (leaves by node id); ``local``: every other leaf's column."""
+    """A layered model, flattened (global node ids, trees one after another) with its regions: ``roots``
+    (region root per region), ``sizes`` (leaves per region), ``leaves`` (the region leaves, region by
+    region, by node id) and ``slot`` (per node: its index among its region's leaves, else -1)."""
 
     platform: str
+    lender: int  # the lenders' owner index
+    tree_root: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    owner: np.ndarray
+    ref: np.ndarray
+    value: np.ndarray
+    depth: int
+    roots: np.ndarray
+    region_tree: np.ndarray
     sizes: np.ndarray
-    columns: np.ndarray
-    local: np.ndarray
+    leaves: np.ndarray
+    slot: np.ndarray
 
     @property
     def n_regions(self) -> int:
@@ -114,49 +125,84 @@ class TreeLayout:
     def digest(self) -> str:
         return layout_digest(self.sizes)
 
+    def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
+        """From the nodes ``start`` (n x k), follow ``owner``'s splits (its ``bits``, rows = n) down to the
+        first node that is a leaf or another owner's split."""
+        pos = np.array(start, dtype=np.int64)
+        rows = np.arange(pos.shape[0])[:, None]
+        mine = (self.left >= 0) & (self.owner == owner)
+        col = np.minimum(np.searchsorted(bits.refs, self.ref), max(len(bits.refs) - 1, 0))
+        if len(bits.refs) == 0 or (bits.refs[col[mine]] != self.ref[mine]).any():
+            if mine.any():
+                raise InvalidInput("direction bits are missing a split of their owner")
+            return pos
+        for _ in range(self.depth):
+            go = mine[pos]
+            if not go.any():
+                break
+            left = bits.bits[rows, col[pos]]
+            pos = np.where(go, np.where(left, self.left[pos], self.right[pos]), pos)
+        return pos
+
 
 def layout_digest(sizes: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(sizes, dtype=">u4").tobytes()).hexdigest()[:16]
 
 
 def tree_layout(trees: Sequence[Tree], owners: Sequence[str], lender: str) -> TreeLayout:
-    """The regions of ``trees``; InvalidInput unless the trees are layered with one platform."""
+    """The flattened model and its regions; InvalidInput unless the trees are layered with one platform."""
     me = owners.index(lender) if lender in owners else -1
-    col = {key: j for j, key in enumerate(leaf_index(trees))}
+    base = np.cumsum([0] + [t.n_nodes for t in trees])[:-1].astype(np.int64)
+
+    def glue(field: str, shift: bool) -> np.ndarray:
+        parts = [np.where(getattr(t, field) >= 0, getattr(t, field) + b, -1) if shift else getattr(t, field)
+                 for t, b in zip(trees, base, strict=True)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    left, right, owner, ref = glue("left", True), glue("right", True), glue("owner", False), glue("ref", False)
+    value = glue("value", False).astype(np.float64)
     platforms: set[int] = set()
+    roots: list[int] = []
+    region_tree: list[int] = []
     sizes: list[int] = []
-    columns: list[int] = []
-    local: list[int] = []
-    for t, tree in enumerate(trees):
-        stack = [0]
+    leaves: list[int] = []
+    slot = np.full(len(left), -1, dtype=np.int64)
+    for t, b in enumerate(base):
+        stack = [int(b)]
         while stack:
             i = stack.pop()
-            if tree.left[i] < 0:
-                local.append(col[(t, i)])
-            elif int(tree.owner[i]) == me:
-                stack += [int(tree.right[i]), int(tree.left[i])]
-            else:
-                platforms.add(int(tree.owner[i]))
-                leaves = _region_leaves(tree, i, int(tree.owner[i]), t)
-                sizes.append(len(leaves))
-                columns += [col[(t, j)] for j in leaves]
+            if left[i] < 0:
+                continue
+            if int(owner[i]) == me:
+                stack += [int(right[i]), int(left[i])]
+                continue
+            platforms.add(int(owner[i]))
+            mine = _region_leaves(left, right, owner, i, t)
+            slot[mine] = np.arange(len(mine))
+            roots.append(i)
+            region_tree.append(t)
+            sizes.append(len(mine))
+            leaves += mine
     if len(platforms) > 1:
         raise InvalidInput(f"tree model splits on {len(platforms)} parties' features besides the lenders'")
-    platform = owners[platforms.pop()] if platforms else ""
-    return TreeLayout(platform, np.array(sizes, dtype=np.int64), np.array(columns, dtype=np.int64),
-                      np.array(sorted(local), dtype=np.int64))  # fmt: skip
+    depth = max((t.depth() for t in trees), default=0)
+    return TreeLayout(
+        owners[platforms.pop()] if platforms else "", me, base, left, right, owner, ref, value, depth,
+        np.array(roots, dtype=np.int64), np.array(region_tree, dtype=np.int64), np.array(sizes, dtype=np.int64),
+        np.array(leaves, dtype=np.int64), slot,
+    )  # fmt: skip
 
 
-def _region_leaves(tree: Tree, root: int, owner: int, t: int) -> list[int]:
+def _region_leaves(left: np.ndarray, right: np.ndarray, owner: np.ndarray, root: int, t: int) -> list[int]:
     out, stack = [], [root]
     while stack:
         i = stack.pop()
-        if tree.left[i] < 0:
+        if left[i] < 0:
             out.append(i)
-        elif int(tree.owner[i]) != owner:
+        elif owner[i] != owner[root]:
             raise InvalidInput(f"tree {t}: a split of another party below a platform split (not a layered model)")
         else:
-            stack += [int(tree.left[i]), int(tree.right[i])]
+            stack += [int(left[i]), int(right[i])]
     return sorted(out)
 
 
@@ -167,23 +213,39 @@ def leaf_values(trees: Sequence[Tree]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TreePlan:
-    """What the requester needs of its model: the layout, the leaf values, the base score."""
+    """What the requester needs of its model: the layout (with the leaf values), the base score, and per
+    region the leaf values in fixed point under every rotation (``rotated[S][rho, i] = v_S[(i - rho) mod m]``)."""
 
     layout: TreeLayout
-    values: np.ndarray
     base_score: float
+    rotated: tuple[np.ndarray, ...]
 
     @classmethod
     def of(cls, trees: Sequence[Tree], owners: Sequence[str], lender: str, base_score: float) -> TreePlan:
-        return cls(tree_layout(trees, owners, lender), leaf_values(trees), float(base_score))
+        lay = tree_layout(trees, owners, lender)
+        fx = to_fixed(lay.value[lay.leaves])
+        rot = []
+        for o, m in zip(lay.offsets, lay.sizes, strict=True):
+            i = np.arange(m)
+            rot.append(fx[o + (i[None, :] - i[:, None]) % m])
+        return cls(lay, float(base_score), tuple(rot))
 
-    def local_margin(self, mask: np.ndarray) -> np.ndarray:
-        """``base`` plus the local leaves the lender's own splits select (rows of ``mask``)."""
-        loc = self.layout.local
-        return np.asarray(self.base_score + mask[:, loc].astype(np.float64) @ self.values[loc], dtype=np.float64)
+    def lender_walk(self, bits: DirectionBits) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: ``base`` plus the local leaf values the lender's splits reach, and ``alpha`` (rows x
+        regions, True where its path enters the region)."""
+        lay = self.layout
+        n = bits.bits.shape[0]
+        pos = lay.walk(np.broadcast_to(lay.tree_root, (n, len(lay.tree_root))), lay.lender, bits)
+        leaf = lay.left[pos] < 0
+        local = self.base_score + np.where(leaf, lay.value[pos], 0.0).sum(axis=1)
+        return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
 
     def max_applicants(self) -> int:
         return max(1, MAX_TABLE_BYTES // (8 * max(1, self.layout.width)))
+
+
+def bits_rows(bits: DirectionBits, rows: slice | np.ndarray) -> DirectionBits:
+    return DirectionBits(bits.refs, bits.bits[rows])
 
 
 # ---- pseudo-random streams (AES-128 in counter mode: the requester expands, the platform picks) ------
@@ -196,7 +258,7 @@ def _aes_key(seed: bytes, label: str) -> bytes:
 def prg_u64(seed: bytes, label: str, n: int) -> np.ndarray:
     """``n`` uniform uint64: the AES-128-CTR keystream (counter from 0) of a key from ``seed``, ``label``."""
     enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(enc.update(bytes(8 * n)), dtype="<u8").astype(np.uint64)
+    return np.frombuffer(enc.update(bytes(8 * n)), dtype=np.uint64)
 
 
 def prg_u64_at(seed: bytes, label: str, positions: np.ndarray) -> np.ndarray:
@@ -206,32 +268,39 @@ def prg_u64_at(seed: bytes, label: str, positions: np.ndarray) -> np.ndarray:
     blocks[:, 1] = pos // 2
     # AES as a PRF on chosen counter blocks: exactly the CTR keystream's blocks, not ECB of data
     enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.ECB()).encryptor()  # noqa: S305
-    out = np.frombuffer(enc.update(blocks.tobytes()), dtype="<u8").reshape(-1, 2)
-    return out[np.arange(len(pos)), pos % 2].astype(np.uint64).reshape(np.shape(positions))
+    out = np.frombuffer(enc.update(blocks.tobytes()), dtype=np.uint64).reshape(-1, 2)
+    return out[np.arange(len(pos)), pos % 2].reshape(np.shape(positions))
 
 
 def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
-    """``rho`` (n x regions), uniform in ``Z_m`` per region (bias ``m / 2^64``)."""
+    """``rho`` (n x regions), uniform in ``Z_m`` per region: ``(u * m) >> 32`` of uniform 32-bit ``u``
+    (bias below ``m / 2^32``)."""
     k = len(sizes)
-    raw = prg_u64(seed, "rotation", n * k).reshape(n, k)
-    return (raw % np.asarray(sizes, dtype=np.uint64)).astype(np.int64)
+    raw = prg_u64(seed, "rotation", (n * k + 1) // 2).view(np.uint32)[: n * k].reshape(n, k)
+    return ((raw.astype(np.uint64) * np.asarray(sizes, dtype=np.uint64)) >> np.uint64(32)).astype(np.int64)
 
 
 # ---- the three parties' arithmetic ------------------------------------------------------------------
 
 
-def lender_tables(plan: TreePlan, mask: np.ndarray, seed: bytes) -> np.ndarray:
-    """R's rotated, masked tables ``T`` (n x width uint64) for the rows of its reachable-leaves ``mask``."""
+def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
+    """R's rotated, masked tables ``T`` (n x width uint64) for its regions' ``alpha`` (n x regions)."""
     lay = plan.layout
-    n, sizes, off = mask.shape[0], lay.sizes, lay.offsets
-    region = np.repeat(np.arange(lay.n_regions), sizes)
-    pos = np.arange(lay.width) - off[region]
-    rho = rotations(seed, sizes, n)
-    src = off[region] + (pos - rho[:, region]) % sizes[region]
-    alpha = mask[:, lay.columns[off]]  # a region's leaves are all reachable for R, or none
-    fx = to_fixed(plan.values[lay.columns])
-    table = np.where(alpha[:, region], fx[src], np.uint64(0))
-    return table + prg_u64(seed, "mask", n * lay.width).reshape(n, lay.width)
+    n = alpha.shape[0]
+    rho = rotations(seed, lay.sizes, n)
+    out = prg_u64(seed, "mask", n * lay.width).reshape(n, lay.width).copy()
+    for k, (o, m) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
+        on = np.flatnonzero(alpha[:, k])
+        if len(on):
+            out[on, o : o + m] += plan.rotated[k][rho[on, k]]
+    return out
+
+
+def platform_picks(layout: TreeLayout, bits: DirectionBits) -> np.ndarray:
+    """Per row, the leaf (index within each region) that the platform's splits select."""
+    n = bits.bits.shape[0]
+    me = int(layout.owner[layout.roots[0]]) if layout.n_regions else -1
+    return layout.slot[layout.walk(np.broadcast_to(layout.roots, (n, layout.n_regions)), me, bits)]
 
 
 def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,19 +321,6 @@ def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: 
         raise ProtocolError(f"region picks must be {n} x {len(sizes)} values below the region sizes")
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     return tables[np.arange(n)[:, None], off[None, :] + chat].sum(axis=1, dtype=np.uint64) + s
-
-
-def joint_margin(plan: TreePlan, mask: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return plan.local_margin(mask) + from_fixed(z - y)
-
-
-def platform_picks(layout: TreeLayout, trees: Sequence[Tree], owners: Sequence[str], bits: DirectionBits) -> np.ndarray:
-    """Per row, the leaf (index within each region) that the platform's splits select."""
-    reach = reachable_leaves(trees, owners, layout.platform, bits)
-    out = np.zeros((reach.shape[0], layout.n_regions), dtype=np.int64)
-    for k, (o, m) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
-        out[:, k] = np.argmax(reach[:, layout.columns[o : o + m]], axis=1)
-    return out
 
 
 # ---- wire formats -----------------------------------------------------------------------------------
@@ -378,5 +434,4 @@ class ArrayTreeContributions:
             v = np.full(len(idx), np.nan)
             v[known] = self.columns[f][idx[known] - 1]
             cols[f] = v
-        bits = owner_directions(self.table, cols)
-        return self.layout, platform_picks(self.layout, self.trees, self.owners, bits)
+        return self.layout, platform_picks(self.layout, owner_directions(self.table, cols))

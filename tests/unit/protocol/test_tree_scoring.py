@@ -32,7 +32,7 @@ from fedcore.protocol.sealing import make_identities, open_for
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.protocol.trees.messages import to_fixed
 from models.gbdt import GBDTParams, train
-from models.gbdt.tree import owner_directions, reachable_leaves
+from models.gbdt.tree import owner_directions
 
 LENDER = ("arrears", "income")
 PLATFORM = ("spend", "active", "segment")
@@ -98,8 +98,8 @@ def _shape(tree):
 
 
 def _mask(model, cols, rows):
-    bits = owner_directions(model.tables["lenders"], {f: cols[f][rows] for f in LENDER})
-    return reachable_leaves(model.trees, model.owners, "lenders", bits)
+    """The lender's direction bits for ``rows``."""
+    return owner_directions(model.tables["lenders"], {f: cols[f][rows] for f in LENDER})
 
 
 def _plan(model):
