@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -74,7 +74,6 @@ __all__ = [
     "lender_tables",
     "platform_reply",
     "prg_u64",
-    "prg_u64_at",
     "rotations",
     "tree_layout",
 ]
@@ -109,6 +108,7 @@ class TreeLayout:
     sizes: np.ndarray
     leaves: np.ndarray
     slot: np.ndarray
+    _deciders: dict[tuple[int, bytes], _Decider | None] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_regions(self) -> int:
@@ -124,6 +124,24 @@ class TreeLayout:
 
     def digest(self) -> str:
         return layout_digest(self.sizes)
+
+    def decide(self, roots: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
+        """From each of ``roots`` (k), the node where ``owner``'s splits lead (n x k): the codes of its
+        split bits (one matrix product) looked up in per-root tables, or :meth:`walk` for large subtrees."""
+        key = (owner, np.asarray(roots, dtype=np.int64).tobytes())
+        if key not in self._deciders:
+            self._deciders[key] = _decider(self, roots, owner)
+        d = self._deciders[key]
+        n = bits.bits.shape[0]
+        if d is None:
+            return self.walk(np.broadcast_to(roots, (n, len(roots))), owner, bits)
+        col = np.minimum(np.searchsorted(bits.refs, d.refs), max(len(bits.refs) - 1, 0))
+        if len(d.refs) and (len(bits.refs) == 0 or (bits.refs[col] != d.refs).any()):
+            raise InvalidInput("direction bits are missing a split of their owner")
+        acc = np.zeros((n, len(d.refs) + 1), dtype=np.int32)  # running sums of 2^j per split, root by root
+        np.cumsum(bits.bits[:, col] * d.power, axis=1, out=acc[:, 1:])
+        codes = acc[:, d.base_ref[1:]] - acc[:, d.base_ref[:-1]]
+        return d.table[d.base[None, :] + codes]
 
     def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
         """From the nodes ``start`` (n x k), follow ``owner``'s splits (its ``bits``, rows = n) down to the
@@ -145,6 +163,53 @@ class TreeLayout:
         return pos
 
 
+@dataclass(frozen=True)
+class _Decider:
+    refs: np.ndarray  # the owner's split refs below the roots, root by root
+    power: np.ndarray  # 2^j of each split within its root's code
+    base_ref: np.ndarray  # (roots + 1): where each root's splits start in ``refs``
+    base: np.ndarray  # each root's offset in ``table``
+    table: np.ndarray  # code -> the node reached
+
+
+MAX_CODE_BITS = 12  # a subtree with more of the owner's splits is walked instead (tables of 2^bits)
+
+
+def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
+    refs: list[int] = []
+    powers: list[int] = []
+    base_ref = [0]
+    base: list[int] = []
+    tables: list[np.ndarray] = []
+    jidx = np.zeros(len(lay.left), dtype=np.int64)
+    mine = (lay.left >= 0) & (lay.owner == owner)
+    for r in np.asarray(roots, dtype=np.int64):
+        nodes, stack = [], [int(r)]
+        while stack:
+            i = stack.pop()
+            if mine[i]:
+                nodes.append(i)
+                stack += [int(lay.left[i]), int(lay.right[i])]
+        if len(nodes) > MAX_CODE_BITS:
+            return None
+        jidx[nodes] = np.arange(len(nodes))
+        refs += [int(lay.ref[i]) for i in nodes]
+        powers += [1 << j for j in range(len(nodes))]
+        base_ref.append(len(refs))
+        codes = np.arange(1 << len(nodes), dtype=np.int64)
+        pos = np.full(len(codes), int(r), dtype=np.int64)
+        for _ in range(len(nodes)):
+            go = mine[pos]
+            if not go.any():
+                break
+            left = ((codes >> jidx[pos]) & 1) == 1
+            pos = np.where(go, np.where(left, lay.left[pos], lay.right[pos]), pos)
+        base.append(sum(len(t) for t in tables))
+        tables.append(pos)
+    return _Decider(np.array(refs, dtype=np.int64), np.array(powers, dtype=np.int32), np.array(base_ref),
+                    np.array(base, dtype=np.int64), np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64))  # fmt: skip
+
+
 def layout_digest(sizes: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(sizes, dtype=">u4").tobytes()).hexdigest()[:16]
 
@@ -162,10 +227,7 @@ def tree_layout(trees: Sequence[Tree], owners: Sequence[str], lender: str) -> Tr
     left, right, owner, ref = glue("left", True), glue("right", True), glue("owner", False), glue("ref", False)
     value = glue("value", False).astype(np.float64)
     platforms: set[int] = set()
-    roots: list[int] = []
-    region_tree: list[int] = []
-    sizes: list[int] = []
-    leaves: list[int] = []
+    regions: list[tuple[int, int, int, int, list[int]]] = []  # (size, order, root, tree, leaves)
     slot = np.full(len(left), -1, dtype=np.int64)
     for t, b in enumerate(base):
         stack = [int(b)]
@@ -179,17 +241,16 @@ def tree_layout(trees: Sequence[Tree], owners: Sequence[str], lender: str) -> Tr
             platforms.add(int(owner[i]))
             mine = _region_leaves(left, right, owner, i, t)
             slot[mine] = np.arange(len(mine))
-            roots.append(i)
-            region_tree.append(t)
-            sizes.append(len(mine))
-            leaves += mine
+            regions.append((len(mine), len(regions), i, t, mine))
     if len(platforms) > 1:
         raise InvalidInput(f"tree model splits on {len(platforms)} parties' features besides the lenders'")
+    regions.sort(key=lambda r: (r[0], r[1]))  # regions of one size side by side (one gather per size)
     depth = max((t.depth() for t in trees), default=0)
     return TreeLayout(
         owners[platforms.pop()] if platforms else "", me, base, left, right, owner, ref, value, depth,
-        np.array(roots, dtype=np.int64), np.array(region_tree, dtype=np.int64), np.array(sizes, dtype=np.int64),
-        np.array(leaves, dtype=np.int64), slot,
+        np.array([r[2] for r in regions], dtype=np.int64), np.array([r[3] for r in regions], dtype=np.int64),
+        np.array([r[0] for r in regions], dtype=np.int64),
+        np.array([j for r in regions for j in r[4]], dtype=np.int64), slot,
     )  # fmt: skip
 
 
@@ -213,29 +274,33 @@ def leaf_values(trees: Sequence[Tree]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TreePlan:
-    """What the requester needs of its model: the layout (with the leaf values), the base score, and per
-    region the leaf values in fixed point under every rotation (``rotated[S][rho, i] = v_S[(i - rho) mod m]``)."""
+    """What the requester needs of its model: the layout (with the leaf values), the base score, and the
+    regions' leaf values in fixed point under every rotation, per size (row ``S m + rho``:
+    ``v_S[(i - rho) mod m]``; a last row of zeros for regions the lender does not reach)."""
 
     layout: TreeLayout
     base_score: float
-    rotated: tuple[np.ndarray, ...]
+    groups: tuple[tuple[int, int, int, np.ndarray], ...]  # (first region, end, first column, (k m + 1) x m)
 
     @classmethod
     def of(cls, trees: Sequence[Tree], owners: Sequence[str], lender: str, base_score: float) -> TreePlan:
         lay = tree_layout(trees, owners, lender)
         fx = to_fixed(lay.value[lay.leaves])
-        rot = []
-        for o, m in zip(lay.offsets, lay.sizes, strict=True):
+        groups = []
+        for m in np.unique(lay.sizes):
+            ks = np.flatnonzero(lay.sizes == m)
             i = np.arange(m)
-            rot.append(fx[o + (i[None, :] - i[:, None]) % m])
-        return cls(lay, float(base_score), tuple(rot))
+            rot = fx[lay.offsets[ks][:, None, None] + (i[None, None, :] - i[None, :, None]) % m].reshape(-1, m)
+            groups.append((int(ks[0]), int(ks[-1]) + 1, int(lay.offsets[ks[0]]),
+                           np.vstack([rot, np.zeros((1, m), dtype=np.uint64)])))  # fmt: skip
+        return cls(lay, float(base_score), tuple(groups))
 
     def lender_walk(self, bits: DirectionBits) -> tuple[np.ndarray, np.ndarray]:
         """Per row: ``base`` plus the local leaf values the lender's splits reach, and ``alpha`` (rows x
         regions, True where its path enters the region)."""
         lay = self.layout
         n = bits.bits.shape[0]
-        pos = lay.walk(np.broadcast_to(lay.tree_root, (n, len(lay.tree_root))), lay.lender, bits)
+        pos = lay.decide(lay.tree_root, lay.lender, bits)
         leaf = lay.left[pos] < 0
         local = self.base_score + np.where(leaf, lay.value[pos], 0.0).sum(axis=1)
         return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
@@ -261,17 +326,6 @@ def prg_u64(seed: bytes, label: str, n: int) -> np.ndarray:
     return np.frombuffer(enc.update(bytes(8 * n)), dtype=np.uint64)
 
 
-def prg_u64_at(seed: bytes, label: str, positions: np.ndarray) -> np.ndarray:
-    """``prg_u64(seed, label, N)[positions]`` without the rest of the stream (AES of the counter blocks)."""
-    pos = np.asarray(positions, dtype=np.int64).ravel()
-    blocks = np.zeros((len(pos), 2), dtype=">u8")
-    blocks[:, 1] = pos // 2
-    # AES as a PRF on chosen counter blocks: exactly the CTR keystream's blocks, not ECB of data
-    enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.ECB()).encryptor()  # noqa: S305
-    out = np.frombuffer(enc.update(blocks.tobytes()), dtype=np.uint64).reshape(-1, 2)
-    return out[np.arange(len(pos)), pos % 2].reshape(np.shape(positions))
-
-
 def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
     """``rho`` (n x regions), uniform in ``Z_m`` per region: ``(u * m) >> 32`` of uniform 32-bit ``u``
     (bias below ``m / 2^32``)."""
@@ -288,29 +342,31 @@ def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
     lay = plan.layout
     n = alpha.shape[0]
     rho = rotations(seed, lay.sizes, n)
-    out = prg_u64(seed, "mask", n * lay.width).reshape(n, lay.width).copy()
-    for k, (o, m) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
-        on = np.flatnonzero(alpha[:, k])
-        if len(on):
-            out[on, o : o + m] += plan.rotated[k][rho[on, k]]
+    out = np.empty((n, lay.width), dtype=np.uint64)
+    for k0, k1, o0, rot in plan.groups:  # regions k0..k1 have one size m: one gather of m-long rows
+        k, m = k1 - k0, rot.shape[1]
+        row = np.where(alpha[:, k0:k1], np.arange(k) * m + rho[:, k0:k1], k * m)  # row k*m: zeros
+        out[:, o0 : o0 + k * m] = np.take(rot, row, axis=0).reshape(n, k * m)
+    out += prg_u64(seed, "mask", n * lay.width).reshape(n, lay.width)
     return out
 
 
 def platform_picks(layout: TreeLayout, bits: DirectionBits) -> np.ndarray:
     """Per row, the leaf (index within each region) that the platform's splits select."""
-    n = bits.bits.shape[0]
     me = int(layout.owner[layout.roots[0]]) if layout.n_regions else -1
-    return layout.slot[layout.walk(np.broadcast_to(layout.roots, (n, layout.n_regions)), me, bits)]
+    return layout.slot[layout.decide(layout.roots, me, bits)]
 
 
 def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P's ``chat`` (n x regions) and ``y`` (n) for its ``picks`` (leaf index within each region)."""
     n = picks.shape[0]
     sizes = np.asarray(sizes, dtype=np.int64)
+    width = int(sizes.sum())
     chat = (picks + rotations(seed, sizes, n)) % sizes
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    at = np.arange(n, dtype=np.int64)[:, None] * int(sizes.sum()) + off[None, :] + chat
-    return chat, prg_u64_at(seed, "mask", at).sum(axis=1, dtype=np.uint64) + s
+    at = (np.arange(n, dtype=np.int64) * width)[:, None] + off[None, :] + chat
+    # the whole stream and a gather: cheaper than AES of the picked counter blocks one by one in numpy
+    return chat, np.take(prg_u64(seed, "mask", n * width), at).sum(axis=1, dtype=np.uint64) + s
 
 
 def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -320,7 +376,8 @@ def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: 
     if chat.shape != (n, len(sizes)) or (chat >= sizes[None, :]).any():
         raise ProtocolError(f"region picks must be {n} x {len(sizes)} values below the region sizes")
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return tables[np.arange(n)[:, None], off[None, :] + chat].sum(axis=1, dtype=np.uint64) + s
+    at = (np.arange(n, dtype=np.int64) * tables.shape[1])[:, None] + off[None, :] + chat
+    return np.take(tables.ravel(), at).sum(axis=1, dtype=np.uint64) + s
 
 
 # ---- wire formats -----------------------------------------------------------------------------------
@@ -334,7 +391,7 @@ class TreeInput:
     platform: str
     sizes: np.ndarray
     sealed: bytes = b""
-    tables: bytes = b""
+    tables: bytes | memoryview = b""
 
 
 def pack_tree_input(t: TreeInput) -> bytes:
@@ -364,7 +421,7 @@ def unpack_tree_input(data: bytes) -> TreeInput:
         sealed = data[pos + 4 : pos + 4 + slen]
         if len(sizes) != k or len(sealed) != slen or (sizes < 2).any():
             raise ValueError("truncated")
-        return TreeInput(kind, platform, sizes, sealed, data[pos + 4 + slen :])
+        return TreeInput(kind, platform, sizes, sealed, memoryview(data)[pos + 4 + slen :])
     except (ValueError, struct.error, UnicodeDecodeError):
         raise ProtocolError("not a fedcredit tree scoring input") from None
 
