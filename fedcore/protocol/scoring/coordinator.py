@@ -170,8 +170,8 @@ class ScoringCoordinator:
             ann = res.params.get("announcement")
             return JointResponse(request_id, 0, (TREE_QUERY,), json.dumps(ann).encode(), 1)
         width = int(spec.sizes.sum())
-        if n == 0 or len(spec.tables) != 8 * n * width:
-            raise InvalidInput(f"tree input must hold {n} applicants x {width} region leaves (uint64)")
+        if n == 0 or len(spec.tables) != tp.RING.itemsize * n * width:
+            raise InvalidInput(f"tree input must hold {n} applicants x {width} region leaves ({tp.RING})")
         if len(spec.tables) > tp.MAX_TABLE_BYTES:
             raise InvalidInput(f"tree input of {len(spec.tables)} bytes is over {tp.MAX_TABLE_BYTES} per request")
         self._take(requester, n)
@@ -181,12 +181,12 @@ class ScoringCoordinator:
         try:
             sealed_y, picks = tp.unpack_sealed_and(res.read_payload())
             chat = np.frombuffer(picks, dtype=tp.picks_dtype(spec.sizes)).astype(np.int64).reshape(n, len(spec.sizes))
-            tables = np.frombuffer(spec.tables, dtype="<u8").reshape(n, width)
-            z = tp.coordinator_sum(spec.sizes, tables, chat, tp.prg_u64(seed_s, "s", n))
+            tables = np.frombuffer(spec.tables, dtype=tp.RING).reshape(n, width)
+            z = tp.coordinator_sum(spec.sizes, tables, chat, tp.prg(seed_s, "s", n))
         except (ProtocolError, ValueError) as exc:
             raise CorruptResult(spec.platform, CONTRIBUTE, str(exc)) from None
         log.info("tree scoring request %s from %s: n=%d", request_id, requester, n)
-        return JointResponse(request_id, n, (TREE_QUERY,), tp.pack_sealed_and(sealed_y, z.astype("<u8").tobytes()), 1)
+        return JointResponse(request_id, n, (TREE_QUERY,), tp.pack_sealed_and(sealed_y, z.tobytes()), 1)
 
     def _tree_task(self, party: str, params: dict[str, JSONValue], pseudonyms: bytes, sealed: bytes,
                    timeout_s: float) -> TaskResult:  # fmt: skip

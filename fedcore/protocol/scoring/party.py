@@ -315,10 +315,10 @@ class ScoringParty:
             raise PermissionDenied("the sealed tree input does not open with this party's envelope key") from None
         if len(opened) != tp.SEED_BYTES + 32:
             raise ProtocolError("the sealed tree input has the wrong size")
-        s = tp.prg_u64(bytes.fromhex(str(params.get("seed_s", ""))), "s", len(pseudos))
+        s = tp.prg(bytes.fromhex(str(params.get("seed_s", ""))), "s", len(pseudos))
         chat, y = tp.platform_reply(layout.sizes, picks, opened[: tp.SEED_BYTES], s)
         reply_key = EnvelopePublicKey.from_bytes(opened[tp.SEED_BYTES :])
-        sealed_y = seal_for(reply_key, y.astype("<u8").tobytes(), purpose + "/reply", self._identity.name, tp.REQUESTER)
+        sealed_y = seal_for(reply_key, y.tobytes(), purpose + "/reply", self._identity.name, tp.REQUESTER)
         data = tp.pack_sealed_and(sealed_y, chat.astype(tp.picks_dtype(layout.sizes)).tobytes())
         return TaskReply({"n": len(pseudos), "layout": layout.digest()}, [data])
 

@@ -42,6 +42,7 @@ from fedcore.protocol.scoring.messages import (
 from fedcore.protocol.scoring.trees import (
     ANNOUNCE,
     REQUESTER,
+    RING,
     SCORE,
     SEED_BYTES,
     TreeInput,
@@ -52,7 +53,6 @@ from fedcore.protocol.scoring.trees import (
     unpack_sealed_and,
 )
 from fedcore.protocol.sealing import open_for, seal_for, verify_announcement
-from fedcore.protocol.trees.messages import from_fixed
 from models.gbdt.tree import DirectionBits
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class TreeRequester:
             z = self._query(*args, refresh=False)
         except PermissionDenied:  # the platform may have a new envelope key: ask for it once more
             z = self._query(*args, refresh=True)
-        return local + from_fixed(z[0]), z[1]
+        return local + plan.decode(z[0]), z[1]
 
     def _query(self, pseudonyms: bytes, plan: TreePlan, alpha: np.ndarray, model_id: str, model_version: str,
                timeout_s: float, *, refresh: bool) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
@@ -254,7 +254,7 @@ class TreeRequester:
         seed, reply = secrets.token_bytes(SEED_BYTES), EnvelopePrivateKey.generate()
         purpose = sealing_purpose(model_id, model_version, hashlib.sha256(pseudonyms).hexdigest())
         sealed = seal_for(pub, seed + reply.public_key().to_bytes(), purpose, REQUESTER, platform)
-        tables = lender_tables(plan, alpha, seed).tobytes()
+        tables = memoryview(lender_tables(plan, alpha, seed)).cast("B")
         tree_input = pack_tree_input(TreeInput(SCORE, platform, plan.layout.sizes, sealed, tables))
         req = JointRequest(model_id, model_version, (TREE_QUERY,), pseudonyms, "", None, False, timeout_s, tree_input)
         resp = self._gateway.joint(req)
@@ -262,9 +262,9 @@ class TreeRequester:
             raise ProtocolError("the coordinator's answer does not match the request")
         sealed_y, z = unpack_sealed_and(resp.ciphertext)
         y = open_for(reply, sealed_y, purpose + "/reply", platform, REQUESTER)
-        if len(z) != 8 * n or len(y) != 8 * n:
+        if len(z) != RING.itemsize * n or len(y) != RING.itemsize * n:
             raise ProtocolError("the tree score reply has the wrong length")
-        return np.frombuffer(z, dtype="<u8").astype(np.uint64) - np.frombuffer(y, dtype="<u8").astype(np.uint64), resp
+        return np.frombuffer(z, dtype=RING) - np.frombuffer(y, dtype=RING), resp
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from fedcore.errors import InvalidInput, NotFound, ProtocolError
 from fedcore.protocol.scoring.messages import TREE_QUERY
 from fedcore.protocol.scoring.party import SortedTable
-from fedcore.protocol.trees.messages import LENDERS_OWNER, to_fixed
+from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models.gbdt.tree import DirectionBits, SplitTable, Tree, leaf_index, owner_directions
 
 __all__ = [
@@ -73,12 +73,14 @@ __all__ = [
     "coordinator_sum",
     "lender_tables",
     "platform_reply",
-    "prg_u64",
+    "prg",
     "rotations",
     "tree_layout",
 ]
 
 SEED_BYTES = 32
+RING = np.dtype("<u4")  # Z_2^32; the requester picks the fixed-point scale (:meth:`TreePlan.of`)
+FRAC_BITS_MAX = 30
 MAX_TABLE_BYTES = 8 << 20  # the lender's tables per coordinator request (gRPC messages stop at 16 MiB)
 REQUESTER = "requester"  # the requester's name in sealing: the platform is not told who asked
 ANNOUNCE, SCORE = 1, 2
@@ -281,19 +283,28 @@ class TreePlan:
     layout: TreeLayout
     base_score: float
     groups: tuple[tuple[int, int, int, np.ndarray], ...]  # (first region, end, first column, (k m + 1) x m)
+    frac_bits: int
 
     @classmethod
     def of(cls, trees: Sequence[Tree], owners: Sequence[str], lender: str, base_score: float) -> TreePlan:
         lay = tree_layout(trees, owners, lender)
-        fx = to_fixed(lay.value[lay.leaves])
+        # the largest region sum: one region per tree at most; it must stay below 2^31 in fixed point
+        top = np.zeros(len(trees))
+        np.maximum.at(top, np.repeat(lay.region_tree, lay.sizes), np.abs(lay.value[lay.leaves]))
+        frac = int(min(FRAC_BITS_MAX, np.floor(np.log2((2.0**31 - 1) / max(float(top.sum()), 1e-9)))))
+        fx = np.round(lay.value[lay.leaves] * 2.0**frac).astype(np.int64).astype(RING)
         groups = []
         for m in np.unique(lay.sizes):
             ks = np.flatnonzero(lay.sizes == m)
             i = np.arange(m)
             rot = fx[lay.offsets[ks][:, None, None] + (i[None, None, :] - i[None, :, None]) % m].reshape(-1, m)
             groups.append((int(ks[0]), int(ks[-1]) + 1, int(lay.offsets[ks[0]]),
-                           np.vstack([rot, np.zeros((1, m), dtype=np.uint64)])))  # fmt: skip
-        return cls(lay, float(base_score), tuple(groups))
+                           np.vstack([rot, np.zeros((1, m), dtype=RING)])))  # fmt: skip
+        return cls(lay, float(base_score), tuple(groups), frac)
+
+    def decode(self, total: np.ndarray) -> np.ndarray:
+        """The regions' part of the margin from ``z - y`` in the ring."""
+        return np.asarray(total, dtype=RING).view("<i4").astype(np.float64) / 2.0**self.frac_bits
 
     def lender_walk(self, bits: DirectionBits) -> tuple[np.ndarray, np.ndarray]:
         """Per row: ``base`` plus the local leaf values the lender's splits reach, and ``alpha`` (rows x
@@ -306,7 +317,7 @@ class TreePlan:
         return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
 
     def max_applicants(self) -> int:
-        return max(1, MAX_TABLE_BYTES // (8 * max(1, self.layout.width)))
+        return max(1, MAX_TABLE_BYTES // (RING.itemsize * max(1, self.layout.width)))
 
 
 def bits_rows(bits: DirectionBits, rows: slice | np.ndarray) -> DirectionBits:
@@ -320,17 +331,17 @@ def _aes_key(seed: bytes, label: str) -> bytes:
     return hashlib.sha256(seed + b"\x00" + label.encode()).digest()[:16]
 
 
-def prg_u64(seed: bytes, label: str, n: int) -> np.ndarray:
-    """``n`` uniform uint64: the AES-128-CTR keystream (counter from 0) of a key from ``seed``, ``label``."""
+def prg(seed: bytes, label: str, n: int) -> np.ndarray:
+    """``n`` uniform ring elements: the AES-128-CTR keystream (counter from 0) of a key from ``seed``, ``label``."""
     enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(enc.update(bytes(8 * n)), dtype=np.uint64)
+    return np.frombuffer(enc.update(bytes(RING.itemsize * n)), dtype=RING)
 
 
 def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
     """``rho`` (n x regions), uniform in ``Z_m`` per region: ``(u * m) >> 32`` of uniform 32-bit ``u``
     (bias below ``m / 2^32``)."""
     k = len(sizes)
-    raw = prg_u64(seed, "rotation", (n * k + 1) // 2).view(np.uint32)[: n * k].reshape(n, k)
+    raw = np.frombuffer(prg(seed, "rotation", n * k).tobytes(), dtype="<u4").reshape(n, k)
     return ((raw.astype(np.uint64) * np.asarray(sizes, dtype=np.uint64)) >> np.uint64(32)).astype(np.int64)
 
 
@@ -338,16 +349,16 @@ def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
 
 
 def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
-    """R's rotated, masked tables ``T`` (n x width uint64) for its regions' ``alpha`` (n x regions)."""
+    """R's rotated, masked tables ``T`` (n x width, ring) for its regions' ``alpha`` (n x regions)."""
     lay = plan.layout
     n = alpha.shape[0]
     rho = rotations(seed, lay.sizes, n)
-    out = np.empty((n, lay.width), dtype=np.uint64)
+    out = np.empty((n, lay.width), dtype=RING)
     for k0, k1, o0, rot in plan.groups:  # regions k0..k1 have one size m: one gather of m-long rows
         k, m = k1 - k0, rot.shape[1]
         row = np.where(alpha[:, k0:k1], np.arange(k) * m + rho[:, k0:k1], k * m)  # row k*m: zeros
         out[:, o0 : o0 + k * m] = np.take(rot, row, axis=0).reshape(n, k * m)
-    out += prg_u64(seed, "mask", n * lay.width).reshape(n, lay.width)
+    out += prg(seed, "mask", n * lay.width).reshape(n, lay.width)
     return out
 
 
@@ -366,7 +377,7 @@ def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndar
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     at = (np.arange(n, dtype=np.int64) * width)[:, None] + off[None, :] + chat
     # the whole stream and a gather: cheaper than AES of the picked counter blocks one by one in numpy
-    return chat, np.take(prg_u64(seed, "mask", n * width), at).sum(axis=1, dtype=np.uint64) + s
+    return chat, np.take(prg(seed, "mask", n * width), at).sum(axis=1, dtype=RING) + s
 
 
 def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -377,7 +388,7 @@ def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: 
         raise ProtocolError(f"region picks must be {n} x {len(sizes)} values below the region sizes")
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     at = (np.arange(n, dtype=np.int64) * tables.shape[1])[:, None] + off[None, :] + chat
-    return np.take(tables.ravel(), at).sum(axis=1, dtype=np.uint64) + s
+    return np.take(tables.ravel(), at).sum(axis=1, dtype=RING) + s
 
 
 # ---- wire formats -----------------------------------------------------------------------------------
@@ -400,7 +411,7 @@ def pack_tree_input(t: TreeInput) -> bytes:
     if t.kind == ANNOUNCE:
         return head
     sizes = np.asarray(t.sizes, dtype=">u4").tobytes()
-    return head + struct.pack(">I", len(t.sizes)) + sizes + struct.pack(">I", len(t.sealed)) + t.sealed + t.tables
+    return b"".join((head, struct.pack(">I", len(t.sizes)), sizes, struct.pack(">I", len(t.sealed)), t.sealed, t.tables))
 
 
 def unpack_tree_input(data: bytes) -> TreeInput:

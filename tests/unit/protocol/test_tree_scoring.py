@@ -21,6 +21,7 @@ from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
 from fedcore.protocol.scoring.requester import LocalGateway, TreeRequester, sigmoid
 from fedcore.protocol.scoring.trees import (
     REQUESTER,
+    RING,
     ArrayTreeContributions,
     TreePlan,
     leaf_values,
@@ -30,7 +31,6 @@ from fedcore.protocol.scoring.trees import (
 )
 from fedcore.protocol.sealing import make_identities, open_for
 from fedcore.protocol.tasks import HandlerRegistry
-from fedcore.protocol.trees.messages import to_fixed
 from models.gbdt import GBDTParams, train
 from models.gbdt.tree import owner_directions
 
@@ -170,8 +170,12 @@ def _with_gateway(req, gw):
 
 
 def _bits(u: np.ndarray) -> float:
-    """Mean of the bits of uint64 values (0.5 for uniform ones)."""
-    return float(np.unpackbits(np.ascontiguousarray(u, dtype="<u8").view(np.uint8)).mean())
+    """Mean of the bits of ring values (0.5 for uniform ones)."""
+    return float(np.unpackbits(np.ascontiguousarray(u, dtype=RING).view(np.uint8)).mean())
+
+
+def _fixed(plan, values):
+    return np.round(np.asarray(values) * 2.0**plan.frac_bits).astype(np.int64).astype(RING)
 
 
 def test_the_coordinator_sees_only_masked_tables_rotated_picks_and_sealed_bytes(fed):
@@ -188,10 +192,11 @@ def test_the_coordinator_sees_only_masked_tables_rotated_picks_and_sealed_bytes(
     (ann_req, ann_resp), (score_req, score_resp) = rec.log  # the first request of a process asks for the key
     assert ann_req.pseudonyms == b"" and json.loads(ann_resp.ciphertext)["party"] == "tiange"
     spec = unpack_tree_input(score_req.tree_input)
-    tables = np.frombuffer(spec.tables, dtype="<u8").reshape(len(rows), lay.width)
-    # the requester's tables are uniform: no leaf value, no zero (an unreached region), no clear value
-    clear = set(to_fixed(leaf_values(model.trees)).tolist()) | {0}
-    assert not clear & set(tables.ravel().tolist())
+    tables = np.frombuffer(spec.tables, dtype=RING).reshape(len(rows), lay.width)
+    # the requester's tables are uniform: they show neither its leaf values (in fixed point) nor the zeros of
+    # the regions it does not reach, beyond the chance hits of 32-bit uniform values
+    clear = _fixed(plan, leaf_values(model.trees))
+    assert np.isin(tables, clear).mean() < 1e-3 and (tables == 0).mean() < 1e-3
     assert abs(_bits(tables) - 0.5) < 0.01
     assert score_req.fingerprint == "" and score_req.public_context is None
     # the platform's picks, as the coordinator sees them, are rotated: they match its true picks no more
@@ -204,13 +209,15 @@ def test_the_coordinator_sees_only_masked_tables_rotated_picks_and_sealed_bytes(
     assert (chat < lay.sizes).all() and abs((chat == true).mean() - chance) < 0.05
     # y travels sealed (to the requester's fresh key, inside the input sealed to the platform): the
     # coordinator's z alone is uniform, not the margin
-    assert len(sealed_y) > 8 * len(rows) and reply.params.keys() == {"n", "layout"}
-    z = np.frombuffer(unpack_sealed_and(score_resp.ciphertext)[1], dtype="<u8")
+    assert len(sealed_y) > RING.itemsize * len(rows) and reply.params.keys() == {"n", "layout"}
+    z = np.frombuffer(unpack_sealed_and(score_resp.ciphertext)[1], dtype=RING)
     assert abs(_bits(z) - 0.5) < 0.02
     expect = {f: v[rows].copy() for f, v in cols.items()}
     for f in PLATFORM:
         expect[f][~known[rows]] = np.nan
-    np.testing.assert_allclose(sigmoid(margin), model.predict_proba(expect), atol=1e-9)
+    # fixed point: 2^-frac_bits per leaf, one leaf per tree
+    assert plan.frac_bits >= 24
+    np.testing.assert_allclose(margin, model.margin(expect), atol=len(model.trees) * 2.0 ** -plan.frac_bits)
 
 
 def fed_platform(fed):
@@ -233,9 +240,10 @@ def test_the_platform_receives_no_leaf_value_score_or_lender_mask(fed):
     # the payload is the pseudonyms and the sealed seed and reply key: nothing that grows with the leaves
     _, sealed, pseudos = unpack_task_payload_full(task.payload)
     assert pseudos == b"".join(ps[i] for i in rows) and len(sealed) < 160
-    words = set(np.frombuffer(task.payload[: len(task.payload) // 8 * 8], dtype="<u8").tolist())
-    leaves = to_fixed(leaf_values(model.trees))
-    assert not words & (set(leaves.tolist()) | set(to_fixed(margin).tolist()))
+    plan = _plan(model)
+    words = np.frombuffer(task.payload[: len(task.payload) // 4 * 4], dtype=RING)
+    clear = np.concatenate([_fixed(plan, leaf_values(model.trees)), _fixed(plan, margin - plan.base_score)])
+    assert not np.isin(words, clear[clear > 1 << 16]).any()  # (small values could be pseudonym bytes)
     # what the platform opens is a seed and a public key: 64 bytes, the same for any lender mask
     key = ch.scoring_parties["tiange"]._identity.envelope_key
     opened = open_for(key, sealed, sealing_purpose("m1", "3", _sha(pseudos)), REQUESTER, "tiange")
