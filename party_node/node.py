@@ -99,7 +99,7 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         identity=party_identity(config),
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
-    register_scoring_handlers(registry, store, config.home, compute=config.compute)
+    register_scoring_handlers(registry, store, config.home, compute=config.compute, identity=party_identity(config))
     # a lender with a pricing policy (HOME/pricing.toml) answers pre-approvals
     register_preapproval_handlers(registry, config.home, lambda: build_service(config, store), party_identity(config))
     # the platform's snapshot announcements start a monitoring pass (a lender with HOME/monitoring.toml)

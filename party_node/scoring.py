@@ -11,8 +11,7 @@ own application features), pseudonymizes them with the federation key, asks the 
 :class:`~fedcore.protocol.scoring.Gateway` (:class:`GrpcGateway` in production), decrypts the consortium's
 sum and returns probability of default, scorecard points, reason codes, the model version, the blacklist
 hit count, the multi-lending count and a decision from bands. Raw ids and the lender's features never
-leave the node; what the others learn is in :mod:`fedcore.protocol.scoring`. Tree models score through
-:mod:`party_node.scoring_trees`; the local APIs are in :mod:`party_node.scoring_api`.
+leave the node; what the others learn: :mod:`fedcore.protocol.scoring`. Tree models: :mod:`party_node.scoring_trees`.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import QUERIES, JointRequest, JointResponse, ModelSlice, check_queries
 from fedcore.protocol.scoring.party import ScoringParty, SortedTable
 from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, TreeRequester, sigmoid
+from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
@@ -56,6 +56,7 @@ from party_node.scoring_batch import (
 
 from .audit import AuditLog
 from .categories import encode_raw
+from .flag_tables import FlagTables
 from .model_bands import model_bands, newest_joint_model
 from .schema import IdKind, normalize_ids
 from .scoring_trees import TreeModels, score_tree_chunk
@@ -82,9 +83,7 @@ class StoreContributions:
         self._lock = threading.Lock()
         self._slices: dict[str, tuple[float, ModelSlice]] = {}
         self._scores: dict[str, tuple[float, float, SortedTable]] = {}  # model -> (built, slice mtime, table)
-        self._flags: dict[str, tuple[float, SortedTable]] = {}
-        self._rebuilding: set[str] = set()
-        self._build_lock = threading.Lock()
+        self._flags = FlagTables(store, refresh_s)
 
     def slice(self, model_id: str) -> ModelSlice:
         path = self._models_dir / model_id / "slice.json"
@@ -133,61 +132,21 @@ class StoreContributions:
         keys = [ps[i] for i in pos[ok]]
         return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
-    def _flag_table(self, name: str) -> SortedTable:
-        """The fraud (``blacklist`` consent) or active-loan (``scoring`` consent) table. The first request
-        builds it; once older than ``refresh_s`` it is rebuilt in a background thread while requests keep
-        using the current one (at 50M flagged subjects a build takes about a minute)."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._flags.get(name)
-            stale = hit is not None and now - hit[0] > self._refresh_s and name not in self._rebuilding
-            if stale:
-                self._rebuilding.add(name)
-        if hit is None:
-            with self._build_lock:  # concurrent first requests wait for one build
-                with self._lock:
-                    hit = self._flags.get(name)
-                if hit is None:
-                    hit = self._build_flags(name)
-            return hit[1]
-        if stale:
-            threading.Thread(target=self._rebuild_flags, args=(name,), name=f"flags-{name}", daemon=True).start()
-        return hit[1]
-
-    def _build_flags(self, name: str) -> tuple[float, SortedTable]:
-        at = time.monotonic()
-        if name == "fraud":
-            keys = self._store.flagged_pseudonyms("fraud", "blacklist")
-        else:
-            keys = self._store.flagged_pseudonyms("active_loan", "scoring")
-        hit = (at, SortedTable(keys))
-        del keys
-        with self._lock:
-            self._flags[name] = hit
-        return hit
-
-    def _rebuild_flags(self, name: str) -> None:
-        try:
-            self._build_flags(name)
-        except Exception:  # the current table keeps answering; the next stale request tries again
-            log.exception("rebuilding the %s table failed", name)
-        finally:
-            with self._lock:
-                self._rebuilding.discard(name)
-
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flag_table("fraud").lookup(pseudonyms)
+        return self._flags.table("fraud").lookup(pseudonyms)
 
     def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flag_table("loans").lookup(pseudonyms)
+        return self._flags.table("loans").lookup(pseudonyms)
 
 
 def register_scoring_handlers(
-    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None
-) -> ScoringParty:
-    """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``)."""
+    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None,
+    identity: PartyIdentity | None = None,
+) -> ScoringParty:  # fmt: skip
+    """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``;
+    ``identity`` opens tree scoring inputs sealed to this party)."""
     contributions = StoreContributions(store, home / "models", compute=compute)
-    party = ScoringParty(contributions, audit or AuditLog.for_home(home), trees=TreeModels(store, home / "models"))
+    party = ScoringParty(contributions, audit or AuditLog.for_home(home), TreeModels(store, home / "models"), identity)
     party.register(registry)
     return party
 
@@ -201,7 +160,7 @@ class GrpcGateway:
     def __init__(self, address: str, server_name: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
         creds = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
         options = [*CLIENT_OPTIONS, *secure_target_options(server_name)]
-        self._channel = grpc.secure_channel(address, creds, options=options)
+        self._channel, self.ca_pem = grpc.secure_channel(address, creds, options=options), ca_pem
         self._stub = scoring_pb2_grpc.ScoringStub(self._channel)
 
     def joint(self, request: JointRequest) -> JointResponse:
@@ -240,7 +199,7 @@ class ScoringService:
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
         self.trees = TreeModels(store, home / "models")
-        self.tree_requester = TreeRequester(gateway, self.settings.key_rotate_s)
+        self.tree_requester = TreeRequester(gateway)
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._band_cache: dict[str, tuple[Band, ...]] = {}
         self._models_dir = home / "models"
@@ -614,7 +573,7 @@ def load_settings(home: Path) -> ScoringSettings:
 
 def build_service(config: Any, store: Store, settings: ScoringSettings | None = None) -> ScoringService:
     """A :class:`ScoringService` for a configured node (``config``: a ``PartyConfig``)."""
-    tls = config.tls
-    gateway = GrpcGateway(config.coordinator.address, config.coordinator.server_name, tls.ca_cert.read_bytes(),
-                          tls.cert.read_bytes(), tls.key.read_bytes())
+    tls, co = config.tls, config.coordinator
+    gateway = GrpcGateway(co.address, co.server_name, tls.ca_cert.read_bytes(), tls.cert.read_bytes(),
+                          tls.key.read_bytes())  # fmt: skip
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))
