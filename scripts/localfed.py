@@ -88,7 +88,7 @@ class LocalFederation:
             capture_output=True,
             text=True,
             env={**self.env, **(env or {})},
-            timeout=120,
+            timeout=900,  # a hang guard only: a training run's CLI call takes minutes on a loaded 2-core machine
         )
         if check and proc.returncode != 0:
             raise FedcreditError(
