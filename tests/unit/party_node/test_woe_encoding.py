@@ -88,7 +88,7 @@ def fed(tmp_path_factory):
                         "numeric": {"spend": {"missing": "reject"}},
                         "categorical": {"segment": {"missing": "category"}}})
     stores = {"bank": lender, "tiange": platform}
-    ch = InMemoryChannel()
+    ch = InMemoryChannel(record_wire=True)
     ids = make_identities(list(stores))
     for name, store in stores.items():
         reg = HandlerRegistry()
@@ -101,11 +101,13 @@ def fed(tmp_path_factory):
     # one lender: the platform learns that lender's pooled counts (min_lenders=1, as --min-lenders allows)
     run_binning(ch, ["bank"], "tiange", BinningSettings(min_lenders=1, max_bins=5), run_id="bin-1",
                 data_params={"psi_runs": {"bank": "psi-1"}})
+    ch.wire_log.clear()
     cfg = VerticalConfig(epochs=8, lr=0.1, encoding="woe", binning_run="bin-1")
     res = run_vertical(ch, "woe-1", ["bank"], "tiange", {"bank": "psi-1"}, cfg, workdir=tmp / "coord")
+    wire = list(ch.wire_log)
     service = ScoringService(lender, tmp / "bank", LocalGateway(ScoringCoordinator(ch), "bank"),
                              ScoringSettings(model_id="woe-1"))
-    yield {"tmp": tmp, "stores": stores, "res": res, "service": service, "ch": ch}
+    yield {"tmp": tmp, "stores": stores, "res": res, "service": service, "ch": ch, "wire": wire}
     ch.close()
     for s in stores.values():
         s.close()
@@ -136,6 +138,25 @@ def test_each_party_trains_on_the_woe_of_its_own_bins_and_the_slice_keeps_them(f
     codes = store.encode_categories("d", "purpose", ["car", "education"])
     woe = sl.woe.transform(np.array([[3.0, codes[0]], [3.0, codes[1]]]))[:, 1]
     assert woe[0] > woe[1] and sl.weights[1] > 0
+
+
+def test_the_woe_encoding_sends_nothing_of_the_bins_over_the_wire(fed) -> None:
+    """Training with ``encoding = "woe"`` adds the encoding's name and the binning run's id to the setup;
+    no cut point, level group or WOE value of either party crosses in any message of the run."""
+    wire = fed["wire"]
+    setups = [r for r in wire if r.kind == "vertical.setup" and r.direction == "to_party"]
+    assert {r.party for r in setups} == {"bank", "tiange"}
+    assert all(r.params["encoding"] == "woe" and r.params["binning_run"] == "bin-1" for r in setups)
+    secrets: set[float] = set()
+    for party in ("bank", "tiange"):
+        enc = _slice(fed, party).woe
+        for b, w in zip(enc.encoder.binnings, enc.encoder.woe, strict=True):
+            secrets |= {float(v) for v in w if v != 0.0} | {float(c) for c in getattr(b, "cuts", ())}
+    text = " ".join(json.dumps(r.params, default=str) for r in wire)
+    blobs = b"".join(r.payload for r in wire)
+    for v in secrets:
+        assert repr(v) not in text and np.float64(v).tobytes() not in blobs
+    assert "furniture" not in text and b"furniture" not in blobs  # nor a level name
 
 
 def test_joint_scoring_of_raw_levels_applies_the_woe_at_every_party(fed) -> None:
