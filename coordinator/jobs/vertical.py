@@ -5,7 +5,8 @@ Parameters: ``lenders`` (list) and ``platform`` (name), or ``parties`` (list; ro
 ``psi_runs`` ({lender: committed PSI run id}; missing ones are run here, pairwise lender x platform);
 ``epochs``, ``batch_size``, ``lr``, ``l2``, ``val_fraction``, ``patience``, ``seed``, ``dataset``,
 ``timeout_s``; ``encoding``: ``onehot`` (default) or ``woe`` with ``binning_run`` (default: the newest
-succeeded ``coordinator binning`` run that covers every party); ``model``: ``logistic`` (default) or
+succeeded ``coordinator binning`` run that covers every party) and ``min_iv`` (keep the features with
+at least this IV in it); ``model``: ``logistic`` (default) or
 ``gbdt`` (hybrid trees, :mod:`.trees`). The result
 registers one joint model version: metrics per lender, the parties with their
 feature *names*, datasets and data hashes, and the per-epoch history.
@@ -25,7 +26,7 @@ from ..runs import JobKind, RunContext, register_job
 from .trees import gbdt_job
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s",
-               "encoding", "binning_run")
+               "encoding", "binning_run", "min_iv")
 
 
 def _binning_run(rc: RunContext, parties: list[str]) -> str:
@@ -131,6 +132,8 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
     )
     out = _result(res)
     out["encoding"] = {"kind": cfg.encoding, "binning_run": cfg.binning_run}
+    if cfg.min_iv is not None:
+        out["encoding"]["min_iv"] = cfg.min_iv
     # KS and AUC of the pooled validation scores, as the report computes them (not a mean of lenders')
     return with_pooled_metrics(out, rc.channel, list(lenders), rc.run_id, key="summary_metrics")
 

@@ -254,6 +254,13 @@ def test_woe_encoding_errors_name_the_missing_run_or_feature(fed, tmp_path) -> N
     src2 = StoreVerticalSource(store, StoreAlignment(store), tmp_path)
     with pytest.raises(InvalidInput, match="feature 'purpose' of dataset 'd' is not in binning run 'bin-2'"):
         src2.vertical_table("psi-1", None, labels=True, encoding="woe", binning_run="bin-2")
+    # --min-iv: each party keeps the features with at least that IV in the run
+    ivs = {f: d["iv_optimal"] for f, d in load_result(fed["tmp"] / "bank", "bin-1")["features"].items()}
+    cut = (ivs["income"] + ivs["purpose"]) / 2
+    t = src.vertical_table("psi-1", None, labels=True, encoding="woe", binning_run="bin-1", min_iv=cut)
+    assert t.features == [max(ivs, key=ivs.__getitem__)] and t.encoding is not None and t.encoding["min_iv"] == cut
+    with pytest.raises(InvalidInput, match="no feature has IV >= 9 in binning run 'bin-1'"):
+        src.vertical_table("psi-1", None, labels=True, encoding="woe", binning_run="bin-1", min_iv=9.0)
     with pytest.raises(InvalidInput, match="encoding 'woe' needs the binning run"):
         VerticalConfig(encoding="woe").check()
     with pytest.raises(InvalidInput, match="encoding 'ordinal' is not one of onehot, woe"):
