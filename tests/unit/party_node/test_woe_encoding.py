@@ -265,3 +265,21 @@ def test_woe_encoding_errors_name_the_missing_run_or_feature(fed, tmp_path) -> N
         VerticalConfig(encoding="woe").check()
     with pytest.raises(InvalidInput, match="encoding 'ordinal' is not one of onehot, woe"):
         VerticalConfig(encoding="ordinal").check()
+
+
+def test_stored_woe_sends_unseen_levels_to_the_declared_level_else_the_binning_fallback() -> None:
+    from models.binning import CategoricalBinning, NumericBinning
+    from models.encoding import StoredWoe, WoeEncoder
+
+    enc = WoeEncoder((NumericBinning("a", (1.0,)), CategoricalBinning("b", (("x",), ("y", "z")), 0)),
+                     ((0.1, 0.2, 0.0), (0.3, -0.3, 0.0)))
+    vocab = {"b": ["__unseen__", "x", "y", "z", "w"]}  # "w": stored, but the binning never saw it
+    x = np.array([[0.5, 1], [2, 2], [np.nan, 0], [3, 9], [3, 4]])  # codes: x, y, unseen, past vocab, w
+    declared = StoredWoe(enc, vocab, {"b": "y"})
+    np.testing.assert_array_equal(declared.transform(x)[:, 1], [0.3, -0.3, -0.3, -0.3, -0.3])
+    assert np.isnan(declared.transform(x)[2, 0])  # no value: stays NaN (neutral in the model)
+    np.testing.assert_array_equal(StoredWoe(enc, vocab).transform(x)[:, 1], [0.3, -0.3, 0.3, 0.3, 0.3])
+    back = StoredWoe.from_dict(json.loads(json.dumps(declared.to_dict())))
+    np.testing.assert_array_equal(back.transform(x), declared.transform(x))
+    with pytest.raises(InvalidInput, match="categorical feature 'b' has no vocabulary"):
+        StoredWoe(enc, {})
