@@ -14,6 +14,8 @@ feature *names*, datasets and data hashes, and the per-epoch history.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from fedcore.errors import InvalidInput
@@ -74,6 +76,14 @@ def _roles(rc: RunContext) -> tuple[list[str], str]:
     return list(lenders), str(platform)
 
 
+def _encoding(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model record's line on how its features were encoded (and from which binning run)."""
+    out = {"kind": cfg.get("encoding") or "onehot", "binning_run": cfg.get("binning_run")}
+    if cfg.get("min_iv") is not None:
+        out["min_iv"] = cfg["min_iv"]
+    return out
+
+
 def _version(rc: RunContext) -> str:
     done = [r for r in rc.state.runs() if r.kind == "vertical" and r.status == "succeeded"]
     return str(len(done) + 1)
@@ -131,9 +141,7 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
         workdir=rc.workdir, version=version, progress=rc.progress,
     )
     out = _result(res)
-    out["encoding"] = {"kind": cfg.encoding, "binning_run": cfg.binning_run}
-    if cfg.min_iv is not None:
-        out["encoding"]["min_iv"] = cfg.min_iv
+    out["encoding"] = _encoding(vars(cfg))
     # KS and AUC of the pooled validation scores, as the report computes them (not a mean of lenders')
     return with_pooled_metrics(out, rc.channel, list(lenders), rc.run_id, key="summary_metrics")
 
@@ -143,7 +151,12 @@ def vertical_resume(rc: RunContext) -> dict[str, Any]:
         raise InvalidInput(f"run {rc.run_id!r} trained hybrid trees, which do not resume: start a new run")
     rc.progress("resuming from the last completed epoch")
     res = run_vertical(rc.channel, rc.run_id, [], "", {}, workdir=rc.workdir, resume=True, progress=rc.progress)
-    return _result(res)
+    out = _result(res)
+    try:  # the resumed run's configuration, as the checkpoint kept it
+        out["encoding"] = _encoding(json.loads((Path(rc.workdir) / rc.run_id / "vertical.json").read_text())["config"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return out
 
 
 register_job(JobKind("vertical", vertical_job, resume=vertical_resume))
