@@ -238,6 +238,8 @@ def test_points_table_of_a_woe_model_is_the_exact_classic_scorecard(fed) -> None
     assert total == pytest.approx(want, abs=1e-9)
     counts = sum(int(r["count"]) for r in labels["purpose"])
     assert counts == N
+    with pytest.raises(InvalidInput, match="WOE-encoded with the bins of binning run 'bin-1'"):
+        party_scorecard(fed["tmp"] / "bank", fed["stores"]["bank"], "woe-1", sc, binning_run="bin-9")
     pcard = party_scorecard(fed["tmp"] / "tiange", fed["stores"]["tiange"], "woe-1", sc)
     assert pcard.basepoints is None and {r["variable"] for r in pcard.records()} == {"spend", "segment"}
 
