@@ -432,7 +432,9 @@ def models(home: Home = Path(".")) -> None:
     for r in done:
         res = params_from_struct(r.result)
         m = res.get("summary_metrics") or res.get("metrics", {})
-        rows.append((str(res.get("version", "")), r.kind, str(res.get("model", res.get("kind", ""))),
+        enc = res.get("encoding") or {}
+        woe = f" on WOE of {enc.get('binning_run')}" if enc.get("kind") == "woe" else ""
+        rows.append((str(res.get("version", "")), r.kind, str(res.get("model", res.get("kind", ""))) + woe,
                      f"{m.get('val_auc', float('nan')):.4f}", f"{m.get('val_ks', float('nan')):.4f}",
                      ",".join(res.get("parties", [])), r.run_id,
                      ",".join(f"{p}:{h[:8]}" for p, h in sorted(res.get("data_sha256", {}).items()))))
