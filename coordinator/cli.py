@@ -290,6 +290,8 @@ def train(
                                           "or woe (every feature as the WOE of its federated bin).")] = "onehot",
     binning_run: Annotated[str | None, typer.Option(help="With --encoding woe: the binning run whose bins "
                                                     "to use (default: the newest of these parties).")] = None,
+    min_iv: Annotated[float | None, typer.Option(help="With --encoding woe: keep the features whose IV in the "
+                                                 "binning run is at least this (e.g. 0.02).")] = None,
     run_config: Annotated[Path | None, typer.Option(help="TOML file with every training parameter "
                                                     "(options given here win).")] = None,
 ) -> None:
@@ -323,14 +325,16 @@ def train(
     encoding, binning_run = pick("encoding", encoding), pick("binning_run", binning_run)
     if encoding not in ("onehot", "woe"):
         raise InvalidInput(f"--encoding must be onehot or woe, not {encoding!r}")
-    if (encoding != "onehot" or binning_run) and (kind, model) != ("vertical", "logistic"):
+    min_iv = pick("min_iv", min_iv)
+    if (encoding != "onehot" or binning_run or min_iv is not None) and (kind, model) != ("vertical", "logistic"):
         raise InvalidInput("--encoding woe and --binning-run apply to --kind vertical --model logistic only")
-    if binning_run and encoding != "woe":
-        raise InvalidInput("--binning-run needs --encoding woe")
+    if (binning_run or min_iv is not None) and encoding != "woe":
+        raise InvalidInput("--binning-run and --min-iv need --encoding woe")
     if kind == "vertical":
         vparams: dict[str, Any] = {"parties": names, "epochs": rounds, "model": model}
         for key, value in (("lr", lr), ("dataset", dataset), ("batch_size", batch_size),
                            ("encoding", None if encoding == "onehot" else encoding), ("binning_run", binning_run),
+                           ("min_iv", min_iv),
                            ("val_fraction", pick("val_fraction", val_fraction)), ("seed", cfg.get("seed"))):
             if value is not None:
                 vparams[key] = value
@@ -428,7 +432,9 @@ def models(home: Home = Path(".")) -> None:
     for r in done:
         res = params_from_struct(r.result)
         m = res.get("summary_metrics") or res.get("metrics", {})
-        rows.append((str(res.get("version", "")), r.kind, str(res.get("model", res.get("kind", ""))),
+        enc = res.get("encoding") or {}
+        woe = f" on WOE of {enc.get('binning_run')}" if enc.get("kind") == "woe" else ""
+        rows.append((str(res.get("version", "")), r.kind, str(res.get("model", res.get("kind", ""))) + woe,
                      f"{m.get('val_auc', float('nan')):.4f}", f"{m.get('val_ks', float('nan')):.4f}",
                      ",".join(res.get("parties", [])), r.run_id,
                      ",".join(f"{p}:{h[:8]}" for p, h in sorted(res.get("data_sha256", {}).items()))))

@@ -159,7 +159,7 @@ class StoredWoe:
                 raise InvalidInput(f"WOE encoder: categorical feature {b.feature!r} has no vocabulary")
             fb = b.missing_bin if b.fallback is None else b.fallback  # type: ignore[union-attr]
             declared = (self.unseen or {}).get(b.feature)
-            fb = fb if declared is None else _bin_or(b, declared, fb)
+            fb = fb if declared is None else _bin_or(b, str(declared), fb)
             lookup.append(np.asarray([*(_bin_or(b, lv, fb) for lv in vocab), fb], dtype=np.int64))
         object.__setattr__(self, "_lookup", lookup)
 
@@ -207,7 +207,6 @@ class StoredWoe:
 
 
 def _bin_or(b: Binning, level: str, fallback: int) -> int:
-    try:
-        return int(b.assign([level])[0])
-    except InvalidInput:
-        return fallback
+    """The group holding ``level``, else ``fallback`` (the binning's own fallback is not applied here)."""
+    groups: tuple[tuple[str, ...], ...] = getattr(b, "groups", ())
+    return next((k for k, g in enumerate(groups) if level in g), fallback)

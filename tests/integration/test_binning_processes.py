@@ -150,6 +150,8 @@ def test_a_woe_encoded_joint_model_over_the_links_scores_and_exports_the_classic
     with fed.admin() as admin:
         rec = params_from_struct(next(r for r in admin.list_runs() if r.run_id == run_id).result)
     assert rec["encoding"] == {"kind": "woe", "binning_run": bin_run} and rec["summary_metrics"]["val_auc"] > 0.65
+    listed = fed.cli("coordinator", "models", *coord).stdout
+    assert any(run_id in ln and f"joint-logistic on WOE of {bin_run}" in ln for ln in listed.splitlines())
     cards = {}
     for party in ("yixin", "tiange"):
         sl = json.loads((fed.party_home(party) / "models" / run_id / "slice.json").read_text())

@@ -65,6 +65,7 @@ class VerticalConfig:
     timeout_s: float = 600.0
     encoding: str = "onehot"  # categoricals one-hot, or every feature as the WOE of its bin ("woe")
     binning_run: str | None = None  # with "woe": the federated binning run whose bins and WOE to use
+    min_iv: float | None = None  # with "woe": each party keeps its features with at least this IV in that run
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 16 or not 0 <= self.val_fraction < 0.9 or not self.lr > 0:
@@ -173,7 +174,7 @@ def run_vertical(
     try:
         base = {"lenders": lenders, "platform": platform, "psi_runs": dict(psi_runs), "seed": cfg.seed,
                 "val_fraction": cfg.val_fraction, "dataset": cfg.dataset, "encoding": cfg.encoding,
-                "binning_run": cfg.binning_run}
+                "binning_run": cfg.binning_run, "min_iv": cfg.min_iv}
         pub = arb.sk.public_context().serialize()
         setup = channel.run_all({
             n: task(SETUP, {**base, "role": "platform" if n == platform else "lender"}, [pub]) for n in everyone

@@ -57,7 +57,8 @@ ENCODINGS = ("onehot", "woe")
 
 def table_options(params: Mapping[str, Any]) -> dict[str, Any]:
     """Extra ``vertical_table`` keywords from the setup parameters: none for the default encoding
-    (one-hot), else ``encoding`` and the ``binning_run`` whose bins and WOE encode the columns."""
+    (one-hot), else ``encoding``, the ``binning_run`` whose bins and WOE encode the columns and, if
+    given, ``min_iv``: each party keeps only its features whose IV in that run is at least this."""
     enc = params.get("encoding") or "onehot"
     if enc not in ENCODINGS:
         raise InvalidInput(f"vertical: encoding {enc!r} is not one of {', '.join(ENCODINGS)}")
@@ -65,7 +66,10 @@ def table_options(params: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     if not params.get("binning_run"):
         raise InvalidInput("vertical: encoding 'woe' needs the binning run whose bins to use")
-    return {"encoding": str(enc), "binning_run": str(params["binning_run"])}
+    out: dict[str, Any] = {"encoding": str(enc), "binning_run": str(params["binning_run"])}
+    if params.get("min_iv") is not None:
+        out["min_iv"] = float(params["min_iv"])
+    return out
 
 
 # ---- party side ------------------------------------------------------------------------------------

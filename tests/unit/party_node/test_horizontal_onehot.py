@@ -48,7 +48,7 @@ def _lender(tmp: Path, name: str, order: list[str], seed: int, vocabulary: bool 
     return store
 
 
-def test_declared_levels_become_the_same_indicator_columns_at_every_lender(tmp_path: Path) -> None:
+def test_declared_levels_become_the_same_indicator_columns_at_every_lender(tmp_path: Path, caplog) -> None:
     a = _lender(tmp_path, "a", LEVELS, 1)
     b = _lender(tmp_path, "b", list(reversed(LEVELS)), 2)
     xa, _, _, _, na = store_data_provider(a)({})
@@ -66,7 +66,9 @@ def test_declared_levels_become_the_same_indicator_columns_at_every_lender(tmp_p
     assert codes == ["income", "purpose"]
     # without a declared vocabulary the lenders' codes stay (documented: declare it)
     c = _lender(tmp_path, "c", LEVELS, 3, vocabulary=False)
-    assert store_data_provider(c)({})[4] == ["income", "purpose"]
+    with caplog.at_level("WARNING", logger="party_node.training_data"):
+        assert store_data_provider(c)({})[4] == ["income", "purpose"]
+    assert "purpose have no declared vocabulary" in caplog.text
     with pytest.raises(InvalidInput, match="model column 'colour=red' is not a column of dataset 'd'"):
         encoding_from_names(a.dataset_info("d"), ["income", "colour=red"])
     for s in (a, b, c):

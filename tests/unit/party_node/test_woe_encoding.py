@@ -88,7 +88,7 @@ def fed(tmp_path_factory):
                         "numeric": {"spend": {"missing": "reject"}},
                         "categorical": {"segment": {"missing": "category"}}})
     stores = {"bank": lender, "tiange": platform}
-    ch = InMemoryChannel()
+    ch = InMemoryChannel(record_wire=True)
     ids = make_identities(list(stores))
     for name, store in stores.items():
         reg = HandlerRegistry()
@@ -101,11 +101,13 @@ def fed(tmp_path_factory):
     # one lender: the platform learns that lender's pooled counts (min_lenders=1, as --min-lenders allows)
     run_binning(ch, ["bank"], "tiange", BinningSettings(min_lenders=1, max_bins=5), run_id="bin-1",
                 data_params={"psi_runs": {"bank": "psi-1"}})
+    ch.wire_log.clear()
     cfg = VerticalConfig(epochs=8, lr=0.1, encoding="woe", binning_run="bin-1")
     res = run_vertical(ch, "woe-1", ["bank"], "tiange", {"bank": "psi-1"}, cfg, workdir=tmp / "coord")
+    wire = list(ch.wire_log)
     service = ScoringService(lender, tmp / "bank", LocalGateway(ScoringCoordinator(ch), "bank"),
                              ScoringSettings(model_id="woe-1"))
-    yield {"tmp": tmp, "stores": stores, "res": res, "service": service, "ch": ch}
+    yield {"tmp": tmp, "stores": stores, "res": res, "service": service, "ch": ch, "wire": wire}
     ch.close()
     for s in stores.values():
         s.close()
@@ -136,6 +138,25 @@ def test_each_party_trains_on_the_woe_of_its_own_bins_and_the_slice_keeps_them(f
     codes = store.encode_categories("d", "purpose", ["car", "education"])
     woe = sl.woe.transform(np.array([[3.0, codes[0]], [3.0, codes[1]]]))[:, 1]
     assert woe[0] > woe[1] and sl.weights[1] > 0
+
+
+def test_the_woe_encoding_sends_nothing_of_the_bins_over_the_wire(fed) -> None:
+    """Training with ``encoding = "woe"`` adds the encoding's name and the binning run's id to the setup;
+    no cut point, level group or WOE value of either party crosses in any message of the run."""
+    wire = fed["wire"]
+    setups = [r for r in wire if r.kind == "vertical.setup" and r.direction == "to_party"]
+    assert {r.party for r in setups} == {"bank", "tiange"}
+    assert all(r.params["encoding"] == "woe" and r.params["binning_run"] == "bin-1" for r in setups)
+    secrets: set[float] = set()
+    for party in ("bank", "tiange"):
+        enc = _slice(fed, party).woe
+        for b, w in zip(enc.encoder.binnings, enc.encoder.woe, strict=True):
+            secrets |= {float(v) for v in w if v != 0.0} | {float(c) for c in getattr(b, "cuts", ())}
+    text = " ".join(json.dumps(r.params, default=str) for r in wire)
+    blobs = b"".join(r.payload for r in wire)
+    for v in secrets:
+        assert repr(v) not in text and np.float64(v).tobytes() not in blobs
+    assert "furniture" not in text and b"furniture" not in blobs  # nor a level name
 
 
 def test_joint_scoring_of_raw_levels_applies_the_woe_at_every_party(fed) -> None:
@@ -217,6 +238,8 @@ def test_points_table_of_a_woe_model_is_the_exact_classic_scorecard(fed) -> None
     assert total == pytest.approx(want, abs=1e-9)
     counts = sum(int(r["count"]) for r in labels["purpose"])
     assert counts == N
+    with pytest.raises(InvalidInput, match="WOE-encoded with the bins of binning run 'bin-1'"):
+        party_scorecard(fed["tmp"] / "bank", fed["stores"]["bank"], "woe-1", sc, binning_run="bin-9")
     pcard = party_scorecard(fed["tmp"] / "tiange", fed["stores"]["tiange"], "woe-1", sc)
     assert pcard.basepoints is None and {r["variable"] for r in pcard.records()} == {"spend", "segment"}
 
@@ -233,7 +256,32 @@ def test_woe_encoding_errors_name_the_missing_run_or_feature(fed, tmp_path) -> N
     src2 = StoreVerticalSource(store, StoreAlignment(store), tmp_path)
     with pytest.raises(InvalidInput, match="feature 'purpose' of dataset 'd' is not in binning run 'bin-2'"):
         src2.vertical_table("psi-1", None, labels=True, encoding="woe", binning_run="bin-2")
+    # --min-iv: each party keeps the features with at least that IV in the run
+    ivs = {f: d["iv_optimal"] for f, d in load_result(fed["tmp"] / "bank", "bin-1")["features"].items()}
+    cut = (ivs["income"] + ivs["purpose"]) / 2
+    t = src.vertical_table("psi-1", None, labels=True, encoding="woe", binning_run="bin-1", min_iv=cut)
+    assert t.features == [max(ivs, key=ivs.__getitem__)] and t.encoding is not None and t.encoding["min_iv"] == cut
+    with pytest.raises(InvalidInput, match="no feature has IV >= 9 in binning run 'bin-1'"):
+        src.vertical_table("psi-1", None, labels=True, encoding="woe", binning_run="bin-1", min_iv=9.0)
     with pytest.raises(InvalidInput, match="encoding 'woe' needs the binning run"):
         VerticalConfig(encoding="woe").check()
     with pytest.raises(InvalidInput, match="encoding 'ordinal' is not one of onehot, woe"):
         VerticalConfig(encoding="ordinal").check()
+
+
+def test_stored_woe_sends_unseen_levels_to_the_declared_level_else_the_binning_fallback() -> None:
+    from models.binning import CategoricalBinning, NumericBinning
+    from models.encoding import StoredWoe, WoeEncoder
+
+    enc = WoeEncoder((NumericBinning("a", (1.0,)), CategoricalBinning("b", (("x",), ("y", "z")), 0)),
+                     ((0.1, 0.2, 0.0), (0.3, -0.3, 0.0)))
+    vocab = {"b": ["__unseen__", "x", "y", "z", "w"]}  # "w": stored, but the binning never saw it
+    x = np.array([[0.5, 1], [2, 2], [np.nan, 0], [3, 9], [3, 4]])  # codes: x, y, unseen, past vocab, w
+    declared = StoredWoe(enc, vocab, {"b": "y"})
+    np.testing.assert_array_equal(declared.transform(x)[:, 1], [0.3, -0.3, -0.3, -0.3, -0.3])
+    assert np.isnan(declared.transform(x)[2, 0])  # no value: stays NaN (neutral in the model)
+    np.testing.assert_array_equal(StoredWoe(enc, vocab).transform(x)[:, 1], [0.3, -0.3, 0.3, 0.3, 0.3])
+    back = StoredWoe.from_dict(json.loads(json.dumps(declared.to_dict())))
+    np.testing.assert_array_equal(back.transform(x), declared.transform(x))
+    with pytest.raises(InvalidInput, match="categorical feature 'b' has no vocabulary"):
+        StoredWoe(enc, {})

@@ -57,3 +57,55 @@ def test_vertical_job_registers_one_joint_model_version(tmp_path):
     assert any("epoch 2/2" in m for m in msgs)
     for name in srcs:
         assert (tmp_path / name / "models" / "vertical-1" / "slice.json").exists()
+
+
+class _WoeSrc(_Src):
+    """Records the encoding options the party's setup passes to its source."""
+
+    def __init__(self, tables):
+        super().__init__(tables)
+        self.opts: list[dict] = []
+
+    def vertical_table(self, psi_run, dataset, *, labels, **opts):
+        self.opts.append(opts)
+        return self.tables[psi_run]
+
+
+def test_vertical_job_with_woe_takes_the_newest_binning_run_of_its_parties_and_records_it(tmp_path):
+    import pytest
+
+    from fedcore.errors import InvalidInput
+
+    rng = np.random.default_rng(1)
+    n = 300
+    xl, xp = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(xl[:, 0] + xp[:, 1])))).astype(np.int8)
+    srcs = {"yixin": _WoeSrc({"p1": Table(xl, ["age", "income"], "applications", y)}),
+            "tiange": _WoeSrc({"p1": Table(xp, ["spend", "tips"], "behaviour")})}
+    ch = InMemoryChannel()
+    for name, src in srcs.items():
+        reg = HandlerRegistry()
+        VerticalParty(name, src, tmp_path / name / "v", tmp_path / name / "models",
+                      identity=make_identities([name], CA)[name]).register(reg)
+        ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
+    state = StateStore(tmp_path / "coord" / "state.db")
+    params = {"parties": ["yixin", "tiange"], "psi_runs": {"yixin": "p1"}, "epochs": 1, "batch_size": 64,
+              "encoding": "woe"}
+    job = JOB_KINDS["vertical"]
+    with pytest.raises(InvalidInput, match=r"needs a binning run of these parties \(yixin, tiange\)"):
+        job.run(RunContext(ch, "v-1", params, lambda _m: None, tmp_path / "coord", state))
+    for run_id, parties in (("bin-1", {"lenders": ["yixin"], "platform": "tiange"}),
+                            ("bin-2", {"lenders": ["yixin"], "platform": "tiange"}),
+                            ("bin-3", {"lenders": ["yixin"], "platform": None})):  # newest, but no platform
+        state.create_run(run_id, "binning", {}, "admin")
+        state.update_run(run_id, "succeeded", parties)
+    out = job.run(RunContext(ch, "v-2", params, lambda _m: None, tmp_path / "coord", state))
+    assert out["encoding"] == {"kind": "woe", "binning_run": "bin-2"}
+    assert srcs["yixin"].opts[-1] == {"encoding": "woe", "binning_run": "bin-2"} == srcs["tiange"].opts[-1]
+    with pytest.raises(InvalidInput, match="'bin-3' did not bin every party of yixin, tiange"):
+        job.run(RunContext(ch, "v-3", {**params, "binning_run": "bin-3"}, lambda _m: None, tmp_path / "coord", state))
+    with pytest.raises(InvalidInput, match="applies to the logistic model"):
+        job.run(RunContext(ch, "v-4", {**params, "model": "gbdt"}, lambda _m: None, tmp_path / "coord", state))
+    plain = job.run(RunContext(ch, "v-5", {k: v for k, v in params.items() if k != "encoding"}, lambda _m: None,
+                               tmp_path / "coord", state))
+    assert plain["encoding"] == {"kind": "onehot", "binning_run": None} and srcs["yixin"].opts[-1] == {}
