@@ -9,13 +9,14 @@ its local leaf (if any) and ``alpha_S`` (1 if its path enters region ``S``); the
 ``base + local + sum_S alpha_S v_S[c_S]``: a lookup of the lender's leaf values at the platform's index.
 
 One request (a lookup through rotated tables; ``C`` is the non-colluding helper it is in training;
-arithmetic in ``Z_2^64``, leaf values in fixed point ``round(v 2^32)``; ``[x]_P`` is HPKE-sealed to
+arithmetic in ``Z_2^32``, leaf values in fixed point ``round(v 2^f)`` with ``f`` the requester's choice,
+the largest that keeps the reachable sum below ``2^31``; ``[x]_P`` is HPKE-sealed to
 ``P``'s envelope key, which ``P`` announced signed with its TLS key and ``R`` checked against the
 federation CA, :mod:`fedcore.protocol.sealing`)::
 
     R        fresh seed r (AES-128-CTR streams): rotations rho_S uniform in Z_m, masks M (uniform) per slot;
              per region the rotated, masked table  T_S[i] = alpha_S v_S[(i - rho_S) mod m] + M_S[i]
-    R -> C   pseudonyms, region sizes, T (one uint64 per region leaf), [r, fresh reply key K]_P
+    R -> C   pseudonyms, region sizes, T (one 32-bit word per region leaf), [r, fresh reply key K]_P
     C -> P   pseudonyms, [r, K]_P, a fresh seed for s (uniform per applicant)
     P -> C   chat_S = (c_S + rho_S) mod m  per region,  and  [y = sum_S M_S[chat_S] + s]_K
     C -> R   z = sum_S T_S[chat_S] + s,  and  [y]_K
@@ -42,8 +43,8 @@ The first request of a process asks ``C`` for ``P``'s signed announcement (no ps
   under weights the requester chooses; so could a ``C`` that forges a whole request (``P`` is not told who
   asked). Controls: the coordinator's rate limit and the audit log at every party.
 
-Cost per applicant: one uint64 per region leaf from ``R`` to ``C`` (no encryption: masks from an AES
-stream), one byte per region from ``P``, 8 bytes back each way; one HPKE seal and open per request at
+Cost per applicant: 4 bytes per region leaf from ``R`` to ``C`` (no encryption: masks from an AES
+stream), one byte per region from ``P``, 4 bytes back each way; one HPKE seal and open per request at
 ``R`` and ``P``. Requests carry at most :data:`MAX_TABLE_BYTES` of tables.
 """
 
