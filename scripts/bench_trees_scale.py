@@ -44,16 +44,16 @@ from fedcore.protocol.scoring.coordinator import ScoringCoordinator  # noqa: E40
 from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES, ModelSlice  # noqa: E402
 from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty  # noqa: E402
 from fedcore.protocol.scoring.requester import LocalGateway, Requester, TreeRequester  # noqa: E402
-from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreePlan, bits_rows, leaf_values  # noqa: E402
+from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreePlan, leaf_values  # noqa: E402
 from fedcore.protocol.sealing import make_identities  # noqa: E402
 from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
 from fedcore.protocol.trees.coordinator import HybridTreesConfig, run_hybrid_trees  # noqa: E402
 from fedcore.protocol.trees.messages import LENDERS_OWNER  # noqa: E402
 from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty  # noqa: E402
 from models.gbdt import GBDTModel, GBDTParams, train  # noqa: E402
-from models.gbdt.tree import Tree, owner_directions  # noqa: E402
-from party_node.scoring_batch import ScoringSettings  # noqa: E402
+from models.gbdt.tree import Tree  # noqa: E402
 from models.metrics import auc  # noqa: E402
+from party_node.scoring_batch import ScoringSettings  # noqa: E402
 from scripts import synthetic  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "trees.json"
@@ -232,15 +232,14 @@ def scoring(n: int, singles: int, batch: int, chunk: int = ScoringSettings().chu
     gw = LocalGateway(ScoringCoordinator(ch, rate_per_minute=0), "lender", ids["lender"].ca_pem)
     lr, tr = Requester(gw), TreeRequester(gw)
     table = model.tables[LENDERS_OWNER]
-    plan = TreePlan.of(model.trees, model.owners, LENDERS_OWNER, model.base_score)
+    plan = TreePlan.of(model.trees, model.owners, table, model.base_score)
     packed = b"".join(ps)
 
     def tree(a: int, b: int) -> None:  # score_tree_chunk's work: own splits, leaf mask, requests
-        bits = owner_directions(table, {f: cols[f][a:b] for f in lnames})
         per = plan.max_applicants()
         for c in range(a, b, per):
             e = min(b, c + per)
-            tr.query(packed[16 * c : 16 * e], plan, bits_rows(bits, slice(c - a, e - a)), model_id="t",
+            tr.query(packed[16 * c : 16 * e], plan, {f: cols[f][c:e] for f in lnames}, model_id="t",
                      model_version="1")  # fmt: skip
 
     def linear(a: int, b: int) -> None:

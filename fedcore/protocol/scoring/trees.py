@@ -146,6 +146,31 @@ class TreeLayout:
         codes = acc[:, d.base_ref[1:]] - acc[:, d.base_ref[:-1]]
         return d.table[d.base[None, :] + codes]
 
+    def decide_columns(
+        self, roots: np.ndarray, owner: int, table: SplitTable, columns: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """:meth:`decide` from the owner's raw ``columns``: per numeric feature, the rank of each value among
+        the feature's thresholds (missing: a rank of its own) picks every split's bit at once, summed into
+        the codes through a (rank x roots) table; :func:`owner_directions` first if a rule is categorical."""
+        key = (owner, np.asarray(roots, dtype=np.int64).tobytes())
+        if key not in self._deciders:
+            self._deciders[key] = _decider(self, roots, owner)
+        d = self._deciders[key]
+        prep = None if d is None else _rank_tables(d, table)
+        if d is None or prep is None:
+            return self.decide(roots, owner, owner_directions(table, columns))
+        missing = sorted({f for f, _, _ in prep} - set(columns))
+        if missing:
+            raise InvalidInput(f"party {table.owner!r}: column(s) {missing} needed by its splits are missing")
+        n = len(np.asarray(next(iter(columns.values())))) if columns else 0
+        codes = np.zeros((n, len(d.base)), dtype=np.int32)
+        for f, thr, add in prep:
+            x = np.asarray(columns[f], dtype=np.float64)
+            rank = np.searchsorted(thr, x)
+            rank[np.isnan(x)] = len(thr) + 1
+            codes += add[rank]
+        return d.table[d.base[None, :] + codes]
+
     def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
         """From the nodes ``start`` (n x k), follow ``owner``'s splits (its ``bits``, rows = n) down to the
         first node that is a leaf or another owner's split."""
@@ -209,8 +234,45 @@ def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
             pos = np.where(go, np.where(left, lay.left[pos], lay.right[pos]), pos)
         base.append(sum(len(t) for t in tables))
         tables.append(pos)
+    table = np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64)
     return _Decider(np.array(refs, dtype=np.int64), np.array(powers, dtype=np.int32), np.array(base_ref),
-                    np.array(base, dtype=np.int64), np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64))  # fmt: skip
+                    np.array(base, dtype=np.int64), table)  # fmt: skip
+
+
+_RANKS: dict[tuple[int, int], list[tuple[str, np.ndarray, np.ndarray]] | None] = {}
+
+
+def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
+    """Per numeric feature of ``d``'s splits: its sorted thresholds and the (ranks + 2) x roots table of
+    code parts (rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the last row is
+    a missing value's default directions). None if a split is categorical."""
+    key = (id(d), id(table))
+    if key in _RANKS:
+        return _RANKS[key]
+    root_of = np.repeat(np.arange(len(d.base)), np.diff(d.base_ref))
+    by_feature: dict[str, list[int]] = {}
+    out: list[tuple[str, np.ndarray, np.ndarray]] | None = []
+    for q, ref in enumerate(d.refs.tolist()):
+        rule = table.rules.get(int(ref))
+        if rule is None:
+            raise InvalidInput(f"party {table.owner!r} holds no split {ref} of the model")
+        if rule.categorical:
+            out = None
+            break
+        by_feature.setdefault(rule.feature, []).append(q)
+    if out is not None:
+        for f, qs in by_feature.items():
+            thr = np.unique([table.rules[int(d.refs[q])].threshold for q in qs])
+            add = np.zeros((len(thr) + 2, len(d.base)), dtype=np.int32)
+            for q in qs:
+                rule = table.rules[int(d.refs[q])]
+                add[: int(np.searchsorted(thr, rule.threshold)) + 1, root_of[q]] += d.power[q]
+                add[len(thr) + 1, root_of[q]] += d.power[q] * rule.default_left
+            out.append((f, thr, add))
+    if len(_RANKS) > 64:
+        _RANKS.clear()
+    _RANKS[key] = out
+    return out
 
 
 def layout_digest(sizes: np.ndarray) -> str:
@@ -285,10 +347,11 @@ class TreePlan:
     base_score: float
     groups: tuple[tuple[int, int, int, np.ndarray], ...]  # (first region, end, first column, (k m + 1) x m)
     frac_bits: int
+    table: SplitTable  # the lender's rules
 
     @classmethod
-    def of(cls, trees: Sequence[Tree], owners: Sequence[str], lender: str, base_score: float) -> TreePlan:
-        lay = tree_layout(trees, owners, lender)
+    def of(cls, trees: Sequence[Tree], owners: Sequence[str], table: SplitTable, base_score: float) -> TreePlan:
+        lay = tree_layout(trees, owners, table.owner)
         # the largest region sum: one region per tree at most; it must stay below 2^31 in fixed point
         top = np.zeros(len(trees))
         np.maximum.at(top, np.repeat(lay.region_tree, lay.sizes), np.abs(lay.value[lay.leaves]))
@@ -301,28 +364,23 @@ class TreePlan:
             rot = fx[lay.offsets[ks][:, None, None] + (i[None, None, :] - i[None, :, None]) % m].reshape(-1, m)
             groups.append((int(ks[0]), int(ks[-1]) + 1, int(lay.offsets[ks[0]]),
                            np.vstack([rot, np.zeros((1, m), dtype=RING)])))  # fmt: skip
-        return cls(lay, float(base_score), tuple(groups), frac)
+        return cls(lay, float(base_score), tuple(groups), frac, table)
 
     def decode(self, total: np.ndarray) -> np.ndarray:
         """The regions' part of the margin from ``z - y`` in the ring."""
         return np.asarray(total, dtype=RING).view("<i4").astype(np.float64) / 2.0**self.frac_bits
 
-    def lender_walk(self, bits: DirectionBits) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: ``base`` plus the local leaf values the lender's splits reach, and ``alpha`` (rows x
-        regions, True where its path enters the region)."""
+    def lender_walk(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of the lender's ``columns``: ``base`` plus the local leaf values its splits reach, and
+        ``alpha`` (rows x regions, True where its path enters the region)."""
         lay = self.layout
-        n = bits.bits.shape[0]
-        pos = lay.decide(lay.tree_root, lay.lender, bits)
+        pos = lay.decide_columns(lay.tree_root, lay.lender, self.table, columns)
         leaf = lay.left[pos] < 0
         local = self.base_score + np.where(leaf, lay.value[pos], 0.0).sum(axis=1)
         return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
 
     def max_applicants(self) -> int:
         return max(1, MAX_TABLE_BYTES // (RING.itemsize * max(1, self.layout.width)))
-
-
-def bits_rows(bits: DirectionBits, rows: slice | np.ndarray) -> DirectionBits:
-    return DirectionBits(bits.refs, bits.bits[rows])
 
 
 # ---- pseudo-random streams (AES-128 in counter mode: the requester expands, the platform picks) ------
@@ -363,10 +421,10 @@ def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
     return out
 
 
-def platform_picks(layout: TreeLayout, bits: DirectionBits) -> np.ndarray:
-    """Per row, the leaf (index within each region) that the platform's splits select."""
+def platform_picks(layout: TreeLayout, table: SplitTable, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per row of the platform's ``columns``, the leaf (index within each region) its splits select."""
     me = int(layout.owner[layout.roots[0]]) if layout.n_regions else -1
-    return layout.slot[layout.decide(layout.roots, me, bits)]
+    return layout.slot[layout.decide_columns(layout.roots, me, table, columns)]
 
 
 def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -412,7 +470,8 @@ def pack_tree_input(t: TreeInput) -> bytes:
     if t.kind == ANNOUNCE:
         return head
     sizes = np.asarray(t.sizes, dtype=">u4").tobytes()
-    return b"".join((head, struct.pack(">I", len(t.sizes)), sizes, struct.pack(">I", len(t.sealed)), t.sealed, t.tables))
+    parts = (head, struct.pack(">I", len(t.sizes)), sizes, struct.pack(">I", len(t.sealed)), t.sealed, t.tables)
+    return b"".join(parts)
 
 
 def unpack_tree_input(data: bytes) -> TreeInput:
@@ -503,4 +562,4 @@ class ArrayTreeContributions:
             v = np.full(len(idx), np.nan)
             v[known] = self.columns[f][idx[known] - 1]
             cols[f] = v
-        return self.layout, platform_picks(self.layout, owner_directions(self.table, cols))
+        return self.layout, platform_picks(self.layout, self.table, cols)

@@ -32,7 +32,6 @@ from fedcore.protocol.scoring.trees import (
 from fedcore.protocol.sealing import make_identities, open_for
 from fedcore.protocol.tasks import HandlerRegistry
 from models.gbdt import GBDTParams, train
-from models.gbdt.tree import owner_directions
 
 LENDER = ("arrears", "income")
 PLATFORM = ("spend", "active", "segment")
@@ -98,12 +97,12 @@ def _shape(tree):
 
 
 def _mask(model, cols, rows):
-    """The lender's direction bits for ``rows``."""
-    return owner_directions(model.tables["lenders"], {f: cols[f][rows] for f in LENDER})
+    """The lender's feature columns for ``rows``."""
+    return {f: cols[f][rows] for f in LENDER}
 
 
 def _plan(model):
-    return TreePlan.of(model.trees, model.owners, "lenders", model.base_score)
+    return TreePlan.of(model.trees, model.owners, model.tables["lenders"], model.base_score)
 
 
 def _score(fed, rows, version="3"):
