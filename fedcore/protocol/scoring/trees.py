@@ -163,7 +163,7 @@ class TreeLayout:
         if missing:
             raise InvalidInput(f"party {table.owner!r}: column(s) {missing} needed by its splits are missing")
         n = len(np.asarray(next(iter(columns.values())))) if columns else 0
-        codes = np.zeros((n, len(d.base)), dtype=np.int32)
+        codes = np.zeros((n, len(d.base)), dtype=np.int16)  # codes stay below 2^MAX_CODE_BITS
         for f, thr, add in prep:
             x = np.asarray(columns[f], dtype=np.float64)
             rank = np.searchsorted(thr, x)
@@ -263,7 +263,7 @@ def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, 
     if out is not None:
         for f, qs in by_feature.items():
             thr = np.unique([table.rules[int(d.refs[q])].threshold for q in qs])
-            add = np.zeros((len(thr) + 2, len(d.base)), dtype=np.int32)
+            add = np.zeros((len(thr) + 2, len(d.base)), dtype=np.int16)
             for q in qs:
                 rule = table.rules[int(d.refs[q])]
                 add[: int(np.searchsorted(thr, rule.threshold)) + 1, root_of[q]] += d.power[q]
@@ -390,18 +390,25 @@ def _aes_key(seed: bytes, label: str) -> bytes:
     return hashlib.sha256(seed + b"\x00" + label.encode()).digest()[:16]
 
 
+_ZEROS = memoryview(bytes(1 << 20))  # the plaintext of the keystream, encrypted in place piece by piece
+
+
 def prg(seed: bytes, label: str, n: int) -> np.ndarray:
     """``n`` uniform ring elements: the AES-128-CTR keystream (counter from 0) of a key from ``seed``, ``label``."""
     enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(enc.update(bytes(RING.itemsize * n)), dtype=RING)
+    total, step = RING.itemsize * n, len(_ZEROS)
+    out = np.empty(total + 15, dtype=np.uint8)  # update_into wants a block - 1 of room
+    for a in range(0, total, step):
+        b = min(total, a + step)
+        enc.update_into(_ZEROS[: b - a], out[a : b + 15])
+    return out[:total].view(RING)
 
 
 def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
-    """``rho`` (n x regions), uniform in ``Z_m`` per region: ``(u * m) >> 32`` of uniform 32-bit ``u``
-    (bias below ``m / 2^32``)."""
+    """``rho`` (n x regions), uniform in ``Z_m`` per region: a uniform 32-bit value mod ``m`` (bias below
+    ``m / 2^32``)."""
     k = len(sizes)
-    raw = np.frombuffer(prg(seed, "rotation", n * k).tobytes(), dtype="<u4").reshape(n, k)
-    return ((raw.astype(np.uint64) * np.asarray(sizes, dtype=np.uint64)) >> np.uint64(32)).astype(np.int64)
+    return (prg(seed, "rotation", n * k).reshape(n, k) % np.asarray(sizes, dtype=RING)).astype(np.int64)
 
 
 # ---- the three parties' arithmetic ------------------------------------------------------------------
@@ -412,12 +419,11 @@ def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
     lay = plan.layout
     n = alpha.shape[0]
     rho = rotations(seed, lay.sizes, n)
-    out = np.empty((n, lay.width), dtype=RING)
+    out = prg(seed, "mask", n * lay.width).reshape(n, lay.width)  # writable: the masks, then the values
     for k0, k1, o0, rot in plan.groups:  # regions k0..k1 have one size m: one gather of m-long rows
         k, m = k1 - k0, rot.shape[1]
         row = np.where(alpha[:, k0:k1], np.arange(k) * m + rho[:, k0:k1], k * m)  # row k*m: zeros
-        out[:, o0 : o0 + k * m] = np.take(rot, row, axis=0).reshape(n, k * m)
-    out += prg(seed, "mask", n * lay.width).reshape(n, lay.width)
+        out[:, o0 : o0 + k * m] += np.take(rot, row, axis=0).reshape(n, k * m)
     return out
 
 
