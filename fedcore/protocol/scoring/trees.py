@@ -398,9 +398,10 @@ def prg(seed: bytes, label: str, n: int) -> np.ndarray:
     enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.CTR(bytes(16))).encryptor()
     total, step = RING.itemsize * n, len(_ZEROS)
     out = np.empty(total + 15, dtype=np.uint8)  # update_into wants a block - 1 of room
+    view = memoryview(out.data)
     for a in range(0, total, step):
         b = min(total, a + step)
-        enc.update_into(_ZEROS[: b - a], out[a : b + 15])
+        enc.update_into(_ZEROS[: b - a], view[a : b + 15])
     return out[:total].view(RING)
 
 
