@@ -69,6 +69,7 @@ class TreeModels:
         self._lock = threading.Lock()
         self._docs: dict[str, tuple[float, dict[str, Any]]] = {}
         self._platform: dict[str, tuple[float, float, ArrayTreeContributions]] = {}
+        self._plans: dict[tuple[str, str], TreePlan] = {}  # the lender's plans (their split code tables)
 
     def _doc(self, model_id: str) -> tuple[float, dict[str, Any]] | None:
         path = self._dir / model_id / MODEL_FILE
@@ -96,6 +97,18 @@ class TreeModels:
         d = hit[1]
         return LenderTreeModel(model_id, str(d["version"]), str(d["dataset"]), tuple(d["features"]),
                                GBDTModel.from_dict(d["model"]))  # fmt: skip
+
+    def plan(self, tm: LenderTreeModel) -> TreePlan:
+        """The requester's :class:`TreePlan` of a released model, kept per model id and version."""
+        key = (tm.model_id, tm.version)
+        with self._lock:
+            hit = self._plans.get(key)
+        if hit is None:
+            m = tm.model
+            hit = TreePlan.of(m.trees, m.owners, m.tables[LENDERS_OWNER], m.base_score)
+            with self._lock:
+                self._plans = {k: v for k, v in self._plans.items() if k[0] != tm.model_id} | {key: hit}
+        return hit
 
     # -- the contributor's side (TreeContributionSource)
 
@@ -169,7 +182,7 @@ def score_tree_chunk(
     model = tm.model
     table = model.tables[LENDERS_OWNER]
     bits = owner_directions(table, {f: x[:, j] for j, f in enumerate(tm.features) if f in table.features()})
-    plan = TreePlan.of(model.trees, model.owners, table, model.base_score)
+    plan = service.trees.plan(tm)
     own_cols = {f: x[:, j] for j, f in enumerate(tm.features) if f in table.features()}
     vidx = np.flatnonzero(valid)
     z = np.full(n, np.nan)
