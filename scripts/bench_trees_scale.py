@@ -13,7 +13,11 @@
 - ``paillier_tree_s_100k_60f_extrapolated``: the SecureBoost histogram step with ``phe`` (2048-bit):
   the label side encrypts g and h per row, the platform adds them into its 40 features' bins level by
   level (with histogram subtraction), the label side decrypts the bin sums; each operation timed on a
-  sample and multiplied by its count (formula in the JSON).
+  sample and multiplied by its count (formula in the JSON);
+- ``tree_score_p50_ms`` / ``lr_score_p50_ms`` and ``tree_batch_<n>_s`` / ``lr_batch_<n>_s`` (``1m`` at
+  the default ``--score-batch 1000000``): joint scoring of one applicant and of a batch, hybrid trees
+  (:mod:`fedcore.protocol.scoring.trees`) against the logistic model (CKKS), in the same run
+  (``--only scoring`` runs just these).
 
 The machine is shared and loaded: ratios measured in the same run are what count; the load average is
 recorded beside them.
@@ -278,7 +282,7 @@ def scoring(n: int, singles: int, batch: int, chunk: int = ScoringSettings().chu
         f"gRPC/TLS); logistic = 10 platform weights, CKKS (encrypt at the platform, decrypt at the lender); tree "
         f"= 30 trees depth 3 (layered; {len(leaf_values(model.trees))} leaves, {lay.n_regions} platform regions "
         f"holding {lay.width} leaves), rotated masked tables with the coordinator as helper (AES-CTR masks, "
-        f"HPKE for the seed and y), including the lender's own split evaluation and leaf masks; p50 over "
+        f"HPKE for the seed and y), including both owners' split evaluation; p50 over "
         f"{singles} single applicants each (interleaved); batch = {batch} applicants in chunks of {chunk} (the "
         f"lender's batch path, {ScoringSettings().batch_parallel} chunks in flight; trees: {plan.max_applicants()} "
         f"applicants per coordinator request, MAX_TABLE_BYTES), logistic and tree taking turns by blocks of "
