@@ -112,6 +112,9 @@ class TreeLayout:
     leaves: np.ndarray
     slot: np.ndarray
     _deciders: dict[tuple[int, bytes], _Decider | None] = field(default_factory=dict, compare=False, repr=False)
+    _ranks: dict[tuple[int, bytes], tuple[SplitTable, list[tuple[str, np.ndarray, np.ndarray]] | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def n_regions(self) -> int:
@@ -156,7 +159,11 @@ class TreeLayout:
         if key not in self._deciders:
             self._deciders[key] = _decider(self, roots, owner)
         d = self._deciders[key]
-        prep = None if d is None else _rank_tables(d, table)
+        hit = self._ranks.get(key)
+        if d is not None and (hit is None or hit[0] is not table):
+            hit = (table, _rank_tables(d, table))
+            self._ranks[key] = hit
+        prep = None if hit is None else hit[1]
         if d is None or prep is None:
             return self.decide(roots, owner, owner_directions(table, columns))
         missing = sorted({f for f, _, _ in prep} - set(columns))
@@ -239,16 +246,10 @@ def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
                     np.array(base, dtype=np.int64), table)  # fmt: skip
 
 
-_RANKS: dict[tuple[int, int], list[tuple[str, np.ndarray, np.ndarray]] | None] = {}
-
-
 def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
     """Per numeric feature of ``d``'s splits: its sorted thresholds and the (ranks + 2) x roots table of
     code parts (rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the last row is
     a missing value's default directions). None if a split is categorical."""
-    key = (id(d), id(table))
-    if key in _RANKS:
-        return _RANKS[key]
     root_of = np.repeat(np.arange(len(d.base)), np.diff(d.base_ref))
     by_feature: dict[str, list[int]] = {}
     out: list[tuple[str, np.ndarray, np.ndarray]] | None = []
@@ -269,9 +270,6 @@ def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, 
                 add[: int(np.searchsorted(thr, rule.threshold)) + 1, root_of[q]] += d.power[q]
                 add[len(thr) + 1, root_of[q]] += d.power[q] * rule.default_left
             out.append((f, thr, add))
-    if len(_RANKS) > 64:
-        _RANKS.clear()
-    _RANKS[key] = out
     return out
 
 
