@@ -27,11 +27,18 @@ from fedcore.errors import FedcreditError, InvalidInput, NotFound
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import ModelSlice
 from fedcore.protocol.scoring.requester import sigmoid
-from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreeLayout, TreePlan, bits_rows
+from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreeLayout, TreePlan
 from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models.gbdt.booster import GBDTModel
 from models.gbdt.explain import path_attribution
-from models.gbdt.tree import SplitTable, Tree, margin_from_leaf_mask, owner_directions, reachable_leaves
+from models.gbdt.tree import (
+    DirectionBits,
+    SplitTable,
+    Tree,
+    margin_from_leaf_mask,
+    owner_directions,
+    reachable_leaves,
+)
 from models.scorecard import top_adverse
 
 from .scoring_batch import Applicant, ApplicantTable, ScoredBatch
@@ -62,6 +69,7 @@ class TreeModels:
         self._lock = threading.Lock()
         self._docs: dict[str, tuple[float, dict[str, Any]]] = {}
         self._platform: dict[str, tuple[float, float, ArrayTreeContributions]] = {}
+        self._plans: dict[tuple[str, str], TreePlan] = {}  # the lender's plans (their split code tables)
 
     def _doc(self, model_id: str) -> tuple[float, dict[str, Any]] | None:
         path = self._dir / model_id / MODEL_FILE
@@ -89,6 +97,18 @@ class TreeModels:
         d = hit[1]
         return LenderTreeModel(model_id, str(d["version"]), str(d["dataset"]), tuple(d["features"]),
                                GBDTModel.from_dict(d["model"]))  # fmt: skip
+
+    def plan(self, tm: LenderTreeModel) -> TreePlan:
+        """The requester's :class:`TreePlan` of a released model, kept per model id and version."""
+        key = (tm.model_id, tm.version)
+        with self._lock:
+            hit = self._plans.get(key)
+        if hit is None:
+            m = tm.model
+            hit = TreePlan.of(m.trees, m.owners, m.tables[LENDERS_OWNER], m.base_score)
+            with self._lock:
+                self._plans = {k: v for k, v in self._plans.items() if k[0] != tm.model_id} | {key: hit}
+        return hit
 
     # -- the contributor's side (TreeContributionSource)
 
@@ -162,7 +182,8 @@ def score_tree_chunk(
     model = tm.model
     table = model.tables[LENDERS_OWNER]
     bits = owner_directions(table, {f: x[:, j] for j, f in enumerate(tm.features) if f in table.features()})
-    plan = TreePlan.of(model.trees, model.owners, LENDERS_OWNER, model.base_score)
+    plan = service.trees.plan(tm)
+    own_cols = {f: x[:, j] for j, f in enumerate(tm.features) if f in table.features()}
     vidx = np.flatnonzero(valid)
     z = np.full(n, np.nan)
     partial = st.allow_partial if allow_partial is None else allow_partial
@@ -178,12 +199,13 @@ def score_tree_chunk(
             rows = vidx[a : a + per]
             packed = b"".join(pseudos[i] for i in rows)  # type: ignore[misc]
             if "score" in queries and not plan.layout.n_regions:  # horizontal, or no platform split: local
-                mask = reachable_leaves(model.trees, model.owners, LENDERS_OWNER, bits_rows(bits, rows))
+                sub = DirectionBits(bits.refs, bits.bits[rows])
+                mask = reachable_leaves(model.trees, model.owners, LENDERS_OWNER, sub)
                 z[rows] = margin_from_leaf_mask(model.trees, mask, model.base_score)
             elif "score" in queries:
                 z[rows], resp = service.tree_requester.query(
-                    packed, plan, bits_rows(bits, rows), model_id=tm.model_id, model_version=tm.version,
-                    allow_partial=partial, timeout_s=st.timeout_s,
+                    packed, plan, {f: v[rows] for f, v in own_cols.items()}, model_id=tm.model_id,
+                    model_version=tm.version, allow_partial=partial, timeout_s=st.timeout_s,
                 )  # fmt: skip
                 request_ids.append(resp.request_id)
                 missing |= set(resp.missing)

@@ -49,8 +49,9 @@ Key handling: R makes a fresh CKKS key pair (:class:`KeyRing`) and rotates it on
 are cached by fingerprint at C and at each P (bounded LRU), so a steady stream of requests sends only
 the fingerprint.
 
-Tree models (query ``tree``, alone in a request): the requester also sends its encrypted reachable leaf
-values and the platform multiplies them by its own leaf mask; flow and what each side learns in
+Tree models (query ``tree``, alone in a request, no CKKS): the coordinator asks the platform only; the
+requester sends rotated, masked tables of its leaf values and a seed sealed to the platform, the platform
+its rotated picks and a sealed mask sum, the coordinator adds; flow and what each side learns in
 :mod:`fedcore.protocol.scoring.trees`.
 
 Layout: ``messages`` (kinds, payloads, model slices), ``party`` (the contributor's handler), ``coordinator``

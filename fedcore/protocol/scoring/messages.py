@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from fedcore.crypto.he import (
-    DOT,
     SUMS,
     CkksParams,
 )
@@ -39,7 +38,7 @@ CONTEXT_CACHE = 16
 # scale 2^40: additions only, no Galois/relin keys. Half the ciphertext size (64 KiB per 2048 values) and
 # half the encryption time of SUMS (N=8192); per value the cost is the same, per small request it halves.
 SCORING_CKKS = CkksParams("scoring", 4096, (60, 49), 40)
-ALLOWED_PARAMS = (SCORING_CKKS, SUMS, DOT)  # DOT: tree scores (one plaintext multiplication)
+ALLOWED_PARAMS = (SCORING_CKKS, SUMS)  # tree scores use no CKKS (fedcore.protocol.scoring.trees)
 TREE_QUERY = "tree"  # a tree model's score (fedcore.protocol.scoring.trees); goes alone in a request
 _REQ_MAGIC = b"FCSQ"
 _REQ_HEADER = struct.Struct(">4sBI")
@@ -214,8 +213,8 @@ def check_queries(queries: Sequence[str]) -> tuple[str, ...]:
 
 def pack_task_payload(pseudonyms: bytes, context: bytes | None, tree_input: bytes | None = None) -> bytes:
     """``b"FCSQ" | u8 version=1 | u32 context length (0: cached) | context | pseudonyms (16 B each)``;
-    version 2 adds ``u32 tree input length | tree input`` (the requester's encrypted leaf values) after
-    the context."""
+    version 2 adds ``u32 tree input length | tree input`` (a tree score's input sealed to the platform)
+    after the context."""
     ctx = context or b""
     if tree_input is None:
         return _REQ_HEADER.pack(_REQ_MAGIC, 1, len(ctx)) + ctx + pseudonyms
@@ -264,7 +263,7 @@ class JointRequest:
     public_context: bytes | None = None  # None: the coordinator should have it cached
     allow_partial: bool = False
     timeout_s: float = 30.0
-    tree_input: bytes | None = None  # query "tree": the requester's encrypted leaf values (n x leaves)
+    tree_input: bytes | None = None  # query "tree": fedcore.protocol.scoring.trees.pack_tree_input
 
     @property
     def n(self) -> int:

@@ -8,7 +8,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,7 +53,6 @@ from fedcore.protocol.scoring.trees import (
     unpack_sealed_and,
 )
 from fedcore.protocol.sealing import open_for, seal_for, verify_announcement
-from models.gbdt.tree import DirectionBits
 
 log = logging.getLogger(__name__)
 
@@ -229,17 +228,17 @@ class TreeRequester:
         return key
 
     def query(
-        self, pseudonyms: bytes, plan: TreePlan, bits: DirectionBits, *, model_id: str, model_version: str,
-        allow_partial: bool = False, timeout_s: float = 30.0,
+        self, pseudonyms: bytes, plan: TreePlan, columns: Mapping[str, np.ndarray], *, model_id: str,
+        model_version: str, allow_partial: bool = False, timeout_s: float = 30.0,
     ) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
-        """Joint margins of the applicants (rows of the lender's direction ``bits``), and the coordinator's
-        response header. ``allow_partial`` does not apply: a tree score needs the platform."""
+        """Joint margins of the applicants (rows of the lender's feature ``columns``, NaN: missing), and the
+        coordinator's response header. ``allow_partial`` does not apply: a tree score needs the platform."""
         n = len(pseudonyms) // PSEUDONYM_BYTES
-        if bits.bits.shape[0] != n:
-            raise InvalidInput(f"direction bits cover {bits.bits.shape[0]} rows for {n} applicants")
+        if any(len(v) != n for v in columns.values()):
+            raise InvalidInput(f"the lender's feature columns must hold {n} applicants")
         if n > plan.max_applicants():
             raise InvalidInput(f"at most {plan.max_applicants()} applicants per tree scoring request")
-        local, alpha = plan.lender_walk(bits)
+        local, alpha = plan.lender_walk(columns)
         args = (pseudonyms, plan, alpha, model_id, model_version, timeout_s)
         try:
             z = self._query(*args, refresh=False)
@@ -254,7 +253,7 @@ class TreeRequester:
         seed, reply = secrets.token_bytes(SEED_BYTES), EnvelopePrivateKey.generate()
         purpose = sealing_purpose(model_id, model_version, hashlib.sha256(pseudonyms).hexdigest())
         sealed = seal_for(pub, seed + reply.public_key().to_bytes(), purpose, REQUESTER, platform)
-        tables = np.ascontiguousarray(lender_tables(plan, alpha, seed)).data.cast("B")
+        tables = memoryview(lender_tables(plan, alpha, seed).data).cast("B")  # no copy
         tree_input = pack_tree_input(TreeInput(SCORE, platform, plan.layout.sizes, sealed, tables))
         req = JointRequest(model_id, model_version, (TREE_QUERY,), pseudonyms, "", None, False, timeout_s, tree_input)
         resp = self._gateway.joint(req)

@@ -9,13 +9,14 @@ its local leaf (if any) and ``alpha_S`` (1 if its path enters region ``S``); the
 ``base + local + sum_S alpha_S v_S[c_S]``: a lookup of the lender's leaf values at the platform's index.
 
 One request (a lookup through rotated tables; ``C`` is the non-colluding helper it is in training;
-arithmetic in ``Z_2^64``, leaf values in fixed point ``round(v 2^32)``; ``[x]_P`` is HPKE-sealed to
+arithmetic in ``Z_2^32``, leaf values in fixed point ``round(v 2^f)`` with ``f`` the requester's choice,
+the largest that keeps the reachable sum below ``2^31``; ``[x]_P`` is HPKE-sealed to
 ``P``'s envelope key, which ``P`` announced signed with its TLS key and ``R`` checked against the
 federation CA, :mod:`fedcore.protocol.sealing`)::
 
     R        fresh seed r (AES-128-CTR streams): rotations rho_S uniform in Z_m, masks M (uniform) per slot;
              per region the rotated, masked table  T_S[i] = alpha_S v_S[(i - rho_S) mod m] + M_S[i]
-    R -> C   pseudonyms, region sizes, T (one uint64 per region leaf), [r, fresh reply key K]_P
+    R -> C   pseudonyms, region sizes, T (one 32-bit word per region leaf), [r, fresh reply key K]_P
     C -> P   pseudonyms, [r, K]_P, a fresh seed for s (uniform per applicant)
     P -> C   chat_S = (c_S + rho_S) mod m  per region,  and  [y = sum_S M_S[chat_S] + s]_K
     C -> R   z = sum_S T_S[chat_S] + s,  and  [y]_K
@@ -42,8 +43,8 @@ The first request of a process asks ``C`` for ``P``'s signed announcement (no ps
   under weights the requester chooses; so could a ``C`` that forges a whole request (``P`` is not told who
   asked). Controls: the coordinator's rate limit and the audit log at every party.
 
-Cost per applicant: one uint64 per region leaf from ``R`` to ``C`` (no encryption: masks from an AES
-stream), one byte per region from ``P``, 8 bytes back each way; one HPKE seal and open per request at
+Cost per applicant: 4 bytes per region leaf from ``R`` to ``C`` (no encryption: masks from an AES
+stream), one byte per region from ``P``, 4 bytes back each way; one HPKE seal and open per request at
 ``R`` and ``P``. Requests carry at most :data:`MAX_TABLE_BYTES` of tables.
 """
 
@@ -81,7 +82,7 @@ __all__ = [
 SEED_BYTES = 32
 RING = np.dtype("<u4")  # Z_2^32; the requester picks the fixed-point scale (:meth:`TreePlan.of`)
 FRAC_BITS_MAX = 30
-MAX_TABLE_BYTES = 8 << 20  # the lender's tables per coordinator request (gRPC messages stop at 16 MiB)
+MAX_TABLE_BYTES = 12 << 20  # the lender's tables per coordinator request (gRPC messages stop at 16 MiB)
 REQUESTER = "requester"  # the requester's name in sealing: the platform is not told who asked
 ANNOUNCE, SCORE = 1, 2
 _MAGIC = b"FCTR"
@@ -111,6 +112,9 @@ class TreeLayout:
     leaves: np.ndarray
     slot: np.ndarray
     _deciders: dict[tuple[int, bytes], _Decider | None] = field(default_factory=dict, compare=False, repr=False)
+    _ranks: dict[tuple[int, bytes], tuple[SplitTable, list[tuple[str, np.ndarray, np.ndarray]] | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def n_regions(self) -> int:
@@ -143,6 +147,35 @@ class TreeLayout:
         acc = np.zeros((n, len(d.refs) + 1), dtype=np.int32)  # running sums of 2^j per split, root by root
         np.cumsum(bits.bits[:, col] * d.power, axis=1, out=acc[:, 1:])
         codes = acc[:, d.base_ref[1:]] - acc[:, d.base_ref[:-1]]
+        return d.table[d.base[None, :] + codes]
+
+    def decide_columns(
+        self, roots: np.ndarray, owner: int, table: SplitTable, columns: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """:meth:`decide` from the owner's raw ``columns``: per numeric feature, the rank of each value among
+        the feature's thresholds (missing: a rank of its own) picks every split's bit at once, summed into
+        the codes through a (rank x roots) table; :func:`owner_directions` first if a rule is categorical."""
+        key = (owner, np.asarray(roots, dtype=np.int64).tobytes())
+        if key not in self._deciders:
+            self._deciders[key] = _decider(self, roots, owner)
+        d = self._deciders[key]
+        hit = self._ranks.get(key)
+        if d is not None and (hit is None or hit[0] is not table):
+            hit = (table, _rank_tables(d, table))
+            self._ranks[key] = hit
+        prep = None if hit is None else hit[1]
+        if d is None or prep is None:
+            return self.decide(roots, owner, owner_directions(table, columns))
+        missing = sorted({f for f, _, _ in prep} - set(columns))
+        if missing:
+            raise InvalidInput(f"party {table.owner!r}: column(s) {missing} needed by its splits are missing")
+        n = len(np.asarray(next(iter(columns.values())))) if columns else 0
+        codes = np.zeros((n, len(d.base)), dtype=np.int16)  # codes stay below 2^MAX_CODE_BITS
+        for f, thr, add in prep:
+            x = np.asarray(columns[f], dtype=np.float64)
+            rank = np.searchsorted(thr, x)
+            rank[np.isnan(x)] = len(thr) + 1
+            codes += add[rank]
         return d.table[d.base[None, :] + codes]
 
     def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
@@ -208,8 +241,36 @@ def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
             pos = np.where(go, np.where(left, lay.left[pos], lay.right[pos]), pos)
         base.append(sum(len(t) for t in tables))
         tables.append(pos)
+    table = np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64)
     return _Decider(np.array(refs, dtype=np.int64), np.array(powers, dtype=np.int32), np.array(base_ref),
-                    np.array(base, dtype=np.int64), np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64))  # fmt: skip
+                    np.array(base, dtype=np.int64), table)  # fmt: skip
+
+
+def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
+    """Per numeric feature of ``d``'s splits: its sorted thresholds and the (ranks + 2) x roots table of
+    code parts (rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the last row is
+    a missing value's default directions). None if a split is categorical."""
+    root_of = np.repeat(np.arange(len(d.base)), np.diff(d.base_ref))
+    by_feature: dict[str, list[int]] = {}
+    out: list[tuple[str, np.ndarray, np.ndarray]] | None = []
+    for q, ref in enumerate(d.refs.tolist()):
+        rule = table.rules.get(int(ref))
+        if rule is None:
+            raise InvalidInput(f"party {table.owner!r} holds no split {ref} of the model")
+        if rule.categorical:
+            out = None
+            break
+        by_feature.setdefault(rule.feature, []).append(q)
+    if out is not None:
+        for f, qs in by_feature.items():
+            thr = np.unique([table.rules[int(d.refs[q])].threshold for q in qs])
+            add = np.zeros((len(thr) + 2, len(d.base)), dtype=np.int16)
+            for q in qs:
+                rule = table.rules[int(d.refs[q])]
+                add[: int(np.searchsorted(thr, rule.threshold)) + 1, root_of[q]] += d.power[q]
+                add[len(thr) + 1, root_of[q]] += d.power[q] * rule.default_left
+            out.append((f, thr, add))
+    return out
 
 
 def layout_digest(sizes: np.ndarray) -> str:
@@ -284,10 +345,11 @@ class TreePlan:
     base_score: float
     groups: tuple[tuple[int, int, int, np.ndarray], ...]  # (first region, end, first column, (k m + 1) x m)
     frac_bits: int
+    table: SplitTable  # the lender's rules
 
     @classmethod
-    def of(cls, trees: Sequence[Tree], owners: Sequence[str], lender: str, base_score: float) -> TreePlan:
-        lay = tree_layout(trees, owners, lender)
+    def of(cls, trees: Sequence[Tree], owners: Sequence[str], table: SplitTable, base_score: float) -> TreePlan:
+        lay = tree_layout(trees, owners, table.owner)
         # the largest region sum: one region per tree at most; it must stay below 2^31 in fixed point
         top = np.zeros(len(trees))
         np.maximum.at(top, np.repeat(lay.region_tree, lay.sizes), np.abs(lay.value[lay.leaves]))
@@ -300,28 +362,23 @@ class TreePlan:
             rot = fx[lay.offsets[ks][:, None, None] + (i[None, None, :] - i[None, :, None]) % m].reshape(-1, m)
             groups.append((int(ks[0]), int(ks[-1]) + 1, int(lay.offsets[ks[0]]),
                            np.vstack([rot, np.zeros((1, m), dtype=RING)])))  # fmt: skip
-        return cls(lay, float(base_score), tuple(groups), frac)
+        return cls(lay, float(base_score), tuple(groups), frac, table)
 
     def decode(self, total: np.ndarray) -> np.ndarray:
         """The regions' part of the margin from ``z - y`` in the ring."""
         return np.asarray(total, dtype=RING).view("<i4").astype(np.float64) / 2.0**self.frac_bits
 
-    def lender_walk(self, bits: DirectionBits) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: ``base`` plus the local leaf values the lender's splits reach, and ``alpha`` (rows x
-        regions, True where its path enters the region)."""
+    def lender_walk(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of the lender's ``columns``: ``base`` plus the local leaf values its splits reach, and
+        ``alpha`` (rows x regions, True where its path enters the region)."""
         lay = self.layout
-        n = bits.bits.shape[0]
-        pos = lay.decide(lay.tree_root, lay.lender, bits)
+        pos = lay.decide_columns(lay.tree_root, lay.lender, self.table, columns)
         leaf = lay.left[pos] < 0
         local = self.base_score + np.where(leaf, lay.value[pos], 0.0).sum(axis=1)
         return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
 
     def max_applicants(self) -> int:
         return max(1, MAX_TABLE_BYTES // (RING.itemsize * max(1, self.layout.width)))
-
-
-def bits_rows(bits: DirectionBits, rows: slice | np.ndarray) -> DirectionBits:
-    return DirectionBits(bits.refs, bits.bits[rows])
 
 
 # ---- pseudo-random streams (AES-128 in counter mode: the requester expands, the platform picks) ------
@@ -331,18 +388,26 @@ def _aes_key(seed: bytes, label: str) -> bytes:
     return hashlib.sha256(seed + b"\x00" + label.encode()).digest()[:16]
 
 
+_ZEROS = memoryview(bytes(1 << 20))  # the plaintext of the keystream, encrypted in place piece by piece
+
+
 def prg(seed: bytes, label: str, n: int) -> np.ndarray:
     """``n`` uniform ring elements: the AES-128-CTR keystream (counter from 0) of a key from ``seed``, ``label``."""
     enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(enc.update(bytes(RING.itemsize * n)), dtype=RING)
+    total, step = RING.itemsize * n, len(_ZEROS)
+    out = np.empty(total + 15, dtype=np.uint8)  # update_into wants a block - 1 of room
+    view = memoryview(out.data)
+    for a in range(0, total, step):
+        b = min(total, a + step)
+        enc.update_into(_ZEROS[: b - a], view[a : b + 15])
+    return out[:total].view(RING)
 
 
 def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
-    """``rho`` (n x regions), uniform in ``Z_m`` per region: ``(u * m) >> 32`` of uniform 32-bit ``u``
-    (bias below ``m / 2^32``)."""
+    """``rho`` (n x regions), uniform in ``Z_m`` per region: a uniform 32-bit value mod ``m`` (bias below
+    ``m / 2^32``)."""
     k = len(sizes)
-    raw = np.frombuffer(prg(seed, "rotation", n * k).tobytes(), dtype="<u4").reshape(n, k)
-    return ((raw.astype(np.uint64) * np.asarray(sizes, dtype=np.uint64)) >> np.uint64(32)).astype(np.int64)
+    return (prg(seed, "rotation", n * k).reshape(n, k) % np.asarray(sizes, dtype=RING)).astype(np.int64)
 
 
 # ---- the three parties' arithmetic ------------------------------------------------------------------
@@ -353,19 +418,18 @@ def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
     lay = plan.layout
     n = alpha.shape[0]
     rho = rotations(seed, lay.sizes, n)
-    out = np.empty((n, lay.width), dtype=RING)
+    out = prg(seed, "mask", n * lay.width).reshape(n, lay.width)  # writable: the masks, then the values
     for k0, k1, o0, rot in plan.groups:  # regions k0..k1 have one size m: one gather of m-long rows
         k, m = k1 - k0, rot.shape[1]
         row = np.where(alpha[:, k0:k1], np.arange(k) * m + rho[:, k0:k1], k * m)  # row k*m: zeros
-        out[:, o0 : o0 + k * m] = np.take(rot, row, axis=0).reshape(n, k * m)
-    out += prg(seed, "mask", n * lay.width).reshape(n, lay.width)
+        out[:, o0 : o0 + k * m] += np.take(rot, row, axis=0).reshape(n, k * m)
     return out
 
 
-def platform_picks(layout: TreeLayout, bits: DirectionBits) -> np.ndarray:
-    """Per row, the leaf (index within each region) that the platform's splits select."""
+def platform_picks(layout: TreeLayout, table: SplitTable, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per row of the platform's ``columns``, the leaf (index within each region) its splits select."""
     me = int(layout.owner[layout.roots[0]]) if layout.n_regions else -1
-    return layout.slot[layout.decide(layout.roots, me, bits)]
+    return layout.slot[layout.decide_columns(layout.roots, me, table, columns)]
 
 
 def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -411,7 +475,8 @@ def pack_tree_input(t: TreeInput) -> bytes:
     if t.kind == ANNOUNCE:
         return head
     sizes = np.asarray(t.sizes, dtype=">u4").tobytes()
-    return b"".join((head, struct.pack(">I", len(t.sizes)), sizes, struct.pack(">I", len(t.sealed)), t.sealed, t.tables))
+    parts = (head, struct.pack(">I", len(t.sizes)), sizes, struct.pack(">I", len(t.sealed)), t.sealed, t.tables)
+    return b"".join(parts)
 
 
 def unpack_tree_input(data: bytes) -> TreeInput:
@@ -502,4 +567,4 @@ class ArrayTreeContributions:
             v = np.full(len(idx), np.nan)
             v[known] = self.columns[f][idx[known] - 1]
             cols[f] = v
-        return self.layout, platform_picks(self.layout, owner_directions(self.table, cols))
+        return self.layout, platform_picks(self.layout, self.table, cols)

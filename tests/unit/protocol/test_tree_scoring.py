@@ -32,7 +32,6 @@ from fedcore.protocol.scoring.trees import (
 from fedcore.protocol.sealing import make_identities, open_for
 from fedcore.protocol.tasks import HandlerRegistry
 from models.gbdt import GBDTParams, train
-from models.gbdt.tree import owner_directions
 
 LENDER = ("arrears", "income")
 PLATFORM = ("spend", "active", "segment")
@@ -98,12 +97,12 @@ def _shape(tree):
 
 
 def _mask(model, cols, rows):
-    """The lender's direction bits for ``rows``."""
-    return owner_directions(model.tables["lenders"], {f: cols[f][rows] for f in LENDER})
+    """The lender's feature columns for ``rows``."""
+    return {f: cols[f][rows] for f in LENDER}
 
 
 def _plan(model):
-    return TreePlan.of(model.trees, model.owners, "lenders", model.base_score)
+    return TreePlan.of(model.trees, model.owners, model.tables["lenders"], model.base_score)
 
 
 def _score(fed, rows, version="3"):
@@ -304,3 +303,35 @@ def _announce_request():
 
 def _replace(resp, ann):
     return dataclasses.replace(resp, ciphertext=json.dumps(ann).encode())
+
+
+def test_numeric_splits_with_missing_values_score_through_threshold_ranks():
+    """Both owners with numeric features only (their split codes come from threshold ranks, not from
+    per-rule bits), missing values at both and ties at thresholds: the central margin."""
+    rng = np.random.default_rng(3)
+    n = 900
+    cols = {"arrears": rng.poisson(1.0, n).astype(float), "income": rng.lognormal(8, 0.4, n),
+            "spend": rng.gamma(2.0, 1.0, n).round(1), "active": rng.integers(0, 30, n).astype(float)}  # fmt: skip
+    cols["spend"][rng.random(n) < 0.15] = np.nan
+    cols["income"][rng.random(n) < 0.1] = np.nan
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1.0 + 0.8 * cols["arrears"] - 0.06 * cols["active"])))).astype(float)
+    owners = {"arrears": "lenders", "income": "lenders", "spend": "tiange", "active": "tiange"}
+    params = GBDTParams(n_trees=10, max_depth=3, max_bins=16, sticky_owners=("tiange",), first_tree_owners=("lenders",))
+    model = train(cols, y, params, owners=owners, names=list(cols))
+    ps = [_pseudo(i) for i in range(n)]
+    known = np.ones(n, dtype=bool)
+    plat = {f: cols[f] for f in ("spend", "active")}
+    src = ArrayTreeContributions.build("m1", "3", [_shape(t) for t in model.trees], model.owners,
+                                       model.tables["tiange"], ps, plat)  # fmt: skip
+    assert src.layout.n_regions and not any(r.categorical for r in model.tables["tiange"].rules.values())
+    req, ch = _federation(model, {**cols, "segment": np.zeros(n)}, ps, known)
+    ch.scoring_parties["tiange"]._trees = src  # the numeric-only platform
+    try:
+        rows = np.arange(0, n, 2)
+        plan = _plan(model)
+        margin, _ = req.query(b"".join(ps[i] for i in rows), plan, {f: cols[f][rows] for f in ("arrears", "income")},
+                              model_id="m1", model_version="3")  # fmt: skip
+    finally:
+        ch.close()
+    expect = model.margin({f: v[rows] for f, v in cols.items()})
+    np.testing.assert_allclose(margin, expect, atol=len(model.trees) * 2.0 ** -plan.frac_bits)
