@@ -49,7 +49,8 @@ def mask_u64(seed: bytes, label: str, n: int) -> np.ndarray:
 
 def mask_int128(seed: bytes, label: str, n: int) -> list[int]:
     data = hashlib.shake_256(seed + b"\x01" + label.encode()).digest(16 * n)
-    return [int.from_bytes(data[16 * i : 16 * i + 16], "little") for i in range(n)]
+    words = np.frombuffer(data, dtype="<u8").reshape(n, 2)  # each 16-byte little-endian int: low word first
+    return [(hi << 64) | lo for lo, hi in zip(words[:, 0].tolist(), words[:, 1].tolist(), strict=True)]
 
 
 def bincount_u64(idx: np.ndarray, weights: np.ndarray, minlength: int) -> np.ndarray:
