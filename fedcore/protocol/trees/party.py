@@ -31,7 +31,8 @@ from fedcore.protocol.trees.messages import (
     SCALE,
     SETUP,
     SPLIT,
-    bin_sums_u64,
+    BinCodes,
+    cached_codes,
     decode_arrays,
     encode_arrays,
     mask_int128,
@@ -106,6 +107,7 @@ class _LenderRun:
     tree_seed: bytes = b""
     rows: dict[int, np.ndarray] = field(default_factory=dict)
     val_margins: list[np.ndarray] = field(default_factory=list)  # validation margins after 0, 1, ... trees
+    codes: dict[str, BinCodes] = field(default_factory=dict)  # paired bins for histograms
 
 
 class LenderTreeParty:
@@ -310,10 +312,11 @@ class LenderTreeParty:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not a lender node of tree {s.tree}")
             ctx.check_cancelled()
             rows = s.rows[node]
+            codes = cached_codes(s.codes, "lender", s.bins, feats, slots)
             if len(rows) == n:  # the root: no gather
-                hg[k], hh[k] = bin_sums_u64(s.bins, feats, None, [s.g, s.h], slots)
+                hg[k], hh[k] = codes.sums(None, [s.g, s.h])
             else:
-                hg[k], hh[k] = bin_sums_u64(s.bins, feats, rows, [s.g[rows], s.h[rows]], slots)
+                hg[k], hh[k] = codes.sums(rows, [s.g[rows], s.h[rows]])
         size = hg.size
         label = f"{s.tree}/{','.join(map(str, nodes))}"
         arrays["hg"] = hg + self._pair_mask(s, label + "/g", size).reshape(hg.shape)
@@ -381,6 +384,7 @@ class _PlatformRun:
     seeds: dict[str, bytes] = field(default_factory=dict)
     rows: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # platform-subtree node -> rows
     masks: dict[tuple[str, int, str], np.ndarray] = field(default_factory=dict)
+    codes: dict[str, BinCodes] = field(default_factory=dict)  # per lender: paired bins for histograms
 
 
 class PlatformTreeParty:
@@ -486,11 +490,12 @@ class PlatformTreeParty:
             for lender in s.lenders:
                 mg = -self._mask(s, lender, root, "g", recipes)
                 mh = -self._mask(s, lender, root, "h", recipes)
+                codes = cached_codes(s.codes, lender, s.bins[lender], feats, slots)
                 if node in s.rows:  # a platform node: its rows; a lender node: every row
                     rows = s.rows[node][lender]
-                    sums = bin_sums_u64(s.bins[lender], feats, rows, [mg[rows], mh[rows]], slots)
+                    sums = codes.sums(rows, [mg[rows], mh[rows]])
                 else:
-                    sums = bin_sums_u64(s.bins[lender], feats, None, [mg, mh], slots)
+                    sums = codes.sums(None, [mg, mh])
                 pg[k] += sums[0]
                 ph[k] += sums[1]
         return _reply({}, {"pg": pg, "ph": ph})

@@ -7,6 +7,7 @@ import pytest
 
 from fedcore.errors import ProtocolError
 from fedcore.protocol.trees.messages import (
+    BinCodes,
     bin_sums_u64,
     bincount_u64,
     decode_arrays,
@@ -39,6 +40,13 @@ def test_bin_sums_are_exact_modulo_2_64():
             assert got[k, j].tolist() == [sum(int(x) for x in vec[rows][bins[f, rows] == b]) % 2**64 for b in range(6)]
     whole = bin_sums_u64(bins, [1], None, [w], 6)
     assert whole[0, 0].tolist() == bincount_u64(bins[1], w, 6).tolist()
+    # the paired codes the parties use give the same sums (odd and even feature counts)
+    for feats in ([2, 0, 1], [2, 0], [1]):
+        codes = BinCodes(bins, feats, 6)
+        np.testing.assert_array_equal(
+            codes.sums(rows, [w[rows], v[rows]]), bin_sums_u64(bins, feats, rows, [w[rows], v[rows]], 6)
+        )
+        np.testing.assert_array_equal(codes.sums(None, [w]), bin_sums_u64(bins, feats, None, [w], 6))
 
 
 def test_masked_shares_cancel_and_fixed_point_round_trips():
