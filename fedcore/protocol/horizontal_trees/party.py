@@ -126,6 +126,8 @@ class LenderHTreeParty(LenderTreeParty):
     def _hsetup(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         reply = self._setup(ctx, {**params, "platform": params["leader"]})
         self.params = GBDTParams.from_dict(dict(params["gbdt"]))  # type: ignore[arg-type]
+        s = self._state(params)
+        s.subsample, s.seed = self.params.subsample, self.params.seed
         self.refs_assigned = 0
         out = dict(reply.params)
         if params["leader"] == self.name:
@@ -160,11 +162,14 @@ class LenderHTreeParty(LenderTreeParty):
             self._apply_splits(s, params.get("splits_before"))
             self._apply_update(s, params, {})
             p = 0.5 * (1.0 + np.tanh(0.5 * s.margin))
-            s.g = quantize(np.where(self.val, 0.0, p - self.y))  # type: ignore[assignment]
-            s.h = quantize(np.where(self.val, 0.0, p * (1.0 - p)))  # type: ignore[assignment]
+            skip = self.skipped(s, int(params["tree"]))  # validation rows, rows outside the tree's sample
+            s.g = quantize(np.where(skip, 0.0, p - self.y))  # type: ignore[assignment]
+            s.h = quantize(np.where(skip, 0.0, p * (1.0 - p)))  # type: ignore[assignment]
             s.tree, s.rows = int(params["tree"]), {0: np.arange(len(self.y))}
             out["val_loss"] = self._val_loss(s)  # type: ignore[assignment]
         self._apply_splits(s, params.get("splits"))
+        if not params["build"]:  # the last tree's loss only (early stopping)
+            return TaskReply(out)
         feats = [int(f) for f in params["features"]]  # type: ignore[union-attr]
         slots = s.max_bins + 1
         parts = []
@@ -188,7 +193,7 @@ class LenderHTreeParty(LenderTreeParty):
             raise ProtocolError(f"party {self.name!r} is not the leader of this run")
         if params.get("start"):
             self._stop_grower()
-            specs = tuple(FeatureSpec(fb.name, OWNER, fb.n_bins, False, self.params.monotone.get(fb.name, 0))
+            specs = tuple(FeatureSpec(fb.name, OWNER, fb.n_bins, fb.categorical, self.params.monotone.get(fb.name, 0))
                           for fb in self.mapper.features)  # fmt: skip
             layout = FeatureLayout(specs, self.mapper.max_bins)
             source = _GrowerSource(layout, self.refs_assigned)
@@ -243,8 +248,11 @@ class LenderHTreeParty(LenderTreeParty):
 
     def _hfinish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._state(params)
-        self._apply_splits(s, params.get("splits_before"))
-        self._apply_update(s, params, {})
+        if params.get("stopped"):  # early stopping: every grown tree is in the margins already
+            s.rows = {}
+        else:
+            self._apply_splits(s, params.get("splits_before"))
+            self._apply_update(s, params, {})
         trees = [Tree.from_dict(t) for t in params["trees"]]  # type: ignore[union-attr]
         keep = len(trees)
         if self.val.any() and keep < len(s.val_margins):
