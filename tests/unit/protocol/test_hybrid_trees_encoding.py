@@ -71,3 +71,29 @@ def test_array_payloads_round_trip_and_reject_bad_layouts():
         decode_arrays([["a", "object", [1]]], b"", "t")
     with pytest.raises(ProtocolError, match="cannot travel"):
         encode_arrays({"x": np.array(["s"])})
+
+
+class _ThreeParts:
+    """A RowCompute that splits a pass into three row partitions, run here."""
+
+    parts = 3
+
+    def map(self, fn, calls):
+        return [fn(*args) for args in calls]
+
+
+def test_node_sums_over_paired_codes_equal_the_partitioned_passes():
+    from fedcore.partitions import LOCAL
+    from fedcore.protocol.trees.party import _node_sums
+
+    rng = np.random.default_rng(2)
+    bins = rng.integers(0, 9, (5, 3000)).astype(np.uint8)
+    g = rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True)
+    h = g[::-1].copy()
+    for rows in (np.arange(3000), np.flatnonzero(rng.random(3000) < 0.3)):
+        cache: dict = {}
+        local = _node_sums(LOCAL, cache, "k", bins, (g, h), rows, [4, 1, 0], 9)
+        parts = _node_sums(_ThreeParts(), cache, "k", bins, (g, h), rows, [4, 1, 0], 9)
+        np.testing.assert_array_equal(local, parts)
+        np.testing.assert_array_equal(local, bin_sums_u64(bins, [4, 1, 0], rows, [g[rows], h[rows]], 9))
+        assert list(cache) == ["k"]  # the local pass built (and keeps) the run's paired codes
