@@ -31,7 +31,8 @@ from fedcore.protocol.trees.messages import (
     MOD128,
     SETUP,
     SPLIT,
-    bin_sums_u64,
+    BinCodes,
+    cached_codes,
     decode_arrays,
     encode_arrays,
     from_fixed,
@@ -115,6 +116,7 @@ class FederatedHistogramSource:
         self.values: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         self.recipes: dict[int, list[int] | None] = {}
         self.parent: dict[int, tuple[int, int]] = {}  # child -> (parent, sibling)
+        self.codes: dict[str, BinCodes] = {}  # per lender: the platform's bins paired for histograms
 
     # -- tree lifecycle --
     def begin_tree(
@@ -211,11 +213,12 @@ class FederatedHistogramSource:
                 cg, ch = pr["pg"][k].copy(), pr["ph"][k].copy()
                 for x in cfg.lenders:
                     vg, vh = self._lender_values(root, x)
+                    codes = cached_codes(self.codes, x, self.pbins[x], pf, slots)
                     if n in self.rows:  # a platform node: its rows; a lender node: every row
                         rows = self.rows[n][x]
-                        sums = bin_sums_u64(self.pbins[x], pf, rows, [vg[rows], vh[rows]], slots)
+                        sums = codes.sums(rows, [vg[rows], vh[rows]])
                     else:
-                        sums = bin_sums_u64(self.pbins[x], pf, None, [vg, vh], slots)
+                        sums = codes.sums(None, [vg, vh])
                     cg += sums[0]
                     ch += sums[1]
                 cols = [self.n_lender + f for f in pf]

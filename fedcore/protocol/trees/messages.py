@@ -49,7 +49,8 @@ def mask_u64(seed: bytes, label: str, n: int) -> np.ndarray:
 
 def mask_int128(seed: bytes, label: str, n: int) -> list[int]:
     data = hashlib.shake_256(seed + b"\x01" + label.encode()).digest(16 * n)
-    return [int.from_bytes(data[16 * i : 16 * i + 16], "little") for i in range(n)]
+    words = np.frombuffer(data, dtype="<u8").reshape(n, 2)  # each 16-byte little-endian int: low word first
+    return [(hi << 64) | lo for lo, hi in zip(words[:, 0].tolist(), words[:, 1].tolist(), strict=True)]
 
 
 def bincount_u64(idx: np.ndarray, weights: np.ndarray, minlength: int) -> np.ndarray:
@@ -72,6 +73,50 @@ def bin_sums_u64(
         for k, w in enumerate(ws):
             np.add.at(out[k, j], b, w)
     return out
+
+
+class BinCodes:
+    """The features of a feature-major bin matrix in pairs, each pair coded as one index
+    ``bin_a * slots + bin_b``: one ``np.add.at`` on a ``slots^2`` table then gives both features' per-bin
+    sums (its two margins), about twice as fast as a pass per feature. Built once per run and feature
+    list (``n / 2`` machine words per feature); sums are modulo 2^64 and equal :func:`bin_sums_u64`'s."""
+
+    def __init__(self, bins: np.ndarray, features: Sequence[int], slots: int) -> None:
+        f = [int(x) for x in features]
+        self.features = tuple(f)
+        self.slots = slots
+        self.pairs = [bins[f[i]].astype(np.intp) * slots + bins[f[i + 1]] for i in range(0, len(f) - 1, 2)]
+        self.last = bins[f[-1]].astype(np.intp) if len(f) % 2 else None
+
+    def sums(self, rows: np.ndarray | None, weights: Sequence[np.ndarray]) -> np.ndarray:
+        """As :func:`bin_sums_u64` over ``rows`` (None: every row; ``weights`` already restricted)."""
+        s = self.slots
+        ws = [np.asarray(w, dtype=np.uint64) for w in weights]
+        out = np.zeros((len(ws), len(self.features), s), dtype=np.uint64)
+        tables = np.zeros((len(ws), len(self.pairs), s * s), dtype=np.uint64)
+        for i, code in enumerate(self.pairs):
+            c = code if rows is None else code[rows]
+            for k, w in enumerate(ws):
+                np.add.at(tables[k, i], c, w)
+        if self.pairs:
+            grid = tables.reshape(len(ws), len(self.pairs), s, s)
+            out[:, 0 : 2 * len(self.pairs) : 2] = grid.sum(axis=3, dtype=np.uint64)
+            out[:, 1 : 2 * len(self.pairs) : 2] = grid.sum(axis=2, dtype=np.uint64)
+        if self.last is not None:
+            c = self.last if rows is None else self.last[rows]
+            for k, w in enumerate(ws):
+                np.add.at(out[k, -1], c, w)
+        return out
+
+
+def cached_codes(
+    cache: dict[str, BinCodes], key: str, bins: np.ndarray, features: Sequence[int], slots: int
+) -> BinCodes:
+    """``cache[key]``, the :class:`BinCodes` of ``bins`` for ``features`` (rebuilt when they change)."""
+    codes = cache.get(key)
+    if codes is None or codes.features != tuple(int(f) for f in features):
+        codes = cache[key] = BinCodes(bins, features, slots)
+    return codes
 
 
 def encode_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[list[list[Any]], bytes]:

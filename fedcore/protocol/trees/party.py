@@ -33,6 +33,8 @@ from fedcore.protocol.trees.messages import (
     SCALE,
     SETUP,
     SPLIT,
+    BinCodes,
+    cached_codes,
     decode_arrays,
     encode_arrays,
     mask_int128,
@@ -80,6 +82,21 @@ def _decision(d: Mapping[str, Any]) -> SplitDecision:
     )  # fmt: skip
 
 
+def _node_sums(
+    compute: RowCompute, cache: dict[str, BinCodes], key: str, bins: np.ndarray, weights: tuple[np.ndarray, ...],
+    rows: np.ndarray, feats: Sequence[int], slots: int,
+) -> np.ndarray:  # fmt: skip
+    """A node's per-(feature, bin) sums of each weight vector over ``rows``, modulo 2^64: in this process
+    over the paired bin codes (cached for the run, :class:`~.messages.BinCodes`), else in row partitions
+    on ``compute`` (:func:`fedcore.partitions.node_histograms_u64`); the same sums either way."""
+    if compute.parts > 1:
+        return node_histograms_u64(bins, weights, rows, feats, slots, compute)
+    codes = cached_codes(cache, key, bins, feats, slots)
+    if len(rows) == bins.shape[1]:  # every row (a root, a lender node at the platform): no gather
+        return codes.sums(None, list(weights))
+    return codes.sums(rows, [w[rows] for w in weights])
+
+
 def _reply(params: dict[str, JSONValue], arrays: Mapping[str, np.ndarray] | None = None) -> TaskReply:
     if not arrays:
         return TaskReply(params=params)
@@ -115,6 +132,7 @@ class _LenderRun:
     subsample: float = 1.0  # row subsampling: the share of this lender's training rows in each tree
     levels: dict[str, int] = field(default_factory=dict)  # categorical feature -> levels all lenders count
     seed: int = 0
+    codes: dict[str, BinCodes] = field(default_factory=dict)  # paired bins for histograms
 
 
 class LenderTreeParty:
@@ -350,7 +368,7 @@ class LenderTreeParty:
             if node not in s.rows:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not a lender node of tree {s.tree}")
             ctx.check_cancelled()
-            hg[k], hh[k] = node_histograms_u64(s.bins, (s.g, s.h), s.rows[node], feats, slots, self.compute)
+            hg[k], hh[k] = _node_sums(self.compute, s.codes, "lender", s.bins, (s.g, s.h), s.rows[node], feats, slots)
         size = hg.size
         label = f"{s.tree}/{','.join(map(str, nodes))}"
         arrays["hg"] = hg + self._pair_mask(s, label + "/g", size).reshape(hg.shape)
@@ -419,6 +437,7 @@ class _PlatformRun:
     seeds: dict[str, bytes] = field(default_factory=dict)
     rows: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # platform-subtree node -> rows
     masks: dict[tuple[str, int, str], np.ndarray] = field(default_factory=dict)
+    codes: dict[str, BinCodes] = field(default_factory=dict)  # per lender: paired bins for histograms
 
 
 class PlatformTreeParty:
@@ -525,7 +544,7 @@ class PlatformTreeParty:
             for lender in s.lenders:
                 rows = s.rows[node][lender] if node in s.rows else np.arange(s.bins[lender].shape[1])
                 masks = (self._mask(s, lender, root, "g", recipes), self._mask(s, lender, root, "h", recipes))
-                part = node_histograms_u64(s.bins[lender], masks, rows, feats, slots, self.compute)
+                part = _node_sums(self.compute, s.codes, lender, s.bins[lender], masks, rows, feats, slots)
                 pg[k] -= part[0]  # the sums of the negated masks, modulo 2^64
                 ph[k] -= part[1]
         return _reply({}, {"pg": pg, "ph": ph})

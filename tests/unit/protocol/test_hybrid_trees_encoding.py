@@ -7,6 +7,7 @@ import pytest
 
 from fedcore.errors import ProtocolError
 from fedcore.protocol.trees.messages import (
+    BinCodes,
     bin_sums_u64,
     bincount_u64,
     decode_arrays,
@@ -39,6 +40,13 @@ def test_bin_sums_are_exact_modulo_2_64():
             assert got[k, j].tolist() == [sum(int(x) for x in vec[rows][bins[f, rows] == b]) % 2**64 for b in range(6)]
     whole = bin_sums_u64(bins, [1], None, [w], 6)
     assert whole[0, 0].tolist() == bincount_u64(bins[1], w, 6).tolist()
+    # the paired codes the parties use give the same sums (odd and even feature counts)
+    for feats in ([2, 0, 1], [2, 0], [1]):
+        codes = BinCodes(bins, feats, 6)
+        np.testing.assert_array_equal(
+            codes.sums(rows, [w[rows], v[rows]]), bin_sums_u64(bins, feats, rows, [w[rows], v[rows]], 6)
+        )
+        np.testing.assert_array_equal(codes.sums(None, [w]), bin_sums_u64(bins, feats, None, [w], 6))
 
 
 def test_masked_shares_cancel_and_fixed_point_round_trips():
@@ -63,3 +71,29 @@ def test_array_payloads_round_trip_and_reject_bad_layouts():
         decode_arrays([["a", "object", [1]]], b"", "t")
     with pytest.raises(ProtocolError, match="cannot travel"):
         encode_arrays({"x": np.array(["s"])})
+
+
+class _ThreeParts:
+    """A RowCompute that splits a pass into three row partitions, run here."""
+
+    parts = 3
+
+    def map(self, fn, calls):
+        return [fn(*args) for args in calls]
+
+
+def test_node_sums_over_paired_codes_equal_the_partitioned_passes():
+    from fedcore.partitions import LOCAL
+    from fedcore.protocol.trees.party import _node_sums
+
+    rng = np.random.default_rng(2)
+    bins = rng.integers(0, 9, (5, 3000)).astype(np.uint8)
+    g = rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True)
+    h = g[::-1].copy()
+    for rows in (np.arange(3000), np.flatnonzero(rng.random(3000) < 0.3)):
+        cache: dict = {}
+        local = _node_sums(LOCAL, cache, "k", bins, (g, h), rows, [4, 1, 0], 9)
+        parts = _node_sums(_ThreeParts(), cache, "k", bins, (g, h), rows, [4, 1, 0], 9)
+        np.testing.assert_array_equal(local, parts)
+        np.testing.assert_array_equal(local, bin_sums_u64(bins, [4, 1, 0], rows, [g[rows], h[rows]], 9))
+        assert list(cache) == ["k"]  # the local pass built (and keeps) the run's paired codes
