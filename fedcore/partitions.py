@@ -84,3 +84,32 @@ def node_histograms_u64(
     for r in results[1:]:
         total += r  # uint64: wraps modulo 2^64
     return total
+
+
+def node_histograms_f64_part(
+    bins: np.ndarray, rows: np.ndarray, feats: Sequence[int], slots: int, *weights: np.ndarray
+) -> np.ndarray:
+    """One partition, float64 weights: (weights, feats * slots), every feature's bins in one bincount."""
+    offsets = (np.arange(len(feats)) * slots)[:, None]
+    idx = (bins[np.ix_(np.asarray(feats, dtype=np.int64), rows)] + offsets).ravel()
+    return np.stack([np.bincount(idx, weights=np.tile(w[rows], len(feats)), minlength=len(feats) * slots)
+                     [: len(feats) * slots] for w in weights])  # fmt: skip
+
+
+def node_histograms_f64(
+    bins: np.ndarray,
+    weights: tuple[np.ndarray, ...],
+    rows: np.ndarray,
+    feats: Sequence[int],
+    slots: int,
+    compute: RowCompute = LOCAL,
+) -> np.ndarray:
+    """Gradient histograms of one tree node over float64 weights that are multiples of 2^-32 (the
+    learner's quantum, :func:`models.gbdt.histogram.quantize`): their float sums are exact, so the
+    partitions' sums equal one pass over all ``rows`` bit for bit. Shape (weights, feats * slots)."""
+    parts = split_rows(np.asarray(rows), compute.parts)
+    results = compute.map(node_histograms_f64_part, [(bins, p, list(feats), slots, *weights) for p in parts])
+    total = results[0].copy()
+    for r in results[1:]:
+        total += r
+    return total

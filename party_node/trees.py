@@ -100,7 +100,8 @@ class StoreTreeParty:
             xtr, ytr, xva, yva, names = split
             xs, yy = np.vstack([xtr, xva]), np.concatenate([ytr, yva]).astype(np.float64)
             mask = np.arange(len(yy)) >= len(ytr)
-            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask)
+            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask,
+                                     compute=self.compute)
             info_name = dataset or next(d for d in self.store.datasets() if self.store.dataset_info(d).has_labels)
             role, name, features = "lender", info_name, list(names)
         elif self.name in lenders:
@@ -179,5 +180,5 @@ def register_tree_handlers(
     the hybrid trees' node histograms run (:func:`party_node.compute.row_compute`)."""
     tp = StoreTreeParty(party, store, alignment, home, identity, compute)
     tp.register(registry)
-    StoreHTreeParty(party, store, alignment, home, identity).register(registry)
+    StoreHTreeParty(party, store, alignment, home, identity, compute).register(registry)
     return tp

@@ -14,7 +14,7 @@ import pytest
 
 from fedcore.crypto.psi import ParallelBlinder, PsiSecret, blind_ids, reblind, unpack_points
 from fedcore.errors import ProtocolError
-from fedcore.partitions import LOCAL, node_histograms_u64
+from fedcore.partitions import LOCAL, node_histograms_f64, node_histograms_u64
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
@@ -22,6 +22,7 @@ from fedcore.protocol.trees.coordinator import HybridTreesConfig, run_hybrid_tre
 from fedcore.protocol.trees.messages import bincount_u64
 from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty
 from models.gbdt import GBDTParams
+from models.gbdt.histogram import quantize
 from party_node.compute import RayBlinder, RayRowCompute, connect, row_ranges
 from party_node.config import ComputeSettings
 from party_node.ingest import ingest_file
@@ -169,6 +170,21 @@ def test_ray_node_histograms_equal_local(cluster):
     want = np.stack([[bincount_u64(bins[f, rows], w[rows], slots) for f in feats] for w in (g, h)])
     assert got.dtype == np.uint64 and np.array_equal(got, want)
     assert np.array_equal(node_histograms_u64(bins, (g, h), rows, feats, slots), want)  # the local backend
+
+
+def test_ray_float_node_histograms_equal_local(cluster):
+    """Horizontal trees' histograms: quantized float gradients, whose partition sums are exact."""
+    rng = np.random.default_rng(5)
+    n, feats, slots = 300_000, [1, 3], 9
+    bins = rng.integers(0, slots, (4, n)).astype(np.uint8)
+    g, h = quantize(rng.normal(0, 1, n)), quantize(rng.uniform(0, 0.25, n))
+    rows = np.sort(rng.choice(n, 250_000, replace=False))
+    on_ray = CountingRayRowCompute(cluster.address)
+    got = node_histograms_f64(bins, (g, h), rows, feats, slots, on_ray)
+    assert on_ray.calls == 2
+    idx = (bins[feats][:, rows] + (np.arange(len(feats)) * slots)[:, None]).ravel()
+    want = np.stack([np.bincount(idx, np.tile(w[rows], len(feats)), len(feats) * slots) for w in (g, h)])
+    assert np.array_equal(got, want)  # bit for bit, not approximately
 
 
 def test_hybrid_trees_on_ray_grow_the_local_trees(cluster):

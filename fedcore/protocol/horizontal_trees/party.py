@@ -14,6 +14,7 @@ import numpy as np
 from fedcore.crypto.he import SUMS, CkksPublicContext, CkksSecretContext, EncryptedVector, decrypt_vector
 from fedcore.crypto.he import encrypt_vector as encrypt
 from fedcore.errors import ProtocolError
+from fedcore.partitions import node_histograms_f64
 from fedcore.protocol.horizontal_trees.messages import EDGES, FINISH, GROW, HIST, KEYS, OWNER, QUANT, SETUP, quantize
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
@@ -129,19 +130,14 @@ class LenderHTreeParty(LenderTreeParty):
         self._apply_splits(s, params.get("splits"))
         feats = [int(f) for f in params["features"]]  # type: ignore[union-attr]
         slots = s.max_bins + 1
-        parts = []
+        parts: list[np.ndarray] = []
         assert s.g is not None and s.h is not None
-        offsets = (np.arange(len(feats)) * slots)[:, None]
         for node in [int(x) for x in params["build"]]:  # type: ignore[union-attr]
             ctx.check_cancelled()
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            # every feature's bins in one bincount
-            idx = (s.bins[np.ix_(np.asarray(feats, dtype=np.int64), rows)] + offsets).ravel()
-            for comp in (s.g, s.h):
-                w = np.tile(comp[rows], len(feats))
-                parts.append(np.bincount(idx, weights=w, minlength=len(feats) * slots)[: len(feats) * slots])
+            parts.extend(node_histograms_f64(s.bins, (s.g, s.h), rows, feats, slots, self.compute))
         vec = np.concatenate(parts) if parts else np.zeros(0)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
 
