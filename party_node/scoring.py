@@ -56,6 +56,7 @@ from party_node.scoring_batch import (
 
 from .audit import AuditLog
 from .categories import encode_raw
+from .flag_tables import FlagTables
 from .model_bands import model_bands, newest_joint_model
 from .schema import IdKind, normalize_ids
 from .scoring_trees import TreeModels, score_tree_chunk
@@ -82,9 +83,7 @@ class StoreContributions:
         self._lock = threading.Lock()
         self._slices: dict[str, tuple[float, ModelSlice]] = {}
         self._scores: dict[str, tuple[float, float, SortedTable]] = {}  # model -> (built, slice mtime, table)
-        self._flags: dict[str, tuple[float, SortedTable]] = {}
-        self._rebuilding: set[str] = set()
-        self._build_lock = threading.Lock()
+        self._flags = FlagTables(store, refresh_s)
 
     def slice(self, model_id: str) -> ModelSlice:
         path = self._models_dir / model_id / "slice.json"
@@ -133,53 +132,11 @@ class StoreContributions:
         keys = [ps[i] for i in pos[ok]]
         return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
-    def _flag_table(self, name: str) -> SortedTable:
-        """The fraud (``blacklist`` consent) or active-loan (``scoring`` consent) table. The first request
-        builds it; once older than ``refresh_s`` it is rebuilt in a background thread while requests keep
-        using the current one (at 50M flagged subjects a build takes about a minute)."""
-        now = time.monotonic()
-        with self._lock:
-            hit = self._flags.get(name)
-            stale = hit is not None and now - hit[0] > self._refresh_s and name not in self._rebuilding
-            if stale:
-                self._rebuilding.add(name)
-        if hit is None:
-            with self._build_lock:  # concurrent first requests wait for one build
-                with self._lock:
-                    hit = self._flags.get(name)
-                if hit is None:
-                    hit = self._build_flags(name)
-            return hit[1]
-        if stale:
-            threading.Thread(target=self._rebuild_flags, args=(name,), name=f"flags-{name}", daemon=True).start()
-        return hit[1]
-
-    def _build_flags(self, name: str) -> tuple[float, SortedTable]:
-        at = time.monotonic()
-        if name == "fraud":
-            keys = self._store.flagged_pseudonyms("fraud", "blacklist")
-        else:
-            keys = self._store.flagged_pseudonyms("active_loan", "scoring")
-        hit = (at, SortedTable(keys))
-        del keys
-        with self._lock:
-            self._flags[name] = hit
-        return hit
-
-    def _rebuild_flags(self, name: str) -> None:
-        try:
-            self._build_flags(name)
-        except Exception:  # the current table keeps answering; the next stale request tries again
-            log.exception("rebuilding the %s table failed", name)
-        finally:
-            with self._lock:
-                self._rebuilding.discard(name)
-
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flag_table("fraud").lookup(pseudonyms)
+        return self._flags.get("fraud").lookup(pseudonyms)
 
     def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flag_table("loans").lookup(pseudonyms)
+        return self._flags.get("loans").lookup(pseudonyms)
 
 
 def register_scoring_handlers(

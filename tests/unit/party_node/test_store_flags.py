@@ -4,12 +4,14 @@ built from it."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedcore.errors import InvalidInput
+from party_node.flag_tables import FlagTables
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import load_schema
@@ -83,3 +85,22 @@ def test_fraud_flags_come_from_the_store(store: Store, tmp_path: Path) -> None:
     assert flags.tolist() == [1.0 if r[3] and r[1] else 0.0 for r in rows]
     loans = source.loan_flags(query)
     assert loans.tolist() == [1.0 if r[4] and r[2] else 0.0 for r in rows]
+
+
+def test_a_stale_table_answers_while_it_is_rebuilt(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", pseudonym_key=KEY)
+    _fill(store, tmp_path)
+    tables = FlagTables(store, refresh_s=0.0)
+    first = tables.get("fraud")
+    assert len(first) == len(_expected(3, 1))
+    (tmp_path / "more.csv").write_text("id,c_black,c_score,fraud,loan\nnew1,yes,yes,yes,no\n")
+    ingest_file(store, tmp_path / "more.csv", load_schema(tmp_path / "list.toml"))
+    assert tables.get("fraud") is first  # stale: the request is answered from the current table
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()
+    new = tables.get("fraud")
+    assert new is not first and len(new) == len(first) + 1
+    assert new.lookup(np.array(KEY.pseudonymize(["new1"], "opaque"), dtype="S16")).tolist() == [1.0]
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()  # the rebuild the last (stale) request started
+    store.close()
