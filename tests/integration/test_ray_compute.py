@@ -23,7 +23,7 @@ from fedcore.protocol.trees.messages import bincount_u64
 from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty
 from models.gbdt import GBDTParams
 from models.gbdt.histogram import quantize
-from party_node.compute import RayBlinder, RayRowCompute, connect, row_ranges
+from party_node.compute import RayBlinder, RayRowCompute, connect, row_compute, row_ranges
 from party_node.config import ComputeSettings
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
@@ -170,6 +170,13 @@ def test_ray_node_histograms_equal_local(cluster):
     want = np.stack([[bincount_u64(bins[f, rows], w[rows], slots) for f in feats] for w in (g, h)])
     assert got.dtype == np.uint64 and np.array_equal(got, want)
     assert np.array_equal(node_histograms_u64(bins, (g, h), rows, feats, slots), want)  # the local backend
+
+
+def test_compute_settings_pick_where_row_partitions_run(cluster):
+    assert row_compute(ComputeSettings()) is LOCAL
+    on_ray = row_compute(ComputeSettings(backend="ray", ray_address=cluster.address))
+    assert isinstance(on_ray, RayRowCompute) and on_ray.parts == 2
+    assert row_compute(ComputeSettings(backend="ray", ray_address=cluster.address, workers=6)).parts == 6
 
 
 def test_ray_float_node_histograms_equal_local(cluster):
