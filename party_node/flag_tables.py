@@ -50,7 +50,7 @@ class FlagTables:
 
     def _build(self, name: str) -> tuple[float, SortedTable]:
         at = time.monotonic()
-        hit = (at, SortedTable(self._store.flagged_pseudonyms(*SOURCES[name])))
+        hit = (at, SortedTable.owning(self._store.flagged_pseudonyms(*SOURCES[name])))
         with self._lock:
             self._tables[name] = hit
         return hit

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fedcore.errors import InvalidInput
+from fedcore.protocol.scoring.party import SortedTable
 from party_node.flag_tables import FlagTables
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
@@ -104,3 +105,15 @@ def test_a_stale_table_answers_while_it_is_rebuilt(tmp_path: Path) -> None:
     for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
         t.join()  # the rebuild the last (stale) request started
     store.close()
+
+
+def test_a_table_sorted_in_place_answers_like_the_copying_one() -> None:
+    rng = np.random.default_rng(2)
+    keys = np.frombuffer(rng.bytes(16 * 50_000), dtype="S16").copy()
+    copying, owning = SortedTable(keys), SortedTable.owning(keys.copy())
+    assert np.array_equal(copying.keys, owning.keys) and np.array_equal(copying.prefix, owning.prefix)
+    query = np.concatenate([keys[::7], np.frombuffer(rng.bytes(16 * 100), dtype="S16")])
+    assert np.array_equal(owning.lookup(query), copying.lookup(query))
+    assert owning.lookup(query).sum() == len(keys[::7])
+    one = keys[3:4].copy()
+    assert owning.lookup(one).tolist() == [1.0] and one[0] == keys[3]  # the query is left as it was
