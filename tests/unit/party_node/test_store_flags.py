@@ -88,12 +88,18 @@ def test_fraud_flags_come_from_the_store(store: Store, tmp_path: Path) -> None:
     assert loans.tolist() == [1.0 if r[4] and r[2] else 0.0 for r in rows]
 
 
-def test_a_stale_table_answers_while_it_is_rebuilt(tmp_path: Path) -> None:
+def test_a_stale_table_answers_while_it_is_rebuilt_after_an_ingest(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", pseudonym_key=KEY)
     _fill(store, tmp_path)
     tables = FlagTables(store, refresh_s=0.0)
     first = tables.get("fraud")
     assert len(first) == len(_expected(3, 1))
+    assert tables.get("fraud") is first  # stale: checked in the background
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()
+    assert tables.get("fraud") is first  # nothing was ingested since: the same table, not rebuilt
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()
     (tmp_path / "more.csv").write_text("id,c_black,c_score,fraud,loan\nnew1,yes,yes,yes,no\n")
     ingest_file(store, tmp_path / "more.csv", load_schema(tmp_path / "list.toml"))
     assert tables.get("fraud") is first  # stale: the request is answered from the current table
