@@ -43,18 +43,27 @@ class PartyHists:
     scoring: hm.Hist | None
     n_val: int
     n_train: int
+    importance: dict[str, float] | None = None  # a tree model: gain per feature of this party's own features
 
     def to_params(self) -> dict[str, Any]:
-        return {"val": self.val.to_params(), "train": self.train.to_params() if self.train else None,
-                "scoring": self.scoring.to_params() if self.scoring else None,
-                "n_val": self.n_val, "n_train": self.n_train}
+        out: dict[str, Any] = {
+            "val": self.val.to_params(), "train": self.train.to_params() if self.train else None,
+            "scoring": self.scoring.to_params() if self.scoring else None, "n_val": self.n_val, "n_train": self.n_train,
+        }  # fmt: skip
+        if self.importance is not None:
+            out["importance"] = dict(self.importance)
+        return out
 
     @classmethod
     def from_params(cls, d: Mapping[str, Any]) -> PartyHists:
         sc = d.get("scoring")
         tr = d.get("train")
+        imp = d.get("importance")
+        if imp is not None and not isinstance(imp, Mapping):
+            raise InvalidInput("'importance' must map feature names to gains")
         return cls(hm.Hist.from_params(d.get("val")), hm.Hist.from_params(tr) if tr else None,
-                   hm.Hist.from_params(sc) if sc else None, int(d.get("n_val", 0)), int(d.get("n_train", 0)))
+                   hm.Hist.from_params(sc) if sc else None, int(d.get("n_val", 0)), int(d.get("n_train", 0)),
+                   {str(k): float(v) for k, v in imp.items()} if imp is not None else None)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ party that trained the model for score histograms by label on its own training a
 runs contribution accounting (:mod:`coordinator.contribution`), and stores the counts as the run's
 result. :func:`render_report` turns that result into PNG charts (matplotlib, Agg backend) and one
 HTML page: ROC curve, KS curve, score distribution, bad rate by score band, population stability
-between the training scores and recent scoring traffic (or a note that there is none yet) and the
-contribution of each party.
+between the training scores and recent scoring traffic (or a note that there is none yet), the
+contribution of each party and, for tree models, each lender's gain importance of its own features.
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
         "parties": {k: {"auc": hm.auc(h.val), "n_val": h.n_val, "n_train": h.n_train,
                         "bad_rate_at_80": hm.bad_rate_at_approval(h.val, 0.8)}
                     for k, h in per.items() if h.val.n_bad and h.val.n_good},
+        # tree models: the gain importance each party reported of its own features (none of another's)
+        "importance": {k: dict(sorted(h.importance.items(), key=lambda kv: -kv[1]))
+                       for k, h in per.items() if h.importance is not None},
     }
     return out
 
@@ -244,6 +247,13 @@ def _html(result: Mapping[str, Any], s: Mapping[str, Any], images: Mapping[str, 
                 f"<td>{100 * c['bad_rate_without']:.2f}%</td><td>{100 * c['bad_rate_lift']:+.2f} pp</td>"
                 f"<td>{c['eval_rows']}</td></tr>" for c in contribution)
             + "</table>" + img("contribution", "AUC lift by party"))
+    importance = "".join(
+        f"<h3>{e(k)}</h3><table><tr><th>feature</th><th>gain</th><th>share</th></tr>" + "".join(
+            f"<tr><td>{e(f)}</td><td>{g:.2f}</td><td>{100 * g / max(sum(imp.values()), 1e-300):.1f}%</td></tr>"
+            for f, g in imp.items()) + "</table>" for k, imp in sorted(s["importance"].items()))
+    if importance:
+        importance = ("<h2>Feature importance (gain)</h2><p>Each party's own features, as that party reported them;"
+                      " the platform's importance and every split threshold stay with their owner.</p>" + importance)
     splits = "training and validation splits" if s["n_train"] else "validation split (joint model: its best epoch)"
     title = f"{e(str(result['model_run']))} (version {e(str(result['version']))}, {e(str(result.get('model', '')))})"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Model report {title}</title>
@@ -268,6 +278,7 @@ no subject data left any party. Generated {e(str(result.get('created', '')))}.</
 <th>rows</th><th>predicted</th><th>observed</th></tr>{cal_rows}</table>
 <p>Hosmer-Lemeshow statistic {cal['hl_statistic']:.2f} on {cal['hl_df']} degrees of freedom
 (p = {cal['hl_pvalue']:.3f}; a small p says predicted and observed rates differ).</p>
+{importance}
 <h2>Population stability</h2>{stability}
 <h2>Contribution by party</h2>{contrib}
 </body></html>"""

@@ -49,23 +49,36 @@ def split_rows(rows: np.ndarray, parts: int) -> list[np.ndarray]:
     return [p for p in np.array_split(rows, parts) if len(p)]
 
 
-def _bincount_u64(idx: np.ndarray, weights: np.ndarray, minlength: int) -> np.ndarray:
-    from fedcore.protocol.trees.messages import bincount_u64
-
-    return bincount_u64(idx, weights, minlength)
-
-
 def node_histograms_part(
     bins: np.ndarray, rows: np.ndarray, feats: Sequence[int], slots: int, *weights: np.ndarray
 ) -> np.ndarray:
     """One partition: per weight vector, per feature, the per-bin sums over ``rows`` modulo 2^64
     (``bins``: features x all rows; ``weights``: uint64 over all rows). Shape (weights, feats, slots)."""
-    out = np.zeros((len(weights), len(feats), slots), dtype=np.uint64)
-    for j, f in enumerate(feats):
-        b = bins[f, rows]
-        for w, vec in enumerate(weights):
-            out[w, j] = _bincount_u64(b, vec[rows], slots)
-    return out
+    from fedcore.protocol.trees.messages import bin_sums_u64
+
+    if len(rows) == bins.shape[1]:  # every row (a root): no gather
+        return bin_sums_u64(bins, feats, None, list(weights), slots)
+    return bin_sums_u64(bins, feats, rows, [w[rows] for w in weights], slots)
+
+
+def node_histograms(
+    part: Callable[..., np.ndarray],
+    bins: np.ndarray,
+    weights: tuple[np.ndarray, ...],
+    rows: np.ndarray,
+    feats: Sequence[int],
+    slots: int,
+    compute: RowCompute = LOCAL,
+) -> np.ndarray:
+    """One tree node's histograms: ``part(bins, rows_part, feats, slots, *weights)`` per partition of
+    ``rows``, added up. Exact when the sums are (uint64 wraps modulo 2^64; float sums of quantized
+    gradients), so the result equals one pass over all ``rows`` whatever ``compute`` runs them."""
+    parts = split_rows(np.asarray(rows), compute.parts)
+    results = compute.map(part, [(bins, p, list(feats), slots, *weights) for p in parts])
+    total = results[0].copy()
+    for r in results[1:]:
+        total += r
+    return total
 
 
 def node_histograms_u64(
@@ -78,38 +91,4 @@ def node_histograms_u64(
 ) -> np.ndarray:
     """Gradient histograms of one tree node, (weights, feats, slots) uint64: the partitions' sums added
     modulo 2^64, equal to one pass over all ``rows`` whatever ``compute`` runs them."""
-    parts = split_rows(np.asarray(rows), compute.parts)
-    results = compute.map(node_histograms_part, [(bins, p, list(feats), slots, *weights) for p in parts])
-    total = results[0].copy()
-    for r in results[1:]:
-        total += r  # uint64: wraps modulo 2^64
-    return total
-
-
-def node_histograms_f64_part(
-    bins: np.ndarray, rows: np.ndarray, feats: Sequence[int], slots: int, *weights: np.ndarray
-) -> np.ndarray:
-    """One partition, float64 weights: (weights, feats * slots), every feature's bins in one bincount."""
-    offsets = (np.arange(len(feats)) * slots)[:, None]
-    idx = (bins[np.ix_(np.asarray(feats, dtype=np.int64), rows)] + offsets).ravel()
-    return np.stack([np.bincount(idx, weights=np.tile(w[rows], len(feats)), minlength=len(feats) * slots)
-                     [: len(feats) * slots] for w in weights])  # fmt: skip
-
-
-def node_histograms_f64(
-    bins: np.ndarray,
-    weights: tuple[np.ndarray, ...],
-    rows: np.ndarray,
-    feats: Sequence[int],
-    slots: int,
-    compute: RowCompute = LOCAL,
-) -> np.ndarray:
-    """Gradient histograms of one tree node over float64 weights that are multiples of 2^-32 (the
-    learner's quantum, :func:`models.gbdt.histogram.quantize`): their float sums are exact, so the
-    partitions' sums equal one pass over all ``rows`` bit for bit. Shape (weights, feats * slots)."""
-    parts = split_rows(np.asarray(rows), compute.parts)
-    results = compute.map(node_histograms_f64_part, [(bins, p, list(feats), slots, *weights) for p in parts])
-    total = results[0].copy()
-    for r in results[1:]:
-        total += r
-    return total
+    return node_histograms(node_histograms_part, bins, weights, rows, feats, slots, compute)

@@ -1,7 +1,8 @@
 """``fedcredit party evaluate MODEL --file holdout.csv``: a lender's own labelled file against a model.
 
-A horizontal model (``HOME/models/<run>/<version>/``, saved at every lender it was trained for) is
-scored here, locally: nothing leaves the node. A joint model (``HOME/models/<run>/slice.json``) is
+A horizontal model (``HOME/models/<run>/<version>/``, saved at every lender it was trained for, or a
+horizontal tree model's ``gbdt.json``: the file must then hold every feature) is scored here, locally:
+nothing leaves the node. A joint model (``HOME/models/<run>/slice.json``, or a hybrid tree model) is
 scored through joint scoring, as a live applicant would be (the other parties see what any scoring
 request shows them; see :mod:`fedcore.protocol.scoring`). The file holds an id column, the label
 column (0/1, or the text values the dataset's schema declares) and, optionally, the model's features
@@ -22,6 +23,8 @@ from fedcore.errors import InvalidInput, NotFound
 from models.metrics import evaluate
 
 from .categories import encode_raw
+from .horizontal_encoding import apply_encoding, encoding_from_names, stored_columns
+from .reporting import tree_doc
 from .scoring_batch import Applicant
 from .store import Store
 
@@ -113,6 +116,14 @@ def horizontal_probabilities(store: Store, model_dir: Path, model: str, version:
         dataset = labelled[0] if len(labelled) == 1 else ""
     if dataset and any(isinstance(v, str) for a in apps for v in (a.features or {}).values()):
         apps = encode_raw(store, dataset, apps)
+    enc = encoding_from_names(store.dataset_info(dataset), names) if dataset else [(n, n, None) for n in names]
+    cols = stored_columns(enc)
+    X = apply_encoding(enc, _given(apps, cols, model), cols)
+    return predict_proba(net, Scaler.from_dict(meta["scaler"]).transform(X))
+
+
+def _given(apps: list[Applicant], names: list[str], model: str) -> np.ndarray:
+    """The features the applicants carry (numbers, category codes), in ``names`` order; all are needed."""
     X = np.empty((len(apps), len(names)))
     for i, a in enumerate(apps):
         feats = a.features or {}
@@ -124,7 +135,20 @@ def horizontal_probabilities(store: Store, model_dir: Path, model: str, version:
             if isinstance(v, str):
                 raise InvalidInput(f"applicant {i}: feature {n!r}: {v!r} is not a number")
             X[i, j] = float(v)
-    return predict_proba(net, Scaler.from_dict(meta["scaler"]).transform(X))
+    return X
+
+
+def _tree_probabilities(service: Any, store: Store, tree: dict[str, Any], model: str, apps: list[Applicant],
+                        path: Path) -> np.ndarray:
+    apps = encode_raw(store, str(tree["dataset"]), apps)  # category levels given as text -> the store's codes
+    step = service.settings.max_request
+    batches = [service.score(apps[a : a + step], model_id=model, queries=("score",), allow_partial=False,
+                             on_invalid="skip", caller="evaluate") for a in range(0, len(apps), step)]  # fmt: skip
+    status = np.concatenate([b.status for b in batches])
+    bad = np.flatnonzero(status != "ok")
+    if len(bad):
+        raise InvalidInput(f"{path}: {len(bad)} applicant id(s) could not be scored (first: data row {bad[0] + 1})")
+    return np.concatenate([b.prob_default for b in batches]).astype(np.float64)
 
 
 def evaluate_file(home: Path, store: Store, service_factory: Any, model: str, path: Path, *,
@@ -133,7 +157,20 @@ def evaluate_file(home: Path, store: Store, service_factory: Any, model: str, pa
     """Score the labelled file with the model and compute the metrics (see the module docstring)."""
     apps, y = read_labelled(path, id_column, label_column, kind, label_bad, label_good)
     model_dir = Path(home) / "models"
-    if (model_dir / model / "slice.json").is_file():
+    tree = tree_doc(model_dir / model) if model else None
+    if tree is not None:  # a tree model: joint scoring (hybrid) or local (horizontal), as `party score` does
+        if tree.get("role") != "lender":
+            raise InvalidInput(f"model {model!r}: this party is its {tree.get('role')}, only its lenders evaluate it")
+        mkind = "horizontal" if tree.get("kind") == "horizontal-gbdt" else "joint"
+        if mkind == "horizontal":  # held whole here: scored locally on the file's features
+            from models.gbdt import GBDTModel
+
+            names = [str(f) for f in tree["features"]]
+            X = _given(encode_raw(store, str(tree["dataset"]), apps), names, model)
+            p = GBDTModel.from_dict(tree["model"]).predict_proba({f: X[:, j] for j, f in enumerate(names)})
+        else:
+            p = _tree_probabilities(service_factory(), store, tree, model, apps, path)
+    elif (model_dir / model / "slice.json").is_file():
         service = service_factory()
         batches = list(service.score_stream(apps, total=len(apps), model_id=model, allow_partial=False))
         p = np.concatenate([b.prob_default for b in batches]).astype(np.float64)

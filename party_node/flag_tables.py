@@ -32,7 +32,7 @@ class FlagTables:
         self._tables: dict[str, tuple[float, SortedTable, object]] = {}  # name -> (checked at, table, version)
         self._rebuilding: set[str] = set()
 
-    def get(self, name: str) -> SortedTable:
+    def table(self, name: str) -> SortedTable:
         now = time.monotonic()
         with self._lock:
             hit = self._tables.get(name)

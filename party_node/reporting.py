@@ -25,10 +25,11 @@ from fedcore.errors import InvalidInput, NotFound
 from fedcore.protocol.horizontal.env import DataProvider
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models import histograms as hm
 from party_node.served import served_hist
 
-__all__ = ["ScoringScores", "load_model", "register_report_handlers", "score_splits"]
+__all__ = ["ScoringScores", "load_model", "register_report_handlers", "score_splits", "tree_doc"]
 
 ScoringScores = Callable[[str, str], "np.ndarray | None"]
 
@@ -63,16 +64,16 @@ def score_splits(
     """``(p_train, y_train, p_val, y_val)``: the model's probabilities on this party's own splits."""
     from models.train import Scaler, predict_proba
 
-    trees = Path(model_dir) / _safe(run) / "gbdt.json"
-    if trees.is_file():  # a horizontal tree model: the same train/validation split the run used
-        doc = json.loads(trees.read_text())
+    doc = tree_doc(Path(model_dir) / _safe(run))
+    if doc is not None:  # a horizontal tree model: the same train/validation split the run used
         if doc.get("kind") != "horizontal-gbdt":
             raise NotFound(f"model {run!r} is a {doc.get('kind')} model: its report needs the other parties' splits")
         from models.gbdt import GBDTModel
 
         gbdt = GBDTModel.from_dict(doc["model"])
         Xtr, ytr, Xva, yva, names = data_provider({"fc-dataset": doc.get("dataset", ""), "fc-seed": doc.get("seed", 0),
-                                                   "fc-val-fraction": doc.get("val_fraction", 0.2)})  # fmt: skip
+                                                   "fc-val-fraction": doc.get("val_fraction", 0.2),
+                                                   "fc-encoding": "codes"})  # fmt: skip
 
         def proba(x: Any) -> np.ndarray:
             arr = np.asarray(x, dtype=np.float64)
@@ -80,11 +81,19 @@ def score_splits(
 
         return proba(Xtr), np.asarray(ytr).astype(np.int64), proba(Xva), np.asarray(yva).astype(np.int64)
     model, meta = load_model(model_dir, run, version)
-    Xtr, ytr, Xva, yva, _ = data_provider(dict(meta["params"]))
+    Xtr, ytr, Xva, yva, names = data_provider(dict(meta["params"]))
+    if list(names) != [str(n) for n in meta.get("feature_names", names)]:  # a model trained on codes
+        Xtr, ytr, Xva, yva, _ = data_provider({**dict(meta["params"]), "fc-encoding": "codes"})
     scaler = Scaler.from_dict(meta["scaler"])
     ptr = predict_proba(model, scaler.transform(np.asarray(Xtr, dtype=np.float64)))
     pva = predict_proba(model, scaler.transform(np.asarray(Xva, dtype=np.float64)))
     return ptr, np.asarray(ytr).astype(np.int64), pva, np.asarray(yva).astype(np.int64)
+
+
+def tree_doc(folder: Path) -> dict[str, Any] | None:
+    """The tree model this party keeps in ``folder`` (``gbdt.json``, see :mod:`party_node.trees`), if any."""
+    path = folder / "gbdt.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def _joint_reply(folder: Path, run: str, min_rows: int) -> TaskReply:
@@ -129,9 +138,17 @@ def register_report_handlers(
             raise InvalidInput(f"{hm.REPORT_TASK}: 'model_run' and 'version' must be strings")
         if not isinstance(bins, int | float) or int(bins) != bins:
             raise InvalidInput(f"{hm.REPORT_TASK}: 'bins' must be an integer")
-        joint = Path(model_dir) / _safe(run) / "slice.json"
-        if joint.is_file():
-            return _joint_reply(Path(model_dir) / _safe(run), run, min_rows)
+        folder = Path(model_dir) / _safe(run)
+        tree = tree_doc(folder)
+        importance: dict[str, JSONValue] = {}
+        if tree is not None:  # a tree model: this party's own gain importance goes with its counts
+            if tree.get("role") != "lender":
+                raise NotFound(f"this party holds no labels of tree model {run!r} (only its lenders report)")
+            own = dict(tree["model"].get("importance", {}).get(LENDERS_OWNER, {}))
+            importance = {"importance": {str(k): float(v) for k, v in own.items()}}
+        if (folder / "slice.json").is_file() or (tree or {}).get("kind") == "hybrid-gbdt":
+            reply = _joint_reply(folder, run, min_rows)
+            return TaskReply(params={**reply.params, **importance})
         ptr, ytr, pva, yva = score_splits(model_dir, data_provider, run, version)
         ctx.check_cancelled()
         if len(yva) < min_rows or len(ytr) < min_rows:
@@ -148,6 +165,7 @@ def register_report_handlers(
             "scoring": scoring,
             "n_val": len(yva),
             "n_train": len(ytr),
+            **importance,
         })
 
     registry.register(hm.REPORT_TASK, handle)

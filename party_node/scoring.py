@@ -11,8 +11,7 @@ own application features), pseudonymizes them with the federation key, asks the 
 :class:`~fedcore.protocol.scoring.Gateway` (:class:`GrpcGateway` in production), decrypts the consortium's
 sum and returns probability of default, scorecard points, reason codes, the model version, the blacklist
 hit count, the multi-lending count and a decision from bands. Raw ids and the lender's features never
-leave the node; what the others learn is in :mod:`fedcore.protocol.scoring`. Tree models score through
-:mod:`party_node.scoring_trees`; the local APIs are in :mod:`party_node.scoring_api`.
+leave the node; what the others learn: :mod:`fedcore.protocol.scoring`. Tree models: :mod:`party_node.scoring_trees`.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import QUERIES, JointRequest, JointResponse, ModelSlice, check_queries
 from fedcore.protocol.scoring.party import ScoringParty, SortedTable
 from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, TreeRequester, sigmoid
+from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
@@ -133,18 +133,20 @@ class StoreContributions:
         return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flags.get("fraud").lookup(pseudonyms)
+        return self._flags.table("fraud").lookup(pseudonyms)
 
     def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flags.get("loans").lookup(pseudonyms)
+        return self._flags.table("loans").lookup(pseudonyms)
 
 
 def register_scoring_handlers(
-    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None
-) -> ScoringParty:
-    """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``)."""
+    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None,
+    identity: PartyIdentity | None = None,
+) -> ScoringParty:  # fmt: skip
+    """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``;
+    ``identity`` opens tree scoring inputs sealed to this party)."""
     contributions = StoreContributions(store, home / "models", compute=compute)
-    party = ScoringParty(contributions, audit or AuditLog.for_home(home), trees=TreeModels(store, home / "models"))
+    party = ScoringParty(contributions, audit or AuditLog.for_home(home), TreeModels(store, home / "models"), identity)
     party.register(registry)
     return party
 
@@ -158,7 +160,7 @@ class GrpcGateway:
     def __init__(self, address: str, server_name: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
         creds = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
         options = [*CLIENT_OPTIONS, *secure_target_options(server_name)]
-        self._channel = grpc.secure_channel(address, creds, options=options)
+        self._channel, self.ca_pem = grpc.secure_channel(address, creds, options=options), ca_pem
         self._stub = scoring_pb2_grpc.ScoringStub(self._channel)
 
     def joint(self, request: JointRequest) -> JointResponse:
@@ -197,7 +199,7 @@ class ScoringService:
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
         self.trees = TreeModels(store, home / "models")
-        self.tree_requester = TreeRequester(gateway, self.settings.key_rotate_s)
+        self.tree_requester = TreeRequester(gateway)
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._band_cache: dict[str, tuple[Band, ...]] = {}
         self._models_dir = home / "models"
@@ -300,7 +302,8 @@ class ScoringService:
                 f"{len(applicants)} applicants is over the limit of {self.settings.max_request} per request"
                 " (use batch scoring for files)"
             )
-        if self.trees.lender_model(model_id or self.settings.model_id) is not None:  # tree models: no coalescing
+        if (tree := self.trees.lender_model(model_id or self.settings.model_id)) is not None:  # no coalescing
+            applicants = encode_raw(self.store, tree.dataset, applicants)  # category levels as text -> codes
             return self._score_chunk(applicants, model_id, model_version, queries, allow_partial, on_invalid, caller)
         applicants = encode_raw(self.store, self.model(model_id).dataset, applicants)
         if self._coalescer is not None and on_invalid == "raise" and len(applicants) <= COALESCE_MAX_APPLICANTS:
@@ -570,12 +573,7 @@ def load_settings(home: Path) -> ScoringSettings:
 
 def build_service(config: Any, store: Store, settings: ScoringSettings | None = None) -> ScoringService:
     """A :class:`ScoringService` for a configured node (``config``: a ``PartyConfig``)."""
-    tls = config.tls
-    gateway = GrpcGateway(
-        config.coordinator.address,
-        config.coordinator.server_name,
-        tls.ca_cert.read_bytes(),
-        tls.cert.read_bytes(),
-        tls.key.read_bytes(),
-    )
+    tls, co = config.tls, config.coordinator
+    gateway = GrpcGateway(co.address, co.server_name, tls.ca_cert.read_bytes(), tls.cert.read_bytes(),
+                          tls.key.read_bytes())  # fmt: skip
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))

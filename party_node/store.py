@@ -163,6 +163,7 @@ class Store:
         self.md = _base_metadata()
         self.t = self.md.tables
         self._key = pseudonym_key
+        self._key_seen = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -560,8 +561,13 @@ class Store:
         return np.array([found.get(p, -1) for p in pseudonyms], dtype=np.int64)
 
     def _require_key(self) -> None:
+        # once a store has a key it keeps one (a new key replaces it), so a positive check is remembered:
+        # a joint score per pre-approval lender no longer reads the store's meta table each time
+        if self._key_seen:
+            return
         if self.key_fingerprint() is None:
             raise NotFound("no pseudonym key is installed in this store")
+        self._key_seen = True
 
     # ------------------------------------------------------------ tests and audits
 

@@ -31,6 +31,8 @@ from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from fedcore.protocol.trees.messages import FINISH, KINDS, LENDERS_OWNER, SETUP
 from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty
 from fedcore.protocol.vertical.numerics import split_rows
+from fedcore.protocol.vertical.party import VALIDATION_HIST
+from models import histograms as hm
 
 from .alignment import StoreAlignment
 from .store import Store
@@ -96,13 +98,13 @@ class StoreTreeParty:
         party: LenderTreeParty | PlatformTreeParty
         if params.get("leader") is not None:  # horizontal trees: this lender's own labelled rows
             split = store_data_provider(self.store)({"fc-dataset": dataset or "", "fc-val-fraction": val_fraction,
-                                                     "fc-seed": seed})  # fmt: skip
+                                                     "fc-seed": seed, "fc-encoding": "codes"})  # fmt: skip
             xtr, ytr, xva, yva, names = split
             xs, yy = np.vstack([xtr, xva]), np.concatenate([ytr, yva]).astype(np.float64)
             mask = np.arange(len(yy)) >= len(ytr)
-            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask,
-                                     compute=self.compute)
             info_name = dataset or next(d for d in self.store.datasets() if self.store.dataset_info(d).has_labels)
+            party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask,
+                                     categorical=self._levels(info_name, names), compute=self.compute)  # fmt: skip
             role, name, features = "lender", info_name, list(names)
         elif self.name in lenders:
             t = self.source.vertical_table(str(psi_runs[self.name]), dataset, labels=True, onehot=False)
@@ -111,7 +113,7 @@ class StoreTreeParty:
             mask[split_rows(len(t.y), val_fraction, seed, lenders.index(self.name))[1]] = True
             cols = {f: t.X[:, j] for j, f in enumerate(t.features)}
             party = LenderTreeParty(self.name, cols, t.y.astype(np.float64), self.identity, val_mask=mask,
-                                    compute=self.compute)
+                                    categorical=self._levels(t.dataset, cols), compute=self.compute)  # fmt: skip
             role, name, features = "lender", t.dataset, list(t.features)
         elif params.get("platform") == self.name:
             tables: dict[str, dict[str, np.ndarray]] = {}
@@ -139,6 +141,11 @@ class StoreTreeParty:
                 "features": features,
             }
 
+    def _levels(self, dataset: str, names: Any) -> dict[str, list[str]]:
+        """The categorical features among ``names``: their columns hold codes into these levels."""
+        info = self.store.dataset_info(dataset)
+        return {f: info.vocabularies[f] for f, kind in info.features.items() if kind == "categorical" and f in names}
+
     def _save(self, run: Mapping[str, Any]) -> None:
         party = self._party
         doc: dict[str, Any] = {"party": self.name, "kind": self.MODEL_KIND, **run}
@@ -147,12 +154,19 @@ class StoreTreeParty:
                 raise ProtocolError(f"party {self.name!r}: the tree run finished without a model")
             doc["model"] = party.model.to_dict(owners=[LENDERS_OWNER])
             doc["metrics"] = party.metrics
+            if self.MODEL_KIND == MODEL_KIND and party.val.any():  # counts per score bin for `coordinator report`
+                y_val = party.y[party.val]
+                hist = {"val": hm.histogram(y_val, party.val_proba).to_params(), "n_val": len(y_val)}
+                self._write(self.model_dir / str(run["run_id"]) / VALIDATION_HIST, hist)
         elif isinstance(party, PlatformTreeParty):
             doc["table"] = party.table.to_dict()
             doc["importance"] = party.importance
             doc["shapes"] = [t.to_dict() for t in party.shapes]
             doc["owners"] = list(party.owners)
-        path = self.model_dir / str(run["run_id"]) / MODEL_FILE
+        self._write(self.model_dir / str(run["run_id"]) / MODEL_FILE, doc)
+
+    @staticmethod
+    def _write(path: Path, doc: Mapping[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1))

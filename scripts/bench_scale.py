@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,24 @@ def bench_psi(n: int) -> dict[str, Any]:
         "psi_note": ("end to end = admin StartRun to result; two party processes and the coordinator on loopback, "
                      "mutual TLS, ids read from each party's SQLite store, local backend; 2-core machine shared "
                      "with other work (1-minute load average before and after in psi_load_average)"),
+    }
+
+
+def bench_psi_single(n: int) -> dict[str, Any]:
+    """One n x n run on its own (the 10M run takes ~25 minutes, so it is run apart from the n/5 + n pair):
+    measured keys named by size, e.g. psi_10m_s and psi_10m_party_peak_rss_mb."""
+    run = _psi_once(n)
+    tag = f"psi_{n // 1_000_000}m" if n % 1_000_000 == 0 else f"psi_{n}"
+    result = run["result"]
+    return {
+        f"{tag}_s": round(run["wall"], 1),
+        f"{tag}_party_peak_rss_mb": max(run["peaks"]["yixin"], run["peaks"]["tiange"]),
+        f"{tag}_party_idle_rss_mb": round(run["idle"], 1),
+        f"{tag}_coordinator_peak_rss_mb": run["peaks"]["coordinator"],
+        f"{tag}_intersection": result.get("intersection", result.get("size")),
+        f"{tag}_load_average": [round(run["load0"], 1), round(os.getloadavg()[0], 1)],
+        f"{tag}_note": (f"one {n:,} x {n:,} run end to end (admin StartRun to result), two party processes and the "
+                        "coordinator on loopback, mutual TLS, ids from each party's SQLite store, local backend"),
     }
 
 
@@ -520,17 +539,23 @@ def main() -> None:
     ap.add_argument("--blacklist-requests", type=int, default=1000)
     ap.add_argument("--blacklist-ingest-n", type=int, default=1_000_000, help="list entries through party ingest")
     ap.add_argument("--blacklist-dir", type=Path, default=None, help="build the member's store here (reused)")
+    ap.add_argument("--psi-single", type=int, default=0,
+                    help="run only one PSI of this many ids per party (e.g. 10000000) and write its measured keys")
     ap.add_argument("--only", default="", help="comma list of parts to run (default: all but the skipped)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: psi,ray,ingest,blacklist_table,blacklist")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     res: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    parts = (("ingest", lambda: bench_ingest(args.ingest_rows)), ("ray", lambda: bench_ray(args.ray_n)),
+    Part = tuple[str, Callable[[], dict[str, Any]]]
+    parts: tuple[Part, ...] = (
+             ("ingest", lambda: bench_ingest(args.ingest_rows)), ("ray", lambda: bench_ray(args.ray_n)),
              ("blacklist_table", lambda: bench_blacklist(args.blacklist_n)),
              ("blacklist", lambda: bench_blacklist_path(args.blacklist_n, args.blacklist_requests,
                                                         args.blacklist_ingest_n, args.blacklist_dir)),
              ("psi", lambda: bench_psi(args.psi_n)))
+    if args.psi_single:
+        parts = (("psi_single", lambda: bench_psi_single(args.psi_single)),)
     for name, fn in parts:
         if name in skip or (args.only and name not in args.only.split(",")):
             continue

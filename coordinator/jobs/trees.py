@@ -81,6 +81,7 @@ def _result(
         "trees": len(res.trees), "val_loss": res.val_loss, "metrics": res.metrics, "parties": parties,
         "params": {k: v for k, v in params.to_dict().items() if k not in ("sticky_owners", "first_tree_owners")},
         "importance": {LENDERS_OWNER: res.importance.get(LENDERS_OWNER, {})}, "seconds": round(seconds, 3),
+        "setup_s": round(res.setup_s, 3), "tree_s": [round(t, 3) for t in res.tree_s],
     }  # fmt: skip
     per = [m for m in res.metrics.values() if "auc" in m]
     total = sum(float(m.get("n", 1)) for m in per)
@@ -114,7 +115,7 @@ def gbdt_job(
         f"up to {params.n_trees} trees of depth {params.max_depth}"
     )
     t0 = time.perf_counter()
-    res = run_hybrid_trees(rc.channel, cfg)
+    res = run_hybrid_trees(rc.channel, cfg, rc.progress)
     rc.progress(
         f"kept {len(res.trees)} trees; validation log-loss {res.val_loss[len(res.trees)]:.5f}"
         if len(res.val_loss) > len(res.trees)
@@ -137,7 +138,7 @@ def horizontal_gbdt_job(rc: RunContext, lenders: list[str], version: str) -> dic
     rc.progress(f"horizontal trees: {len(lenders)} lenders x {len(features)} features, {params.n_trees} trees of "
                 f"depth {params.max_depth}; histograms summed under CKKS")  # fmt: skip
     t0 = time.perf_counter()
-    res = run_horizontal_trees(rc.channel, cfg)
+    res = run_horizontal_trees(rc.channel, cfg, rc.progress)
     out: dict[str, Any] = {
         "run_id": rc.run_id, "model_id": rc.run_id, "version": version, "kind": "horizontal-gbdt",
         "model": "horizontal-gbdt", "trees": len(res.trees), "metrics": res.metrics, "secure": "he",

@@ -54,6 +54,16 @@ def test_horizontal_trees_train_register_and_score_locally(fed):
     report = fed.root / "report"
     fed.cli("coordinator", "report", run_id, "--out", str(report), "--no-contribution", *coord)
     assert (report / "report.html").is_file()
+    summary = json.loads((report / "report.json").read_text())["summary"]  # each lender's own importance
+    assert summary["importance"] == {x: pytest.approx(docs[0]["model"]["importance"]["lenders"]) for x in LENDERS}
+    # `party evaluate` scores the tree model locally on the held-out file (features from the file)
+    preds, holdout = fed.root / "preds.csv", fate_data_dir() / "default_credit_homo_test.csv"
+    ev = json.loads(fed.cli("party", "evaluate", run_id, "--file", str(holdout),
+                            "--out", str(preds), "--home", str(fed.party_home("meili"))).stdout.splitlines()[-1])
+    with open(preds, newline="") as f:
+        got = np.array([float(r["prob_default"]) for r in csv.DictReader(f)])
+    assert ev["kind"] == "horizontal" and ev["n"] == len(y) == len(got)
+    assert np.allclose(got, model.predict_proba(cols), atol=1e-12) and ev["auc"] == pytest.approx(auc(y, got))
     listed = fed.cli("coordinator", "models", *coord).stdout
     assert any(run_id in ln and "horizontal-gbdt" in ln for ln in listed.splitlines())
     # a lender scores one of its own applicants with the model, locally (no consortium part)
@@ -64,3 +74,21 @@ def test_horizontal_trees_train_register_and_score_locally(fed):
                            "--home", str(fed.party_home("yixin"))).stdout)  # fmt: skip
     want = model.predict_proba({f"x{j}": np.array([float(first[f"x{j}"])]) for j in range(23)})[0]
     assert r["prob_default"] == pytest.approx(want, abs=1e-9)
+
+
+def test_a_lender_killed_mid_tree_fails_the_run_naming_it(fed):
+    """No silent shrink of a tree run: a lender lost while the trees grow fails the run, naming it."""
+    params = {"parties": list(LENDERS), "model": "gbdt", "gbdt": {"n_trees": 30, "max_depth": 3, "max_bins": 32}}
+    events = []
+    try:
+        with fed.admin() as admin:
+            for ev in admin.start_run("train", params):
+                events.append(ev)
+                if ev.message.startswith("tree 3/") and not ev.done:
+                    fed.kill("cango")
+    finally:
+        fed.start_party("cango")
+    assert any(ev.message.startswith("tree 3/") for ev in events)
+    last = events[-1]
+    assert last.status == "failed" and "cango" in last.message, (last.status, last.message)
+    fed.wait_online(timeout=60)

@@ -15,7 +15,14 @@ import pytest
 from fedcredit.v1 import preapproval_pb2, preapproval_pb2_grpc
 
 from scripts.localfed import LocalFederation, free_port
-from scripts.synthetic import LENDER_DATASET, LENDER_NUMERIC, PLATFORM_DATASET, PLATFORM_NUMERIC
+from scripts.synthetic import (
+    LENDER_CATEGORICAL,
+    LENDER_DATASET,
+    LENDER_LEVELS,
+    LENDER_NUMERIC,
+    PLATFORM_DATASET,
+    PLATFORM_NUMERIC,
+)
 
 pytestmark = pytest.mark.slow
 LENDERS = ("yixin", "meili", "cango")
@@ -175,6 +182,67 @@ def test_monitoring_pass_from_the_cli_keeps_alerts_at_the_lender(fed):
     (home / "monitoring.toml").write_text("pd_threshold = 7\n")
     bad = fed.cli("party", "monitor", "run", "--home", str(home), check=False)
     assert bad.returncode == 1 and "pd_threshold" in bad.stderr
+
+
+def test_a_new_platform_snapshot_starts_a_monitoring_pass_at_the_lender(fed, tmp_path):
+    import time
+
+    home = fed.party_home("yixin")
+    (home / "monitoring.toml").write_text('model_id = "pre"\n')
+    fed.cli("party", "monitor", "register", "--home", str(home))
+    snap = tmp_path / "week.csv"
+    fed.behaviour[["user_id"]].assign(spend=1.0).to_csv(snap, index=False)
+    out = fed.cli("party", "snapshot", "load", str(snap), "--dataset", "behaviour", "--as-of", "2024-02-04",
+                  "--id-column", "user_id", "--announce", "--home", str(fed.party_home("tiange"))).stdout
+    assert "announced to 3 lenders" in out
+    deadline = time.monotonic() + 600  # the pass runs in the lender's node; wait for its audit record
+    passes: list[dict] = []
+    while not passes and time.monotonic() < deadline:
+        passes = [e for e in audit(fed, "yixin") if e["event"] == "monitoring_pass"
+                  and e.get("trigger") == "snapshot 2024-02-04"]
+        time.sleep(0.2)
+    assert passes and passes[0]["book"] > 0
+    for n in LENDERS:  # every lender heard the date, and only the date
+        heard = [e for e in audit(fed, n) if e["event"] == "snapshot_announced"]
+        assert [e["as_of"] for e in heard] == ["2024-02-04"]
+    assert [e["lenders"] for e in audit(fed, "tiange") if e["event"] == "snapshot_announce"] == [3]
+    assert not any(e.get("trigger") for n in ("meili", "cango") for e in audit(fed, n))  # they do not monitor
+    lender = fed.cli("party", "snapshot", "load", str(snap), "--dataset", "behaviour", "--as-of", "2024-02-11",
+                     "--id-column", "user_id", "--announce", "--home", str(home), check=False)
+    assert lender.returncode == 1 and "may not call" in lender.stderr  # only the platform announces
+
+
+def test_hybrid_trees_split_on_text_categories_and_score_raw_and_unseen_levels(fed):
+    """Hybrid trees on the synthetic federation's text categorical columns: the lenders' declared levels
+    become category-set splits (not thresholds on store codes), and a lender scores with a level given as
+    text (the same score as its stored level) or an unseen one (the learned default direction)."""
+    coord = ["--home", str(fed.coordinator_home)]
+    out = fed.cli("coordinator", "train", "--kind", "vertical", "--model", "gbdt", "--parties",
+                  "yixin,meili,cango,tiange", "--n-trees", "8", "--depth", "3", "--bins", "16", *coord).stdout
+    run_id = next(ln for ln in out.splitlines() if ln.startswith("model ")).split("(run ", 1)[1].split(")")[0]
+    doc = json.loads((fed.party_home("yixin") / "models" / run_id / "gbdt.json").read_text())
+    rules = doc["model"]["tables"]["lenders"]["rules"]
+    used = [r for r in rules.values() if r["feature"] in LENDER_CATEGORICAL]
+    assert used and all(r["categorical"] for r in used)
+    root = rules[str(doc["model"]["trees"][0]["ref"][0])]  # the first tree splits on lender features only
+    apps = pd.read_csv(fed.root / "data" / "yixin" / f"{LENDER_DATASET}.csv", dtype=str)
+    home = str(fed.party_home("yixin"))
+
+    def score(person, **feats):
+        extra = [a for k, v in feats.items() for a in ("--feature", f"{k}={v}")]
+        r = json.loads(fed.cli("party", "score", "--id", person["applicant_id"], "--kind", "phone", "--model",
+                               run_id, *extra, "--home", home).stdout)  # fmt: skip
+        assert r["status"] == "ok"
+        return r["prob_default"]
+
+    f = "employment_type"
+    person = apps[apps[f].notna()].iloc[0]
+    assert score(person, **{f: person[f]}) == pytest.approx(score(person), abs=1e-6)  # text = its stored code
+    assert score(person, **{f: "astronaut"}) == pytest.approx(score(person, **{f: "pilot"}), abs=1e-6)
+    assert root["categorical"]  # employment type, the strongest lender feature: levels on both sides differ
+    levels = ["__unseen__", *LENDER_LEVELS[root["feature"]]]
+    left, right = levels[int(root["left"][0])], levels[int(root["right"][0])]
+    assert score(person, **{root["feature"]: left}) != pytest.approx(score(person, **{root["feature"]: right}))
 
 
 def test_offline_lender_is_left_out(fed):

@@ -153,8 +153,9 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
     model = GBDTModel.from_dict(lender["model"])
     ptable = SplitTable.from_dict(platform["table"])
     home = str(fed.party_home("yixin"))
+    scored = {}
     for i in guest:
-        r = json.loads(
+        r = scored[i] = json.loads(
             fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id, "--home", home).stdout
         )
         bits = {
@@ -170,6 +171,28 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
         line = [x for x in r["reasons"] if x["feature"] == "consortium_data"]  # placed by its size
         assert len(line) == 1 and line[0]["logit_impact"] == pytest.approx(r["external_logit"], abs=1e-5)
         assert all(x["feature"].startswith("x") for x in r["reasons"] if x["feature"] != "consortium_data")
+    # `party evaluate` at the lender: its labelled file, scored jointly like `party score`
+    with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
+        labelled = [(row["id"], row["y"]) for _, row in zip(range(300), csv.DictReader(f), strict=False)]
+    holdout, preds = fed.root_dir / "tree_holdout.csv", fed.root_dir / "tree_preds.csv"
+    holdout.write_text("id,y\n" + "".join(f"{i},{y}\n" for i, y in labelled))
+    ev = json.loads(fed.cli("party", "evaluate", run_id, "--file", str(holdout), "--out", str(preds), "--home", home)
+                    .stdout.strip().splitlines()[-1])  # fmt: skip
+    assert ev["kind"] == "joint" and ev["n"] == 300 and ev["auc"] > 0.6
+    with open(preds, newline="") as f:
+        got = {row["id"]: float(row["prob_default"]) for row in csv.DictReader(f)}
+    assert all(got[i] == pytest.approx(scored[i]["prob_default"], abs=1e-6) for i in guest)
+    # `coordinator report` / `evaluate`: the lender's kept validation scores as counts per bin, and the
+    # lender's gain importance of its own features; the platform's importance and thresholds stay with it
+    folder = fed.root_dir / "tree_report"
+    fed.cli("coordinator", "report", run_id, "--out", str(folder), "--no-contribution", *coord)
+    assert (folder / "report.html").is_file() and "Feature importance" in (folder / "report.html").read_text()
+    summary = json.loads((folder / "report.json").read_text())["summary"]
+    assert summary["n_val"] == lender["metrics"]["n"] and summary["auc"] == pytest.approx(tree_auc, abs=5e-3)
+    assert summary["importance"] == {"yixin": pytest.approx(lender["model"]["importance"]["lenders"])}
+    assert set(platform["importance"]) and not set(summary["parties"]) - {"yixin"}
+    evaluated = json.loads(fed.cli("coordinator", "evaluate", run_id, "--json", *coord).stdout.strip().splitlines()[-1])
+    assert evaluated["auc"] == pytest.approx(summary["auc"], abs=1e-12)
     # a wrong model/kind combination is refused, naming both
     bad = fed.cli(
         "coordinator", "train", "--kind", "vertical", "--model", "mlp", "--parties", "yixin", *coord, check=False

@@ -9,12 +9,13 @@ reaches a split decision (histograms equal the plain sums of the quantized value
 
 Messages::
 
-    setup   C -> L_i  lenders, leader, features, parameters    L_i -> C  rows, signed per-run key
+    setup   C -> L_i  lenders, leader, features, parameters    L_i -> C  rows, signed per-run key,
+                                                              level digests of categorical features
                                                               (leader: + CKKS public context)
     keys    C -> L_i  the key announcements                    L_i -> C  pairwise seeds and (L_1) the
                                                               group key, sealed (seal_to_peers)
-    quant   C -> L_i  its sealed seeds, public context         L_i -> C  per feature (count, count x
-                                                              quantiles), rows, defaults, masked in
+    quant   C -> L_i  its sealed seeds, public context,        L_i -> C  per feature (count, count x
+                      level counts                            quantiles), rows per level, rows, defaults, masked in
                                                               Z_2^128 by the group key
     edges   C -> L_i  the sum (the masks cancel)               L_i -> C  bin counts, base score
     per tree, per level (the learner's build calls):
@@ -24,8 +25,15 @@ Messages::
                                                               bin set, default direction) and nodes to build;
                                                               at the end the tree (opaque refs, leaf values)
     hist    C -> L_i  the splits, nodes to build (first of a tree: last tree's leaf values)
-                                                     L_i -> C  Enc(per node, feature, bin: sum g, sum h)
-    finish  C -> L_i  last leaf values, the trees              L_i keeps the model with the lender rules
+                                                     L_i -> C  Enc(per node, feature, bin: sum g, sum h);
+                                                              first of a tree: validation loss sum, rows
+    finish  C -> L_i  last leaf values (or "stopped"), the kept trees
+                                                              L_i keeps the model with the lender rules
+
+Early stopping stops ``early_stopping_rounds`` trees after the best pooled validation loss (a last
+``hist`` with nothing to build gives the last tree's loss) and keeps the best prefix. Categorical
+features and row subsampling work as in :mod:`fedcore.protocol.trees` (level digests checked by ``C``;
+each lender's own per-tree sample).
 
 **What each side learns** (semi-honest; C colluding with no lender):
 

@@ -14,8 +14,19 @@ import numpy as np
 from fedcore.crypto.he import SUMS, CkksPublicContext, CkksSecretContext, EncryptedVector, decrypt_vector
 from fedcore.crypto.he import encrypt_vector as encrypt
 from fedcore.errors import ProtocolError
-from fedcore.partitions import node_histograms_f64
-from fedcore.protocol.horizontal_trees.messages import EDGES, FINISH, GROW, HIST, KEYS, OWNER, QUANT, SETUP, quantize
+from fedcore.partitions import node_histograms
+from fedcore.protocol.horizontal_trees.messages import (
+    EDGES,
+    FINISH,
+    GROW,
+    HIST,
+    KEYS,
+    OWNER,
+    QUANT,
+    QUANT_BITS,
+    SETUP,
+    quantize,
+)
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from fedcore.protocol.trees.party import LenderTreeParty, _decision, _LenderRun
@@ -65,6 +76,42 @@ class _GrowerSource:
         return out
 
 
+PACK_ROWS = 1 << 19  # below this many rows, sums of g and h packed in one int64 cannot overflow
+
+
+def _histograms(
+    bins: np.ndarray, feats: Sequence[int], rows: np.ndarray | None, g: np.ndarray, h: np.ndarray, slots: int
+) -> np.ndarray:
+    """Per (feature, slot) sums of ``g`` and ``h`` (multiples of 2^-12, ``|g| <= 1``, ``0 <= h <= 1/4``) over
+    ``rows`` (None: every row), shape (2, features, slots), exact. Below ``PACK_ROWS`` rows both travel in
+    one int64 per row (``g`` units times 2^32 plus ``h`` units: ``|sum g| < 2^31`` and ``0 <= sum h < 2^32``
+    units) and one ``np.add.at`` per feature sums them; above, one bincount per feature and component."""
+    out = np.zeros((2, len(feats), slots))
+    unit = float(1 << QUANT_BITS)
+    if len(g) < PACK_ROWS:
+        packed = (np.rint(g * unit).astype(np.int64) << 32) + np.rint(h * unit).astype(np.int64)
+        acc = np.zeros((len(feats), slots), dtype=np.int64)
+        for j, f in enumerate(feats):
+            np.add.at(acc[j], bins[f] if rows is None else bins[f][rows], packed)
+        low = acc & 0xFFFFFFFF
+        out[0], out[1] = ((acc - low) >> 32) / unit, low / unit
+        return out
+    for j, f in enumerate(feats):
+        b = bins[f] if rows is None else bins[f][rows]
+        out[0, j] = np.bincount(b, weights=g, minlength=slots)
+        out[1, j] = np.bincount(b, weights=h, minlength=slots)
+    return out
+
+
+def _node_part(bins: np.ndarray, rows: np.ndarray, feats: Sequence[int], slots: int, g: np.ndarray,
+               h: np.ndarray) -> np.ndarray:  # fmt: skip
+    """One partition of a node's rows (:func:`fedcore.partitions.node_histograms`): its float sums of
+    multiples of 2^-12 are exact, so partitions add up to one pass bit for bit."""
+    if len(rows) == len(g):  # every row (a root): no gather
+        return _histograms(bins, feats, None, g, h, slots)
+    return _histograms(bins, feats, rows, g[rows], h[rows], slots)
+
+
 class LenderHTreeParty(LenderTreeParty):
     """A lender of horizontal trees (its own rows, labels and the shared-schema features)."""
 
@@ -89,6 +136,8 @@ class LenderHTreeParty(LenderTreeParty):
     def _hsetup(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         reply = self._setup(ctx, {**params, "platform": params["leader"]})
         self.params = GBDTParams.from_dict(dict(params["gbdt"]))  # type: ignore[arg-type]
+        s = self._state(params)
+        s.subsample, s.seed = self.params.subsample, self.params.seed
         self.refs_assigned = 0
         out = dict(reply.params)
         if params["leader"] == self.name:
@@ -111,7 +160,7 @@ class LenderHTreeParty(LenderTreeParty):
                 raise ProtocolError(f"party {self.name!r}: bad split of node {node} on feature {dec.feature}")
             self.table.add(SplitRule.from_decision(self.mapper.features[dec.feature], dec))
             rows = s.rows.pop(node)
-            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature, rows]]
+            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature][rows]]
             s.rows[left], s.rows[right] = rows[go], rows[~go]
 
     def _hist_enc(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -123,11 +172,14 @@ class LenderHTreeParty(LenderTreeParty):
             self._apply_splits(s, params.get("splits_before"))
             self._apply_update(s, params, {})
             p = 0.5 * (1.0 + np.tanh(0.5 * s.margin))
-            s.g = quantize(np.where(self.val, 0.0, p - self.y))  # type: ignore[assignment]
-            s.h = quantize(np.where(self.val, 0.0, p * (1.0 - p)))  # type: ignore[assignment]
+            skip = self.skipped(s, int(params["tree"]))  # validation rows, rows outside the tree's sample
+            s.g = quantize(np.where(skip, 0.0, p - self.y))  # type: ignore[assignment]
+            s.h = quantize(np.where(skip, 0.0, p * (1.0 - p)))  # type: ignore[assignment]
             s.tree, s.rows = int(params["tree"]), {0: np.arange(len(self.y))}
             out["val_loss"] = self._val_loss(s)  # type: ignore[assignment]
         self._apply_splits(s, params.get("splits"))
+        if not params["build"]:  # the last tree's loss only (early stopping)
+            return TaskReply(out)
         feats = [int(f) for f in params["features"]]  # type: ignore[union-attr]
         slots = s.max_bins + 1
         parts: list[np.ndarray] = []
@@ -137,7 +189,7 @@ class LenderHTreeParty(LenderTreeParty):
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            parts.extend(node_histograms_f64(s.bins, (s.g, s.h), rows, feats, slots, self.compute))
+            parts.append(node_histograms(_node_part, s.bins, (s.g, s.h), rows, feats, slots, self.compute).ravel())
         vec = np.concatenate(parts) if parts else np.zeros(0)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
 
@@ -148,7 +200,7 @@ class LenderHTreeParty(LenderTreeParty):
             raise ProtocolError(f"party {self.name!r} is not the leader of this run")
         if params.get("start"):
             self._stop_grower()
-            specs = tuple(FeatureSpec(fb.name, OWNER, fb.n_bins, False, self.params.monotone.get(fb.name, 0))
+            specs = tuple(FeatureSpec(fb.name, OWNER, fb.n_bins, fb.categorical, self.params.monotone.get(fb.name, 0))
                           for fb in self.mapper.features)  # fmt: skip
             layout = FeatureLayout(specs, self.mapper.max_bins)
             source = _GrowerSource(layout, self.refs_assigned)
@@ -203,8 +255,11 @@ class LenderHTreeParty(LenderTreeParty):
 
     def _hfinish(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._state(params)
-        self._apply_splits(s, params.get("splits_before"))
-        self._apply_update(s, params, {})
+        if params.get("stopped"):  # early stopping: every grown tree is in the margins already
+            s.rows = {}
+        else:
+            self._apply_splits(s, params.get("splits_before"))
+            self._apply_update(s, params, {})
         trees = [Tree.from_dict(t) for t in params["trees"]]  # type: ignore[union-attr]
         keep = len(trees)
         if self.val.any() and keep < len(s.val_margins):

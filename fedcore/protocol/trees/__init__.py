@@ -12,16 +12,18 @@ build a histogram. A node with only lender splits above it is a *lender node* (e
 rows there); a node below a platform split is a *platform node* (its rows are known from the platform's
 bins, by ``P`` and ``C``).
 
-Messages (fixed point ``round(v * 2^32)`` in ``Z_2^64``; masks are SHAKE-256 streams; ``[x]_K`` is a
+Messages (fixed point ``round(v * 2^32)`` in ``Z_2^64``; masks are ChaCha20 streams; ``[x]_K`` is a
 secret sealed with :func:`fedcore.protocol.sealing.seal_to_peers` to ``K``'s per-run key, which ``K``
 announced signed with its TLS key and certificate; the sender checks that against the federation CA and
 signs the sealed payload, so ``C`` relays it but can neither open nor substitute it)::
 
-    setup   C -> L_i   schema names          L_i -> C  rows, signed per-run key announcement
+    setup   C -> L_i   schema names,         L_i -> C  rows, signed per-run key announcement, per
+                       subsample, seed                 categorical feature a digest of each (code, level)
             C -> P                           P -> C    rows per lender, feature names, bin counts, its
                                                        announcement, the bin (rank, no value) of every row
     keys    C -> L_i   announcements         L_i -> C  [pairwise seed s_ij]_Lj (j > i); L_1: [group key]_Lj
-    bins    C -> L_i   its sealed seeds      L_i -> C  per-feature (count, count x quantiles), rows, defaults,
+    bins    C -> L_i   its sealed seeds,     L_i -> C  per-feature (count, count x quantiles), rows per
+                       level counts                    level of each categorical feature, rows, defaults,
                                                        in Z_2^128, masked by PRG(group key, L_i)
     edges   C -> L_i   the sum               L_i -> C  bin counts, base score (pooled default log-odds)
     per tree t:
@@ -83,8 +85,12 @@ sees platform histograms here.
 Not covered: ``C`` colluding with ``P`` (``P``'s seeds unmask every row's g, h for ``C``, and ``P`` can tie
 positions to subjects); a lender colluding with ``C`` learns other lenders' quantile vectors (group key),
 not their histograms when three or more lenders take part (pairwise masks). An active coordinator
-substituting a key announcement or a sealed seed is refused (``permission_denied``). Not yet
-supported: categorical lender features, row subsampling, early stopping.
+substituting a key announcement or a sealed seed is refused (``permission_denied``).
+
+Categorical lender features: the lenders' level lists must agree (each a prefix of the longest; ``C``
+checks the digests and sends the level count), ``C`` learns which lender features are categorical and the
+digests (schema metadata), lenders the pooled rows per level. Row subsampling: each lender gives the rows
+outside its own per-tree sample zero g and h (nobody else learns the sample). Early stopping: above.
 
 Cost per tree: each lender sends, per built lender node, 16 bytes per row plus 16 bytes per lender
 (feature, bin); ``P`` sends 16 bytes per (platform feature, bin) per built node; ``C`` adds 64-bit sums

@@ -9,7 +9,8 @@ learns.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from fedcore.protocol.trees.messages import (
     MOD128,
     SETUP,
     SPLIT,
-    bincount_u64,
+    bin_sums_u64,
     decode_arrays,
     encode_arrays,
     from_fixed,
@@ -64,6 +65,8 @@ class HybridTreesResult:
     importance: dict[str, dict[str, float]] = field(default_factory=dict)  # owner -> feature -> total gain
     val_loss: list[float] = field(default_factory=list)  # pooled validation log-loss after 0, 1, ... trees
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # lender -> its validation metrics
+    setup_s: float = 0.0  # keys, pooled lender bins, the platform's bins (before the first tree)
+    tree_s: list[float] = field(default_factory=list)  # wall seconds of each tree grown
 
 
 def _task(
@@ -207,12 +210,14 @@ class FederatedHistogramSource:
             for k, (n, root) in enumerate(items):
                 cg, ch = pr["pg"][k].copy(), pr["ph"][k].copy()
                 for x in cfg.lenders:
-                    rows = self.rows[n][x] if n in self.rows else self._all_rows(x)
                     vg, vh = self._lender_values(root, x)
-                    for j, f in enumerate(pf):
-                        b = self.pbins[x][f, rows]
-                        cg[j] += bincount_u64(b, vg[rows], slots)
-                        ch[j] += bincount_u64(b, vh[rows], slots)
+                    if n in self.rows:  # a platform node: its rows; a lender node: every row
+                        rows = self.rows[n][x]
+                        sums = bin_sums_u64(self.pbins[x], pf, rows, [vg[rows], vh[rows]], slots)
+                    else:
+                        sums = bin_sums_u64(self.pbins[x], pf, None, [vg, vh], slots)
+                    cg += sums[0]
+                    ch += sums[1]
                 cols = [self.n_lender + f for f in pf]
                 out[k].g[cols] = from_fixed(cg)
                 out[k].h[cols] = from_fixed(ch)
@@ -236,7 +241,7 @@ class FederatedHistogramSource:
             self.rows[left], self.rows[right] = {}, {}
             for x in cfg.lenders:
                 rows = self.rows[node][x] if node in self.rows else self._all_rows(x)
-                go = table[self.pbins[x][local, rows]]
+                go = table[self.pbins[x][local][rows]]
                 self.rows[left][x], self.rows[right][x] = rows[go], rows[~go]
         handles = {}
         if lender_splits:
@@ -263,12 +268,31 @@ def _pooled_loss(replies: Any) -> float | None:
     return total / n if n > 0 else None
 
 
+def agreed_levels(lenders: Sequence[str], digests: Mapping[str, Any]) -> dict[str, int]:
+    """Categorical lender features: each lender sent a digest per level in code order. Codes agree when
+    every lender's list is a prefix of the longest (a lender that met a level the others did not, such as
+    ``__missing__``, appends it); returns feature -> number of levels, else names the disagreeing lenders."""
+    lists = {x: {str(f): list(v) for f, v in dict(digests.get(x) or {}).items()} for x in lenders}
+    for x in lenders[1:]:
+        if set(lists[x]) != set(lists[lenders[0]]):
+            raise InvalidInput(f"lenders {lenders[0]!r} and {x!r} disagree on which lender features are categorical")
+    out: dict[str, int] = {}
+    for f in sorted(lists[lenders[0]]):
+        top = max(lenders, key=lambda x: len(lists[x][f]))
+        for x in lenders:
+            if lists[x][f] != lists[top][f][: len(lists[x][f])]:
+                raise InvalidInput(f"lenders {top!r} and {x!r} declare lender feature {f!r} with different categories:"
+                                   " declare one vocabulary for it in the shared schema")  # fmt: skip
+        out[f] = len(lists[top][f])
+    return out
+
+
 def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout, dict[str, np.ndarray], float]:
     p = cfg.params
     common: dict[str, JSONValue] = {"lenders": list(cfg.lenders), "platform": cfg.platform, "max_bins": p.max_bins}
     if cfg.data:
         common["data"] = dict(cfg.data)
-    lender_params = {**common, "features": list(cfg.lender_features)}
+    lender_params = {**common, "features": list(cfg.lender_features), "subsample": p.subsample, "seed": p.seed}
     tasks = {x: _task(SETUP, cfg, lender_params) for x in cfg.lenders}
     tasks[cfg.platform] = _task(SETUP, cfg, common)
     res = channel.run_all(tasks)
@@ -279,6 +303,10 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
         rows = int(res[x].params["rows"])
         if x not in pbins or pbins[x].shape[1] != rows:
             raise ProtocolError(f"lender {x!r} has {rows} aligned rows but the platform's table for it does not match")
+    levels = agreed_levels(cfg.lenders, {x: r.params.get("categorical") for x, r in res.items()})
+    undeclared = sorted((set(p.categorical) & set(cfg.lender_features)) - set(levels))
+    if undeclared:
+        raise InvalidInput(f"lender feature(s) {undeclared} are not categorical in the lenders' schema")
     keys = {x: res[x].params["env_key"] for x in [*cfg.lenders, cfg.platform]}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
@@ -286,7 +314,7 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     for sender, out in sealed.items():
         for recipient, blobs in out.items():
             inbox[str(recipient)][sender] = blobs
-    masked = channel.run_all({x: _task(BINS, cfg, {"sealed": inbox[x]}) for x in cfg.lenders})
+    masked = channel.run_all({x: _task(BINS, cfg, {"sealed": inbox[x], "levels": levels}) for x in cfg.lenders})
     vectors = [[int(str(v), 16) for v in r.params["masked"]] for r in masked.values()]
     total = [format(sum(col) % MOD128, "x") for col in zip(*vectors, strict=True)]
     edges = channel.run_all({x: _task(EDGES, cfg, {"sum": total}) for x in cfg.lenders})
@@ -294,7 +322,7 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     if len({tuple(v) for v in n_bins.values()}) != 1:
         raise ProtocolError("lenders derived different bins from the same aggregate")
     base = float(edges[cfg.lenders[0]].params["base_score"])
-    specs = [FeatureSpec(f, LENDERS_OWNER, b, False, p.monotone.get(f, 0))
+    specs = [FeatureSpec(f, LENDERS_OWNER, b, f in levels, p.monotone.get(f, 0))
              for f, b in zip(cfg.lender_features, n_bins[cfg.lenders[0]], strict=True)]  # fmt: skip
     for f in pres.params["features"]:
         name = str(f["name"])
@@ -302,7 +330,9 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     return FeatureLayout(tuple(specs), p.max_bins), pbins, base
 
 
-def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTreesResult:
+def run_hybrid_trees(
+    channel: PartyChannel, cfg: HybridTreesConfig, progress: Callable[[str], None] | None = None
+) -> HybridTreesResult:
     """Train hybrid trees: lender features (histograms summed across lenders under pairwise masks) and
     platform features (aggregated from additive shares). The first tree uses lender features only and a
     platform split's subtree splits on platform features only."""
@@ -312,13 +342,11 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     overlap = sorted(set(cfg.lenders) & {cfg.platform})
     if overlap:
         raise InvalidInput(f"party {overlap[0]!r} cannot be both a lender and the platform")
-    lender_cats = sorted(set(p.categorical) & set(cfg.lender_features))
-    if lender_cats:
-        raise InvalidInput(f"categorical lender features {lender_cats} are not supported by hybrid trees yet")
-    if p.subsample < 1.0:
-        raise InvalidInput("hybrid trees do not support row subsampling yet")
     params = dataclasses.replace(p, sticky_owners=(cfg.platform,), first_tree_owners=(LENDERS_OWNER,))
+    t0 = time.perf_counter()
     layout, pbins, base = _setup(channel, cfg)
+    setup_s = time.perf_counter() - t0
+    tree_s: list[float] = []
     owners = layout.owners
     source = FederatedHistogramSource(channel, cfg, layout, pbins)
     rng = np.random.default_rng(p.seed)
@@ -327,6 +355,9 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     losses: list[float] = []
     update = source.update_for(None)
     for t in range(p.n_trees):
+        if progress is not None:
+            progress(f"tree {t + 1}/{p.n_trees}")
+        t0 = time.perf_counter()
         loss = source.begin_tree(t, update)
         if loss is not None:
             losses.append(loss)
@@ -342,6 +373,7 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
         trees.append(grown.tree)
         gains.append(list(grown.gains))
         update = source.update_for(grown.tree)
+        tree_s.append(time.perf_counter() - t0)
     if len(losses) <= len(trees):  # the last tree is not in the lenders' margins yet (no early stop)
         last = _pooled_loss(channel.run_all({x: _task(EVAL, cfg, *update[x]) for x in cfg.lenders}).values())
         if last is not None:
@@ -361,4 +393,4 @@ def run_hybrid_trees(channel: PartyChannel, cfg: HybridTreesConfig) -> HybridTre
     channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform], "shapes": shapes,
                                                   "owners": list(owners)}))  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()} for x, r in done.items()}
-    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics)
+    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics, setup_s, tree_s)

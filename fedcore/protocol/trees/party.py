@@ -5,6 +5,7 @@ See :mod:`fedcore.protocol.trees` for the protocol and what each side learns.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,11 @@ def _edges_from(fine: np.ndarray, max_bins: int) -> tuple[float, ...]:
     return tuple(float(u) for u in np.unique(fine[FINE - 1 :: FINE]))
 
 
+def level_digests(levels: Sequence[str]) -> list[str]:
+    """What a lender shows of a categorical feature's levels: a short digest of each (code, level)."""
+    return [hashlib.sha256(f"{i}:{v}".encode()).hexdigest()[:16] for i, v in enumerate(levels)]
+
+
 def _purpose(run_id: str, what: str) -> str:
     """The sealing purpose of one secret of a run (sender and recipient are bound by the sealing itself)."""
     return f"trees/{run_id}/{what}"
@@ -106,6 +112,9 @@ class _LenderRun:
     tree_seed: bytes = b""
     rows: dict[int, np.ndarray] = field(default_factory=dict)
     val_margins: list[np.ndarray] = field(default_factory=list)  # validation margins after 0, 1, ... trees
+    subsample: float = 1.0  # row subsampling: the share of this lender's training rows in each tree
+    levels: dict[str, int] = field(default_factory=dict)  # categorical feature -> levels all lenders count
+    seed: int = 0
 
 
 class LenderTreeParty:
@@ -117,18 +126,22 @@ class LenderTreeParty:
 
     def __init__(
         self, name: str, columns: Mapping[str, np.ndarray], y: np.ndarray, identity: PartyIdentity,
-        val_mask: np.ndarray | None = None, compute: RowCompute = LOCAL,
+        val_mask: np.ndarray | None = None, categorical: Mapping[str, Sequence[str]] | None = None,
+        compute: RowCompute = LOCAL,
     ) -> None:  # fmt: skip
         _check_identity(name, identity)
         self.name = name
         self.identity = identity
         self.compute = compute  # where the node histograms' row partitions run (fedcore.partitions)
         self.columns = {k: np.asarray(v) for k, v in columns.items()}
+        # categorical lender features: column values are codes 0..len(levels)-1 into the schema's levels
+        self.categorical = {str(k): tuple(str(v) for v in levels) for k, levels in (categorical or {}).items()}
         self.y = np.asarray(y, dtype=np.float64)
         self.val = np.zeros(len(self.y), dtype=bool) if val_mask is None else np.asarray(val_mask, dtype=bool)
         if self.val.shape != self.y.shape:
             raise InvalidInput(f"party {name!r}: validation mask has {self.val.size} rows, labels {self.y.size}")
         self.metrics: dict[str, float] = {}
+        self.val_proba = np.zeros(0)  # after the run: the kept model's probabilities on the validation rows
         self.mapper: BinMapper | None = None
         self.table = SplitTable(LENDERS_OWNER)
         self.base_score = 0.0
@@ -167,13 +180,15 @@ class LenderTreeParty:
         if bad.size:
             raise InvalidInput(f"party {self.name!r}: label of row {int(bad[0])} is {self.y[bad[0]]!r}, not 0/1")
         self.columns = {f: self.columns[f] for f in features}
+        self.categorical = {f: v for f, v in self.categorical.items() if f in self.columns}
         self.table = SplitTable(LENDERS_OWNER)
         key = EnvelopePrivateKey.generate()
         self._run = _LenderRun(
             str(params["run_id"]), [str(x) for x in params["lenders"]], str(params["platform"]), key,
-            int(params["max_bins"]),
+            int(params["max_bins"]), subsample=float(params.get("subsample", 1.0)), seed=int(params.get("seed", 0)),
         )  # fmt: skip
-        return _reply({"rows": n, "env_key": self.identity.announcement(key)})
+        vocab = {f: level_digests(v) for f, v in self.categorical.items()}
+        return _reply({"rows": n, "env_key": self.identity.announcement(key), "categorical": vocab})
 
     def _keys(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
         s = self._state(params)
@@ -207,12 +222,18 @@ class LenderTreeParty:
         levels = np.linspace(0.0, 1.0, FINE * s.max_bins + 1)[1:-1]
         values: list[float] = []
         train = ~self.val
+        counts: list[float] = []  # categorical features: rows per category code, after every feature's slot
         for f in self.columns:
             x = np.asarray(self.columns[f], dtype=np.float64)[train]
-            x = x[~np.isnan(x)]
+            x = np.sort(x[~np.isnan(x)])  # the same quantiles, found faster in sorted values
+            if f in self.categorical:
+                n_levels = s.levels.get(f, len(self.categorical[f]))
+                x = x[(x >= 0) & (x < n_levels)]
+                counts += np.bincount(x.astype(np.int64), minlength=n_levels).astype(float).tolist()
+                x = x[:0]
             qs = np.quantile(x, levels, method="inverted_cdf") if x.size else np.zeros(len(levels))
             values += [float(x.size)] + [float(x.size) * q for q in qs]
-        values += [float(train.sum()), float(self.y[train].sum())]
+        values += [*counts, float(train.sum()), float(self.y[train].sum())]
         return [round(v * SCALE) % MOD128 for v in values]
 
     def _bins(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -226,6 +247,9 @@ class LenderTreeParty:
                 s.group_key = open_from_peer(self.identity, blobs["group"], str(sender), purpose, s.key)
         if not s.group_key or set(s.pair_seeds) != set(s.lenders) - {self.name}:
             raise ProtocolError(f"party {self.name!r}: the lenders' seeds did not all arrive")
+        s.levels = {str(f): int(n) for f, n in dict(params.get("levels") or {}).items()}  # type: ignore[call-overload]
+        if any(s.levels.get(f, -1) < len(v) for f, v in self.categorical.items()):
+            raise ProtocolError(f"party {self.name!r}: the level counts of its categorical features are missing")
         vec = self._quantile_vector(s)
         mask = mask_int128(s.group_key, f"edges/{self.name}", len(vec))
         return _reply({"masked": [format((v + m) % MOD128, "x") for v, m in zip(vec, mask, strict=True)]})
@@ -239,7 +263,14 @@ class LenderTreeParty:
         vals = [(t - MOD128 if t >= MOD128 // 2 else t) / SCALE for t in total]
         per = FINE * s.max_bins  # count + (FINE x max_bins - 1) quantiles per feature
         feats = []
+        at = per * len(self.columns)
         for j, name in enumerate(self.columns):
+            if name in self.categorical:  # the max_bins most frequent levels (pooled counts); code 0 is unseen
+                pooled = np.asarray(vals[at : at + s.levels[name]])
+                at += len(pooled)
+                order = [int(c) for c in np.lexsort((np.arange(len(pooled)), -pooled)) if c > 0 and pooled[c] > 0]
+                feats.append(FeatureBins(name, True, categories=tuple(float(c) for c in order[: s.max_bins])))
+                continue
             count, qsum = vals[j * per], vals[j * per + 1 : (j + 1) * per]
             upper = _edges_from(np.asarray(qsum) / count, s.max_bins) if count > 0 else ()
             feats.append(FeatureBins(name, False, upper=upper))
@@ -276,13 +307,22 @@ class LenderTreeParty:
         self._apply_update(s, params, _arrays(ctx, params))
         assert s.margin is not None
         p = 0.5 * (1.0 + np.tanh(0.5 * s.margin))
-        s.g = to_fixed(np.where(self.val, 0.0, p - self.y))
-        s.h = to_fixed(np.where(self.val, 0.0, np.maximum(p * (1.0 - p), 2.0**-32)))
+        skip = self.skipped(s, int(params["tree"]))
+        s.g = to_fixed(np.where(skip, 0.0, p - self.y))
+        s.h = to_fixed(np.where(skip, 0.0, np.maximum(p * (1.0 - p), 2.0**-32)))
         s.tree = int(params["tree"])
         s.tree_seed = os.urandom(SEED_BYTES)
         s.rows = {0: np.arange(len(self.y))}
         sealed = self._seal(s, s.platform, s.tree_seed, f"tree/{s.tree}")
         return _reply({"sealed_seed": sealed, "val_loss": self._val_loss(s)})  # type: ignore[dict-item]
+
+    def skipped(self, s: _LenderRun, tree: int) -> np.ndarray:
+        """Rows that add no gradient to tree ``tree``: validation rows and, with row subsampling, the rows
+        outside this lender's own sample for the tree (drawn here; nobody else learns which)."""
+        if s.subsample >= 1.0:
+            return self.val
+        rng = np.random.default_rng([s.seed, tree, s.lenders.index(self.name)])
+        return self.val | (rng.random(len(self.y)) >= s.subsample)
 
     def _pair_mask(self, s: _LenderRun, label: str, n: int) -> np.ndarray:
         """This lender's share of masks that cancel over all lenders (pairwise, Z_2^64)."""
@@ -305,6 +345,7 @@ class LenderTreeParty:
         hg = np.zeros((len(nodes), len(feats), slots), dtype=np.uint64)
         hh = np.zeros_like(hg)
         arrays: dict[str, np.ndarray] = {}
+        n = len(self.y)
         for k, node in enumerate(nodes):
             if node not in s.rows:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not a lender node of tree {s.tree}")
@@ -314,7 +355,6 @@ class LenderTreeParty:
         label = f"{s.tree}/{','.join(map(str, nodes))}"
         arrays["hg"] = hg + self._pair_mask(s, label + "/g", size).reshape(hg.shape)
         arrays["hh"] = hh + self._pair_mask(s, label + "/h", size).reshape(hh.shape)
-        n = len(self.y)
         for node in [int(x) for x in params["values_for"]]:
             inside = np.zeros(n, dtype=bool)
             inside[s.rows[node]] = True
@@ -335,7 +375,7 @@ class LenderTreeParty:
             rule = SplitRule.from_decision(self.mapper.features[dec.feature], dec)
             refs.append(self.table.add(rule))
             rows = s.rows.pop(node)
-            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature, rows]]
+            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature][rows]]
             s.rows[left], s.rows[right] = rows[go], rows[~go]
         return _reply({"refs": refs})
 
@@ -351,10 +391,11 @@ class LenderTreeParty:
         keep = len(trees)
         if not 0 <= keep < len(s.val_margins):
             raise ProtocolError(f"party {self.name!r}: the model keeps {keep} trees, {len(s.val_margins) - 1} grown")
+        self.val_proba = 0.5 * (1.0 + np.tanh(0.5 * s.val_margins[keep]))  # the kept model's, for reports
         if self.val.any():
             yv = self.y[self.val]
             if 0 < yv.sum() < yv.size:
-                self.metrics = evaluate(yv, 0.5 * (1.0 + np.tanh(0.5 * s.val_margins[keep])))
+                self.metrics = evaluate(yv, self.val_proba)
         importance = {LENDERS_OWNER: {str(k): float(v) for k, v in dict(params["importance"]).items()}}
         owners = tuple(str(o) for o in params["owners"])
         self.model = GBDTModel(owners, trees, self.base_score, {LENDERS_OWNER: self.table}, importance)
@@ -503,7 +544,7 @@ class PlatformTreeParty:
             s.rows[left], s.rows[right] = {}, {}
             for lender in s.lenders:
                 rows = s.rows[node][lender] if node in s.rows else np.arange(s.bins[lender].shape[1])
-                go = table[s.bins[lender][dec.feature, rows]]
+                go = table[s.bins[lender][dec.feature][rows]]
                 s.rows[left][lender], s.rows[right][lender] = rows[go], rows[~go]
         return _reply({"refs": refs})
 

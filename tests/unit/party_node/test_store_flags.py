@@ -92,20 +92,20 @@ def test_a_stale_table_answers_while_it_is_rebuilt_after_an_ingest(tmp_path: Pat
     store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", pseudonym_key=KEY)
     _fill(store, tmp_path)
     tables = FlagTables(store, refresh_s=0.0)
-    first = tables.get("fraud")
+    first = tables.table("fraud")
     assert len(first) == len(_expected(3, 1))
-    assert tables.get("fraud") is first  # stale: checked in the background
+    assert tables.table("fraud") is first  # stale: checked in the background
     for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
         t.join()
-    assert tables.get("fraud") is first  # nothing was ingested since: the same table, not rebuilt
+    assert tables.table("fraud") is first  # nothing was ingested since: the same table, not rebuilt
     for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
         t.join()
     (tmp_path / "more.csv").write_text("id,c_black,c_score,fraud,loan\nnew1,yes,yes,yes,no\n")
     ingest_file(store, tmp_path / "more.csv", load_schema(tmp_path / "list.toml"))
-    assert tables.get("fraud") is first  # stale: the request is answered from the current table
+    assert tables.table("fraud") is first  # stale: the request is answered from the current table
     for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
         t.join()
-    new = tables.get("fraud")
+    new = tables.table("fraud")
     assert new is not first and len(new) == len(first) + 1
     assert new.lookup(np.array(KEY.pseudonymize(["new1"], "opaque"), dtype="S16")).tolist() == [1.0]
     for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:

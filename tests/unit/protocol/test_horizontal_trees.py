@@ -29,18 +29,24 @@ def _lender(rng, n):
     return x, (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
 
 
-def _run(params, seed=0, record=False):
+def _run(params, seed=0, record=False, val=0.0, levels=None):
     rng = np.random.default_rng(seed)
     data = {name: _lender(rng, n) for name, n in SIZES.items()}
     ch = InMemoryChannel(record_wire=record)
     parties = {}
+    features = FEATURES
     for name, (x, y) in data.items():
+        if levels is not None:  # a categorical feature: store codes, risky levels 2 and 4 (not a threshold)
+            x["purpose"] = rng.integers(1, 6, len(y)).astype(float)
+            y[np.isin(x["purpose"], (2.0, 4.0)) & (rng.random(len(y)) < 0.5)] = 1.0
+            features = (*FEATURES, "purpose")
         reg = HandlerRegistry()
-        parties[name] = LenderHTreeParty(name, x, y, IDS[name])
+        parties[name] = LenderHTreeParty(name, x, y, IDS[name], val_mask=np.arange(len(y)) < val * len(y),
+                                         categorical=None if levels is None else {"purpose": levels[name]})
         parties[name].register(reg)
         ch.add_party(name, Role.LENDER, reg)
     try:
-        res = run_horizontal_trees(ch, HorizontalTreesConfig("h1", tuple(SIZES), FEATURES, params))
+        res = run_horizontal_trees(ch, HorizontalTreesConfig("h1", tuple(SIZES), features, params))
     finally:
         ch.close()
     return res, parties, data, ch
@@ -101,9 +107,9 @@ def test_inputs_are_checked_before_anything_is_sent():
     ch = InMemoryChannel(record_wire=True)
     with pytest.raises(InvalidInput, match="two or more"):
         run_horizontal_trees(ch, HorizontalTreesConfig("h", ("yixin",), FEATURES))
-    with pytest.raises(InvalidInput, match="categorical"):
+    with pytest.raises(InvalidInput, match="sticky_owners"):
         run_horizontal_trees(ch, HorizontalTreesConfig("h", ("yixin", "meili"), FEATURES,
-                                                       GBDTParams(categorical=("income",))))  # fmt: skip
+                                                       GBDTParams(sticky_owners=("x",))))  # fmt: skip
     assert ch.wire_log == []
     ch.close()
 
@@ -138,3 +144,52 @@ def test_a_lender_lost_mid_tree_fails_the_run_naming_it(victim):
         run_horizontal_trees(ch, HorizontalTreesConfig("h1", tuple(SIZES), FEATURES, GBDTParams(n_trees=3)))
     assert victim in str(err.value) and calls["hist"] == 4
     ch.close()
+
+
+def test_early_stopping_keeps_the_best_pooled_validation_loss_and_rows_are_subsampled():
+    params = GBDTParams(n_trees=40, max_depth=5, learning_rate=1.0, max_bins=16, early_stopping_rounds=3,
+                        subsample=0.5, seed=2)  # fmt: skip
+    res, parties, data, _ = _run(params, seed=3, val=0.3)
+    keep = len(res.trees)
+    assert keep < 40 and keep == int(np.argmin(res.val_loss))  # val_loss[i]: pooled, after i trees
+    assert len(res.val_loss) == keep + 4  # stopped three trees after the best
+    for name, p in parties.items():
+        assert p.model is not None and len(p.model.trees) == keep
+        x, y = data[name]
+        val = np.arange(len(y)) < 0.3 * len(y)
+        prob = p.model.predict_proba({f: v[val] for f, v in x.items()})
+        assert p.metrics["auc"] == pytest.approx(auc(y[val], prob), abs=1e-12)  # the kept model's metrics
+        assert p._run is not None and p._run.h is not None
+        used = np.asarray(p._run.h)[~val] != 0  # the last tree's sample: about half of the training rows
+        assert 0.4 < used.mean() < 0.6
+    assert set(res.importance) <= set(FEATURES) and res.importance
+
+
+def test_without_early_stopping_every_tree_is_kept_and_every_training_row_is_used():
+    res, parties, _, _ = _run(GBDTParams(n_trees=4, max_depth=3, max_bins=16), seed=3, val=0.3)
+    assert len(res.trees) == 4 and all(p.model is not None and len(p.model.trees) == 4 for p in parties.values())
+    assert all((np.asarray(p._run.h)[~p.val] != 0).all() for p in parties.values())  # type: ignore[union-attr]
+
+
+PURPOSES = ("__unseen__", "car", "home", "study", "business", "travel")
+
+
+def test_categorical_features_split_on_level_sets_as_the_central_learner():
+    params = GBDTParams(n_trees=4, max_depth=3, max_bins=16, categorical=("purpose",))
+    levels = {**dict.fromkeys(SIZES, PURPOSES), "cango": (*PURPOSES, "__missing__")}  # one more level met
+    _, parties, data, _ = _run(params, seed=2, levels=levels)
+    model = parties["yixin"].model
+    assert model is not None
+    rules = [r for r in model.tables["lenders"].rules.values() if r.feature == "purpose"]
+    assert rules and all(r.categorical for r in rules)
+    assert {2.0, 4.0} in [set(r.left) for r in rules] + [set(r.right) for r in rules]
+    feats = (*FEATURES, "purpose")
+    cols = {f: np.concatenate([data[x][0][f] for x in SIZES]) for f in feats}
+    y = np.concatenate([data[x][1] for x in SIZES])
+    central = train(cols, y, params, mappers={"lenders": parties["yixin"].mapper},
+                    owners=dict.fromkeys(feats, "lenders"), names=list(feats))  # fmt: skip
+    np.testing.assert_allclose(model.predict_proba(cols), central.predict_proba(cols), atol=2e-3)
+    with pytest.raises(InvalidInput, match=r"'cango' and 'meili'.*'purpose'"):
+        _run(params, levels={**levels, "meili": ("__unseen__", "home", "car", *PURPOSES[3:])})
+    with pytest.raises(InvalidInput, match=r"\['income'\] are not categorical"):
+        _run(GBDTParams(n_trees=1, categorical=("income",)), levels=levels)

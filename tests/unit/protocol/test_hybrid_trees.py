@@ -3,6 +3,7 @@ and what crosses the wire."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -97,6 +98,7 @@ def test_protocol_grows_the_central_learners_trees(params):
     assert result.owners == model.owners
     assert result.base_score == model.base_score
     assert len(result.trees) == len(model.trees) == params.n_trees
+    assert len(result.tree_s) == params.n_trees and min(result.tree_s) > 0 and result.setup_s > 0  # timings
     for ours, ref in zip(result.trees, model.trees, strict=True):
         np.testing.assert_array_equal(ours.left, ref.left)
         np.testing.assert_array_equal(ours.owner, ref.owner)
@@ -186,9 +188,9 @@ def test_wire_platform_gets_no_labels_or_gradients_and_thresholds_stay_with_owne
 
 
 TO_PARTY_KEYS = {
-    "trees.setup": {"run_id", "lenders", "platform", "max_bins", "features"},
+    "trees.setup": {"run_id", "lenders", "platform", "max_bins", "features", "subsample", "seed"},
     "trees.keys": {"run_id", "keys"},
-    "trees.bins": {"run_id", "sealed"},
+    "trees.bins": {"run_id", "sealed", "levels"},
     "trees.edges": {"run_id", "sum"},
     "trees.begin": {"run_id", "tree", "leaf_values", "arrays", "sealed_seeds"},
     "trees.hist": {"run_id", "tree", "nodes", "features", "values_for", "items", "recipes"},
@@ -197,7 +199,7 @@ TO_PARTY_KEYS = {
     "trees.finish": {"run_id", "trees", "owners", "importance", "shapes"},
 }
 FROM_PARTY_KEYS = {
-    "trees.setup": {"rows", "env_key", "features", "arrays"},
+    "trees.setup": {"rows", "env_key", "features", "arrays", "categorical"},
     "trees.keys": {"sealed"},
     "trees.bins": {"masked"},
     "trees.edges": {"n_bins", "base_score"},
@@ -458,3 +460,87 @@ def test_validation_rows_early_stopping_keeps_the_best_trees_and_lenders_report_
         assert result.metrics[name]["auc"] == pytest.approx(want["auc"], abs=1e-12)
         assert result.metrics[name]["n"] == val.sum()
         assert parties[name].model is not None and len(parties[name].model.trees) == keep
+
+
+PURPOSES = ("__unseen__", "car", "home", "study", "business", "travel")  # the shared schema's levels
+
+
+def _categorical_run(vocabularies, seed: int = 7):
+    lenders, tables = federation(seed)
+    rng = np.random.default_rng(seed)
+    channel = InMemoryChannel(record_wire=True)
+    parties = {}
+    for name, (cols, y) in lenders.items():
+        cols["purpose"] = rng.integers(1, len(PURPOSES), len(y)).astype(float)  # store codes of the levels
+        y[np.isin(cols["purpose"], (2.0, 4.0)) & (rng.random(len(y)) < 0.6)] = 1.0  # no threshold splits 2, 4 off
+        reg = HandlerRegistry()
+        parties[name] = LenderTreeParty(name, cols, y, IDS[name], categorical={"purpose": vocabularies[name]})
+        parties[name].register(reg)
+        channel.add_party(name, Role.LENDER, reg)
+    platform = PlatformTreeParty("tiange", tables, IDS["tiange"], categorical=("segment",))
+    reg = HandlerRegistry()
+    platform.register(reg)
+    channel.add_party("tiange", Role.PLATFORM, reg)
+    params = GBDTParams(n_trees=3, max_depth=2, max_bins=16, categorical=("segment", "purpose"))
+    cfg = HybridTreesConfig("run1", tuple(SIZES), "tiange", (*LENDER_FEATURES, "purpose"), params)
+    try:
+        return run_hybrid_trees(channel, cfg), parties, platform, lenders, tables, params, channel
+    finally:
+        channel.close()
+
+
+def test_categorical_lender_features_split_on_category_sets_as_the_central_learner():
+    result, parties, platform, lenders, tables, params, channel = _categorical_run(dict.fromkeys(SIZES, PURPOSES))
+    # on the wire: a digest of the levels (lenders must agree on them), never a level name
+    setup = [r.params["categorical"] for r in channel.wire_log if r.kind == "trees.setup"
+             and r.direction == "from_party" and r.party != "tiange"]  # fmt: skip
+    assert len(setup) == 3 and all(set(c) == {"purpose"} and len(c["purpose"]) == len(PURPOSES) for c in setup)
+    assert not any(level in repr(r.params) for r in channel.wire_log for level in PURPOSES[1:])
+    rules = [r for r in parties["yixin"].table.rules.values() if r.feature == "purpose"]
+    assert rules and all(r.categorical for r in rules)  # a set of levels, not a threshold on the codes
+    assert {2.0, 4.0} in [set(r.left) for r in rules] + [set(r.right) for r in rules]
+    feats = (*LENDER_FEATURES, "purpose")
+    cols = {f: np.concatenate([lenders[x][0][f] for x in SIZES]) for f in feats}
+    cols.update({f: np.concatenate([tables[x][f] for x in SIZES]) for f in PLATFORM_FEATURES})
+    y = np.concatenate([lenders[x][1] for x in SIZES])
+    ref = GBDTParams(**{**params.to_dict(), "sticky_owners": ("tiange",), "first_tree_owners": (LENDERS_OWNER,)})
+    owners = {**dict.fromkeys(feats, LENDERS_OWNER), **dict.fromkeys(PLATFORM_FEATURES, "tiange")}
+    model = train(cols, y, ref, owners=owners, names=[*feats, *PLATFORM_FEATURES],
+                  mappers={LENDERS_OWNER: parties["yixin"].mapper, "tiange": platform.mapper})  # fmt: skip
+    for ours, want in zip(result.trees, model.trees, strict=True):
+        np.testing.assert_array_equal(ours.value, want.value)
+    assert parties["yixin"].table.to_dict() == model.tables[LENDERS_OWNER].to_dict()
+    # an unseen level (code 0) or a missing value follows the learned default direction
+    fed = GBDTModel(result.owners, result.trees, result.base_score,
+                    {LENDERS_OWNER: parties["yixin"].table, "tiange": platform.table})  # fmt: skip
+    some = {f: v[:50] for f, v in cols.items()}
+    unseen = fed.margin({**some, "purpose": np.zeros(50)})
+    np.testing.assert_array_equal(unseen, fed.margin({**some, "purpose": np.full(50, np.nan)}))
+    assert not np.array_equal(unseen, fed.margin(some))
+
+
+def test_a_lender_that_met_one_more_level_agrees_with_the_others():
+    # ingest appends a level the schema did not declare, such as __missing__, after the declared ones
+    result, parties, *_ = _categorical_run({**dict.fromkeys(SIZES, PURPOSES), "meili": (*PURPOSES, "__missing__")})
+    assert parties["meili"].mapper == parties["yixin"].mapper and result.trees
+
+
+def test_lenders_with_different_category_levels_fail_naming_both():
+    other = (*PURPOSES[:3], "school", *PURPOSES[4:])
+    with pytest.raises(InvalidInput, match=r"'yixin' and 'meili'.*'purpose'"):
+        _categorical_run({"yixin": PURPOSES, "meili": other, "cango": PURPOSES})
+
+
+def test_row_subsampling_each_lender_leaves_its_unsampled_rows_out_of_the_histograms():
+    params = GBDTParams(n_trees=4, max_depth=3, max_bins=16, subsample=0.5, seed=5, categorical=("segment",))
+    result, parties, *_ = run(params)
+    full, *_ = run(dataclasses.replace(params, subsample=1.0))
+    assert len(result.trees) == 4 and any(
+        not np.array_equal(a.value, b.value) for a, b in zip(result.trees, full.trees, strict=True))
+    samples = []
+    for p in parties.values():
+        assert p._run is not None and p._run.h is not None
+        used = p._run.h != 0  # the last tree's own sample of this lender's rows
+        assert 0.4 < used.mean() < 0.6
+        samples.append(used[:300])
+    assert not np.array_equal(samples[0], samples[1])  # each lender draws its own
