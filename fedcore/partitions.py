@@ -61,6 +61,26 @@ def node_histograms_part(
     return bin_sums_u64(bins, feats, rows, [w[rows] for w in weights], slots)
 
 
+def node_histograms(
+    part: Callable[..., np.ndarray],
+    bins: np.ndarray,
+    weights: tuple[np.ndarray, ...],
+    rows: np.ndarray,
+    feats: Sequence[int],
+    slots: int,
+    compute: RowCompute = LOCAL,
+) -> np.ndarray:
+    """One tree node's histograms: ``part(bins, rows_part, feats, slots, *weights)`` per partition of
+    ``rows``, added up. Exact when the sums are (uint64 wraps modulo 2^64; float sums of quantized
+    gradients), so the result equals one pass over all ``rows`` whatever ``compute`` runs them."""
+    parts = split_rows(np.asarray(rows), compute.parts)
+    results = compute.map(part, [(bins, p, list(feats), slots, *weights) for p in parts])
+    total = results[0].copy()
+    for r in results[1:]:
+        total += r
+    return total
+
+
 def node_histograms_u64(
     bins: np.ndarray,
     weights: tuple[np.ndarray, ...],
@@ -71,9 +91,4 @@ def node_histograms_u64(
 ) -> np.ndarray:
     """Gradient histograms of one tree node, (weights, feats, slots) uint64: the partitions' sums added
     modulo 2^64, equal to one pass over all ``rows`` whatever ``compute`` runs them."""
-    parts = split_rows(np.asarray(rows), compute.parts)
-    results = compute.map(node_histograms_part, [(bins, p, list(feats), slots, *weights) for p in parts])
-    total = results[0].copy()
-    for r in results[1:]:
-        total += r  # uint64: wraps modulo 2^64
-    return total
+    return node_histograms(node_histograms_part, bins, weights, rows, feats, slots, compute)

@@ -407,6 +407,14 @@ class Store:
         with self.engine.connect() as conn:
             return np.fromiter(conn.execute(sa.select(f.c.row_id).order_by(f.c.row_id)).scalars(), dtype=np.int64)
 
+    def data_version(self) -> tuple[str | None, float, int]:
+        """Changes whenever an ingest commits or the pseudonym key changes (the only writers of subjects,
+        consent and flags): (key fingerprint, newest dataset update, datasets)."""
+        d = self.t["datasets"]
+        with self.engine.connect() as conn:
+            newest, count = conn.execute(sa.select(sa.func.max(d.c.updated_at), sa.func.count())).one()
+            return self._meta_get(conn, "pseudonym_key_fingerprint"), float(newest or 0.0), int(count)
+
     def flagged_pseudonyms(self, flag: str, purpose: str) -> np.ndarray:
         """Pseudonyms (``S16``) of the subjects on this party's ``"fraud"`` list or with an
         ``"active_loan"``, who consented to ``purpose``: one join streamed from the database in blocks

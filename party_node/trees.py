@@ -104,7 +104,7 @@ class StoreTreeParty:
             mask = np.arange(len(yy)) >= len(ytr)
             info_name = dataset or next(d for d in self.store.datasets() if self.store.dataset_info(d).has_labels)
             party = LenderHTreeParty(self.name, {f: xs[:, j] for j, f in enumerate(names)}, yy, self.identity, mask,
-                                     categorical=self._levels(info_name, names))  # fmt: skip
+                                     categorical=self._levels(info_name, names), compute=self.compute)  # fmt: skip
             role, name, features = "lender", info_name, list(names)
         elif self.name in lenders:
             t = self.source.vertical_table(str(psi_runs[self.name]), dataset, labels=True, onehot=False)
@@ -194,5 +194,5 @@ def register_tree_handlers(
     the hybrid trees' node histograms run (:func:`party_node.compute.row_compute`)."""
     tp = StoreTreeParty(party, store, alignment, home, identity, compute)
     tp.register(registry)
-    StoreHTreeParty(party, store, alignment, home, identity).register(registry)
+    StoreHTreeParty(party, store, alignment, home, identity, compute).register(registry)
     return tp

@@ -6,7 +6,7 @@ Every figure is measured on this machine in this run; sizes the run did not reac
 the key of a measured figure. Usage::
 
     python scripts/bench_scale.py [--psi-n 1000000] [--ray-n 200000] [--ingest-rows 1000000]
-                                  [--blacklist-n 50000000] [--skip psi,ray,ingest,blacklist]
+                                  [--blacklist-n 50000000] [--only PARTS] [--skip PARTS]
 
 * ``psi``: n x n ids (half shared) end to end: two party processes and the coordinator, mutual TLS on
   loopback, ids read from each party's store; peak RSS of each party process tree (node + its blinding
@@ -15,10 +15,15 @@ the key of a measured figure. Usage::
   cluster of two one-CPU nodes vs :class:`fedcore.crypto.psi.ParallelBlinder` with two workers, on the
   same ids; and one one-CPU node vs two (``ray_two_nodes_over_one``).
 * ``ingest``: the same 1M x 30 file (scripts/bench_data.py) into SQLite and into a throw-away
-  PostgreSQL server (COPY path).
-* ``blacklist``: the contributor's fraud table (:class:`SortedTable`, what ``scoring.contribute``'s
-  ``fraud_flags`` looks up) over n random 16-byte pseudonyms: build time, RSS of the process, and the
-  latency of one applicant's lookup (p50/p99 over 2,000 requests).
+  PostgreSQL server (COPY path), each ingest in its own process: time and peak RSS.
+* ``blacklist``: one applicant's blacklist check through the scoring path (a lender's request over
+  gRPC + mutual TLS to the coordinator, ``scoring.contribute`` to a member node process whose store holds
+  n flagged subjects, CKKS back): p50/p99 latency over ``--blacklist-requests``, the member's RSS, the
+  first request (which builds the member's fraud table), the list's ingest (``party ingest`` for the first
+  ``--blacklist-ingest-n``, the script's bulk loader for the rest). ``--blacklist-dir`` keeps the built
+  federation for a rerun.
+* ``blacklist_table``: the fraud table alone (:class:`SortedTable`) in this process over n random
+  pseudonyms: build time, memory, one lookup (p50/p99 over 2,000).
 """
 
 from __future__ import annotations
@@ -277,11 +282,11 @@ def bench_blacklist(n: int) -> dict[str, Any]:
     gc.collect()
     base = proc.memory_info().rss
     rng = np.random.default_rng(5)
-    keys = np.frombuffer(rng.bytes(16 * n), dtype="S16")
-    t0 = time.perf_counter()
-    table = SortedTable(keys)
-    build = time.perf_counter() - t0
+    keys = np.frombuffer(rng.bytes(16 * n), dtype="S16").copy()
     listed = keys[(np.arange(1000) * 7919) % n].copy()  # applicants who are on the list
+    t0 = time.perf_counter()
+    table = SortedTable.owning(keys)  # as the member builds it (sorted in place)
+    build = time.perf_counter() - t0
     del keys  # the member keeps only the table
     gc.collect()
     rss = proc.memory_info().rss

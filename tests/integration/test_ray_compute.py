@@ -14,7 +14,9 @@ import pytest
 
 from fedcore.crypto.psi import ParallelBlinder, PsiSecret, blind_ids, reblind, unpack_points
 from fedcore.errors import ProtocolError
-from fedcore.partitions import LOCAL, node_histograms_u64
+from fedcore.partitions import LOCAL, node_histograms, node_histograms_u64
+from fedcore.protocol.horizontal_trees.messages import quantize as hquantize
+from fedcore.protocol.horizontal_trees.party import _node_part
 from fedcore.protocol.inmemory import InMemoryChannel
 from fedcore.protocol.messages import Role
 from fedcore.protocol.tasks import HandlerRegistry
@@ -22,7 +24,7 @@ from fedcore.protocol.trees.coordinator import HybridTreesConfig, run_hybrid_tre
 from fedcore.protocol.trees.messages import bincount_u64
 from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty
 from models.gbdt import GBDTParams
-from party_node.compute import RayBlinder, RayRowCompute, connect, row_ranges
+from party_node.compute import RayBlinder, RayRowCompute, connect, row_compute, row_ranges
 from party_node.config import ComputeSettings
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
@@ -169,6 +171,28 @@ def test_ray_node_histograms_equal_local(cluster):
     want = np.stack([[bincount_u64(bins[f, rows], w[rows], slots) for f in feats] for w in (g, h)])
     assert got.dtype == np.uint64 and np.array_equal(got, want)
     assert np.array_equal(node_histograms_u64(bins, (g, h), rows, feats, slots), want)  # the local backend
+
+
+def test_compute_settings_pick_where_row_partitions_run(cluster):
+    assert row_compute(ComputeSettings()) is LOCAL
+    on_ray = row_compute(ComputeSettings(backend="ray", ray_address=cluster.address))
+    assert isinstance(on_ray, RayRowCompute) and on_ray.parts == 2
+    assert row_compute(ComputeSettings(backend="ray", ray_address=cluster.address, workers=6)).parts == 6
+
+
+def test_ray_horizontal_node_histograms_equal_local(cluster):
+    """Horizontal trees' histograms: quantized float gradients, whose partition sums are exact."""
+    rng = np.random.default_rng(5)
+    n, feats, slots = 300_000, [1, 3], 9
+    bins = rng.integers(0, slots, (4, n)).astype(np.uint8)
+    g, h = hquantize(rng.uniform(-1, 1, n)), hquantize(rng.uniform(0, 0.25, n))
+    rows = np.sort(rng.choice(n, 250_000, replace=False))
+    on_ray = CountingRayRowCompute(cluster.address)
+    got = node_histograms(_node_part, bins, (g, h), rows, feats, slots, on_ray)
+    assert on_ray.calls == 2
+    want = np.stack([[np.bincount(bins[f][rows], w[rows], slots) for f in feats] for w in (g, h)])
+    assert np.array_equal(got, want)  # bit for bit, not approximately
+    assert np.array_equal(node_histograms(_node_part, bins, (g, h), rows, feats, slots), want)
 
 
 def test_hybrid_trees_on_ray_grow_the_local_trees(cluster):

@@ -14,6 +14,7 @@ import numpy as np
 from fedcore.crypto.he import SUMS, CkksPublicContext, CkksSecretContext, EncryptedVector, decrypt_vector
 from fedcore.crypto.he import encrypt_vector as encrypt
 from fedcore.errors import ProtocolError
+from fedcore.partitions import node_histograms
 from fedcore.protocol.horizontal_trees.messages import (
     EDGES,
     FINISH,
@@ -102,6 +103,15 @@ def _histograms(
     return out
 
 
+def _node_part(bins: np.ndarray, rows: np.ndarray, feats: Sequence[int], slots: int, g: np.ndarray,
+               h: np.ndarray) -> np.ndarray:  # fmt: skip
+    """One partition of a node's rows (:func:`fedcore.partitions.node_histograms`): its float sums of
+    multiples of 2^-12 are exact, so partitions add up to one pass bit for bit."""
+    if len(rows) == len(g):  # every row (a root): no gather
+        return _histograms(bins, feats, None, g, h, slots)
+    return _histograms(bins, feats, rows, g[rows], h[rows], slots)
+
+
 class LenderHTreeParty(LenderTreeParty):
     """A lender of horizontal trees (its own rows, labels and the shared-schema features)."""
 
@@ -172,17 +182,14 @@ class LenderHTreeParty(LenderTreeParty):
             return TaskReply(out)
         feats = [int(f) for f in params["features"]]  # type: ignore[union-attr]
         slots = s.max_bins + 1
-        parts = []
+        parts: list[np.ndarray] = []
         assert s.g is not None and s.h is not None
-        n = len(self.y)
         for node in [int(x) for x in params["build"]]:  # type: ignore[union-attr]
             ctx.check_cancelled()
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            whole = len(rows) == n
-            g, h = (s.g, s.h) if whole else (s.g[rows], s.h[rows])
-            parts.append(_histograms(s.bins, feats, None if whole else rows, g, h, slots).ravel())
+            parts.append(node_histograms(_node_part, s.bins, (s.g, s.h), rows, feats, slots, self.compute).ravel())
         vec = np.concatenate(parts) if parts else np.zeros(0)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
 

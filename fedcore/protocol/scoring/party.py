@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -82,7 +83,10 @@ class AuditSink(Protocol):
 def _prefix64(keys: np.ndarray) -> np.ndarray:
     """The first 8 bytes of ``S16`` pseudonyms as big-endian uint64 (sorts like the bytes)."""
     raw = np.ascontiguousarray(keys, dtype="S16").view(np.uint8).reshape(-1, PSEUDONYM_BYTES)[:, :8]
-    return np.ascontiguousarray(raw).view(">u8").ravel().astype(np.uint64)
+    out = raw.copy().view(">u8").ravel()  # a copy always (one key's slice would be a view of the caller's)
+    if sys.byteorder == "little":
+        out = out.byteswap(inplace=True).view(np.uint64)  # the same values in native order, no second copy
+    return out.astype(np.uint64, copy=False)
 
 
 HASH_MIN_QUERY = 4096  # a batch at least this large builds (once) and uses a hash index over the prefixes
@@ -110,6 +114,22 @@ class SortedTable:
         self.prefix = prefix[order]
         del prefix
         self.values = None if vals is None else vals[order]
+        self._ready()
+
+    @classmethod
+    def owning(cls, keys: np.ndarray) -> SortedTable:
+        """A presence table (no values) over ``keys`` (``S16``), sorted **in place**: the caller gives the
+        array up. A 50M-entry list then needs its 16 B a key plus the 8 B prefixes, with no sorted copy
+        beside the original (and a byte sort is faster than argsort + gather)."""
+        table = cls.__new__(cls)
+        table.keys = np.asarray(keys, dtype="S16")
+        table.keys.sort()
+        table.prefix = _prefix64(table.keys) if len(table.keys) else np.zeros(0, dtype=np.uint64)
+        table.values = None
+        table._ready()
+        return table
+
+    def _ready(self) -> None:
         self._unique = bool(len(self.prefix) < 2 or np.all(self.prefix[1:] != self.prefix[:-1]))
         self._index: pd.Index | None = None
         self._index_lock = threading.Lock()

@@ -4,12 +4,15 @@ built from it."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedcore.errors import InvalidInput
+from fedcore.protocol.scoring.party import SortedTable
+from party_node.flag_tables import FlagTables
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
 from party_node.schema import load_schema
@@ -83,3 +86,40 @@ def test_fraud_flags_come_from_the_store(store: Store, tmp_path: Path) -> None:
     assert flags.tolist() == [1.0 if r[3] and r[1] else 0.0 for r in rows]
     loans = source.loan_flags(query)
     assert loans.tolist() == [1.0 if r[4] and r[2] else 0.0 for r in rows]
+
+
+def test_a_stale_table_answers_while_it_is_rebuilt_after_an_ingest(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", pseudonym_key=KEY)
+    _fill(store, tmp_path)
+    tables = FlagTables(store, refresh_s=0.0)
+    first = tables.table("fraud")
+    assert len(first) == len(_expected(3, 1))
+    assert tables.table("fraud") is first  # stale: checked in the background
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()
+    assert tables.table("fraud") is first  # nothing was ingested since: the same table, not rebuilt
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()
+    (tmp_path / "more.csv").write_text("id,c_black,c_score,fraud,loan\nnew1,yes,yes,yes,no\n")
+    ingest_file(store, tmp_path / "more.csv", load_schema(tmp_path / "list.toml"))
+    assert tables.table("fraud") is first  # stale: the request is answered from the current table
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()
+    new = tables.table("fraud")
+    assert new is not first and len(new) == len(first) + 1
+    assert new.lookup(np.array(KEY.pseudonymize(["new1"], "opaque"), dtype="S16")).tolist() == [1.0]
+    for t in [t for t in threading.enumerate() if t.name == "flags-fraud"]:
+        t.join()  # the rebuild the last (stale) request started
+    store.close()
+
+
+def test_a_table_sorted_in_place_answers_like_the_copying_one() -> None:
+    rng = np.random.default_rng(2)
+    keys = np.frombuffer(rng.bytes(16 * 50_000), dtype="S16").copy()
+    copying, owning = SortedTable(keys), SortedTable.owning(keys.copy())
+    assert np.array_equal(copying.keys, owning.keys) and np.array_equal(copying.prefix, owning.prefix)
+    query = np.concatenate([keys[::7], np.frombuffer(rng.bytes(16 * 100), dtype="S16")])
+    assert np.array_equal(owning.lookup(query), copying.lookup(query))
+    assert owning.lookup(query).sum() == len(keys[::7])
+    one = keys[3:4].copy()
+    assert owning.lookup(one).tolist() == [1.0] and one[0] == keys[3]  # the query is left as it was
