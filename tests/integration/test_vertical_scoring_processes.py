@@ -206,5 +206,6 @@ def test_hybrid_tree_model_report_and_evaluation(fed):
     assert summary["n_val"] == lender["metrics"]["n"] and summary["auc"] == pytest.approx(tree_auc, abs=5e-3)
     assert summary["importance"] == {"yixin": pytest.approx(lender["model"]["importance"]["lenders"])}
     assert set(platform["importance"]) and not set(summary["parties"]) - {"yixin"}
+    assert summary["scoring_rows"] >= 200 and summary["stability_val_vs_scoring"] is not None  # served scores
     evaluated = json.loads(fed.cli("coordinator", "evaluate", run_id, "--json", *coord).stdout.strip().splitlines()[-1])
     assert evaluated["auc"] == pytest.approx(summary["auc"], abs=1e-12)
