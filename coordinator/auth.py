@@ -47,6 +47,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/fedcredit.v1.Admin/ListRuns": ADMIN,
     "/fedcredit.v1.Scoring/Score": frozenset({Role.LENDER}),
     "/fedcredit.v1.Preapproval/Request": frozenset({Role.PLATFORM}),
+    "/fedcredit.v1.Preapproval/AnnounceSnapshot": frozenset({Role.PLATFORM}),
     "/grpc.health.v1.Health/Check": ANY,
     "/grpc.health.v1.Health/Watch": ANY,
     "/grpc.health.v1.Health/List": ANY,

@@ -286,6 +286,10 @@ def train(
     early_stopping_rounds: Annotated[int | None, typer.Option(min=1, help="gbdt: stop after N trees without "
                                                               "a better validation loss; keep the best.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Vertical: validation share of each lender.")] = None,
+    encoding: Annotated[str, typer.Option(help="Vertical logistic: onehot (categoricals as level indicators) "
+                                          "or woe (every feature as the WOE of its federated bin).")] = "onehot",
+    binning_run: Annotated[str | None, typer.Option(help="With --encoding woe: the binning run whose bins "
+                                                    "to use (default: the newest of these parties).")] = None,
     run_config: Annotated[Path | None, typer.Option(help="TOML file with every training parameter "
                                                     "(options given here win).")] = None,
 ) -> None:
@@ -316,9 +320,17 @@ def train(
     if model not in allowed[kind]:
         raise InvalidInput(f"--model {model!r} is not available with --kind {kind!r} "
                            f"({kind}: {' or '.join(allowed[kind])})")
+    encoding, binning_run = pick("encoding", encoding), pick("binning_run", binning_run)
+    if encoding not in ("onehot", "woe"):
+        raise InvalidInput(f"--encoding must be onehot or woe, not {encoding!r}")
+    if (encoding != "onehot" or binning_run) and (kind, model) != ("vertical", "logistic"):
+        raise InvalidInput("--encoding woe and --binning-run apply to --kind vertical --model logistic only")
+    if binning_run and encoding != "woe":
+        raise InvalidInput("--binning-run needs --encoding woe")
     if kind == "vertical":
         vparams: dict[str, Any] = {"parties": names, "epochs": rounds, "model": model}
         for key, value in (("lr", lr), ("dataset", dataset), ("batch_size", batch_size),
+                           ("encoding", None if encoding == "onehot" else encoding), ("binning_run", binning_run),
                            ("val_fraction", pick("val_fraction", val_fraction)), ("seed", cfg.get("seed"))):
             if value is not None:
                 vparams[key] = value
@@ -385,7 +397,9 @@ def _print_model(result: dict[str, Any]) -> None:
     typer.echo(f"model {result.get('model')} version {result.get('version')} (run {result['run_id']}):"
                f" validation AUC {m.get('val_auc', float('nan')):.4f} KS {m.get('val_ks', float('nan')):.4f};"
                f" stored at {', '.join(result.get('parties', []))}; secure={result.get('secure', 'he')}"
-               + (f"; DP epsilon {result['dp'].get('epsilon'):.2f}" if result.get("dp") else ""))
+               + (f"; DP epsilon {result['dp'].get('epsilon'):.2f}" if result.get("dp") else "")
+               + (f"; WOE of binning run {enc.get('binning_run')}" if (enc := result.get("encoding") or {})
+                  .get("kind") == "woe" else ""))
 
 
 @app.command()

@@ -39,6 +39,7 @@ from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import DataSummary, PartyInfo, Role, Task, TaskResult
 from fedcore.wire.convert import params_from_struct, params_to_struct, summary_from_proto
 from fedcore.wire.errors import status_of
+from fedcore.wire.link_queue import force_put
 
 from .auth import identity_of
 from .state import StateStore
@@ -104,21 +105,8 @@ class _Session:
         for p in pending:
             p.error = PartyUnavailable(self.name, f"{reason} during step {p.kind!r}")
             p.header.set()
-            _force_put(p.chunks, p.error)
-        _force_put(self.outbound, None)
-
-
-def _force_put(q: queue.Queue, item: object) -> None:  # type: ignore[type-arg]
-    """Put ``item`` even if the queue is full (dropping what it holds: the link is gone)."""
-    while True:
-        try:
-            q.put_nowait(item)
-            return
-        except queue.Full:
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
+            force_put(p.chunks, p.error)
+        force_put(self.outbound, None)
 
 
 class LinkHub(PartyChannel):
@@ -352,7 +340,7 @@ class LinkHub(PartyChannel):
                 return
             pending.error = PartyTaskError(session.name, er.step or pending.kind, er.code, er.message)
             pending.header.set()
-            _force_put(pending.chunks, pending.error)
+            force_put(pending.chunks, pending.error)
         elif body == "register":
             raise ProtocolError(f"party {session.name!r} registered twice on one link")
 

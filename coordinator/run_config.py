@@ -3,8 +3,9 @@
 
 Top-level keys are the ``train`` options (``parties`` as a list or a comma string, ``kind``, ``model``,
 ``rounds``, ``lr``, ``dataset``, ``batch_size``, ``strategy``, ``secure``, ``min_parties``, ``local_epochs``,
-``psi_runs`` as a table, ``val_fraction``, ``seed``); a ``[gbdt]`` table holds the tree parameters
-(:class:`models.gbdt.params.GBDTParams` names: ``n_trees``, ``max_depth``, ``learning_rate``, ``max_bins``,
+``psi_runs`` as a table, ``val_fraction``, ``seed``, ``encoding``, ``binning_run``); a ``[gbdt]`` table
+holds the tree parameters (:class:`models.gbdt.params.GBDTParams` names: ``n_trees``, ``max_depth``,
+``learning_rate``, ``max_bins``,
 ``min_child_weight``, ``reg_lambda``, ``monotone`` as a table of +1/-1, ``early_stopping_rounds``, ...)::
 
     parties = ["yixin", "tiange"]
@@ -28,7 +29,7 @@ from models.gbdt.params import GBDTParams
 
 TOP_KEYS = {
     "parties", "kind", "model", "rounds", "lr", "dataset", "batch_size", "strategy", "secure", "min_parties",
-    "local_epochs", "psi_runs", "val_fraction", "seed", "gbdt", "dp_noise", "dp_clip",
+    "local_epochs", "psi_runs", "val_fraction", "seed", "gbdt", "dp_noise", "dp_clip", "encoding", "binning_run",
 }  # fmt: skip
 GBDT_KEYS = {f.name for f in fields(GBDTParams)} - {"sticky_owners", "first_tree_owners"}
 

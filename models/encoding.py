@@ -19,7 +19,7 @@ import numpy as np
 from fedcore.errors import InvalidInput
 from models.binning import Binning, binning_from_dict
 
-__all__ = ["OneHotEncoder", "WoeEncoder"]
+__all__ = ["OneHotEncoder", "StoredWoe", "WoeEncoder"]
 
 Columns = Mapping[str, Sequence[object] | np.ndarray]
 """Raw data by feature name: a dict of columns or a pandas DataFrame."""
@@ -133,3 +133,81 @@ class OneHotEncoder:
             return cls(tuple(binning_from_dict(b) for b in d["binnings"]), bool(d["drop_first"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidInput(f"one-hot encoder JSON is malformed: {e}") from e
+
+
+@dataclass(frozen=True)
+class StoredWoe:
+    """A :class:`WoeEncoder` over a party store's values: numbers, and category codes (indices into the
+    vocabulary the store had at training, ``vocabularies[feature]``). A code outside that vocabulary
+    (a level first stored after training) and a level the binning never saw go to the bin of the
+    schema's declared ``unseen`` level (``unseen[feature]``), else to the binning's fallback bin, else to
+    the missing bin. NaN, the scoring service's "no value" (the applicant is
+    not in the store), stays NaN: the model treats it as neutral."""
+
+    encoder: WoeEncoder
+    vocabularies: Mapping[str, Sequence[str]]
+    unseen: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        lookup: list[np.ndarray | None] = []  # categorical: bin per code, the last for codes past the vocabulary
+        for b in self.encoder.binnings:
+            if b.kind != "categorical":
+                lookup.append(None)
+                continue
+            vocab = self.vocabularies.get(b.feature)
+            if vocab is None:
+                raise InvalidInput(f"WOE encoder: categorical feature {b.feature!r} has no vocabulary")
+            fb = b.missing_bin if b.fallback is None else b.fallback  # type: ignore[union-attr]
+            declared = (self.unseen or {}).get(b.feature)
+            fb = fb if declared is None else _bin_or(b, declared, fb)
+            lookup.append(np.asarray([*(_bin_or(b, lv, fb) for lv in vocab), fb], dtype=np.int64))
+        object.__setattr__(self, "_lookup", lookup)
+
+    @property
+    def features(self) -> list[str]:
+        return self.encoder.features
+
+    def bins(self, x: np.ndarray) -> np.ndarray:
+        """Rows x features of stored values -> bin index (int64; -1 where the value is NaN)."""
+        x = np.asarray(x, dtype=np.float64)
+        out = np.full(x.shape, -1, dtype=np.int64)
+        lookup: list[np.ndarray | None] = self._lookup  # type: ignore[attr-defined]
+        for j, (b, lk) in enumerate(zip(self.encoder.binnings, lookup, strict=True)):
+            col = x[:, j]
+            ok = ~np.isnan(col)
+            if lk is None:
+                out[ok, j] = b.assign(col[ok])
+            else:
+                codes = col[ok].astype(np.int64)
+                out[ok, j] = lk[np.where((codes >= 0) & (codes < len(lk) - 1), codes, len(lk) - 1)]
+        return out
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Rows x features of stored values -> WOE values (NaN stays NaN)."""
+        idx = self.bins(x)
+        out = np.full(idx.shape, np.nan)
+        for j, w in enumerate(self.encoder.woe):
+            ok = idx[:, j] >= 0
+            out[ok, j] = np.asarray(w, dtype=np.float64)[idx[ok, j]]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.encoder.to_dict(), "vocabularies": {f: list(v) for f, v in self.vocabularies.items()},
+                "unseen": dict(self.unseen or {})}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StoredWoe:
+        try:
+            vocab = {str(f): [str(v) for v in levels] for f, levels in dict(d.get("vocabularies") or {}).items()}
+            unseen = {str(f): str(v) for f, v in dict(d.get("unseen") or {}).items()}
+            enc = WoeEncoder.from_json(json.dumps({"encoding": d.get("encoding"), "features": d["features"]}))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InvalidInput(f"WOE encoding is malformed: {e}") from e
+        return cls(enc, vocab, unseen)
+
+
+def _bin_or(b: Binning, level: str, fallback: int) -> int:
+    try:
+        return int(b.assign([level])[0])
+    except InvalidInput:
+        return fallback

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +35,7 @@ import sqlalchemy as sa
 
 from fedcore.crypto.psi import DEFAULT_CHUNK_IDS, PsiSecret, iter_chunks
 from fedcore.errors import FedcreditError, InvalidInput, PermissionDenied, Unavailable
+from fedcore.partitions import LOCAL, RowCompute
 from fedcore.protocol.scoring.messages import ModelSlice
 
 log = logging.getLogger(__name__)
@@ -223,6 +226,77 @@ def row_id_bounds(store: Any, dataset: str) -> tuple[int, int]:
     with store.engine.connect() as conn:
         lo, hi = conn.execute(sa.select(sa.func.min(ds.c.row_id), sa.func.max(ds.c.row_id))).one()
     return (0, -1) if lo is None else (int(lo), int(hi))
+
+
+# ---- row partitions of a party's training passes (fedcore.partitions) -------------------------------------
+
+
+class RayRowCompute:
+    """:class:`fedcore.partitions.RowCompute` on the party's Ray cluster: one Ray task per partition,
+    ``parts`` = the CPUs the cluster offers (or ``compute.workers``). A numpy argument over 1 MiB (a run's
+    bins matrix, a tree's gradients) is put in the Ray object store once and reused while the array
+    lives, so a histogram call ships only its row slices; workers on the node's machine read it from
+    shared memory without a copy."""
+
+    BIG = 1 << 20
+
+    def __init__(self, address: str = "", workers: int | None = None) -> None:
+        self._address, self._workers = address, workers
+        self._parts: int | None = None
+        self._tasks: dict[Any, Any] = {}
+        self._refs: dict[int, tuple[Any, Any]] = {}  # id(array) -> (weakref to it, object ref)
+        self._lock = threading.Lock()
+
+    @property
+    def _ray(self) -> Any:
+        return connect(self._address)  # on first use: a node starts without reaching its cluster
+
+    @property
+    def parts(self) -> int:
+        if self._parts is None:
+            self._parts = int(self._workers or int(self._ray.cluster_resources().get("CPU", 1)) or 1)
+        return self._parts
+
+    def _arg(self, a: Any) -> Any:
+        return self._put(a) if isinstance(a, np.ndarray) and a.nbytes >= self.BIG else a
+
+    def _put(self, a: np.ndarray) -> Any:
+        key = id(a)
+        with self._lock:
+            hit = self._refs.get(key)
+            if hit is not None and hit[0]() is a:
+                return hit[1]
+        ref = self._ray.put(a)
+        with self._lock:
+            self._refs[key] = (weakref.ref(a), ref)
+        weakref.finalize(a, self._drop, key, ref)
+        return ref
+
+    def _drop(self, key: int, ref: Any) -> None:
+        with self._lock:
+            hit = self._refs.get(key)
+            if hit is not None and hit[1] is ref:
+                del self._refs[key]
+
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+        task = self._tasks.get(fn)
+        if task is None:
+            task = self._tasks[fn] = self._ray.remote(num_cpus=1)(fn).options(scheduling_strategy="SPREAD")
+        refs = [task.remote(*[self._arg(a) for a in args]) for args in calls]
+        try:
+            return list(self._ray.get(refs))
+        except self._ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, FedcreditError):
+                raise cause from None
+            raise
+
+
+def row_compute(settings: Any) -> RowCompute:
+    """Where a party's row partitions run for ``compute`` settings: this process, or its Ray cluster."""
+    if settings is None or settings.backend != "ray":
+        return LOCAL
+    return RayRowCompute(settings.ray_address, settings.workers or None)
 
 
 def psi_blinder(settings: Any) -> Callable[[PsiSecret], Any] | None:

@@ -23,6 +23,7 @@ from fedcore.errors import InvalidInput, NotFound
 from models.metrics import evaluate
 
 from .categories import encode_raw
+from .horizontal_encoding import apply_encoding, encoding_from_names, stored_columns
 from .reporting import tree_doc
 from .scoring_batch import Applicant
 from .store import Store
@@ -115,7 +116,10 @@ def horizontal_probabilities(store: Store, model_dir: Path, model: str, version:
         dataset = labelled[0] if len(labelled) == 1 else ""
     if dataset and any(isinstance(v, str) for a in apps for v in (a.features or {}).values()):
         apps = encode_raw(store, dataset, apps)
-    return predict_proba(net, Scaler.from_dict(meta["scaler"]).transform(_given(apps, names, model)))
+    enc = encoding_from_names(store.dataset_info(dataset), names) if dataset else [(n, n, None) for n in names]
+    cols = stored_columns(enc)
+    X = apply_encoding(enc, _given(apps, cols, model), cols)
+    return predict_proba(net, Scaler.from_dict(meta["scaler"]).transform(X))
 
 
 def _given(apps: list[Applicant], names: list[str], model: str) -> np.ndarray:

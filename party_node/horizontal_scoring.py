@@ -19,6 +19,7 @@ from fedcore.errors import InvalidInput
 from models.scorecard import Scorecard
 
 from .evaluate import _latest_version, horizontal_probabilities
+from .horizontal_encoding import encoding_from_names, stored_columns
 from .scoring_batch import Applicant, ScoringSettings
 from .store import Store
 
@@ -44,6 +45,7 @@ def score_horizontal(store: Store, home: Path, model: str, apps: Sequence[Applic
         if len(labelled) != 1:
             raise InvalidInput(f"model {model!r}: cannot tell which of this party's datasets it was trained on")
         dataset = labelled[0]
+    names = stored_columns(encoding_from_names(store.dataset_info(dataset), names))  # the stored columns it reads
     filled: list[Applicant] = []
     ok = np.ones(len(apps), dtype=bool)
     for i, a in enumerate(apps):

@@ -25,6 +25,7 @@ from fedcore.grpc_options import secure_target_options
 from fedcore.protocol.messages import DataSummary
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext, error_of, execute
 from fedcore.wire.convert import params_from_struct, params_to_struct, summary_to_proto
+from fedcore.wire.link_queue import force_put
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +91,8 @@ class _Stream:
             for ctx in self.tasks.values():
                 ctx.cancelled.set()
             for q in self.payloads.values():
-                _offer(q, _DROPPED)
-        _offer(self.outbound, None)
-
-
-def _offer(q: queue.Queue, item: object) -> None:  # type: ignore[type-arg]
-    while True:
-        try:
-            q.put_nowait(item)
-            return
-        except queue.Full:
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
+                force_put(q, _DROPPED)
+        force_put(self.outbound, None)
 
 
 class LinkClient:
@@ -242,7 +231,7 @@ class LinkClient:
                         log.info("task %s cancelled: %s", ctx.task_id, msg.cancel.reason)
                         ctx.cancelled.set()
                     if payload_q is not None:
-                        _offer(payload_q, _CANCELLED)
+                        force_put(payload_q, _CANCELLED)
             self._set_error("the coordinator closed the link")
         except grpc.RpcError as err:
             code = err.code() if hasattr(err, "code") else None

@@ -3,14 +3,19 @@
 The **book** is the lender's own active borrowers who consented to ``monitoring`` (its store's
 active-loan flags and consent; :meth:`Monitor.register_book`); it is a table in the lender's store and
 never leaves the node, nor does the last pass's state (``HOME/monitoring/state.npz``). A **pass**
-(:meth:`Monitor.run`, ``fedcredit party monitor run``, e.g. from cron or after a new platform snapshot)
+(:meth:`Monitor.run`, ``fedcredit party monitor run``, every ``interval_s`` on a running node, and on a
+running node after each new platform snapshot: :class:`party_node.monitoring_cli.SnapshotPasses`)
 scores the book with the joint model through the ordinary joint scoring request (chunks of
 pseudonyms, queries score/blacklist/loans): to the coordinator and the other members it is
 indistinguishable from any batch scoring request, and they learn exactly what they learn
 from one (:mod:`fedcore.protocol.scoring`). The pass compares each borrower with the previous pass and
 raises alerts:
 
-- ``pd_above``: joint PD crossed ``pd_threshold`` (from below, or on the first pass);
+- ``pd_above``: joint PD crossed ``pd_threshold`` (from below, or on the first pass). Unset (0), the
+  threshold comes from the model (:func:`threshold_from_model`): the PD above which the riskiest
+  ``alert_share`` (5%) of the model's validation applicants lie, from its validation histogram
+  (``validation_hist.json``, the one the model's decision bands come from) or its validation scores;
+  0.2 for a model with neither;
 - ``pd_up``: joint PD at least ``pd_factor`` times the previous pass's;
 - ``loans_up``: more active loans at other members than before (multi-lending);
 - ``fraud_hit``: on a member's fraud list now, not before;
@@ -33,7 +38,7 @@ import math
 import time
 import tomllib
 import urllib.request
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +74,8 @@ ALERTS = sa.Table("monitoring_alerts", _MD,
 @dataclass(frozen=True)
 class MonitorSettings:
     model_id: str = ""  # empty: scoring.json's model
-    pd_threshold: float = 0.2
+    pd_threshold: float = 0.0  # 0: from the model's validation distribution (threshold_from_model)
+    alert_share: float = 0.05  # ... the riskiest share of validation applicants the threshold leaves above it
     pd_factor: float = 2.0
     contribution_delta: float = 1.0
     drift_psi: float = 0.25
@@ -100,7 +106,8 @@ class MonitorSettings:
             if isinstance(v, bool) or not isinstance(v, want if want is not float else (int, float)):
                 raise ConfigError(f"{src}: {k} must be a {want.__name__}, got {v!r}")
         st = cls(**data)
-        checks = {"pd_threshold": 0 < st.pd_threshold < 1, "pd_factor": st.pd_factor > 1,
+        checks = {"pd_threshold": 0 <= st.pd_threshold < 1, "alert_share": 0 < st.alert_share < 0.5,
+                  "pd_factor": st.pd_factor > 1,
                   "contribution_delta": st.contribution_delta > 0, "drift_psi": st.drift_psi > 0,
                   "chunk": st.chunk >= 1, "timeout_s": st.timeout_s > 0, "interval_s": st.interval_s >= 0,
                   "webhook": not st.webhook or st.webhook.startswith(("http://", "https://"))}
@@ -108,6 +115,38 @@ class MonitorSettings:
             if not ok:
                 raise ConfigError(f"{src}: {name} = {getattr(st, name)!r} is out of range")
         return st
+
+
+FALLBACK_THRESHOLD = 0.2
+
+
+def threshold_from_model(model_dir: Path, share: float) -> tuple[float, str]:
+    """The PD above which the riskiest ``share`` of the model's validation applicants lie, and where it
+    came from: the validation histogram (the upper edge of the bin where the safest ``1 - share`` are
+    reached, as :func:`party_node.model_bands.bands_from_histogram` cuts the decision bands), else the
+    validation scores' quantile, else :data:`FALLBACK_THRESHOLD`."""
+    from fedcore.protocol.vertical.party import VALIDATION_HIST
+    from models import histograms as hm
+    from models.bands import cutoff_for_approval
+
+    hist = model_dir / VALIDATION_HIST
+    if hist.is_file():
+        try:
+            h = hm.Hist.from_params(json.loads(hist.read_text())["val"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvalidInput(f"{hist}: not a validation histogram ({exc})") from None
+        if h.n > 0:
+            k = cutoff_for_approval(h.total, 1.0 - share)
+            return min(k / h.bins, 0.999), VALIDATION_HIST
+    scores = model_dir / "validation_scores.json"
+    if scores.is_file():
+        try:
+            v = np.asarray(json.loads(scores.read_text()), dtype=np.float64)
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"{scores}: not a JSON list of scores ({exc})") from None
+        if len(v):
+            return float(np.clip(np.quantile(v, 1.0 - share), 1e-6, 0.999)), scores.name
+    return FALLBACK_THRESHOLD, "default"
 
 
 @dataclass(frozen=True)
@@ -173,6 +212,7 @@ class PassReport:
     alerts: list[Alert]
     psi: float | None
     delivered: bool | None  # None: no webhook or no alerts
+    pd_threshold: float | None = None  # the threshold in force (None: empty book)
 
 
 class Monitor:
@@ -234,16 +274,28 @@ class Monitor:
                 loans[s:e] = out.active_loans
         return {"pd": sigmoid(own + ext), "loans": loans, "blacklist": bl, "external": ext}
 
-    def run(self) -> PassReport:
+    def threshold(self, model_id: str | None = None) -> tuple[float, str]:
+        """The ``pd_above`` threshold in force and its source (``settings``, or the model's)."""
+        if self.settings.pd_threshold > 0:
+            return self.settings.pd_threshold, "settings"
+        mid = model_id or self.service.model(self.settings.model_id or None).model_id
+        return threshold_from_model(self.service.home / "models" / mid, self.settings.alert_share)
+
+    def run(self, trigger: str = "") -> PassReport:
+        """One pass; ``trigger`` (audited) says why: empty for a scheduled or CLI pass, ``snapshot <date>``
+        after the platform announced a new snapshot."""
         rows, pseudos = self.book()
         started = time.time()
         alerts: list[Alert] = []
         psi = None
+        threshold = None
         if len(rows):
             cur = self.score_book(rows, pseudos)
             prev, known = self._load_state(rows)
-            alerts += evaluate_arrays(prev, known, cur, self.settings, rows)
             model_id = self.service.model(self.settings.model_id or None).model_id
+            threshold, _src = self.threshold(model_id)
+            rules = replace(self.settings, pd_threshold=threshold)
+            alerts += evaluate_arrays(prev, known, cur, rules, rows)
             ref = self._reference(model_id)
             if ref is None:
                 path = self.service.home / "monitoring" / f"reference_{model_id}.npy"
@@ -262,8 +314,10 @@ class Monitor:
             telemetry.ALERTS.labels(a.kind).inc()
         delivered = self._deliver(started) if alerts and self.settings.webhook else None
         self.service.audit.append("monitoring_pass", {"book": len(rows), "alerts": len(alerts),
-                                                      "psi": psi if psi is None or math.isfinite(psi) else None})
-        return PassReport(len(rows), len(rows), alerts, psi, delivered)
+                                                      "psi": psi if psi is None or math.isfinite(psi) else None,
+                                                      "pd_threshold": threshold,
+                                                      **({"trigger": trigger} if trigger else {})})
+        return PassReport(len(rows), len(rows), alerts, psi, delivered, threshold)
 
     def _state_path(self) -> Path:
         return self.service.home / "monitoring" / "state.npz"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -52,7 +53,8 @@ def _run(home: Path, what: str, **kw: Any) -> None:
                 for a in r.alerts:
                     kinds[a.kind] = kinds.get(a.kind, 0) + 1
                 typer.echo(json.dumps({"book": r.book, "alerts": len(r.alerts), "by_kind": kinds,
-                                       "psi": r.psi, "webhook_delivered": r.delivered}))
+                                       "psi": r.psi, "pd_threshold": r.pd_threshold,
+                                       "webhook_delivered": r.delivered}))
             else:
                 for row in mon.alerts(kind=kw.get("kind") or None, limit=kw.get("limit", 100)):
                     typer.echo(json.dumps(row))
@@ -130,3 +132,37 @@ class MonitoringRunner:
         self._stop.set()
         if self.server is not None:
             self.server.stop()
+
+
+class SnapshotPasses:
+    """Monitoring passes started by the platform's snapshot announcements (``monitoring.snapshot``): one
+    at a time, in a background thread; announcements arriving during a pass give one more pass after it.
+    ``make_monitor()`` builds the lender's :class:`Monitor` (``None``: this lender does not monitor)."""
+
+    def __init__(self, make_monitor: Callable[[], Monitor | None]) -> None:
+        self._make = make_monitor
+        self._lock = threading.Lock()
+        self._pending: str | None = None
+        self._running = False
+
+    def fire(self, as_of: str) -> None:
+        with self._lock:
+            self._pending = as_of
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._drain, name="monitor-snapshot", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                as_of, self._pending = self._pending, None
+                if as_of is None:
+                    self._running = False
+                    return
+            try:
+                mon = self._make()
+                if mon is not None:
+                    mon.run(trigger=f"snapshot {as_of}")
+            except FedcreditError as exc:
+                log.warning("monitoring pass after snapshot %s failed: %s", as_of, exc)

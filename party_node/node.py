@@ -21,21 +21,23 @@ from fedcore.errors import AlreadyExists, NotFound
 from fedcore.protocol.horizontal.party import register_training_handlers
 from fedcore.protocol.keys.party import KeyParty
 from fedcore.protocol.messages import DataSummary
+from fedcore.protocol.preapproval.party import SnapshotListener
 from fedcore.protocol.psi.party import PsiParty
 from fedcore.protocol.tasks import HandlerRegistry, register_diagnostics
 from fedcore.secret import ensure_token
 from fedcore.telemetry import start_metrics_server
 
 from .alignment import StoreAlignment
+from .audit import AuditLog
 from .binning import register_binning_handlers
-from .compute import psi_blinder
+from .compute import psi_blinder, row_compute
 from .config import PartyConfig
 from .keystore import StorePseudonymHolder, load_pseudonym_key, new_pseudonym_key, party_identity
 from .link import LinkClient, LinkCredentials, LinkStatus
 from .monitoring import SETTINGS_FILE as MONITORING_FILE
 from .monitoring import Monitor, MonitorSettings
 from .monitoring_cli import TOKEN_FILE as MONITORING_TOKEN
-from .monitoring_cli import MonitoringRunner
+from .monitoring_cli import MonitoringRunner, SnapshotPasses
 from .preapproval import PreapprovalSettings, build_platform_service, register_preapproval_handlers
 from .preapproval_api import TOKEN_FILE as PREAPPROVAL_TOKEN
 from .preapproval_api import start_preapproval_api
@@ -79,7 +81,8 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
     alignment = StoreAlignment(store)
     register_vertical_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
     register_binning_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
-    register_tree_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config))
+    register_tree_handlers(registry, store, alignment, config.home, config.party.name, party_identity(config),
+                           row_compute(config.compute))
     dropped = alignment.drop_uncommitted()
     if dropped:
         log.warning("dropped %d rows of alignment tables staged by runs that never committed", dropped)
@@ -96,11 +99,20 @@ def build_registry(config: PartyConfig, store: Store) -> HandlerRegistry:
         identity=party_identity(config),
     )
     register_report_handlers(registry, store_data_provider(store), model_dir=config.home / "models")
-    register_scoring_handlers(registry, store, config.home, compute=config.compute)
+    register_scoring_handlers(registry, store, config.home, compute=config.compute, identity=party_identity(config))
     # a lender with a pricing policy (HOME/pricing.toml) answers pre-approvals
-    register_preapproval_handlers(registry, config.home, lambda: build_service(config, store))
+    register_preapproval_handlers(registry, config.home, lambda: build_service(config, store), party_identity(config))
+    # the platform's snapshot announcements start a monitoring pass (a lender with HOME/monitoring.toml)
+    SnapshotListener(SnapshotPasses(lambda: _snapshot_monitor(config, store)).fire,
+                     AuditLog.for_home(config.home)).register(registry)
     metrics.instrument_registry(registry)
     return registry
+
+
+def _snapshot_monitor(config: PartyConfig, store: Store) -> Monitor | None:
+    if not (config.home / MONITORING_FILE).is_file():
+        return None
+    return Monitor(build_service(config, store), MonitorSettings.load(config.home))
 
 
 def data_summary(config: PartyConfig) -> DataSummary:

@@ -36,11 +36,15 @@ from fedcore.protocol.preapproval.messages import (
     PreapprovalResult,
     Product,
     Quote,
+    SealedOffer,
     check_lenders,
+    offer_from_reply,
+    seal_purpose,
 )
 from fedcore.protocol.preapproval.party import PreapprovalLender
 from fedcore.protocol.scoring.messages import QUERIES
 from fedcore.protocol.scoring.requester import sigmoid
+from fedcore.protocol.sealing import PartyIdentity, open_from_peer
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 
@@ -111,7 +115,8 @@ class JointOfferSource:
         return self.policy.decide(product, s.prob_default, s.blacklist_hits, s.active_loans)
 
 
-def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service_factory: Any) -> None:
+def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service_factory: Any,
+                                  identity: PartyIdentity | None = None) -> None:
     """Add ``preapproval.offer``. The policy is ``HOME/pricing.toml``, re-read when it changes (a lender
     can reprice without a restart); a malformed one fails here, at start-up, and at each request after
     an edit. Without a policy the lender answers ``not_found`` and is left out of every offer list.
@@ -138,7 +143,7 @@ def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service
                 holder.append(service_factory())
             return JointOfferSource(holder[0], cache[mtime]).quote(pseudonym, product, request_id, deadline)
 
-    PreapprovalLender(_Reloading(), AuditLog.for_home(home)).register(registry)
+    PreapprovalLender(_Reloading(), AuditLog.for_home(home), identity).register(registry)
 
 
 # ---- platform side ---------------------------------------------------------------------------------------
@@ -146,6 +151,8 @@ def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service
 
 class PreapprovalGateway(Protocol):
     def preapprove(self, request: PreapprovalRequest) -> PreapprovalResult: ...
+
+    def announce_snapshot(self, as_of: str) -> int: ...
 
 
 def product_msg(p: Product) -> preapproval_pb2.ProductMsg:
@@ -159,12 +166,19 @@ def product_from_msg(m: preapproval_pb2.ProductMsg) -> Product:
 def result_to_msg(r: PreapprovalResult) -> preapproval_pb2.PreapprovalReply:
     return preapproval_pb2.PreapprovalReply(request_id=r.request_id, offers=[
         preapproval_pb2.OfferMsg(lender=o.lender, product=o.product, amount=o.amount, rate=o.rate,
-                                 term_months=o.term_months, valid_s=o.valid_s) for o in r.offers])
+                                 term_months=o.term_months, valid_s=o.valid_s) for o in r.offers],
+        sealed=[preapproval_pb2.SealedOfferMsg(lender=s.lender, sealed=json.dumps(s.sealed)) for s in r.sealed])
 
 
 def result_from_msg(m: preapproval_pb2.PreapprovalReply) -> PreapprovalResult:
+    sealed = []
+    for s in m.sealed:
+        try:
+            sealed.append(SealedOffer.check(s.lender, json.loads(s.sealed)))
+        except ValueError:
+            sealed.append(SealedOffer(s.lender, {}))  # opens to nothing: dropped by the platform
     return PreapprovalResult(m.request_id, tuple(
-        Offer(o.lender, o.product, o.amount, o.rate, o.term_months, o.valid_s) for o in m.offers))
+        Offer(o.lender, o.product, o.amount, o.rate, o.term_months, o.valid_s) for o in m.offers), tuple(sealed))
 
 
 class GrpcPreapprovalGateway:
@@ -177,12 +191,21 @@ class GrpcPreapprovalGateway:
         self._stub = preapproval_pb2_grpc.PreapprovalStub(self._channel)
 
     def preapprove(self, request: PreapprovalRequest) -> PreapprovalResult:
+        ann = json.dumps(dict(request.announcement)) if request.announcement is not None else ""
         msg = preapproval_pb2.PreapprovalRequest(pseudonym=request.pseudonym, product=product_msg(request.product),
-                                                 lenders=list(request.lenders), budget_ms=request.budget_ms)
+                                                 lenders=list(request.lenders), budget_ms=request.budget_ms,
+                                                 announcement=ann)
         try:
             return result_from_msg(self._stub.Request(msg, timeout=request.budget_ms / 1000.0 + 5.0))
         except grpc.RpcError as err:
             raise from_rpc_error(err, "pre-approval request") from None
+
+    def announce_snapshot(self, as_of: str) -> int:
+        try:
+            reply = self._stub.AnnounceSnapshot(preapproval_pb2.SnapshotAnnouncement(as_of=as_of), timeout=30.0)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, "snapshot announcement") from None
+        return int(reply.lenders)
 
     def close(self) -> None:
         self._channel.close()
@@ -221,14 +244,21 @@ class PreapprovalSettings:
 
 
 class PreapprovalService:
-    """The platform's entry point: consent check, pseudonym, audit, coordinator request; offers only."""
+    """The platform's entry point: consent check, pseudonym, audit, coordinator request; offers only.
+
+    With an ``identity`` (a party node always has one) the request carries the platform's signed
+    envelope key and the lenders seal their offers to it; this service opens them (an offer that does
+    not open, or whose terms are malformed, is dropped and audited)."""
 
     def __init__(self, store: Store, home: Path, gateway: PreapprovalGateway,
-                 settings: PreapprovalSettings | None = None, audit: AuditLog | None = None) -> None:
+                 settings: PreapprovalSettings | None = None, audit: AuditLog | None = None,
+                 identity: PartyIdentity | None = None) -> None:
         self.store = store
         self.gateway = gateway
         self.settings = settings or PreapprovalSettings()
         self.audit = audit or AuditLog.for_home(home)
+        self.identity = identity
+        self._announcement = identity.announcement() if identity is not None else None
 
     def preapprove(self, viewer_id: str, product: Product, lenders: list[str] | tuple[str, ...],
                    id_kind: str = "", budget_ms: int = 0) -> PreapprovalResult:
@@ -251,19 +281,45 @@ class PreapprovalService:
         if rid < 0 or not self.store.has_consent(rid, PURPOSE):
             self.audit.append("preapproval_request", {**record, "outcome": "no_consent"})
             raise PermissionDenied("the viewer has no recorded consent for purpose 'preapproval'")
-        req = PreapprovalRequest(pseudonym, product, names, budget_ms or self.settings.budget_ms)
+        req = PreapprovalRequest(pseudonym, product, names, budget_ms or self.settings.budget_ms, self._announcement)
         try:
             result = self.gateway.preapprove(req)
         except FedcreditError as exc:
             self.audit.append("preapproval_request", {**record, "outcome": exc.code})
             raise
+        offers, bad = self._open(result, product)
         self.audit.append("preapproval_request", {**record, "outcome": "ok", "request_id": result.request_id,
-                                                  "offers": [o.lender for o in result.offers]})
-        return result
+                                                  "offers": [o.lender for o in offers],
+                                                  **({"unopened": bad} if bad else {})})
+        return PreapprovalResult(result.request_id, offers)
+
+    def _open(self, result: PreapprovalResult, product: Product) -> tuple[tuple[Offer, ...], list[str]]:
+        """The offers in clear: the relayed sealed ones opened (sender checked) and their terms checked."""
+        offers, bad = list(result.offers), []
+        for s in result.sealed:
+            try:
+                if self.identity is None:
+                    raise PermissionDenied("sealed offer but no identity to open it with")
+                terms = json.loads(open_from_peer(self.identity, s.sealed, s.lender, seal_purpose(result.request_id)))
+                offer = offer_from_reply(s.lender, product, terms)
+            except (FedcreditError, ValueError):
+                bad.append(s.lender)
+                continue
+            if isinstance(offer, Offer):
+                offers.append(offer)
+        return tuple(offers), bad
+
+    def announce_snapshot(self, as_of: str) -> int:
+        """Tell the lenders (through the coordinator) that a snapshot dated ``as_of`` is loaded here."""
+        n = self.gateway.announce_snapshot(as_of)
+        self.audit.append("snapshot_announce", {"as_of": as_of, "lenders": n})
+        return n
 
 
 def build_platform_service(config: Any, store: Store, settings: PreapprovalSettings) -> PreapprovalService:
     tls = config.tls
     gateway = GrpcPreapprovalGateway(config.coordinator.address, config.coordinator.server_name,
                                      tls.ca_cert.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes())
-    return PreapprovalService(store, config.home, gateway, settings)
+    from .keystore import party_identity
+
+    return PreapprovalService(store, config.home, gateway, settings, identity=party_identity(config))

@@ -72,7 +72,8 @@ def score_splits(
 
         gbdt = GBDTModel.from_dict(doc["model"])
         Xtr, ytr, Xva, yva, names = data_provider({"fc-dataset": doc.get("dataset", ""), "fc-seed": doc.get("seed", 0),
-                                                   "fc-val-fraction": doc.get("val_fraction", 0.2)})  # fmt: skip
+                                                   "fc-val-fraction": doc.get("val_fraction", 0.2),
+                                                   "fc-encoding": "codes"})  # fmt: skip
 
         def proba(x: Any) -> np.ndarray:
             arr = np.asarray(x, dtype=np.float64)
@@ -80,7 +81,9 @@ def score_splits(
 
         return proba(Xtr), np.asarray(ytr).astype(np.int64), proba(Xva), np.asarray(yva).astype(np.int64)
     model, meta = load_model(model_dir, run, version)
-    Xtr, ytr, Xva, yva, _ = data_provider(dict(meta["params"]))
+    Xtr, ytr, Xva, yva, names = data_provider(dict(meta["params"]))
+    if list(names) != [str(n) for n in meta.get("feature_names", names)]:  # a model trained on codes
+        Xtr, ytr, Xva, yva, _ = data_provider({**dict(meta["params"]), "fc-encoding": "codes"})
     scaler = Scaler.from_dict(meta["scaler"])
     ptr = predict_proba(model, scaler.transform(np.asarray(Xtr, dtype=np.float64)))
     pva = predict_proba(model, scaler.transform(np.asarray(Xva, dtype=np.float64)))

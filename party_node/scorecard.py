@@ -14,6 +14,8 @@ points per feature over every party's table.
   MEAN contribution of this party's rows in the bin (an empty bin: its midpoint). That is an
   approximation unless every row of a bin has one value; each row of the table says which (``exact``).
 - Missing values score as the population mean (as joint scoring does): 0 points.
+- A WOE-encoded model (``--encoding woe``) is the classic scorecard: its bins are the binning run's that
+  the slice keeps, each bin's contribution is ``w * (woe - mean) / std``, and every row is exact.
 
 Only this party's slice, store and binning are read; nothing leaves the node. The platform's slice
 has no intercept, so its table has no base points (they are the label holder's).
@@ -142,9 +144,15 @@ def party_scorecard(home: Path, store: Store, model_id: str, scorecard: Scorecar
         raise InvalidInput(f"--bins must be at least 2, got {n_bins}")
     sl = ModelSlice.load(Path(home) / "models", model_id)
     info = store.dataset_info(sl.dataset)
-    stored, run = _stored_binnings(Path(home), binning_run)
     _, X = store.feature_matrix(sl.dataset, list(sl.features), allow_local=True)
     X = np.asarray(X, dtype=np.float64)
+    if sl.woe is not None:
+        own = sl.encoding.get("binning_run") if sl.encoding else None
+        if binning_run is not None and binning_run != own:
+            raise InvalidInput(f"model {model_id!r} is WOE-encoded with the bins of binning run {own!r}; its points"
+                               f" use those bins, not run {binning_run!r}'s")
+        return _woe_scorecard(sl, X, scorecard, digits)
+    stored, run = _stored_binnings(Path(home), binning_run)
     binnings: list[Binning] = []
     values: list[tuple[float, ...]] = []
     counts: list[list[int]] = []
@@ -177,6 +185,26 @@ def party_scorecard(home: Path, store: Store, model_id: str, scorecard: Scorecar
     table = points_table(enc, np.ones(len(binnings)), sl.intercept or 0.0, scorecard, counts=counts, digits=digits)
     base = table.basepoints if sl.intercept is not None else None
     return PartyScorecard(sl.model_id, sl.party, base, table, exact, run if used_stored else None)
+
+
+def _woe_scorecard(sl: ModelSlice, X: np.ndarray, scorecard: Scorecard, digits: int | None) -> PartyScorecard:
+    """The classic scorecard of a WOE-encoded slice: the slice's own bins, each bin's exact contribution."""
+    assert sl.woe is not None
+    enc = sl.woe.encoder
+    values: list[tuple[float, ...]] = []
+    counts: list[list[int]] = []
+    idx = sl.woe.bins(X)
+    for j, (b, w) in enumerate(zip(enc.binnings, enc.woe, strict=True)):
+        contrib = (np.asarray(w, dtype=np.float64) - sl.mean[j]) / sl.std[j] * sl.weights[j]
+        contrib[b.missing_bin] = 0.0  # no value: neutral, as joint scoring treats it
+        values.append(tuple(float(v) for v in contrib))
+        counts.append(np.bincount(idx[idx[:, j] >= 0, j], minlength=b.n_bins).tolist())
+    table = points_table(WoeEncoder(enc.binnings, tuple(values)), np.ones(len(values)), sl.intercept or 0.0,
+                         scorecard, counts=counts, digits=digits)
+    base = table.basepoints if sl.intercept is not None else None
+    run = sl.encoding.get("binning_run") if sl.encoding else None
+    return PartyScorecard(sl.model_id, sl.party, base, table, dict.fromkeys(sl.features, True),
+                          None if run is None else str(run))
 
 
 def _with_column(sl: ModelSlice, j: int, col: np.ndarray) -> np.ndarray:

@@ -11,8 +11,7 @@ own application features), pseudonymizes them with the federation key, asks the 
 :class:`~fedcore.protocol.scoring.Gateway` (:class:`GrpcGateway` in production), decrypts the consortium's
 sum and returns probability of default, scorecard points, reason codes, the model version, the blacklist
 hit count, the multi-lending count and a decision from bands. Raw ids and the lender's features never
-leave the node; what the others learn is in :mod:`fedcore.protocol.scoring`. Tree models score through
-:mod:`party_node.scoring_trees`; the local APIs are in :mod:`party_node.scoring_api`.
+leave the node; what the others learn: :mod:`fedcore.protocol.scoring`. Tree models: :mod:`party_node.scoring_trees`.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import QUERIES, JointRequest, JointResponse, ModelSlice, check_queries
 from fedcore.protocol.scoring.party import ScoringParty, SortedTable
 from fedcore.protocol.scoring.requester import Gateway, JointOutcome, KeyRing, Requester, TreeRequester, sigmoid
+from fedcore.protocol.sealing import PartyIdentity
 from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.wire.errors import from_rpc_error
 from fedcore.wire.scoring import request_to_proto, response_from_chunks
@@ -56,6 +56,7 @@ from party_node.scoring_batch import (
 
 from .audit import AuditLog
 from .categories import encode_raw
+from .flag_tables import FlagTables
 from .model_bands import model_bands, newest_joint_model
 from .schema import IdKind, normalize_ids
 from .scoring_trees import TreeModels, score_tree_chunk
@@ -82,7 +83,7 @@ class StoreContributions:
         self._lock = threading.Lock()
         self._slices: dict[str, tuple[float, ModelSlice]] = {}
         self._scores: dict[str, tuple[float, float, SortedTable]] = {}  # model -> (built, slice mtime, table)
-        self._flags: dict[str, tuple[float, SortedTable]] = {}
+        self._flags = FlagTables(store, refresh_s)
 
     def slice(self, model_id: str) -> ModelSlice:
         path = self._models_dir / model_id / "slice.json"
@@ -101,12 +102,6 @@ class StoreContributions:
 
     def model_version(self, model_id: str) -> str:
         return self.slice(model_id).version
-
-    def _pseudonym_table(self, row_ids: np.ndarray, values: np.ndarray | None = None) -> SortedTable:
-        ps = self._store.pseudonyms(row_ids)
-        keep = np.array([p is not None for p in ps], dtype=bool)
-        keys = [p for p in ps if p is not None]
-        return SortedTable(keys, None if values is None else values[keep])
 
     def partial_logits(self, model_id: str, pseudonyms: np.ndarray) -> np.ndarray:
         sl = self.slice(model_id)
@@ -137,33 +132,21 @@ class StoreContributions:
         keys = [ps[i] for i in pos[ok]]
         return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
-    def _flag_table(self, name: str) -> SortedTable:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._flags.get(name)
-        if hit is None or now - hit[0] > self._refresh_s:
-            if name == "fraud":
-                rows = np.intersect1d(self._store.fraud_ids(), self._store.ids_with_consent("blacklist"))
-            else:
-                rows = self._store.active_loan_ids(purpose="scoring")
-            hit = (now, self._pseudonym_table(rows))
-            with self._lock:
-                self._flags[name] = hit
-        return hit[1]
-
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flag_table("fraud").lookup(pseudonyms)
+        return self._flags.table("fraud").lookup(pseudonyms)
 
     def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
-        return self._flag_table("loans").lookup(pseudonyms)
+        return self._flags.table("loans").lookup(pseudonyms)
 
 
 def register_scoring_handlers(
-    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None
-) -> ScoringParty:
-    """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``)."""
+    registry: HandlerRegistry, store: Store, home: Path, audit: AuditLog | None = None, compute: Any = None,
+    identity: PartyIdentity | None = None,
+) -> ScoringParty:  # fmt: skip
+    """Add the contributor's ``scoring.contribute`` handler (audit log at ``HOME/audit/scoring.log``;
+    ``identity`` opens tree scoring inputs sealed to this party)."""
     contributions = StoreContributions(store, home / "models", compute=compute)
-    party = ScoringParty(contributions, audit or AuditLog.for_home(home), trees=TreeModels(store, home / "models"))
+    party = ScoringParty(contributions, audit or AuditLog.for_home(home), TreeModels(store, home / "models"), identity)
     party.register(registry)
     return party
 
@@ -177,7 +160,7 @@ class GrpcGateway:
     def __init__(self, address: str, server_name: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
         creds = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
         options = [*CLIENT_OPTIONS, *secure_target_options(server_name)]
-        self._channel = grpc.secure_channel(address, creds, options=options)
+        self._channel, self.ca_pem = grpc.secure_channel(address, creds, options=options), ca_pem
         self._stub = scoring_pb2_grpc.ScoringStub(self._channel)
 
     def joint(self, request: JointRequest) -> JointResponse:
@@ -216,7 +199,7 @@ class ScoringService:
         self.scorecard = Scorecard(self.settings.base_score, self.settings.base_odds, self.settings.pdo)
         self._own = StoreContributions(store, home / "models")
         self.trees = TreeModels(store, home / "models")
-        self.tree_requester = TreeRequester(gateway, self.settings.key_rotate_s)
+        self.tree_requester = TreeRequester(gateway)
         self._own_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
         self._band_cache: dict[str, tuple[Band, ...]] = {}
         self._models_dir = home / "models"
@@ -592,7 +575,7 @@ def load_settings(home: Path) -> ScoringSettings:
 
 def build_service(config: Any, store: Store, settings: ScoringSettings | None = None) -> ScoringService:
     """A :class:`ScoringService` for a configured node (``config``: a ``PartyConfig``)."""
-    tls = config.tls
-    gateway = GrpcGateway(config.coordinator.address, config.coordinator.server_name, tls.ca_cert.read_bytes(),
-                          tls.cert.read_bytes(), tls.key.read_bytes())
+    tls, co = config.tls, config.coordinator
+    gateway = GrpcGateway(co.address, co.server_name, tls.ca_cert.read_bytes(), tls.cert.read_bytes(),
+                          tls.key.read_bytes())  # fmt: skip
     return ScoringService(store, config.home, gateway, settings or load_settings(config.home))

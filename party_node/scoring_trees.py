@@ -6,7 +6,8 @@ the platform its rules and the trees' shapes. It is the platform's contribution 
 subjects with ``scoring`` consent; anyone else counts as all-missing) and tells the lender's
 :class:`~party_node.scoring.ScoringService` that a model id is a tree model, which then scores through
 :func:`score_tree_chunk`: the lender's own features (given, else its store, else missing), its reachable
-leaf values sent under its own CKKS key, the joint margin back; reason codes by path attribution over the
+rotated masked leaf tables (a lookup at the platform's index, the coordinator helping), the joint margin
+back; reason codes by path attribution over the
 lender's own features plus the consortium's contribution as one line (:mod:`models.gbdt.explain`).
 """
 
@@ -22,16 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedcore.crypto.he import CkksPublicContext, EncryptedVector
 from fedcore.errors import FedcreditError, InvalidInput, NotFound
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import ModelSlice
 from fedcore.protocol.scoring.requester import sigmoid
-from fedcore.protocol.scoring.trees import ArrayTreeContributions, requester_input
+from fedcore.protocol.scoring.trees import ArrayTreeContributions, TreeLayout, TreePlan, bits_rows
 from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models.gbdt.booster import GBDTModel
 from models.gbdt.explain import path_attribution
-from models.gbdt.tree import SplitTable, Tree, leaf_index, margin_from_leaf_mask, owner_directions
+from models.gbdt.tree import SplitTable, Tree, margin_from_leaf_mask, owner_directions, reachable_leaves
 from models.scorecard import top_adverse
 
 from .scoring_batch import Applicant, ApplicantTable, ScoredBatch
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from .scoring import ScoringService
 
 MODEL_FILE = "gbdt.json"
-MAX_SLOTS = 8 * 4096  # tree input values per coordinator request (8 ciphertexts, ~4 MB)
 
 
 @dataclass(frozen=True)
@@ -99,15 +98,13 @@ class TreeModels:
             raise NotFound(f"tree model {model_id!r} is not held at this party")
         return str(hit[1]["version"])
 
-    def tree_contribution(
-        self, model_id: str, pseudonyms: np.ndarray, pub: CkksPublicContext, tree_input: EncryptedVector
-    ) -> EncryptedVector | None:
+    def tree_picks(self, model_id: str, pseudonyms: np.ndarray) -> tuple[TreeLayout, np.ndarray] | None:
         hit = self._doc(model_id)
         if hit is None:
             raise NotFound(f"tree model {model_id!r} is not held at this party")
         if hit[1].get("role") != "platform":
             return None  # lenders hold the same lender rules as the requester: nothing to add
-        return self._platform_source(model_id, hit).tree_contribution(model_id, pseudonyms, pub, tree_input)
+        return self._platform_source(model_id, hit).tree_picks(model_id, pseudonyms)
 
     def _platform_source(self, model_id: str, hit: tuple[float, dict[str, Any]]) -> ArrayTreeContributions:
         mtime, d = hit
@@ -165,7 +162,7 @@ def score_tree_chunk(
     model = tm.model
     table = model.tables[LENDERS_OWNER]
     bits = owner_directions(table, {f: x[:, j] for j, f in enumerate(tm.features) if f in table.features()})
-    w = requester_input(model.trees, model.owners, LENDERS_OWNER, bits)
+    plan = TreePlan.of(model.trees, model.owners, LENDERS_OWNER, model.base_score)
     vidx = np.flatnonzero(valid)
     z = np.full(n, np.nan)
     partial = st.allow_partial if allow_partial is None else allow_partial
@@ -175,16 +172,17 @@ def score_tree_chunk(
     missing: set[str] = set()
     bl = np.full(n, -1, dtype=np.int64)
     loans = np.full(n, -1, dtype=np.int64)
-    per = max(1, MAX_SLOTS // max(1, len(leaf_index(model.trees))))
+    per = plan.max_applicants()  # coordinator requests of at most MAX_TABLE_BYTES of tables
     try:
         for a in range(0, len(vidx), per):
             rows = vidx[a : a + per]
             packed = b"".join(pseudos[i] for i in rows)  # type: ignore[misc]
-            if "score" in queries and set(model.owners) == {LENDERS_OWNER}:  # horizontal: the model is local
-                z[rows] = margin_from_leaf_mask(model.trees, w[rows] != 0, model.base_score)
+            if "score" in queries and not plan.layout.n_regions:  # horizontal, or no platform split: local
+                mask = reachable_leaves(model.trees, model.owners, LENDERS_OWNER, bits_rows(bits, rows))
+                z[rows] = margin_from_leaf_mask(model.trees, mask, model.base_score)
             elif "score" in queries:
                 z[rows], resp = service.tree_requester.query(
-                    packed, w[rows], model.base_score, model_id=tm.model_id, model_version=tm.version,
+                    packed, plan, bits_rows(bits, rows), model_id=tm.model_id, model_version=tm.version,
                     allow_partial=partial, timeout_s=st.timeout_s,
                 )  # fmt: skip
                 request_ids.append(resp.request_id)

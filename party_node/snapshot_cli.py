@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +29,9 @@ def load(
     as_of: Annotated[str, typer.Option("--as-of", help="The snapshot's date, YYYY-MM-DD.")],
     id_column: Annotated[str, typer.Option("--id-column", help="The id column.")] = "id",
     kind: Annotated[str, typer.Option("--kind", help="Id kind: phone, national_id or opaque.")] = "phone",
+    announce: Annotated[bool, typer.Option(
+        help="The platform: tell the lenders (through the coordinator) a snapshot of this date is loaded, "
+             "so those monitoring a book run a pass. Sends the date only.")] = False,
     home: Home = Path("."),
 ) -> None:
     """Add one dated snapshot (the same date again replaces it)."""
@@ -59,12 +62,27 @@ def load(
         try:
             rep = Snapshots(store).load(dataset, as_of, frame[id_column].astype(str).tolist(), kind, values,
                                         source=str(file))
+            typer.echo(f"snapshot {rep.dataset} {rep.as_of}: {rep.rows} rows, {rep.invalid_ids} invalid ids"
+                       + (" (replaced that date)" if rep.replaced else ""))
+            if announce:
+                typer.echo(f"announced to {_announce(home, store, rep.as_of.isoformat())} lenders")
         finally:
             store.close()
     except FedcreditError as exc:
         _fail(exc)
-    typer.echo(f"snapshot {rep.dataset} {rep.as_of}: {rep.rows} rows, {rep.invalid_ids} invalid ids"
-               + (" (replaced that date)" if rep.replaced else ""))
+
+
+def _announce(home: Path, store: Any, as_of: str) -> int:
+    from .config import load_party_config
+    from .preapproval import PreapprovalSettings, build_platform_service
+
+    svc = build_platform_service(load_party_config(home), store, PreapprovalSettings())
+    try:
+        return svc.announce_snapshot(as_of)
+    finally:
+        close = getattr(svc.gateway, "close", None)
+        if close is not None:
+            close()
 
 
 @app.command("dates")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fedcore.errors import InvalidInput, ProtocolError
+from fedcore.partitions import LOCAL, RowCompute
 from fedcore.protocol.horizontal_trees import messages as hmsg
 from fedcore.protocol.horizontal_trees.party import LenderHTreeParty
 from fedcore.protocol.messages import JSONValue, TaskReply
@@ -50,9 +51,11 @@ class StoreTreeParty:
     SETUP_KIND, FINISH_KIND = SETUP, FINISH
     MODEL_KIND = MODEL_KIND
 
-    def __init__(self, name: str, store: Store, alignment: StoreAlignment, home: Path, identity: PartyIdentity) -> None:
+    def __init__(self, name: str, store: Store, alignment: StoreAlignment, home: Path, identity: PartyIdentity,
+                 compute: RowCompute = LOCAL) -> None:  # fmt: skip
         self.name = name
         self.store = store
+        self.compute = compute  # where node histograms run: this process or the party's Ray cluster
         self.source = StoreVerticalSource(store, alignment)
         self.model_dir = Path(home) / "models"
         self.identity = identity
@@ -95,7 +98,7 @@ class StoreTreeParty:
         party: LenderTreeParty | PlatformTreeParty
         if params.get("leader") is not None:  # horizontal trees: this lender's own labelled rows
             split = store_data_provider(self.store)({"fc-dataset": dataset or "", "fc-val-fraction": val_fraction,
-                                                     "fc-seed": seed})  # fmt: skip
+                                                     "fc-seed": seed, "fc-encoding": "codes"})  # fmt: skip
             xtr, ytr, xva, yva, names = split
             xs, yy = np.vstack([xtr, xva]), np.concatenate([ytr, yva]).astype(np.float64)
             mask = np.arange(len(yy)) >= len(ytr)
@@ -110,7 +113,7 @@ class StoreTreeParty:
             mask[split_rows(len(t.y), val_fraction, seed, lenders.index(self.name))[1]] = True
             cols = {f: t.X[:, j] for j, f in enumerate(t.features)}
             party = LenderTreeParty(self.name, cols, t.y.astype(np.float64), self.identity, val_mask=mask,
-                                    categorical=self._levels(t.dataset, cols))  # fmt: skip
+                                    categorical=self._levels(t.dataset, cols), compute=self.compute)  # fmt: skip
             role, name, features = "lender", t.dataset, list(t.features)
         elif params.get("platform") == self.name:
             tables: dict[str, dict[str, np.ndarray]] = {}
@@ -119,7 +122,7 @@ class StoreTreeParty:
                 tables[lender] = {f: t.X[:, j] for j, f in enumerate(t.features)}
             info = self.store.dataset_info(t.dataset)
             cats = [f for f, dtype in info.features.items() if dtype == "categorical" and f in tables[lenders[0]]]
-            party = PlatformTreeParty(self.name, tables, self.identity, categorical=cats)
+            party = PlatformTreeParty(self.name, tables, self.identity, categorical=cats, compute=self.compute)
             role, name, features = "platform", t.dataset, list(t.features)
         else:
             raise InvalidInput(f"party {self.name!r} is neither a lender nor the platform of tree run")
@@ -185,9 +188,11 @@ def register_tree_handlers(
     home: Path,
     party: str,
     identity: PartyIdentity,
+    compute: RowCompute = LOCAL,
 ) -> StoreTreeParty:
-    """Install the ``trees.*`` handlers for party ``party`` (call from ``build_registry``)."""
-    tp = StoreTreeParty(party, store, alignment, home, identity)
+    """Install the ``trees.*`` handlers for party ``party`` (call from ``build_registry``); ``compute``: where
+    the hybrid trees' node histograms run (:func:`party_node.compute.row_compute`)."""
+    tp = StoreTreeParty(party, store, alignment, home, identity, compute)
     tp.register(registry)
     StoreHTreeParty(party, store, alignment, home, identity).register(registry)
     return tp

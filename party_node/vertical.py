@@ -28,9 +28,10 @@ from .store import Store
 class StoreVerticalSource:
     """A :class:`~fedcore.protocol.vertical.VerticalSource` over a :class:`Store` and its alignments."""
 
-    def __init__(self, store: Store, alignment: StoreAlignment) -> None:
+    def __init__(self, store: Store, alignment: StoreAlignment, home: Path | None = None) -> None:
         self.store = store
         self.alignment = alignment
+        self.home = home
 
     def _dataset(self, dataset: str | None, labels: bool) -> str:
         if dataset:
@@ -43,10 +44,18 @@ class StoreVerticalSource:
             )
         return names[0]
 
-    def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool, onehot: bool = True) -> Table:
+    def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool, onehot: bool = True,
+                       encoding: str = "onehot", binning_run: str | None = None) -> Table:
         """This party's side of the PSI run; categorical columns one-hot encoded (``onehot``, the default
-        for the logistic model) or as the store's codes."""
+        for the logistic model) or as the store's codes; with ``encoding="woe"`` every column as the WOE
+        of its bin in this party's result of federated binning run ``binning_run``."""
         t = self._table(psi_run, dataset, labels=labels)
+        if encoding == "woe":
+            from .woe_encoding import woe_table  # imports party_node.binning, which imports this module
+
+            if self.home is None or not binning_run:
+                raise InvalidInput("WOE encoding needs the node's home and a binning run")
+            return woe_table(self.store, self.home, t, binning_run)
         return onehot_table(self.store, t, shared=labels) if onehot else t
 
     def _table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table:
@@ -143,7 +152,7 @@ def register_vertical_handlers(
     """Install the ``vertical.*`` handlers for party ``party`` (call from ``build_registry``)."""
     vp = VerticalParty(
         party,
-        StoreVerticalSource(store, alignment),
+        StoreVerticalSource(store, alignment, Path(home)),
         state_dir=Path(home) / "vertical",
         model_dir=Path(home) / "models",
         metrics=evaluate,

@@ -1,12 +1,15 @@
-"""Benchmark the real-time scenarios (issue 15) in one process on the synthetic federation.
+"""Benchmark the real-time scenarios (issue 15) on the synthetic federation.
 
-The six parties (five lenders, the platform) are real stores with the synthetic data ingested, the
-joint model as slices at each, joint scoring and pre-approval wired on the in-memory channel (no
-network; CKKS and everything else real). Measured in the same run:
+Latency (``--transport processes``, the default): a coordinator, the platform and five lenders, each
+its own node process on 127.0.0.1 with mutual TLS (:class:`scripts.localfed.LocalFederation`), the
+joint model as slices at each. Everything else (and ``--transport inprocess``): the six parties as real
+stores on the in-memory channel (no network; CKKS and everything else real); the in-process latency
+is kept under ``in_process`` with the CPU time of each kind of request. Measured in the same run:
 
 - ``preapproval_p50_ms`` / ``preapproval_p99_ms``: one viewer, five lenders answering (each scores
-  jointly and prices); ``single_score_p99_ms``: one applicant scored jointly at one lender (the two
-  interleaved request by request, so both see the same load);
+  jointly and prices; over processes the platform application's ``POST /v1/preapprove``);
+  ``single_score_p99_ms``: one applicant scored jointly at one lender (over processes its loan
+  system's ``POST /v1/score``); the two interleaved request by request, so both see the same load;
 - ``monitoring_s`` / ``batch_s``: a monitoring pass over a lender's book against the same lender's
   batch scoring of the same number of applicants (``book_n``); ``monitoring_1m_s`` / ``batch_1m_s``:
   the same at ``--book`` borrowers (a lender store of that size, five array-backed contributors);
@@ -18,7 +21,8 @@ network; CKKS and everything else real). Measured in the same run:
   change features (30-day spend and activity against the prior 90 days) through the product's alert
   rules (:func:`party_node.monitoring.evaluate`).
 
-Usage: ``python scripts/bench_realtime.py [--people 20000] [--requests 100] [--out FILE]``.
+Usage: ``python scripts/bench_realtime.py [--people 20000] [--requests 100] [--transport processes]
+[--book 1000000] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -136,16 +140,98 @@ def latency(env: dict[str, Any], requests: int) -> dict[str, Any]:
     # interleaved, so that both see the same load on a shared machine
     pre_t: list[float] = []
     one_t: list[float] = []
+    pre_cpu = one_cpu = 0.0
     offers = 0
     for v in viewers:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = env["pre"].preapprove(v, car, list(LENDERS), budget_ms=30_000)
         pre_t.append(time.perf_counter() - t0)
+        pre_cpu += time.process_time() - c0
         offers += len(r.offers)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         svc.score([Applicant(v, "phone")])
         one_t.append(time.perf_counter() - t0)
+        one_cpu += time.process_time() - c0
     out = {"requests": len(viewers), "lenders": len(LENDERS), "offers_per_request": round(offers / len(viewers), 2),
+           "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
+           "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99),
+           "preapproval_cpu_ms": round(1000 * pre_cpu / len(viewers), 1),
+           "single_score_cpu_ms": round(1000 * one_cpu / len(viewers), 1)}
+    out["ratio_preapproval_p99_to_single_p99"] = round(out["preapproval_p99_ms"] / out["single_score_p99_ms"], 2)
+    return out
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers)  # noqa: S310 (loopback)
+    with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (loopback)
+        out: dict[str, Any] = json.loads(r.read())
+        return out
+
+
+def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
+    """The same comparison over real processes: a coordinator, the platform and five lenders, each its
+    own node on 127.0.0.1 with mutual TLS. A pre-approval is the platform application's
+    ``POST /v1/preapprove`` on its node (five lenders, offers sealed to the platform); a single score is
+    the first lender's loan system's ``POST /v1/score`` for one applicant on its node. Interleaved."""
+    from scripts.localfed import LocalFederation, free_port
+    from scripts.synthetic import LENDER_DATASET, PLATFORM_DATASET
+
+    fed = LocalFederation(root / "procs", {PLATFORM: "platform", **{n: "lender" for n in LENDERS}}, heartbeat_s=2.0)
+    t0 = time.perf_counter()
+    fed.setup()
+    data = fed.synth(people, seed=3)
+    fed.ingest_synthetic(data)
+    behaviour = pd.read_csv(data / PLATFORM / f"{PLATFORM_DATASET}.csv", dtype={"user_id": str})
+    _slice(fed.party_home(PLATFORM), PLATFORM, PLATFORM_DATASET, PLATFORM_NUMERIC, W_PLATFORM, behaviour, None)
+    pricing = ('[policy]\nmodel_id = "rt"\n[products.car_loan]\nmin_amount = 10000\n'
+               '[[products.car_loan.bands]]\nmax_pd = 0.04\nrate = 0.05\nmax_amount = 300000\n'
+               '[[products.car_loan.bands]]\nmax_pd = 0.2\nrate = 0.07\nmax_amount = 120000\n')
+    for n in LENDERS:
+        apps = pd.read_csv(data / n / f"{LENDER_DATASET}.csv", dtype={"applicant_id": str})
+        _slice(fed.party_home(n), n, LENDER_DATASET, LENDER_NUMERIC, W_LENDER, apps, -3.0)
+        (fed.party_home(n) / "pricing.toml").write_text(pricing)
+    pre_port, score_port = free_port(), free_port()
+    (fed.party_home(PLATFORM) / "preapproval.json").write_text(
+        json.dumps({"http_listen": f"127.0.0.1:{pre_port}", "budget_ms": 30_000}))
+    (fed.party_home(LENDERS[0]) / "scoring.json").write_text(
+        json.dumps({"http_listen": f"127.0.0.1:{score_port}", "model_id": "rt", "allow_partial": True}))
+    try:
+        fed.start()
+        fed.wait_online(timeout=120)
+        fed.cli("coordinator", "distribute-key", "--home", str(fed.coordinator_home))
+        setup_s = time.perf_counter() - t0
+        pre_token = (fed.party_home(PLATFORM) / "preapproval_api.token").read_text().strip()
+        score_token = (fed.party_home(LENDERS[0]) / "scoring_api.token").read_text().strip()
+        viewers = list(behaviour.loc[behaviour["consent_preapproval"] == 1, "user_id"].head(requests + 3))
+        car = {"kind": "car_loan", "amount": 150000, "term_months": 36}
+
+        def pre(v: str) -> int:
+            body = {"viewer_id": v, "product": car, "lenders": list(LENDERS), "budget_ms": 30_000}
+            return len(_post(f"http://127.0.0.1:{pre_port}/v1/preapprove", pre_token, body)["offers"])
+
+        def one(v: str) -> None:
+            _post(f"http://127.0.0.1:{score_port}/v1/score", score_token, {"id": v, "id_kind": "phone"})
+
+        for v in viewers[:3]:  # warm: connections, key rings, contexts cached at every member
+            pre(v)
+            one(v)
+        pre_t: list[float] = []
+        one_t: list[float] = []
+        offers = 0
+        for v in viewers[3:]:
+            t = time.perf_counter()
+            offers += pre(v)
+            pre_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            one(v)
+            one_t.append(time.perf_counter() - t)
+    finally:
+        fed.stop()
+    out = {"processes_setup_s": round(setup_s, 1), "requests": len(pre_t), "lenders": len(LENDERS),
+           "offers_per_request": round(offers / max(1, len(pre_t)), 2),
            "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
            "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99)}
     out["ratio_preapproval_p99_to_single_p99"] = round(out["preapproval_p99_ms"] / out["single_score_p99_ms"], 2)
@@ -280,13 +366,24 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=100)
     ap.add_argument("--book", type=int, default=1_000_000, help="monitoring-at-scale book size (0: skip)")
+    ap.add_argument("--transport", choices=("processes", "inprocess"), default="processes",
+                    help="latency over real node processes with mTLS, or on the in-memory channel only")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "realtime.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         env = build(Path(tmp), args.people)
         setup_s = time.perf_counter() - t0
-        lat = latency(env, args.requests)
+        inproc = latency(env, args.requests)
+        if args.transport == "processes":
+            lat = latency_processes(Path(tmp), args.people, args.requests)
+            lat["in_process"] = inproc
+            transport = ("real processes: coordinator, platform and five lender nodes on 127.0.0.1, gRPC with "
+                         "mutual TLS, each request through the calling application's local HTTP API; "
+                         "monitoring and alert figures in process")
+        else:
+            lat = inproc
+            transport = "in-process channel (no network); CKKS, stores, pricing and alert rules real"
         mb = monitoring_vs_batch(env)
         if args.book:
             mb.update(monitoring_at_scale(Path(tmp), args.book))
@@ -295,8 +392,7 @@ def main() -> None:
         env["channel"].close()
     q = alerts_quality(env, seed=1)
     out = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "people": args.people,
-           "transport": "in-process channel (no network); CKKS, stores, pricing and alert rules real",
-           "setup_s": round(setup_s, 1), **lat, **mb, **q}
+           "transport": transport, "setup_s": round(setup_s, 1), **lat, **mb, **q}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -24,15 +24,18 @@ the key of a measured figure. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +151,24 @@ def bench_psi(n: int) -> dict[str, Any]:
     }
 
 
+def bench_psi_single(n: int) -> dict[str, Any]:
+    """One n x n run on its own (the 10M run takes ~25 minutes, so it is run apart from the n/5 + n pair):
+    measured keys named by size, e.g. psi_10m_s and psi_10m_party_peak_rss_mb."""
+    run = _psi_once(n)
+    tag = f"psi_{n // 1_000_000}m" if n % 1_000_000 == 0 else f"psi_{n}"
+    result = run["result"]
+    return {
+        f"{tag}_s": round(run["wall"], 1),
+        f"{tag}_party_peak_rss_mb": max(run["peaks"]["yixin"], run["peaks"]["tiange"]),
+        f"{tag}_party_idle_rss_mb": round(run["idle"], 1),
+        f"{tag}_coordinator_peak_rss_mb": run["peaks"]["coordinator"],
+        f"{tag}_intersection": result.get("intersection", result.get("size")),
+        f"{tag}_load_average": [round(run["load0"], 1), round(os.getloadavg()[0], 1)],
+        f"{tag}_note": (f"one {n:,} x {n:,} run end to end (admin StartRun to result), two party processes and the "
+                        "coordinator on loopback, mutual TLS, ids from each party's SQLite store, local backend"),
+    }
+
+
 def _blind_rate(blinder: Any, ids: list[bytes]) -> float:
     for _ in blinder.blind_ids_stream(ids[:20_000]):  # warm the workers
         pass
@@ -193,32 +214,59 @@ def bench_ray(n: int) -> dict[str, Any]:
     return out
 
 
+_INGEST_CHILD = """
+import json, sys, time
+from pathlib import Path
+from party_node.ingest import ingest_file
+from party_node.schema import load_schema
+from party_node.store import Store
+store = Store.open(sys.argv[1])
+t0 = time.perf_counter()
+rep = ingest_file(store, Path(sys.argv[2]), load_schema(Path(sys.argv[3])))
+print(json.dumps({"s": time.perf_counter() - t0, "inserted": rep.inserted}))
+"""
+
+
 def bench_ingest(rows: int) -> dict[str, Any]:
-    from party_node.ingest import ingest_file
-    from party_node.schema import load_schema
-    from party_node.store import Store
+    """The same file into SQLite and PostgreSQL, each ingest in its own process (party ingest's code path):
+    its time (measured inside the child, without interpreter start) and the child's peak RSS."""
+    import subprocess
+
     from scripts.bench_data import write_bench_file
     from scripts.pgserver import PgServer
 
-    times = {}
+    times, peaks = {}, {}
     with tempfile.TemporaryDirectory() as tmp, PgServer() as pg:
         data, schema = write_bench_file(Path(tmp), rows, 7)
         for name, url in (("sqlite", f"sqlite:///{tmp}/store.db"), ("postgres", pg.create_database("bench"))):
-            store = Store.open(url)
-            t0 = time.perf_counter()
-            rep = ingest_file(store, data, load_schema(schema))
-            times[name] = time.perf_counter() - t0
-            assert rep.inserted == rows, rep
-            store.close()
+            peak, stop = [0], threading.Event()
+            proc = subprocess.Popen([sys.executable, "-c", _INGEST_CHILD, url, str(data), str(schema)],
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+            sampler = threading.Thread(target=_sample_rss, args=(proc.pid, stop, peak), daemon=True)
+            sampler.start()
+            out, _ = proc.communicate()
+            stop.set()
+            sampler.join()
+            if proc.returncode != 0:
+                raise SystemExit(f"{name} ingest failed")
+            rep = json.loads(out.strip().splitlines()[-1])
+            assert rep["inserted"] == rows, rep
+            times[name], peaks[name] = rep["s"], round(peak[0] / 2**20, 1)
     k = "1m" if rows == 1_000_000 else str(rows)
     return {
         "ingest_rows": rows,
         f"sqlite_ingest_{k}_s": round(times["sqlite"], 2),
         f"postgres_ingest_{k}_s": round(times["postgres"], 2),
         "postgres_over_sqlite_ingest": round(times["postgres"] / times["sqlite"], 3),
-        "ingest_note": ("same file, same code path (party ingest); SQLite: WAL, synchronous=NORMAL; PostgreSQL 15: "
-                        "throw-away local server (scripts/pgserver.py: fsync=off, synchronous_commit=off), COPY; "
-                        f"1-minute load average at the end {os.getloadavg()[0]:.1f} on a shared machine"),
+        f"ingest_{k}_peak_rss_mb": max(peaks.values()),
+        f"sqlite_ingest_{k}_peak_rss_mb": peaks["sqlite"],
+        f"postgres_ingest_{k}_peak_rss_mb": peaks["postgres"],
+        "ingest_note": ("same file (rows x 30 columns, phone ids), same code path (party ingest's ingest_file), "
+                        "each in its own process: time measured inside it, peak RSS of that process sampled every "
+                        "0.1 s (ids streamed: the file's and the store's ids as sorted numpy runs); SQLite: WAL, "
+                        "synchronous=NORMAL; PostgreSQL 15: throw-away local server (scripts/pgserver.py: "
+                        "fsync=off, synchronous_commit=off), COPY; 1-minute load average at the end "
+                        f"{os.getloadavg()[0]:.1f} on a shared machine"),
     }
 
 
@@ -247,16 +295,234 @@ def bench_blacklist(n: int) -> dict[str, Any]:
     lat_ms = np.array(lat) * 1000
     k = "50m" if n == 50_000_000 else f"{n // 1_000_000}m"
     return {
-        "blacklist_n": n,
-        f"blacklist_{k}_build_s": round(build, 1),
-        f"blacklist_{k}_lookup_p50_ms": round(float(np.percentile(lat_ms, 50)), 4),
-        f"blacklist_{k}_lookup_p99_ms": round(float(np.percentile(lat_ms, 99)), 4),
-        f"blacklist_{k}_member_rss_mb": round(rss / 2**20, 1),
+        "blacklist_table_n": n,
+        f"blacklist_{k}_table_build_s": round(build, 1),
+        f"blacklist_{k}_table_lookup_p50_ms": round(float(np.percentile(lat_ms, 50)), 4),
+        f"blacklist_{k}_table_lookup_p99_ms": round(float(np.percentile(lat_ms, 99)), 4),
+        f"blacklist_{k}_table_process_rss_mb": round(rss / 2**20, 1),
         f"blacklist_{k}_table_mb": round((rss - base) / 2**20, 1),
-        "blacklist_note": ("the lookup structure scoring.contribute's fraud_flags uses (SortedTable over "
+        "blacklist_table_note": ("the lookup structure scoring.contribute's fraud_flags uses (SortedTable over "
                            "16-byte pseudonyms), one applicant per request, in process; the gRPC round trip "
                            "to the member is not included"),
     }
+
+
+_HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+
+
+def _list_ids(start: int, stop: int) -> np.ndarray:
+    """Distinct opaque ids ``b`` + 16 hex digits, increasing with the index (an export sorted by id) with
+    random-looking low bits: ``i << 34 | mix(i) mod 2^34``."""
+    i = np.arange(start, stop, dtype=np.uint64)
+    x = i * np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(29)
+    x = (i << np.uint64(34)) | (x & np.uint64((1 << 34) - 1))
+    hexed = _HEX[x.astype(">u8").view(np.uint8).reshape(-1, 8)]  # (n, 8) of 2-char hex
+    return np.char.add(b"b", hexed.view("S16").ravel())
+
+
+def write_blacklist_file(path: Path, start: int, stop: int) -> None:
+    """``id,fraud`` with the flagged subjects ``start..stop`` of :func:`_list_ids`, written in blocks."""
+    with open(path, "wb") as f:
+        f.write(b"id,fraud\n")
+        for a in range(start, stop, 1_000_000):
+            ids = _list_ids(a, min(stop, a + 1_000_000))
+            f.write(np.char.add(ids, b",1\n").tobytes())
+
+
+def bulk_append_list(home: Path, start: int, stop: int) -> None:
+    """Append flagged subjects ``start..stop`` to a member store that ``party ingest`` created with the
+    first ones: the same rows ingest writes (subjects with their pseudonym under the installed key,
+    ``blacklist`` consent, the fraud list, the dataset's row), in 5M-row transactions, with the pseudonym
+    index dropped during the load and rebuilt after (one sort instead of 50M random B-tree inserts).
+    A benchmark loader, not a product command: ``party ingest`` of the same list is timed separately."""
+    import sqlalchemy as sa
+
+    from party_node.pseudonym import PseudonymKey, default_key_path
+    from party_node.store import Store
+
+    key = PseudonymKey.load(default_key_path(home))
+    store = Store.open(f"sqlite:///{home / 'store.db'}", pseudonym_key=key)
+    ix = next(i for i in store.t["subjects"].indexes if i.name == "ix_subjects_pseudonym")
+    with store.write_transaction() as conn:
+        ix.drop(conn)
+    now = time.time()
+    for a in range(start, stop, 5_000_000):
+        b = min(stop, a + 5_000_000)
+        with store.write_transaction() as conn:
+            first = int(conn.execute(sa.text("SELECT max(row_id) FROM subjects")).scalar() or 0) + 1
+            for c in range(a, b, 500_000):
+                ids = [x.decode() for x in _list_ids(c, min(b, c + 500_000)).tolist()]
+                ps = key.pseudonymize(ids, "opaque")
+                r0 = first + c - a
+                conn.exec_driver_sql(
+                    "INSERT INTO subjects (row_id, id_kind, id_norm, pseudonym, ingested_at) VALUES (?, ?, ?, ?, ?)",
+                    [(r0 + j, "opaque", i, p, now) for j, (i, p) in enumerate(zip(ids, ps, strict=True))])
+            for sql in ("INSERT INTO ds_fraud_list (row_id) SELECT row_id FROM subjects WHERE row_id >= ?",
+                        "INSERT INTO consent (purpose, row_id, granted, dataset) "
+                        "SELECT 'blacklist', row_id, 1, 'fraud_list' FROM subjects WHERE row_id >= ?",
+                        "INSERT INTO fraud_list (row_id, dataset, listed_at) "
+                        "SELECT row_id, 'fraud_list', ingested_at FROM subjects WHERE row_id >= ?"):
+                conn.exec_driver_sql(sql, (first,))
+    with store.write_transaction() as conn:
+        ix.create(conn)
+    store.close()
+
+
+BLACKLIST_SCHEMA = """[dataset]
+name = "fraud_list"
+id_column = "id"
+id_kind = "opaque"
+consent_all = ["blacklist"]
+
+[flags]
+fraud = "fraud"
+"""
+
+
+def _sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    while not stop.wait(0.1):
+        peak[0] = max(peak[0], _tree_rss(pid))
+
+
+def _ingest_list(fed: Any, root: Path, start: int, stop: int) -> tuple[float, float]:
+    """``fedcredit party ingest`` of list entries start..stop at the (stopped) member: (seconds, peak RSS MB)."""
+    import subprocess
+
+    from scripts.localfed import fedcredit_cmd
+
+    write_blacklist_file(root / "list.csv", start, stop)
+    (root / "list.toml").write_text(BLACKLIST_SCHEMA)
+    peak, stop_ev = [0], threading.Event()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*fedcredit_cmd(), "party", "ingest", str(root / "list.csv"), "--schema",
+                             str(root / "list.toml"), "--home", str(fed.party_home("member")), "--quiet"],
+                            env=fed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = threading.Thread(target=_sample_rss, args=(proc.pid, stop_ev, peak), daemon=True)
+    sampler.start()
+    so, se = proc.communicate()
+    took = time.perf_counter() - t0
+    stop_ev.set()
+    sampler.join()
+    (root / "list.csv").unlink()
+    if proc.returncode != 0:
+        raise SystemExit(f"blacklist ingest failed: {se.strip() or so.strip()}")
+    return took, round(peak[0] / 2**20, 1)
+
+
+def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 1_000_000,
+                         keep: Path | None = None) -> dict[str, Any]:
+    """One applicant's blacklist check through the scoring path: a lender (the requester, this process with
+    the lender's certificate and pseudonym key) asks the coordinator over gRPC + mutual TLS; the coordinator
+    sends ``scoring.contribute`` over its link to the member node (its own process, ``party serve``) whose
+    store holds ``n`` flagged subjects; the member looks the pseudonym up in its fraud table and encrypts
+    the flag under the lender's CKKS key; the coordinator sums; the lender decrypts.
+
+    The member's list: the first ``ingest_n`` entries with ``fedcredit party ingest`` (timed: the product's
+    path), the rest with :func:`bulk_append_list`. ``keep``: build into (or reuse) this folder.
+    """
+    from fedcore.protocol.scoring.requester import Requester
+    from party_node.config import load_party_config
+    from party_node.pseudonym import PseudonymKey, default_key_path
+    from party_node.scoring import GrpcGateway
+    from scripts.localfed import LocalFederation
+
+    out: dict[str, Any] = {}
+    k = "50m" if n == 50_000_000 else (f"{n // 1_000_000}m" if n >= 1_000_000 else str(n))
+    ik = f"{ingest_n // 1_000_000}m" if ingest_n >= 1_000_000 else str(ingest_n)
+    ingest_n = min(ingest_n, n)
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            root = keep
+            root.mkdir(parents=True, exist_ok=True)
+        built = root / "built.json"
+        fed = stack.enter_context(LocalFederation(root / "fed", {"yixin": "lender", "member": "lender"}))
+        if built.exists() and json.loads(built.read_text())["n"] == n:
+            out.update(json.loads(built.read_text())["build"])
+            fed.start()
+            fed.wait_online(timeout=600)
+        else:
+            if (root / "fed").exists():
+                shutil.rmtree(root / "fed")
+            fed.setup()
+            fed.start()
+            fed.wait_online(timeout=120)
+            fed.cli("coordinator", "distribute-key", "--home", str(fed.coordinator_home))
+            fed.kill("member", 15)  # the member loads its list offline, then serves
+            took, peak = _ingest_list(fed, root, 0, ingest_n)
+            out[f"blacklist_party_ingest_{ik}_s"] = round(took, 1)
+            out[f"blacklist_party_ingest_{ik}_peak_rss_mb"] = peak
+            if n > ingest_n:
+                t0 = time.perf_counter()
+                bulk_append_list(fed.party_home("member"), ingest_n, n)
+                out[f"blacklist_{k}_bulk_load_s"] = round(time.perf_counter() - t0, 1)
+            home = fed.party_home("member")
+            out[f"blacklist_{k}_store_mb"] = round(sum(p.stat().st_size for p in home.glob("store.db*")) / 2**20, 1)
+            built.write_text(json.dumps({"n": n, "build": out}))
+            fed.start_party("member")
+            fed.wait_online(["member"], timeout=600)
+        member_pid = fed.procs["member"].pid
+        idle = _tree_rss(member_pid)
+        cfg = load_party_config(fed.party_home("yixin"))
+        tls = cfg.tls
+        gw = GrpcGateway(cfg.coordinator.address, cfg.coordinator.server_name, tls.ca_cert.read_bytes(),
+                         tls.cert.read_bytes(), tls.key.read_bytes())
+        pkey = PseudonymKey.load(default_key_path(fed.party_home("yixin")))
+        requester = Requester(gw)
+        rng = np.random.default_rng(3)
+        listed = [x.decode() for x in _list_ids(0, n)[rng.integers(0, n, requests // 2)]] if n <= 2_000_000 \
+            else [_list_ids(int(i), int(i) + 1)[0].decode() for i in rng.integers(0, n, requests // 2)]
+        unknown = [f"u{int(v):016x}" for v in rng.integers(0, 2**62, requests - len(listed))]
+
+        def check(raw: str, timeout_s: float = 30.0) -> int:
+            outcome = requester.query(pkey.pseudonymize([raw], "opaque"), model_id="", model_version="",
+                                      queries=("blacklist",), timeout_s=timeout_s)
+            assert outcome.blacklist_hits is not None and outcome.contributors == 1
+            return int(outcome.blacklist_hits[0])
+
+        mpeak = [0]
+        mstop = threading.Event()
+        msampler = threading.Thread(target=_sample_rss, args=(member_pid, mstop, mpeak), daemon=True)
+        msampler.start()
+        t0 = time.perf_counter()
+        assert check(listed[0], timeout_s=1800) == 1  # the member builds its fraud table on the first request
+        first = time.perf_counter() - t0
+        lat = []
+        for i in range(requests):
+            raw, want = (listed[i // 2], 1) if i % 2 == 0 else (unknown[i // 2], 0)
+            t = time.perf_counter()
+            got = check(raw)
+            lat.append(time.perf_counter() - t)
+            assert got == want, (raw, got, want)
+        mstop.set()
+        msampler.join()
+        serving = _tree_rss(member_pid)
+        gw.close()
+    lat_ms = np.array(lat) * 1000
+    out.update({
+        "blacklist_n": n,
+        f"blacklist_{k}_lookup_p50_ms": round(float(np.percentile(lat_ms, 50)), 2),
+        f"blacklist_{k}_lookup_p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
+        f"blacklist_{k}_first_request_s": round(first, 1),
+        f"blacklist_{k}_member_rss_mb": round(serving / 2**20, 1),
+        f"blacklist_{k}_member_peak_rss_mb": round(mpeak[0] / 2**20, 1),
+        f"blacklist_{k}_member_idle_rss_mb": round(idle / 2**20, 1),
+        "blacklist_requests": requests,
+        "blacklist_note": (
+            "through the scoring path: one applicant per request (half listed, half not; every answer checked), "
+            "the lender's Requester with its mTLS certificate -> coordinator Scoring/Score -> the member node "
+            "process over its party link (scoring.contribute: fraud-table lookup, CKKS encryption under the "
+            "lender's key) -> coordinator sum -> lender decrypts; latency = pseudonymize + round trip + decrypt. "
+            "The member's list (SQLite store): the first entries with `fedcredit party ingest` (one CSV, one "
+            "transaction; blacklist_party_ingest_*), the rest with the script's bulk loader (bulk_load_s: the "
+            "same rows, pseudonym index rebuilt after; not a product command); its fraud table is built on the "
+            "first request (first_request_s; later rebuilds run in the background). member_rss_mb: the member "
+            "node's RSS while serving (after the requests); "
+            "member_peak_rss_mb: its peak during the table build and the requests; idle: after start"),
+    })
+    return out
 
 
 def main() -> None:
@@ -265,15 +531,28 @@ def main() -> None:
     ap.add_argument("--ray-n", type=int, default=200_000)
     ap.add_argument("--ingest-rows", type=int, default=1_000_000)
     ap.add_argument("--blacklist-n", type=int, default=50_000_000)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: psi,ray,ingest,blacklist")
+    ap.add_argument("--blacklist-requests", type=int, default=1000)
+    ap.add_argument("--blacklist-ingest-n", type=int, default=1_000_000, help="list entries through party ingest")
+    ap.add_argument("--blacklist-dir", type=Path, default=None, help="build the member's store here (reused)")
+    ap.add_argument("--psi-single", type=int, default=0,
+                    help="run only one PSI of this many ids per party (e.g. 10000000) and write its measured keys")
+    ap.add_argument("--only", default="", help="comma list of parts to run (default: all but the skipped)")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: psi,ray,ingest,blacklist_table,blacklist")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     res: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    parts = (("ingest", lambda: bench_ingest(args.ingest_rows)), ("ray", lambda: bench_ray(args.ray_n)),
-             ("blacklist", lambda: bench_blacklist(args.blacklist_n)), ("psi", lambda: bench_psi(args.psi_n)))
+    Part = tuple[str, Callable[[], dict[str, Any]]]
+    parts: tuple[Part, ...] = (
+             ("ingest", lambda: bench_ingest(args.ingest_rows)), ("ray", lambda: bench_ray(args.ray_n)),
+             ("blacklist_table", lambda: bench_blacklist(args.blacklist_n)),
+             ("blacklist", lambda: bench_blacklist_path(args.blacklist_n, args.blacklist_requests,
+                                                        args.blacklist_ingest_n, args.blacklist_dir)),
+             ("psi", lambda: bench_psi(args.psi_n)))
+    if args.psi_single:
+        parts = (("psi_single", lambda: bench_psi_single(args.psi_single)),)
     for name, fn in parts:
-        if name in skip:
+        if name in skip or (args.only and name not in args.only.split(",")):
             continue
         print(f"{name} ...", flush=True)
         part = fn()

@@ -239,19 +239,29 @@ def horizontal(n_trees: int = 100, big_trees: int = 3) -> dict[str, Any]:
     test = _read("homo", "test")
     model, _, fit_s = _horizontal(data, cols, _params(n_trees))
     p_test = model.predict_proba({c: test[c].to_numpy(dtype=np.float64) for c in cols})
+    return {
+        "homo_fate_auc": round(auc(test["y"].to_numpy(dtype=np.float64), p_test), 4),
+        "homo_fate_fit_s_per_tree_in_memory": round(fit_s / n_trees, 3),
+        **horizontal_scale(big_trees),
+    }
+
+
+def horizontal_scale(big_trees: int = 3) -> dict[str, Any]:
+    """Seconds and ciphertext bytes per horizontal tree, five lenders of 100,000 rows x 20 features."""
     rng = np.random.default_rng(0)
     big = {}
     for i in range(5):
         x = rng.normal(size=(100_000, 20))
         z = x[:, 0] - 0.5 * x[:, 1] + 0.3 * x[:, 2] * x[:, 3] - 1.5
         big[f"lender{i + 1}"] = (x, (rng.random(100_000) < 1 / (1 + np.exp(-z))).astype(np.float64))
+    load0 = os.getloadavg()[0]
     _, big_res, big_s = _horizontal(
         big, [f"f{j}" for j in range(20)], GBDTParams(n_trees=big_trees, max_depth=5, max_bins=BINS)
     )
+    load = os.getloadavg()[0]
     return {
-        "homo_fate_auc": round(auc(test["y"].to_numpy(dtype=np.float64), p_test), 4),
-        "homo_fate_fit_s_per_tree_in_memory": round(fit_s / n_trees, 3),
         "horizontal_tree_s_5x100k": round((big_s - big_res.setup_s) / big_trees, 3),
+        "horizontal_5x100k_load_average": [round(load0, 2), round(load, 2)],
         "horizontal_setup_s_5x100k": round(big_res.setup_s, 3),
         "horizontal_bytes_per_lender_per_tree_5x100k": int(big_res.bytes_per_lender),
     }
@@ -262,14 +272,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--hetero-trees", type=int, default=30)
     ap.add_argument("--homo-trees", type=int, default=100)
-    ap.add_argument("--only", choices=("all", "horizontal"), default="all", help="horizontal: only the "
-                    "horizontal-tree measurements, merged into the existing results")  # fmt: skip
+    ap.add_argument("--only", choices=("all", "horizontal", "horizontal-scale"), default="all",
+                    help="horizontal: only the horizontal-tree measurements; horizontal-scale: only the five "
+                    "lenders x 100,000 rows timing; merged into the existing results")  # fmt: skip
     a = ap.parse_args(argv)
     doc: dict[str, Any] = json.loads(a.out.read_text()) if a.out.is_file() else {}
     if a.only == "all":
         doc.update(hetero(a.hetero_trees))
         doc.update(homo(a.homo_trees))
         doc.update(hybrid(a.hetero_trees))
+    if a.only == "horizontal-scale":
+        doc = json.loads(a.out.read_text()) if a.out.is_file() else {}
+        doc.update(horizontal_scale())
+        a.out.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+        return
     doc.update(horizontal(a.homo_trees))
     doc["learner_setup"] = {
         "max_depth": DEPTH, "max_bins": BINS, "learning_rate": LR, "reg_lambda": LAMBDA, "min_child_weight": MCW,

@@ -19,7 +19,11 @@ Writes ``benchmarks/results/workflow.json``:
   node encodes them for the joint model (:func:`party_node.vertical.onehot_table`), on its validation
   rows; ``synthetic_categorical_central_onehot_auc``: scikit-learn's logistic regression on the same
   rows with those columns one-hot (the baseline); ``synthetic_categorical_central_codes_auc``:
-  scikit-learn with the codes, which separates the encoding's cost from the federation's.
+  scikit-learn with the codes, which separates the encoding's cost from the federation's;
+- ``synthetic_categorical_woe_auc``: the same joint model with ``--encoding woe``: every party's columns
+  as the WOE of its optimal bins from the federated binning protocol (in-process, the five synthetic
+  lenders and the platform, on the joint run's training rows only); ``synthetic_categorical_woe_gap``:
+  the one-hot baseline minus it; ``synthetic_categorical_central_woe_auc``: scikit-learn on the same WOE columns.
 
 Usage: ``scripts/bench_workflow.py``.
 """
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,6 +139,51 @@ def _codes(values: np.ndarray) -> np.ndarray:
     return (rank[inv] + 1).astype(np.float64)
 
 
+def _federated_woe(apps: pd.DataFrame, beh: pd.DataFrame, y: np.ndarray, lcols: list[str], pcols: list[str],
+                   train: np.ndarray) -> tuple[Any, Any]:
+    """WOE encoders of the lenders' and the platform's features from an in-process federated binning run
+    on the ``train`` rows only, so the validation AUC is out of sample for the WOE too (lenders split as
+    the synthetic federation deals them; optimal monotone bins, the default)."""
+    keep = np.zeros(len(y), dtype=bool)
+    keep[train] = True
+    apps, beh, y = apps[keep].reset_index(drop=True), beh[keep].reset_index(drop=True), y[keep]
+    from fedcore.protocol.binning.coordinator import BinningSettings, run_binning
+    from fedcore.protocol.binning.party import LenderBinning, LenderData, PlatformBinning, PlatformData
+    from fedcore.protocol.inmemory import InMemoryChannel
+    from fedcore.protocol.messages import Role
+    from fedcore.protocol.sealing import make_identities
+    from fedcore.protocol.tasks import HandlerRegistry
+    from models.encoding import WoeEncoder
+    from scripts.synthetic import LENDER_CATEGORICAL, PLATFORM_CATEGORICAL
+
+    lenders = sorted(apps["_lender"].unique())
+    lkinds = {c: "categorical" if c in LENDER_CATEGORICAL else "numeric" for c in lcols}
+    pkinds = {c: "categorical" if c in PLATFORM_CATEGORICAL else "numeric" for c in pcols}
+    ids = make_identities([*lenders, "tiange"])
+    ch = InMemoryChannel()
+    nodes: dict[str, LenderBinning | PlatformBinning] = {}
+    for n in lenders:
+        rows = (apps["_lender"] == n).to_numpy()
+        nodes[n] = LenderBinning(n, LenderData(apps.loc[rows, lcols].reset_index(drop=True), y[rows].astype(np.int64),
+                                               lkinds), ids[n])
+    nodes["tiange"] = PlatformBinning("tiange", PlatformData(
+        {n: beh.loc[(apps["_lender"] == n).to_numpy(), pcols].reset_index(drop=True) for n in lenders}, pkinds),
+        ids["tiange"])
+    for n, party in nodes.items():
+        reg = HandlerRegistry()
+        party.register(reg)
+        ch.add_party(n, Role.PLATFORM if n == "tiange" else Role.LENDER, reg)
+    run_binning(ch, lenders, "tiange", BinningSettings(), run_id="woe")
+    ch.close()
+
+    def encoder(party: str, cols: list[str]) -> WoeEncoder:
+        detail = nodes[party].detail("woe")
+        return WoeEncoder(tuple(detail[c].optimal.binning for c in cols),
+                          tuple(tuple(float(w) for w in detail[c].optimal.table.woe) for c in cols))
+
+    return encoder(lenders[0], lcols), encoder("tiange", pcols)
+
+
 def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     """The joint model (vertical logistic under CKKS, in-process) on the synthetic federation's features
     with its categorical text columns as the store's codes, against scikit-learn's logistic regression
@@ -165,7 +215,7 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     )
 
     fed = generate(SynthConfig(people=people, seed=11))
-    apps = pd.concat([fed.parties[n].to_pandas() for n in LENDERS], ignore_index=True)
+    apps = pd.concat([fed.parties[n].to_pandas().assign(_lender=n) for n in LENDERS], ignore_index=True)
     beh = fed.parties[PLATFORM].to_pandas().set_index("user_id")
     apps = apps[apps["applicant_id"].isin(beh.index)].reset_index(drop=True)  # the PSI intersection
     beh = beh.loc[apps["applicant_id"]].reset_index(drop=True)
@@ -200,20 +250,30 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
         return Table(np.column_stack(cols), out, "d", y_, base_features=names, columns=spec)
 
     cfg = VerticalConfig(epochs=epochs, batch_size=2048, lr=0.05, val_fraction=0.3, patience=epochs)
-    with tempfile.TemporaryDirectory() as tmp:
-        ca = CertificateAuthority.create()
-        ch = InMemoryChannel()
-        tables = {"bank": _Source({"psi": encoded(xl, lcols, len(LENDER_CATEGORICAL), y)}),
-                  "tiange": _Source({"psi": encoded(xp, pcols, len(PLATFORM_CATEGORICAL), None)})}
-        for name, src in tables.items():
-            reg = HandlerRegistry()
-            VerticalParty(name, src, Path(tmp) / name / "v", Path(tmp) / name / "m", metrics=evaluate,  # type: ignore[arg-type]
-                          identity=make_identities([name], ca)[name]).register(reg)
-            ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
-        res = run_vertical(ch, "cat", ["bank"], "tiange", {"bank": "psi"}, cfg, workdir=Path(tmp) / "c")
-        ch.close()
-    joint = float(res.metrics["bank"]["auc"])
-    train, val = split_rows(len(y), cfg.val_fraction, cfg.seed, 0)
+
+    def joint_auc(lender: Table, plat: Table) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            ca = CertificateAuthority.create()
+            ch = InMemoryChannel()
+            for name, src in {"bank": _Source({"psi": lender}), "tiange": _Source({"psi": plat})}.items():
+                reg = HandlerRegistry()
+                VerticalParty(name, src, Path(tmp) / name / "v", Path(tmp) / name / "m", metrics=evaluate,  # type: ignore[arg-type]
+                              identity=make_identities([name], ca)[name]).register(reg)
+                ch.add_party(name, Role.PLATFORM if name == "tiange" else Role.LENDER, reg)
+            res = run_vertical(ch, "cat", ["bank"], "tiange", {"bank": "psi"}, cfg, workdir=Path(tmp) / "c")
+            ch.close()
+        return float(res.metrics["bank"]["auc"])
+
+    joint = joint_auc(encoded(xl, lcols, len(LENDER_CATEGORICAL), y),
+                      encoded(xp, pcols, len(PLATFORM_CATEGORICAL), None))
+    # WOE: every party's columns as the WOE of its optimal bins from the federated binning protocol, run
+    # in-process across the five lenders (their pooled WOE) and the platform (its bins' WOE from counts
+    # pooled over the lenders), as `coordinator binning` and `train --encoding woe` do at nodes; binned on
+    # the joint run's training rows only
+    train, val = split_rows(len(y), cfg.val_fraction, cfg.seed, 0)  # the joint run's split
+    enc_l, enc_p = _federated_woe(apps, beh, y, lcols, pcols, train)
+    woe_joint = joint_auc(Table(enc_l.transform(apps[lcols]), lcols, "d", y),
+                          Table(enc_p.transform(beh[pcols]), pcols, "d"))
     num = np.column_stack([apps[c].to_numpy(float) for c in LENDER_NUMERIC]
                           + [beh[c].to_numpy(float) for c in PLATFORM_NUMERIC])
     num = (num - num[train].mean(axis=0)) / (num[train].std(axis=0) + 1e-12)
@@ -225,7 +285,13 @@ def categorical_gap(people: int = 60_000, epochs: int = 12) -> dict[str, float]:
     codes = np.column_stack([num, (xl[:, -len(LENDER_CATEGORICAL):]), xp[:, -1:]])
     lr2 = LogisticRegression(max_iter=2000).fit(codes[train], y[train])
     central_codes = float(roc_auc_score(y[val], lr2.predict_proba(codes[val])[:, 1]))
-    return {"synthetic_categorical_auc": round(joint, 5), "synthetic_categorical_central_onehot_auc": round(central, 5),
+    xw = np.column_stack([enc_l.transform(apps[lcols]), enc_p.transform(beh[pcols])])
+    lr3 = LogisticRegression(max_iter=2000).fit(xw[train], y[train])
+    central_woe = float(roc_auc_score(y[val], lr3.predict_proba(xw[val])[:, 1]))
+    return {"synthetic_categorical_auc": round(joint, 5), "synthetic_categorical_woe_auc": round(woe_joint, 5),
+            "synthetic_categorical_woe_gap": round(central - woe_joint, 5),
+            "synthetic_categorical_central_woe_auc": round(central_woe, 5),
+            "synthetic_categorical_central_onehot_auc": round(central, 5),
             "synthetic_categorical_gap": round(central - joint, 5),
             "synthetic_categorical_central_codes_auc": round(central_codes, 5),
             "synthetic_categorical_rows": len(y), "synthetic_categorical_val_rows": len(val)}

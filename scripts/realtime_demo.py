@@ -60,9 +60,10 @@ def realtime_examples(fed: Any, root: Path, model: str, port: int) -> list[str]:
                       for o in offers]
             break
     home = fed.party_home("yixin")
-    (home / "monitoring.toml").write_text(f'model_id = "{model}"\npd_threshold = 0.3\n')
+    (home / "monitoring.toml").write_text(f'model_id = "{model}"\n')  # PD threshold from the model
     book = fed.cli("party", "monitor", "register", "--home", str(home)).stdout.strip()
     report = json.loads(fed.cli("party", "monitor", "run", "--home", str(home)).stdout)
     lines.append(f"monitoring at yixin: {book}; one joint pass raised {report['alerts']} alerts "
-                 f"{report['by_kind']} (kept at yixin; `fedcredit party monitor alerts`)")
+                 f"{report['by_kind']} at PD > {report['pd_threshold']:.3f} (the riskiest 5% of the model's "
+                 "validation applicants; kept at yixin; `fedcredit party monitor alerts`)")
     return lines

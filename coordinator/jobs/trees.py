@@ -81,6 +81,7 @@ def _result(
         "trees": len(res.trees), "val_loss": res.val_loss, "metrics": res.metrics, "parties": parties,
         "params": {k: v for k, v in params.to_dict().items() if k not in ("sticky_owners", "first_tree_owners")},
         "importance": {LENDERS_OWNER: res.importance.get(LENDERS_OWNER, {})}, "seconds": round(seconds, 3),
+        "setup_s": round(res.setup_s, 3), "tree_s": [round(t, 3) for t in res.tree_s],
     }  # fmt: skip
     per = [m for m in res.metrics.values() if "auc" in m]
     total = sum(float(m.get("n", 1)) for m in per)

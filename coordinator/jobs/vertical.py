@@ -4,7 +4,9 @@ statement in :mod:`fedcore.protocol.vertical`).
 Parameters: ``lenders`` (list) and ``platform`` (name), or ``parties`` (list; roles from the registry);
 ``psi_runs`` ({lender: committed PSI run id}; missing ones are run here, pairwise lender x platform);
 ``epochs``, ``batch_size``, ``lr``, ``l2``, ``val_fraction``, ``patience``, ``seed``, ``dataset``,
-``timeout_s``; ``model``: ``logistic`` (default) or ``gbdt`` (hybrid trees, :mod:`.trees`). The result
+``timeout_s``; ``encoding``: ``onehot`` (default) or ``woe`` with ``binning_run`` (default: the newest
+succeeded ``coordinator binning`` run that covers every party); ``model``: ``logistic`` (default) or
+``gbdt`` (hybrid trees, :mod:`.trees`). The result
 registers one joint model version: metrics per lender, the parties with their
 feature *names*, datasets and data hashes, and the per-epoch history.
 """
@@ -22,7 +24,28 @@ from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
 from .trees import gbdt_job
 
-CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s")
+CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s",
+               "encoding", "binning_run")
+
+
+def _binning_run(rc: RunContext, parties: list[str]) -> str:
+    """The binning run a WOE-encoded model uses: the one named, else the newest succeeded run that
+    binned every party of this model."""
+    named = rc.params.get("binning_run")
+    runs = {r.run_id: r for r in rc.state.runs() if r.kind == "binning"}
+    covers = [r for r in runs.values() if r.status == "succeeded"
+              and set(parties) <= {*r.result.get("lenders", []), r.result.get("platform")}]
+    if named:
+        run = runs.get(str(named))
+        if run is None or run.status != "succeeded":
+            raise InvalidInput(f"vertical: binning run {named!r} is not a succeeded binning run")
+        if run not in covers:
+            raise InvalidInput(f"vertical: binning run {named!r} did not bin every party of {', '.join(parties)}")
+        return str(named)
+    if not covers:
+        raise InvalidInput("vertical: encoding 'woe' needs a binning run of these parties"
+                           f" ({', '.join(parties)}): run `fedcredit coordinator binning` first")
+    return covers[-1].run_id
 
 
 def _roles(rc: RunContext) -> tuple[list[str], str]:
@@ -85,6 +108,10 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
     if model not in MODELS:
         raise InvalidInput(f"model {model!r} is not available with kind 'vertical' (vertical: {', '.join(MODELS)})")
     lenders, platform = _roles(rc)
+    encoding = str(p.get("encoding") or "onehot")
+    if model == "gbdt" and encoding != "onehot":
+        raise InvalidInput("vertical: --encoding applies to the logistic model; trees bin the features themselves")
+    binning_run = _binning_run(rc, [*lenders, platform]) if encoding == "woe" else None
     psi_runs = dict(p.get("psi_runs") or {})
     for lender in lenders:
         if lender not in psi_runs:
@@ -96,12 +123,16 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
     if model == "gbdt":
         return gbdt_job(rc, lenders, platform, psi_runs, version)
     cfg = VerticalConfig(**{k: p[k] for k in CONFIG_KEYS if p.get(k) is not None})
+    cfg.binning_run = binning_run
+    cfg.check()
     res = run_vertical(
         rc.channel, rc.run_id, lenders, platform, psi_runs, cfg,
         workdir=rc.workdir, version=version, progress=rc.progress,
     )
+    out = _result(res)
+    out["encoding"] = {"kind": cfg.encoding, "binning_run": cfg.binning_run}
     # KS and AUC of the pooled validation scores, as the report computes them (not a mean of lenders')
-    return with_pooled_metrics(_result(res), rc.channel, list(lenders), rc.run_id, key="summary_metrics")
+    return with_pooled_metrics(out, rc.channel, list(lenders), rc.run_id, key="summary_metrics")
 
 
 def vertical_resume(rc: RunContext) -> dict[str, Any]:

@@ -122,9 +122,19 @@ def owner_directions(table: SplitTable, columns: Mapping[str, npt.ArrayLike]) ->
         raise InvalidInput(f"party {table.owner!r}: column(s) {missing} needed by its splits are missing")
     n = len(np.asarray(next(iter(columns.values())))) if columns else 0
     bits = np.empty((n, len(refs)), dtype=bool)
+    numeric: dict[str, list[int]] = {}
     for j, ref in enumerate(refs):
         rule = table.rules[int(ref)]
-        bits[:, j] = rule.go_left(columns[rule.feature])
+        if rule.categorical:
+            bits[:, j] = rule.go_left(columns[rule.feature])
+        else:
+            numeric.setdefault(rule.feature, []).append(j)
+    for f, js in numeric.items():  # every threshold of a numeric feature in one comparison
+        rules = [table.rules[int(refs[j])] for j in js]
+        x = _numeric(columns[f], f)[:, None]
+        thr = np.array([r.threshold for r in rules])
+        dflt = np.array([r.default_left for r in rules])
+        bits[:, js] = np.where(np.isnan(x), dflt[None, :], x <= thr[None, :])
     return DirectionBits(refs, bits)
 
 

@@ -130,3 +130,51 @@ def test_report_of_a_vertical_model_has_intervals_calibration_and_bands(fed, tmp
     with fed.admin() as admin:
         rec = params_from_struct(next(r for r in admin.list_runs() if r.run_id == run_id).result)
     assert abs(rec["summary_metrics"]["val_ks"] - data["ks"]) < 1e-12  # the CLI's KS is the report's
+
+
+@pytest.mark.timeout(600)  # a binning run, a training run and six CLI processes on a shared 2-core machine
+def test_a_woe_encoded_joint_model_over_the_links_scores_and_exports_the_classic_scorecard(fed, tmp_path):
+    """``train --encoding woe``: each party encodes its own columns with its bins' WOE from the newest
+    binning run; the record names the encoding and the run; joint scoring over gRPC applies the WOE at
+    every party, and each party's points table is exact."""
+    coord = ["--home", str(fed.coordinator_home)]
+    fed.cli("coordinator", "distribute-key", *coord)
+    out = fed.cli("coordinator", "binning", "--parties", "yixin,meili,tiange", *coord).stdout
+    bin_run = out.strip().splitlines()[-1].split("binning run ", 1)[1].split(":")[0]
+    out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", "yixin,meili,tiange", "--rounds", "3",
+                  "--encoding", "woe", *coord).stdout
+    run_id = out.split("(run ", 1)[1].split(")")[0]
+    assert f"WOE of binning run {bin_run}" in out
+    from fedcore.wire.convert import params_from_struct
+
+    with fed.admin() as admin:
+        rec = params_from_struct(next(r for r in admin.list_runs() if r.run_id == run_id).result)
+    assert rec["encoding"] == {"kind": "woe", "binning_run": bin_run} and rec["summary_metrics"]["val_auc"] > 0.65
+    cards = {}
+    for party in ("yixin", "tiange"):
+        sl = json.loads((fed.party_home(party) / "models" / run_id / "slice.json").read_text())
+        detail = json.loads(fed.cli("party", "binning", "show", bin_run, "--json", "--home",
+                                    str(fed.party_home(party))).stdout)["features"]
+        assert sl["encoding"]["binning_run"] == bin_run
+        for f in sl["encoding"]["encoder"]["features"]:  # the party's own bins and WOE, as the run left them
+            opt = detail[f["binning"]["feature"]]["optimal"]
+            assert f["binning"] == opt["binning"] and f["woe"] == [b["woe"] for b in opt["bins"]]
+        cards[party] = json.loads(fed.cli("party", "scorecard", run_id, "--format", "json", "--home",
+                                          str(fed.party_home(party))).stdout)
+        assert all(r["exact"] for r in cards[party]["rows"]) and cards[party]["binning_run"] == bin_run
+    assert cards["yixin"]["basepoints"] is not None and cards["tiange"]["basepoints"] is None
+    # joint scoring over gRPC = the two slices' WOE logits (the lender's given features, the platform's row)
+    from fedcore.protocol.scoring.messages import ModelSlice
+
+    guest = pd.read_csv(fate_data_dir() / "default_credit_hetero_guest.csv").iloc[:1500]
+    host = pd.read_csv(fate_data_dir() / "default_credit_hetero_host.csv").iloc[:4000].set_index("id")
+    row = guest[guest["id"].isin(host.index)].iloc[0]
+    subject = int(row["id"])  # the row is float64 (ids, labels and features together)
+    feats = [a for i in range(13) for a in ("--feature", f"x{i}={row[f'x{i}']}")]
+    scored = json.loads(fed.cli("party", "score", "--id", str(subject), "--kind", "opaque", "--model", run_id,
+                                *feats, "--home", str(fed.party_home("yixin"))).stdout)
+    lsl = ModelSlice.load(fed.party_home("yixin") / "models", run_id)
+    psl = ModelSlice.load(fed.party_home("tiange") / "models", run_id)
+    z = (lsl.intercept + lsl.partial_logit(row[list(lsl.features)].to_numpy(float)[None, :])[0]
+         + psl.partial_logit(host.loc[subject, list(psl.features)].to_numpy(float)[None, :])[0])
+    assert scored["status"] == "ok" and abs(scored["prob_default"] - 1 / (1 + np.exp(-z))) < 1e-5

@@ -184,6 +184,34 @@ def test_monitoring_pass_from_the_cli_keeps_alerts_at_the_lender(fed):
     assert bad.returncode == 1 and "pd_threshold" in bad.stderr
 
 
+def test_a_new_platform_snapshot_starts_a_monitoring_pass_at_the_lender(fed, tmp_path):
+    import time
+
+    home = fed.party_home("yixin")
+    (home / "monitoring.toml").write_text('model_id = "pre"\n')
+    fed.cli("party", "monitor", "register", "--home", str(home))
+    snap = tmp_path / "week.csv"
+    fed.behaviour[["user_id"]].assign(spend=1.0).to_csv(snap, index=False)
+    out = fed.cli("party", "snapshot", "load", str(snap), "--dataset", "behaviour", "--as-of", "2024-02-04",
+                  "--id-column", "user_id", "--announce", "--home", str(fed.party_home("tiange"))).stdout
+    assert "announced to 3 lenders" in out
+    deadline = time.monotonic() + 600  # the pass runs in the lender's node; wait for its audit record
+    passes: list[dict] = []
+    while not passes and time.monotonic() < deadline:
+        passes = [e for e in audit(fed, "yixin") if e["event"] == "monitoring_pass"
+                  and e.get("trigger") == "snapshot 2024-02-04"]
+        time.sleep(0.2)
+    assert passes and passes[0]["book"] > 0
+    for n in LENDERS:  # every lender heard the date, and only the date
+        heard = [e for e in audit(fed, n) if e["event"] == "snapshot_announced"]
+        assert [e["as_of"] for e in heard] == ["2024-02-04"]
+    assert [e["lenders"] for e in audit(fed, "tiange") if e["event"] == "snapshot_announce"] == [3]
+    assert not any(e.get("trigger") for n in ("meili", "cango") for e in audit(fed, n))  # they do not monitor
+    lender = fed.cli("party", "snapshot", "load", str(snap), "--dataset", "behaviour", "--as-of", "2024-02-11",
+                     "--id-column", "user_id", "--announce", "--home", str(home), check=False)
+    assert lender.returncode == 1 and "may not call" in lender.stderr  # only the platform announces
+
+
 def test_hybrid_trees_split_on_text_categories_and_score_raw_and_unseen_levels(fed):
     """Hybrid trees on the synthetic federation's text categorical columns: the lenders' declared levels
     become category-set splits (not thresholds on store codes), and a lender scores with a level given as

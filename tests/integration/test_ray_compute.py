@@ -14,7 +14,15 @@ import pytest
 
 from fedcore.crypto.psi import ParallelBlinder, PsiSecret, blind_ids, reblind, unpack_points
 from fedcore.errors import ProtocolError
-from party_node.compute import RayBlinder, connect, row_ranges
+from fedcore.partitions import LOCAL, node_histograms_u64
+from fedcore.protocol.inmemory import InMemoryChannel
+from fedcore.protocol.messages import Role
+from fedcore.protocol.tasks import HandlerRegistry
+from fedcore.protocol.trees.coordinator import HybridTreesConfig, run_hybrid_trees
+from fedcore.protocol.trees.messages import bincount_u64
+from fedcore.protocol.trees.party import LenderTreeParty, PlatformTreeParty
+from models.gbdt import GBDTParams
+from party_node.compute import RayBlinder, RayRowCompute, connect, row_ranges
 from party_node.config import ComputeSettings
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey
@@ -23,6 +31,7 @@ from party_node.scoring import StoreContributions
 from party_node.store import Store
 from scripts.localfed import LocalFederation
 from scripts.raycluster import RayCluster, RayClusterError
+from tests.unit.protocol.test_hybrid_trees import IDS, LENDER_FEATURES, SIZES, federation
 
 pytestmark = pytest.mark.slow
 
@@ -132,3 +141,68 @@ def test_psi_across_processes_on_ray(cluster, tmp_path: Path):
             log = (fed.logs / f"{party}.log").read_text()
             assert "Traceback" not in log
             assert f"PSI blinding on the Ray cluster at {cluster.address}: 2 workers" in log
+
+
+class CountingRayRowCompute(RayRowCompute):
+    """The Ray backend, counting the partitions it ran as Ray tasks."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.calls = 0
+
+    def map(self, fn, calls):
+        self.calls += len(calls)
+        return super().map(fn, calls)
+
+
+def test_ray_node_histograms_equal_local(cluster):
+    rng = np.random.default_rng(4)
+    n, feats, slots = 300_000, [0, 2, 3], 17
+    bins = rng.integers(0, slots, (4, n)).astype(np.uint8)
+    g = rng.integers(0, 2**64, n, dtype=np.uint64)  # full range: the sums wrap modulo 2^64
+    h = rng.integers(0, 2**64, n, dtype=np.uint64)
+    rows = np.sort(rng.choice(n, 200_000, replace=False))
+    on_ray = CountingRayRowCompute(cluster.address)
+    assert on_ray.parts == 2  # one partition per CPU of the cluster
+    got = node_histograms_u64(bins, (g, h), rows, feats, slots, on_ray)
+    assert on_ray.calls == 2
+    want = np.stack([[bincount_u64(bins[f, rows], w[rows], slots) for f in feats] for w in (g, h)])
+    assert got.dtype == np.uint64 and np.array_equal(got, want)
+    assert np.array_equal(node_histograms_u64(bins, (g, h), rows, feats, slots), want)  # the local backend
+
+
+def test_hybrid_trees_on_ray_grow_the_local_trees(cluster):
+    """The whole hybrid tree protocol (lenders' and platform's node histograms on Ray tasks) gives the
+    same trees, split tables and leaf values bit for bit as every party computing locally."""
+    params = GBDTParams(n_trees=3, max_depth=3, learning_rate=0.3, max_bins=16, categorical=("segment",))
+
+    def run(compute):
+        lenders, tables = federation(1)
+        channel = InMemoryChannel()
+        parties = {}
+        for name, (cols, y) in lenders.items():
+            reg = HandlerRegistry()
+            parties[name] = LenderTreeParty(name, cols, y, IDS[name], compute=compute)
+            parties[name].register(reg)
+            channel.add_party(name, Role.LENDER, reg)
+        reg = HandlerRegistry()
+        platform = PlatformTreeParty("tiange", tables, IDS["tiange"], categorical=("segment",), compute=compute)
+        platform.register(reg)
+        channel.add_party("tiange", Role.PLATFORM, reg)
+        try:
+            result = run_hybrid_trees(channel, HybridTreesConfig("run1", tuple(SIZES), "tiange", LENDER_FEATURES,
+                                                                 params))
+        finally:
+            channel.close()
+        return result, parties, platform
+
+    on_ray = CountingRayRowCompute(cluster.address)
+    ray_result, ray_lenders, ray_platform = run(on_ray)
+    assert on_ray.calls > 0
+    local_result, local_lenders, local_platform = run(LOCAL)
+    assert ray_result.base_score == local_result.base_score
+    for a, b in zip(ray_result.trees, local_result.trees, strict=True):
+        for field in ("left", "right", "owner", "ref", "value"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert ray_platform.table.to_dict() == local_platform.table.to_dict()
+    assert [p.table.to_dict() for p in ray_lenders.values()] == [p.table.to_dict() for p in local_lenders.values()]

@@ -160,6 +160,28 @@ def test_every_command_fails_loudly(world: World, capsys: pytest.CaptureFixture[
         assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--kind", "vertical", "--encoding", "ordinal"], "--encoding must be onehot or woe, not 'ordinal'"),
+        (["--kind", "horizontal", "--encoding", "woe"], "--encoding woe and --binning-run apply to --kind vertical"),
+        (["--kind", "vertical", "--model", "gbdt", "--encoding", "woe"], "apply to --kind vertical --model logistic"),
+        (["--kind", "vertical", "--binning-run", "b1"], "--binning-run needs --encoding woe"),
+        (["--kind", "vertical", "--encoding", "woe"], "needs a binning run of these parties (yixin, tiange)"),
+        (["--kind", "vertical", "--encoding", "woe", "--binning-run", "b1"], "'b1' is not a succeeded binning run"),
+    ],
+)
+def test_train_encoding_options_fail_loudly(world: World, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                            needle: str) -> None:
+    """``coordinator train --encoding/--binning-run``: a wrong value or combination, or no binning run to
+    take the WOE from, is one error line naming it (before any PSI or training starts)."""
+    code, err = run_cli(capsys, ["coordinator", "train", "--parties", "yixin,tiange", *extra,
+                                 "--home", str(world.homes.coordinator)])
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0], lines[0]
+
+
 def test_ctrl_c_exits_130_with_a_message(tmp_path: Path) -> None:
     """SIGINT while a command works: exit 130 and one line saying so, not silence with status 0."""
     (tmp_path / "apps.toml").write_text(SCHEMA)

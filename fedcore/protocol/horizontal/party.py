@@ -58,6 +58,15 @@ def _config(msg: Message) -> Mapping[str, Any]:
     return cast(Mapping[str, Any], cfg)
 
 
+def _begin(msg: Message, context: Context) -> tuple[PartyTrainingEnv, Mapping[str, Any], str, hz.TrainParams]:
+    """What every handler starts with: this node's env, the message's config (checked to be addressed to
+    this party) and the run's training parameters."""
+    env = _env(context)
+    cfg = _config(msg)
+    me = _self_name(env, cfg)
+    return env, cfg, me, hz.TrainParams.from_config(cfg)
+
+
 def _reply(msg: Message, **records: Any) -> Message:
     return Message(RecordDict(records), reply_to=msg)
 
@@ -84,10 +93,7 @@ def _purpose(run: str) -> str:
 def _q_envkey(msg: Message, context: Context) -> Message:
     from fedcore.crypto.envelope import EnvelopePrivateKey
 
-    env = _env(context)
-    cfg = _config(msg)
-    me = _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, _, me, p = _begin(msg, context)
     key = EnvelopePrivateKey.generate()
     env.put_env_key(p.run, key)
     sealer = _sealer(env, me)
@@ -99,10 +105,7 @@ def _q_envkey(msg: Message, context: Context) -> Message:
 def _q_keygen(msg: Message, context: Context) -> Message:
     from fedcore.crypto.he import SUMS, CkksSecretContext
 
-    env = _env(context)
-    cfg = _config(msg)
-    me = _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, me, p = _begin(msg, context)
     recipients = [str(r) for r in cfg.get("fc-recipients", [])]
     anns = [json.loads(str(a)) for a in cfg.get("fc-anns", [])]
     if len(recipients) != len(anns):
@@ -126,10 +129,7 @@ def _q_keygen(msg: Message, context: Context) -> Message:
 def _q_keyinstall(msg: Message, context: Context) -> Message:
     from fedcore.crypto.he import CkksSecretContext
 
-    env = _env(context)
-    cfg = _config(msg)
-    me = _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, me, p = _begin(msg, context)
     sender = str(cfg["fc-sender"])
     plain = open_from_peer(_sealer(env, me), json.loads(str(cfg["fc-envelope"])), sender, _purpose(p.run),
                            env.env_key(p.run), trust_relay=env.trust_relay)
@@ -147,10 +147,7 @@ def _schema_hash(names: Sequence[str]) -> str:
 
 @client_app.query("fc_stats")
 def _q_stats(msg: Message, context: Context) -> Message:
-    env = _env(context)
-    cfg = _config(msg)
-    _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, _, p = _begin(msg, context)
     Xtr, _, _, _, names = env.raw_data(p, cfg)
     mx = np.max(np.abs(Xtr), axis=0) if Xtr.shape[0] else np.zeros(Xtr.shape[1])
     exps = [max(0, math.ceil(math.log2(float(m)))) if m > 1 else 0 for m in mx]
@@ -160,10 +157,7 @@ def _q_stats(msg: Message, context: Context) -> Message:
 
 @client_app.query("fc_moments")
 def _q_moments(msg: Message, context: Context) -> Message:
-    env = _env(context)
-    cfg = _config(msg)
-    _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, _, p = _begin(msg, context)
     Xtr, _, _, _, _ = env.raw_data(p, cfg)
     scale = np.exp2(np.asarray(cfg["fc-exp"], dtype=np.float64))
     if scale.shape[0] != Xtr.shape[1]:
@@ -182,10 +176,7 @@ def _q_moments(msg: Message, context: Context) -> Message:
 def _q_scaler(msg: Message, context: Context) -> Message:
     from models.train import Scaler
 
-    env = _env(context)
-    cfg = _config(msg)
-    _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, _, p = _begin(msg, context)
     rec = msg.content.array_records["arrays"]
     if p.secure == "he":
         avg = hz.decrypt_average(env.ckks(p.run), rec)
@@ -234,10 +225,7 @@ def _train(msg: Message, context: Context) -> Message:
     from models.nets import flatten, get_weights
     from models.train import train_local
 
-    env = _env(context)
-    cfg = _config(msg)
-    me = _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, me, p = _begin(msg, context)
     server_round = int(cfg.get("server-round", 0))
     Xtr, ytr, _, _ = _prepared(env, p, cfg)
     model = _global_model(env, p, Xtr.shape[1], msg.content.array_records["arrays"])
@@ -275,10 +263,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
     from models.metrics import evaluate
     from models.train import predict_proba
 
-    env = _env(context)
-    cfg = _config(msg)
-    _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, _, p = _begin(msg, context)
     _, _, Xva, yva = _prepared(env, p, cfg)
     model = _global_model(env, p, Xva.shape[1], msg.content.array_records["arrays"])
     prob = predict_proba(model, Xva)
@@ -295,10 +280,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
 def _q_save(msg: Message, context: Context) -> Message:
     from models.nets import get_weights
 
-    env = _env(context)
-    cfg = _config(msg)
-    _self_name(env, cfg)
-    p = hz.TrainParams.from_config(cfg)
+    env, cfg, _, p = _begin(msg, context)
     version = str(cfg.get("fc-version", "1"))
     Xtr, _, Xva, _ = _prepared(env, p, cfg)
     model = _global_model(env, p, Xtr.shape[1], msg.content.array_records["arrays"])

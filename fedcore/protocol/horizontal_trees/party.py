@@ -14,7 +14,18 @@ import numpy as np
 from fedcore.crypto.he import SUMS, CkksPublicContext, CkksSecretContext, EncryptedVector, decrypt_vector
 from fedcore.crypto.he import encrypt_vector as encrypt
 from fedcore.errors import ProtocolError
-from fedcore.protocol.horizontal_trees.messages import EDGES, FINISH, GROW, HIST, KEYS, OWNER, QUANT, SETUP, quantize
+from fedcore.protocol.horizontal_trees.messages import (
+    EDGES,
+    FINISH,
+    GROW,
+    HIST,
+    KEYS,
+    OWNER,
+    QUANT,
+    QUANT_BITS,
+    SETUP,
+    quantize,
+)
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 from fedcore.protocol.trees.party import LenderTreeParty, _decision, _LenderRun
@@ -62,6 +73,33 @@ class _GrowerSource:
             out.append((OWNER, self.next_ref))
             self.next_ref += 1
         return out
+
+
+PACK_ROWS = 1 << 19  # below this many rows, sums of g and h packed in one int64 cannot overflow
+
+
+def _histograms(
+    bins: np.ndarray, feats: Sequence[int], rows: np.ndarray | None, g: np.ndarray, h: np.ndarray, slots: int
+) -> np.ndarray:
+    """Per (feature, slot) sums of ``g`` and ``h`` (multiples of 2^-12, ``|g| <= 1``, ``0 <= h <= 1/4``) over
+    ``rows`` (None: every row), shape (2, features, slots), exact. Below ``PACK_ROWS`` rows both travel in
+    one int64 per row (``g`` units times 2^32 plus ``h`` units: ``|sum g| < 2^31`` and ``0 <= sum h < 2^32``
+    units) and one ``np.add.at`` per feature sums them; above, one bincount per feature and component."""
+    out = np.zeros((2, len(feats), slots))
+    unit = float(1 << QUANT_BITS)
+    if len(g) < PACK_ROWS:
+        packed = (np.rint(g * unit).astype(np.int64) << 32) + np.rint(h * unit).astype(np.int64)
+        acc = np.zeros((len(feats), slots), dtype=np.int64)
+        for j, f in enumerate(feats):
+            np.add.at(acc[j], bins[f] if rows is None else bins[f][rows], packed)
+        low = acc & 0xFFFFFFFF
+        out[0], out[1] = ((acc - low) >> 32) / unit, low / unit
+        return out
+    for j, f in enumerate(feats):
+        b = bins[f] if rows is None else bins[f][rows]
+        out[0, j] = np.bincount(b, weights=g, minlength=slots)
+        out[1, j] = np.bincount(b, weights=h, minlength=slots)
+    return out
 
 
 class LenderHTreeParty(LenderTreeParty):
@@ -112,7 +150,7 @@ class LenderHTreeParty(LenderTreeParty):
                 raise ProtocolError(f"party {self.name!r}: bad split of node {node} on feature {dec.feature}")
             self.table.add(SplitRule.from_decision(self.mapper.features[dec.feature], dec))
             rows = s.rows.pop(node)
-            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature, rows]]
+            go = dec.left_table(s.max_bins + 1)[s.bins[dec.feature][rows]]
             s.rows[left], s.rows[right] = rows[go], rows[~go]
 
     def _hist_enc(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -136,17 +174,15 @@ class LenderHTreeParty(LenderTreeParty):
         slots = s.max_bins + 1
         parts = []
         assert s.g is not None and s.h is not None
-        offsets = (np.arange(len(feats)) * slots)[:, None]
+        n = len(self.y)
         for node in [int(x) for x in params["build"]]:  # type: ignore[union-attr]
             ctx.check_cancelled()
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            # every feature's bins in one bincount
-            idx = (s.bins[np.ix_(np.asarray(feats, dtype=np.int64), rows)] + offsets).ravel()
-            for comp in (s.g, s.h):
-                w = np.tile(comp[rows], len(feats))
-                parts.append(np.bincount(idx, weights=w, minlength=len(feats) * slots)[: len(feats) * slots])
+            whole = len(rows) == n
+            g, h = (s.g, s.h) if whole else (s.g[rows], s.h[rows])
+            parts.append(_histograms(s.bins, feats, None if whole else rows, g, h, slots).ravel())
         vec = np.concatenate(parts) if parts else np.zeros(0)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
 

@@ -10,15 +10,26 @@ Flow of one request::
     app -> P   viewer id, product (kind, amount, term), lenders of this stream, budget (local API)
     P          checks the viewer's consent for purpose ``preapproval`` (refused without: nothing leaves);
                pseudonymizes the id with the federation key; audits the request
-    P -> C     pseudonym (16 B), product, lender names, budget
+    P -> C     pseudonym (16 B), product, lender names, budget, and P's envelope key announcement (an
+               X25519 public key signed with P's TLS key, :mod:`fedcore.protocol.sealing`)
     C -> L     task ``preapproval.offer`` to each named lender separately: a fresh request id, the
-               pseudonym, the product. L is NOT told which other lenders were asked.
+               pseudonym, the product, P's name and announcement. L is NOT told which other lenders
+               were asked.
     L          scores the pseudonym jointly with the existing joint scoring (protocol
                :mod:`fedcore.protocol.scoring`; a viewer unknown to L scores on the others' data), applies
                its own pricing policy (PD bands -> amount and rate) and audits its decision
-    L -> C     ``{"decision": "offer", amount, rate, term_months, valid_s}`` or ``{"decision": "decline"}``
-    C -> P     the offers only. Declines, lenders that did not answer within the budget and lenders
-               offline are all simply absent (C does not wait past the budget).
+    L          checks the announcement against the federation CA for P's name and seals its terms to it
+               (HPKE, purpose ``preapproval-offer/<request id>``, signed with L's TLS key)
+    L -> C     ``{"decision": "offer", "sealed": {...}}`` or ``{"decision": "decline"}``
+    C -> P     the sealed offers only. Declines, lenders that did not answer within the budget and
+               lenders offline are all simply absent (C does not wait past the budget).
+    P          opens each sealed offer (checks L's signature and certificate; an offer sealed for
+               another request or re-attributed to another lender does not open and is dropped)
+
+A new platform snapshot (``AnnounceSnapshot``): P -> C the snapshot's date (``YYYY-MM-DD``), platform
+role only; C -> every online lender task ``monitoring.snapshot`` ``{"as_of": date}``; a lender that
+monitors a book runs a pass (its alerts stay with it) and acknowledges with ``{"ack": true}`` whether
+it monitors or not.
 
 **What each side learns**
 
@@ -29,12 +40,18 @@ Flow of one request::
   partial logit, fraud-list and active-loan counts). Not the raw id, not the other lenders asked, not
   their offers.
 - *Coordinator C*: who asked, the pseudonym (linkable across requests, not to an id), the product, the
-  lenders asked, each lender's answer (offer terms or decline) and timing; plus what it learns from
-  the joint scoring requests the lenders make. It holds no key and sees no score.
+  lenders asked, whether each lender offered or declined (not the terms: they are sealed to P; their
+  size is fixed by the format) and timing; plus what it learns from the joint scoring requests the
+  lenders make. It holds no key and sees no score. From a snapshot announcement: that P loaded a
+  snapshot of that date.
 - *Other members*: the joint scoring request of each lender looks like any other scoring request.
+- *Every lender* (asked or not) from a snapshot announcement: that P loaded a behaviour snapshot of
+  that date; nothing about its content or subjects.
 
 Not covered: a lender can price on anything it likes (its policy is its own); C could drop or delay an
-offer (it is trusted for availability, as for every protocol).
+offer (it is trusted for availability, as for every protocol). C names P to the lenders: a C that
+named another certified party as the platform and relayed that party's announcement would have the
+terms sealed to that party (C itself cannot open them; C is trusted for routing, as everywhere).
 
 Layout: ``messages`` (kinds, product, offers, payloads), ``party`` (the lender's handler),
 ``coordinator`` (the fan-out with a budget).

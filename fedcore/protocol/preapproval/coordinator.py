@@ -12,9 +12,12 @@ from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import JSONValue, Role, Task
 from fedcore.protocol.preapproval.messages import (
     OFFER,
+    SNAPSHOT,
     Offer,
     PreapprovalRequest,
     PreapprovalResult,
+    SealedOffer,
+    check_snapshot_date,
     offer_from_reply,
 )
 
@@ -54,11 +57,15 @@ class PreapprovalCoordinator:
                 "product": req.product.to_dict(),
                 "budget_s": budget_s,
             }
+            if req.announcement is not None:  # seal the offer to the platform: C relays it unread
+                params["platform"] = platform
+                params["announcement"] = dict(req.announcement)
             try:
                 handles[name] = self._channel.submit(name, Task(OFFER, params, request_id, budget_s, [req.pseudonym]))
             except FedcreditError:
                 self._note(name, "offline")
         offers: list[Offer] = []
+        sealed: list[SealedOffer] = []
         for name, handle in handles.items():
             remaining = deadline - time.monotonic()
             try:
@@ -72,11 +79,41 @@ class PreapprovalCoordinator:
                 self._note(name, code)
                 continue
             self._note(name, "decline" if offer is None else "offer")
-            if offer is not None:
+            if isinstance(offer, SealedOffer):
+                sealed.append(offer)
+            elif offer is not None:
                 offers.append(offer)
         log.info("pre-approval %s from %s: %d lenders asked, %d offers", request_id, platform,
-                 len(req.lenders), len(offers))
-        return PreapprovalResult(request_id, tuple(offers))
+                 len(req.lenders), len(offers) + len(sealed))
+        return PreapprovalResult(request_id, tuple(offers), tuple(sealed))
+
+    def announce_snapshot(self, platform: str, as_of: str, wait_s: float = 5.0) -> int:
+        """Tell every online lender that the platform loaded a snapshot dated ``as_of`` (a lender that
+        monitors a book runs a pass); the number of lenders that acknowledged within ``wait_s``."""
+        check_snapshot_date(as_of)
+        parties = self._channel.parties()
+        me = next((p for p in parties if p.name == platform), None)
+        if me is None or me.role != Role.PLATFORM:
+            raise PermissionDenied(f"{platform!r} is not the platform: only the platform announces snapshots")
+        deadline = time.monotonic() + wait_s
+        handles: dict[str, TaskHandle] = {}
+        for p in parties:
+            if p.role == Role.LENDER and p.online:
+                try:
+                    task = Task(SNAPSHOT, {"as_of": as_of}, secrets.token_hex(8), wait_s)
+                    handles[p.name] = self._channel.submit(p.name, task)
+                except FedcreditError:
+                    continue
+        acked = 0
+        for name, handle in handles.items():
+            try:
+                handle.result(timeout=max(0.01, deadline - time.monotonic()))
+                acked += 1
+            except (FedcreditError, TimeoutError) as exc:
+                handle.cancel("snapshot announcement not acknowledged in time")
+                log.info("snapshot announcement to %s: %s", name, exc)
+        log.info("snapshot %s announced by %s to %d lenders", as_of, platform, acked)
+        return acked
 
     def _note(self, lender: str, outcome: str) -> None:
         if self._on_outcome is not None:
@@ -92,3 +129,6 @@ class LocalPreapprovalGateway:
 
     def preapprove(self, request: PreapprovalRequest) -> PreapprovalResult:
         return self.coordinator.request(self.platform, request)
+
+    def announce_snapshot(self, as_of: str) -> int:
+        return self.coordinator.announce_snapshot(self.platform, as_of)

@@ -12,7 +12,11 @@ from fedcore.protocol.messages import JSONValue, check_name
 from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES
 
 OFFER = "preapproval.offer"
+SNAPSHOT = "monitoring.snapshot"  # the platform announces a new behaviour snapshot to the lenders
 PURPOSE = "preapproval"
+SEAL_PURPOSE = "preapproval-offer"  # + "/<request id>": a sealed offer opens for that request only
+MAX_SEALED_CHARS = 16_384
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_BUDGET_MS = 1500
 MAX_BUDGET_MS = 30_000
 MAX_LENDERS = 32
@@ -92,13 +96,42 @@ class Offer:
             raise ProtocolError(f"malformed offer ({exc})") from None
 
 
-def offer_from_reply(lender: str, product: Product, params: Mapping[str, JSONValue]) -> Offer | None:
-    """A lender's task reply as an :class:`Offer` (``None``: declined). Malformed replies raise."""
+@dataclass(frozen=True)
+class SealedOffer:
+    """An offer sealed by ``lender`` to the platform (:mod:`fedcore.protocol.sealing`): what the
+    coordinator relays; only the platform opens it (to the terms of :meth:`Quote.to_params`)."""
+
+    lender: str
+    sealed: dict[str, str]
+
+    @classmethod
+    def check(cls, lender: str, sealed: object) -> SealedOffer:
+        if (not isinstance(sealed, Mapping) or not all(isinstance(v, str) for v in sealed.values())
+                or sum(len(v) for v in sealed.values()) > MAX_SEALED_CHARS or "ciphertext" not in sealed):
+            raise ProtocolError(f"lender {lender!r} sent a malformed sealed offer")
+        return cls(lender, {str(k): str(v) for k, v in sealed.items()})
+
+
+def seal_purpose(request_id: str) -> str:
+    return f"{SEAL_PURPOSE}/{request_id}"
+
+
+def check_snapshot_date(as_of: str) -> str:
+    if not isinstance(as_of, str) or not _DATE.match(as_of):
+        raise InvalidInput(f"as_of must be a date YYYY-MM-DD, got {as_of!r}")
+    return as_of
+
+
+def offer_from_reply(lender: str, product: Product, params: Mapping[str, JSONValue]) -> Offer | SealedOffer | None:
+    """A lender's task reply as an :class:`Offer`, a :class:`SealedOffer` (the terms sealed to the
+    platform) or ``None`` (declined). Malformed replies raise."""
     decision = params.get("decision")
     if decision == "decline":
         return None
     if decision != "offer":
         raise ProtocolError(f"lender {lender!r} answered {decision!r}, not offer/decline")
+    if "sealed" in params:
+        return SealedOffer.check(lender, params["sealed"])
     try:
         amount, rate = float(params["amount"]), float(params["rate"])
         term, valid = int(params["term_months"]), int(params.get("valid_s", 1800))
@@ -117,6 +150,8 @@ class PreapprovalRequest:
     product: Product
     lenders: tuple[str, ...]
     budget_ms: int = DEFAULT_BUDGET_MS
+    # the platform's signed envelope-key announcement: lenders seal their offers to it (None: in clear)
+    announcement: Mapping[str, JSONValue] | None = None
 
     def __post_init__(self) -> None:
         if len(self.pseudonym) != PSEUDONYM_BYTES:
@@ -139,10 +174,12 @@ def check_lenders(lenders: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class PreapprovalResult:
-    """What the platform receives: a request id and the offers (declines and silence are absent)."""
+    """What the platform receives: a request id and the offers (declines and silence are absent); from
+    the coordinator, offers are ``sealed`` to the platform and its node opens them into ``offers``."""
 
     request_id: str
     offers: tuple[Offer, ...]
+    sealed: tuple[SealedOffer, ...] = ()
 
     def to_dict(self) -> dict[str, JSONValue]:
         return {"request_id": self.request_id, "offers": [o.to_dict() for o in self.offers]}

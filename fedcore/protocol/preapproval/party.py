@@ -1,22 +1,37 @@
-"""The lender's side of pre-approval: the ``preapproval.offer`` handler.
+"""The lender's side of pre-approval: the ``preapproval.offer`` handler, and ``monitoring.snapshot``.
 
-The handler reads the pseudonym and product, asks an :class:`OfferSource` (at a party node: joint
+The offer handler reads the pseudonym and product, asks an :class:`OfferSource` (at a party node: joint
 scoring plus the lender's pricing policy, :mod:`party_node.preapproval`) and answers offer or decline.
-Every request is audited with its decision; the reply carries terms only, never a score.
+Every request is audited with its decision; the reply carries terms only, never a score. When the
+request carries the platform's signed envelope-key announcement, the terms are sealed to the platform
+(:func:`fedcore.protocol.sealing.seal_to_peers`, purpose ``preapproval-offer/<request id>``): the
+coordinator relays them unread. A decline stays a bare ``decline``.
+
+:class:`SnapshotListener` answers the platform's snapshot announcement (its date only) by calling the
+lender's trigger (at a node: a monitoring pass, :mod:`party_node.monitoring_cli`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from fedcore.errors import FedcreditError, ProtocolError
+from fedcore.errors import FedcreditError, PermissionDenied, ProtocolError
 from fedcore.protocol.messages import JSONValue, TaskReply
-from fedcore.protocol.preapproval.messages import OFFER, Product, Quote
+from fedcore.protocol.preapproval.messages import (
+    OFFER,
+    SNAPSHOT,
+    Product,
+    Quote,
+    check_snapshot_date,
+    seal_purpose,
+)
 from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES
 from fedcore.protocol.scoring.party import AuditSink
+from fedcore.protocol.sealing import PartyIdentity, seal_to_peers
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
 
 
@@ -29,9 +44,11 @@ class OfferSource(Protocol):
 class PreapprovalLender:
     """Registers ``preapproval.offer`` for a lender; decisions go to its audit log."""
 
-    def __init__(self, source: OfferSource, audit: AuditSink | None = None) -> None:
+    def __init__(self, source: OfferSource, audit: AuditSink | None = None,
+                 identity: PartyIdentity | None = None) -> None:
         self._source = source
         self._audit = audit
+        self._identity = identity
 
     def register(self, registry: HandlerRegistry) -> None:
         registry.register(OFFER, self._offer)
@@ -49,6 +66,10 @@ class PreapprovalLender:
             "pseudonym_sha256": hashlib.sha256(pseudonym).hexdigest(),
             "product": product.to_dict(),
         }
+        announcement = params.get("announcement")
+        platform = str(params.get("platform", ""))
+        if announcement is not None and self._identity is None:
+            raise PermissionDenied("this lender has no identity to seal offers to the platform with")
         try:
             quote = self._source.quote(pseudonym, product, request_id, deadline)
         except FedcreditError as exc:
@@ -58,8 +79,34 @@ class PreapprovalLender:
             self._log({**record, "outcome": "decline"})
             return TaskReply({"decision": "decline"})
         self._log({**record, "outcome": "offer", "amount": quote.amount, "rate": quote.rate})
-        return TaskReply(quote.to_params())
+        if announcement is None:
+            return TaskReply(quote.to_params())
+        assert self._identity is not None
+        if not isinstance(announcement, Mapping):
+            raise ProtocolError("the platform's key announcement is not an object")
+        sealed = seal_to_peers(self._identity, {platform: announcement},
+                               json.dumps(quote.to_params()).encode(), seal_purpose(request_id))
+        return TaskReply({"decision": "offer", "sealed": dict(sealed[platform])})
 
     def _log(self, fields: Mapping[str, JSONValue]) -> None:
         if self._audit is not None:
             self._audit.append("preapproval_offer", fields)
+
+
+class SnapshotListener:
+    """Registers ``monitoring.snapshot``: the platform loaded a snapshot dated ``as_of``; ``trigger(as_of)``
+    starts whatever the lender does about it (a monitoring pass) and must not block."""
+
+    def __init__(self, trigger: Callable[[str], None], audit: AuditSink | None = None) -> None:
+        self._trigger = trigger
+        self._audit = audit
+
+    def register(self, registry: HandlerRegistry) -> None:
+        registry.register(SNAPSHOT, self._snapshot)
+
+    def _snapshot(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        as_of = check_snapshot_date(str(params.get("as_of", "")))
+        if self._audit is not None:
+            self._audit.append("snapshot_announced", {"as_of": as_of})
+        self._trigger(as_of)
+        return TaskReply({"ack": True})

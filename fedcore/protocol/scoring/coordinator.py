@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+
+import numpy as np
 
 from fedcore.crypto.he import (
     CkksPublicContext,
@@ -25,7 +28,8 @@ from fedcore.errors import (
     RateLimited,
 )
 from fedcore.protocol.channel import PartyChannel, TaskHandle
-from fedcore.protocol.messages import JSONValue, Role, Task
+from fedcore.protocol.messages import JSONValue, Role, Task, TaskResult
+from fedcore.protocol.scoring import trees as tp
 from fedcore.protocol.scoring.messages import (
     CONTRIBUTE,
     DEFAULT_MAX_BATCH,
@@ -75,8 +79,6 @@ class ScoringCoordinator:
         if len(req.pseudonyms) % PSEUDONYM_BYTES:
             raise InvalidInput(f"pseudonyms must be {PSEUDONYM_BYTES} bytes each")
         n = req.n
-        if n == 0:
-            raise InvalidInput("a scoring request needs at least one pseudonym")
         if n > self.max_batch:
             raise InvalidInput(f"batch of {n} applicants is over the limit of {self.max_batch} per request")
         if not (0 < req.timeout_s <= 3600):
@@ -84,16 +86,15 @@ class ScoringCoordinator:
         role = self._role_of(requester)
         if role not in self.requester_roles:
             raise PermissionDenied(f"{requester!r} ({role}) may not request joint scores")
+        if queries == (TREE_QUERY,):
+            return self._score_tree(requester, req)
+        if n == 0:
+            raise InvalidInput("a scoring request needs at least one pseudonym")
         self._take(requester, n)
         pub = self._contexts.resolve(req.fingerprint, req.public_context)
         length = n * len(queries)
-        tree = req.tree_input if queries == (TREE_QUERY,) else None
-        if tree is not None:  # the requester's encrypted leaf values: n x leaves, relayed as they are
-            length = EncryptedVector.from_bytes(pub, tree).length
-            if length % n:
-                raise InvalidInput(f"tree scoring input of {length} values is not {n} applicants x leaves")
-        elif queries == (TREE_QUERY,) or req.tree_input is not None:
-            raise InvalidInput("a 'tree' query needs the requester's tree input, and only it carries one")
+        if req.tree_input is not None:
+            raise InvalidInput("only a 'tree' query carries a tree input")
         request_id = secrets.token_hex(8)
         others = [p for p in self._channel.parties() if p.name != requester]
         missing = [p.name for p in others if not p.online]
@@ -112,9 +113,7 @@ class ScoringCoordinator:
         for p in others:
             if p.online:
                 try:
-                    handles[p.name] = self._submit(
-                        p.name, params, req.pseudonyms, pub, deadline, resend=False, tree_input=tree
-                    )
+                    handles[p.name] = self._submit(p.name, params, req.pseudonyms, pub, deadline, resend=False)
                 except PartyUnavailable:
                     if not req.allow_partial:
                         self._cancel(handles)
@@ -124,13 +123,11 @@ class ScoringCoordinator:
         try:
             for name, handle in handles.items():
                 try:
-                    data = self._result(name, handle, params, req.pseudonyms, pub, deadline, tree)
+                    data = self._result(name, handle, params, req.pseudonyms, pub, deadline)
                 except (PartyUnavailable, DeadlineExceeded):
                     if not req.allow_partial:
                         raise
                     missing.append(name)
-                    continue
-                if tree is not None and not data:  # a party without platform splits adds nothing
                     continue
                 try:
                     vectors.append(_contribution(name, pub, data, length))
@@ -153,6 +150,57 @@ class ScoringCoordinator:
             ",".join(missing) or "-",
         )
         return JointResponse(request_id, n, queries, total, len(vectors), tuple(sorted(missing)))
+
+    def _score_tree(self, requester: str, req: JointRequest) -> JointResponse:
+        """A tree score (:mod:`fedcore.protocol.scoring.trees`): relay the sealed input to the platform
+        only, add its picks of the requester's masked tables and a fresh mask ``s``."""
+        spec = tp.unpack_tree_input(req.tree_input or b"")
+        target = next((p for p in self._channel.parties() if p.name == spec.platform), None)
+        if target is None or spec.platform == requester:
+            raise InvalidInput(f"tree scoring names {spec.platform!r}, which is not another party here")
+        if not target.online:
+            raise PartyUnavailable(spec.platform, "offline; a tree score needs the platform's splits")
+        request_id, n = secrets.token_hex(8), req.n
+        params: dict[str, JSONValue] = {"request_id": request_id, "model_id": req.model_id, "n": n,
+                                        "model_version": req.model_version, "queries": [TREE_QUERY]}  # fmt: skip
+        if spec.kind == tp.ANNOUNCE:
+            if n:
+                raise InvalidInput("a tree key request carries no pseudonym")
+            res = self._tree_task(spec.platform, {**params, "step": "announce"}, b"", b"", req.timeout_s)
+            ann = res.params.get("announcement")
+            return JointResponse(request_id, 0, (TREE_QUERY,), json.dumps(ann).encode(), 1)
+        width = int(spec.sizes.sum())
+        if n == 0 or len(spec.tables) != tp.RING.itemsize * n * width:
+            raise InvalidInput(f"tree input must hold {n} applicants x {width} region leaves ({tp.RING})")
+        if len(spec.tables) > tp.MAX_TABLE_BYTES:
+            raise InvalidInput(f"tree input of {len(spec.tables)} bytes is over {tp.MAX_TABLE_BYTES} per request")
+        self._take(requester, n)
+        seed_s = secrets.token_bytes(tp.SEED_BYTES)
+        params |= {"seed_s": seed_s.hex(), "layout": tp.layout_digest(spec.sizes)}
+        res = self._tree_task(spec.platform, params, req.pseudonyms, spec.sealed, req.timeout_s)
+        try:
+            sealed_y, picks = tp.unpack_sealed_and(res.read_payload())
+            chat = np.frombuffer(picks, dtype=tp.picks_dtype(spec.sizes)).astype(np.int64).reshape(n, len(spec.sizes))
+            tables = np.frombuffer(spec.tables, dtype=tp.RING).reshape(n, width)
+            z = tp.coordinator_sum(spec.sizes, tables, chat, tp.prg(seed_s, "s", n))
+        except (ProtocolError, ValueError) as exc:
+            raise CorruptResult(spec.platform, CONTRIBUTE, str(exc)) from None
+        log.info("tree scoring request %s from %s: n=%d", request_id, requester, n)
+        return JointResponse(request_id, n, (TREE_QUERY,), tp.pack_sealed_and(sealed_y, z.tobytes()), 1)
+
+    def _tree_task(self, party: str, params: dict[str, JSONValue], pseudonyms: bytes, sealed: bytes,
+                   timeout_s: float) -> TaskResult:  # fmt: skip
+        payload = pack_task_payload(pseudonyms, None, sealed)
+        handle = self._channel.submit(party, Task(CONTRIBUTE, params, str(params["request_id"]), timeout_s, [payload]))
+        try:
+            return handle.result(timeout=timeout_s)
+        except PartyTaskError as exc:
+            if exc.kind == PermissionDenied.code:  # typed, so that the requester can fetch a new key
+                raise PermissionDenied(f"party {party!r} refused the tree scoring input: {exc.detail}") from None
+            raise
+        except BaseException:
+            handle.cancel("scoring request failed")
+            raise
 
     def _take(self, requester: str, n: int) -> None:
         """Per-requester token bucket of applicants: ``rate_per_minute`` at most, refilled continuously.
@@ -179,13 +227,12 @@ class ScoringCoordinator:
         deadline: float,
         *,
         resend: bool,
-        tree_input: bytes | None = None,
     ) -> TaskHandle:
         fp = pub.fingerprint()
         with self._lock:
             known = fp in self._sent.setdefault(party, set())
         send_ctx = resend or not known
-        payload = pack_task_payload(pseudonyms, pub.serialize() if send_ctx else None, tree_input)
+        payload = pack_task_payload(pseudonyms, pub.serialize() if send_ctx else None)
         timeout = max(0.05, deadline - time.monotonic())
         handle = self._channel.submit(party, Task(CONTRIBUTE, dict(params), params["request_id"], timeout, [payload]))
         if send_ctx:
@@ -201,7 +248,6 @@ class ScoringCoordinator:
         pseudonyms: bytes,
         pub: CkksPublicContext,
         deadline: float,
-        tree_input: bytes | None = None,
     ) -> bytes:
         try:
             return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
@@ -211,7 +257,7 @@ class ScoringCoordinator:
         # the party lost its cached context (restarted): send it once more, with the context
         with self._lock:
             self._sent.get(name, set()).discard(pub.fingerprint())
-        handle = self._submit(name, params, pseudonyms, pub, deadline, resend=True, tree_input=tree_input)
+        handle = self._submit(name, params, pseudonyms, pub, deadline, resend=True)
         return handle.result(timeout=max(0.01, deadline - time.monotonic())).read_payload()
 
     @staticmethod

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from fedcore.errors import (
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue
+from models.encoding import StoredWoe
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,10 @@ class ModelSlice:
     # One-hot categoricals: per weight, (feature index, level code) or (index, None) for a feature taken
     # as it is; ``None``: one weight per feature. ``features`` are then the stored columns (codes).
     columns: tuple[tuple[int, float | None], ...] | None = None
+    # WOE encoding (``--encoding woe``): each stored value enters as the WOE of its bin in the named
+    # binning run; ``encoding`` is the slice's JSON record of it ({"kind", "binning_run", "encoder"}).
+    woe: StoredWoe | None = None
+    encoding: Mapping[str, JSONValue] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, JSONValue], source: str = "<slice>") -> ModelSlice:
@@ -91,6 +97,7 @@ class ModelSlice:
                 std=np.where(std > 0, std, 1.0),
                 intercept=None if intercept is None else float(intercept),
                 columns=columns,
+                **_woe_fields(d.get("encoding"), feats, source),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"{source}: not a valid model slice ({exc})") from None
@@ -129,10 +136,14 @@ class ModelSlice:
             d["intercept"] = self.intercept
         if self.columns is not None:
             d["columns"] = [[j, c] for j, c in self.columns]
+        if self.encoding is not None:
+            d["encoding"] = dict(self.encoding)
         return d
 
     def neutral(self) -> np.ndarray:
-        """A row of ``features`` that contributes nothing: the means (NaN for a one-hot feature)."""
+        """A row of ``features`` that contributes nothing: the means (NaN for a one-hot or WOE feature)."""
+        if self.woe is not None:
+            return np.full(len(self.features), np.nan)
         if self.columns is None:
             return self.mean
         out = np.full(len(self.features), np.nan)
@@ -145,6 +156,9 @@ class ModelSlice:
         """Per-feature logit contributions ``w * (x - mean) / std`` (rows: subjects); a one-hot feature's
         is the sum over its levels' columns (a NaN value: neutral)."""
         x = np.asarray(x, dtype=np.float64)
+        if self.woe is not None:  # stored values -> WOE of their bin; NaN (no value): neutral
+            z = self.woe.transform(x)
+            return np.where(np.isnan(z), 0.0, (z - self.mean) / self.std * self.weights)
         if self.columns is None:
             return (x - self.mean) / self.std * self.weights
         z = np.empty((x.shape[0], len(self.columns)))
@@ -157,6 +171,18 @@ class ModelSlice:
 
     def partial_logit(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.contributions(x).sum(axis=1), dtype=np.float64)
+
+
+def _woe_fields(enc: JSONValue, feats: tuple[str, ...], source: str) -> dict[str, Any]:
+    """The slice's ``woe``/``encoding`` from its JSON ``encoding`` record (none: one-hot or plain)."""
+    if enc is None:
+        return {}
+    if not isinstance(enc, Mapping) or enc.get("kind") != "woe" or not isinstance(enc.get("encoder"), Mapping):
+        raise InvalidInput(f"{source}: unknown encoding {enc!r}")
+    woe = StoredWoe.from_dict(enc["encoder"])  # type: ignore[arg-type]
+    if tuple(woe.features) != feats:
+        raise InvalidInput(f"{source}: the WOE encoding's features {woe.features} are not the slice's {list(feats)}")
+    return {"woe": woe, "encoding": dict(enc)}
 
 
 def pack_pseudonyms(pseudonyms: Sequence[bytes]) -> bytes:

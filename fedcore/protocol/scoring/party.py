@@ -7,14 +7,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 
+from fedcore.crypto.envelope import EnvelopePublicKey, InvalidEnvelope
 from fedcore.crypto.he import (
     CkksPublicContext,
-    EncryptedVector,
     encrypt_vector,
 )
 from fedcore.errors import (
@@ -22,6 +22,7 @@ from fedcore.errors import (
     FedcreditError,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue, TaskReply
@@ -38,7 +39,11 @@ from fedcore.protocol.scoring.messages import (
     pseudonym_array,
     unpack_task_payload_full,
 )
+from fedcore.protocol.sealing import PartyIdentity, open_for, seal_for
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+
+if TYPE_CHECKING:
+    from fedcore.protocol.scoring.trees import TreeLayout
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +69,9 @@ class TreeContributionSource(Protocol):
 
     def tree_model_version(self, model_id: str) -> str: ...
 
-    def tree_contribution(
-        self, model_id: str, pseudonyms: np.ndarray, pub: CkksPublicContext, tree_input: EncryptedVector
-    ) -> EncryptedVector | None:
-        """The reply for the request's applicants; None if this party holds no split of the model."""
+    def tree_picks(self, model_id: str, pseudonyms: np.ndarray) -> tuple[TreeLayout, np.ndarray] | None:
+        """The model's regions and, per applicant, the leaf this party's splits select in each (index
+        within the region); None if this party holds no region of the model."""
         ...
 
 
@@ -221,10 +225,12 @@ class ScoringParty:
     """The contributor's handler for :data:`CONTRIBUTE`. ``audit`` records every request."""
 
     def __init__(
-        self, source: ContributionSource, audit: AuditSink | None = None, trees: TreeContributionSource | None = None
-    ) -> None:
+        self, source: ContributionSource, audit: AuditSink | None = None, trees: TreeContributionSource | None = None,
+        identity: PartyIdentity | None = None,
+    ) -> None:  # fmt: skip
         self._source = source
         self._trees = trees
+        self._identity = identity  # opens the requester's sealed tree inputs
         self._audit = audit
         self._contexts = ContextCache()
 
@@ -250,11 +256,11 @@ class ScoringParty:
             "pseudonyms_sha256": _digest(packed),
         }
         try:
-            pub = self._contexts.resolve(fp, context)
             if queries == (TREE_QUERY,):
-                data = self._tree(model_id, version, pseudos, pub, tree_input)
+                reply = self._tree(params, pseudos, packed, tree_input)
                 self._log("score_contribution", {**record, "outcome": "ok"})
-                return TaskReply({"n": n}, [data] if data else None)
+                return reply
+            pub = self._contexts.resolve(fp, context)
             parts: list[np.ndarray] = []
             for q in queries:
                 ctx.check_cancelled()
@@ -279,20 +285,42 @@ class ScoringParty:
         return TaskReply({"n": n}, [data] if data else None)
 
     def _tree(
-        self, model_id: str, version: str, pseudos: np.ndarray, pub: CkksPublicContext, tree_input: bytes | None
-    ) -> bytes:
-        if tree_input is None:
-            raise ProtocolError("a tree score request carries no tree input")
+        self, params: Mapping[str, JSONValue], pseudos: np.ndarray, packed: bytes, sealed: bytes | None
+    ) -> TaskReply:
+        """The platform's step of a tree score (:mod:`fedcore.protocol.scoring.trees`)."""
+        from fedcore.protocol.scoring import trees as tp
+
         if self._trees is None:
-            return b""
+            return TaskReply({"n": len(pseudos)})
+        if self._identity is None:
+            raise PermissionDenied("this party has no envelope key to take part in tree scores")
+        if params.get("step") == "announce":
+            return TaskReply({"announcement": self._identity.announcement()})  # type: ignore[dict-item]
+        model_id, version = str(params.get("model_id", "")), str(params.get("model_version", ""))
         have = self._trees.tree_model_version(model_id)
         if have != version:
             raise ModelVersionMismatch(
                 f"model {model_id!r}: request names version {version!r}, this party holds {have!r}"
             )
-        enc = EncryptedVector.from_bytes(pub, tree_input)
-        out = self._trees.tree_contribution(model_id, pseudos, pub, enc)
-        return b"" if out is None else out.to_bytes()
+        got = self._trees.tree_picks(model_id, pseudos)
+        if got is None:
+            return TaskReply({"n": len(pseudos)})
+        layout, picks = got
+        if layout.digest() != params.get("layout"):
+            raise InvalidInput(f"model {model_id!r}: the request's tree regions differ from this party's model")
+        purpose = tp.sealing_purpose(model_id, version, _digest(packed))
+        try:
+            opened = open_for(self._identity.envelope_key, sealed or b"", purpose, tp.REQUESTER, self._identity.name)
+        except InvalidEnvelope:
+            raise PermissionDenied("the sealed tree input does not open with this party's envelope key") from None
+        if len(opened) != tp.SEED_BYTES + 32:
+            raise ProtocolError("the sealed tree input has the wrong size")
+        s = tp.prg(bytes.fromhex(str(params.get("seed_s", ""))), "s", len(pseudos))
+        chat, y = tp.platform_reply(layout.sizes, picks, opened[: tp.SEED_BYTES], s)
+        reply_key = EnvelopePublicKey.from_bytes(opened[tp.SEED_BYTES :])
+        sealed_y = seal_for(reply_key, y.tobytes(), purpose + "/reply", self._identity.name, tp.REQUESTER)
+        data = tp.pack_sealed_and(sealed_y, chat.astype(tp.picks_dtype(layout.sizes)).tobytes())
+        return TaskReply({"n": len(pseudos), "layout": layout.digest()}, [data])
 
     def _log(self, event: str, fields: Mapping[str, JSONValue]) -> None:
         if self._audit is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,16 +14,17 @@ from typing import Protocol
 
 import numpy as np
 
+from fedcore.crypto.envelope import EnvelopePrivateKey, EnvelopePublicKey
 from fedcore.crypto.he import (
     CkksParams,
     CkksSecretContext,
     EncryptedVector,
     decrypt_vector,
-    encrypt_vector,
 )
 from fedcore.errors import (
     ContextUnknown,
     InvalidInput,
+    PermissionDenied,
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue
@@ -35,7 +39,21 @@ from fedcore.protocol.scoring.messages import (
     check_queries,
     pack_pseudonyms,
 )
-from fedcore.protocol.scoring.trees import TREE_CKKS, margins
+from fedcore.protocol.scoring.trees import (
+    ANNOUNCE,
+    REQUESTER,
+    RING,
+    SCORE,
+    SEED_BYTES,
+    TreeInput,
+    TreePlan,
+    lender_tables,
+    pack_tree_input,
+    sealing_purpose,
+    unpack_sealed_and,
+)
+from fedcore.protocol.sealing import open_for, seal_for, verify_announcement
+from models.gbdt.tree import DirectionBits
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +73,7 @@ class LocalGateway:
 
     coordinator: ScoringCoordinator
     requester: str
+    ca_pem: bytes | None = None  # the federation CA (tree scores check the platform's key against it)
 
     def joint(self, request: JointRequest) -> JointResponse:
         return self.coordinator.score(self.requester, request)
@@ -178,34 +197,76 @@ class Requester:
 
 
 class TreeRequester:
-    """The requester's side of a tree score (:mod:`fedcore.protocol.scoring.trees`): sends its encrypted
-    reachable leaf values, decrypts the masked sum. Its own CKKS key (the DOT preset: one multiplication)."""
+    """The requester's side of a tree score (:mod:`fedcore.protocol.scoring.trees`): seals a fresh seed to
+    the platform's announced key (checked against the federation CA ``ca_pem``, by default the gateway's),
+    sends its rotated masked tables, opens the platform's ``y`` and gets the margin ``z - y``."""
 
-    def __init__(self, gateway: Gateway, rotate_s: float = 3600.0) -> None:
+    def __init__(self, gateway: Gateway, ca_pem: bytes | None = None) -> None:
         self._gateway = gateway
-        self.keys = KeyRing(rotate_s, params=TREE_CKKS)
+        self._ca = ca_pem if ca_pem is not None else getattr(gateway, "ca_pem", None)
+        self._keys: dict[str, EnvelopePublicKey] = {}
+        self._lock = threading.Lock()
+
+    def platform_key(self, platform: str, model_id: str, model_version: str, timeout_s: float = 30.0,
+                     refresh: bool = False) -> EnvelopePublicKey:  # fmt: skip
+        """``platform``'s envelope key from its signed announcement (asked once, then kept)."""
+        with self._lock:
+            key = None if refresh else self._keys.get(platform)
+        if key is not None:
+            return key
+        if self._ca is None:
+            raise PermissionDenied("no federation CA certificate to check the platform's key for tree scores")
+        ask = pack_tree_input(TreeInput(ANNOUNCE, platform, np.zeros(0, dtype=np.int64)))
+        resp = self._gateway.joint(JointRequest(model_id, model_version, (TREE_QUERY,), b"", "", None, False,
+                                                timeout_s, ask))  # fmt: skip
+        try:
+            ann = json.loads(resp.ciphertext or b"null")
+        except ValueError:
+            raise ProtocolError("the platform's key announcement is not JSON") from None
+        key = verify_announcement(self._ca, ann, platform)
+        with self._lock:
+            self._keys[platform] = key
+        return key
 
     def query(
-        self, pseudonyms: bytes, w: np.ndarray, base_score: float, *, model_id: str, model_version: str,
+        self, pseudonyms: bytes, plan: TreePlan, bits: DirectionBits, *, model_id: str, model_version: str,
         allow_partial: bool = False, timeout_s: float = 30.0,
     ) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
-        """Joint margins of the applicants (rows of ``w``), and the coordinator's response header."""
-        key = self.keys.current()
+        """Joint margins of the applicants (rows of the lender's direction ``bits``), and the coordinator's
+        response header. ``allow_partial`` does not apply: a tree score needs the platform."""
         n = len(pseudonyms) // PSEUDONYM_BYTES
-        if w.ndim != 2 or w.shape[0] != n:
-            raise InvalidInput(f"tree input must be {n} applicants x leaves, got shape {w.shape}")
-        tree_input = encrypt_vector(key.public_context(), w.ravel()).to_bytes()
-        pub = key.public_context().serialize()  # a tree request always carries its context (DOT is rare)
-        req = JointRequest(model_id, model_version, (TREE_QUERY,), pseudonyms, key.fingerprint(), pub,
-                           allow_partial, timeout_s, tree_input)  # fmt: skip
+        if bits.bits.shape[0] != n:
+            raise InvalidInput(f"direction bits cover {bits.bits.shape[0]} rows for {n} applicants")
+        if n > plan.max_applicants():
+            raise InvalidInput(f"at most {plan.max_applicants()} applicants per tree scoring request")
+        local, alpha = plan.lender_walk(bits)
+        args = (pseudonyms, plan, alpha, model_id, model_version, timeout_s)
+        try:
+            z = self._query(*args, refresh=False)
+        except PermissionDenied:  # the platform may have a new envelope key: ask for it once more
+            z = self._query(*args, refresh=True)
+        return local + plan.decode(z[0]), z[1]
+
+    def _query(self, pseudonyms: bytes, plan: TreePlan, alpha: np.ndarray, model_id: str, model_version: str,
+               timeout_s: float, *, refresh: bool) -> tuple[np.ndarray, JointResponse]:  # fmt: skip
+        n, platform = alpha.shape[0], plan.layout.platform
+        pub = self.platform_key(platform, model_id, model_version, timeout_s, refresh)
+        seed, reply = secrets.token_bytes(SEED_BYTES), EnvelopePrivateKey.generate()
+        purpose = sealing_purpose(model_id, model_version, hashlib.sha256(pseudonyms).hexdigest())
+        sealed = seal_for(pub, seed + reply.public_key().to_bytes(), purpose, REQUESTER, platform)
+        tables = np.ascontiguousarray(lender_tables(plan, alpha, seed)).data.cast("B")
+        tree_input = pack_tree_input(TreeInput(SCORE, platform, plan.layout.sizes, sealed, tables))
+        req = JointRequest(model_id, model_version, (TREE_QUERY,), pseudonyms, "", None, False, timeout_s, tree_input)
         resp = self._gateway.joint(req)
-        if resp.n != n or resp.queries != (TREE_QUERY,):
+        if resp.n != n or resp.queries != (TREE_QUERY,) or resp.ciphertext is None:
             raise ProtocolError("the coordinator's answer does not match the request")
-        return margins(key, resp.ciphertext, w, base_score), resp
+        sealed_y, z = unpack_sealed_and(resp.ciphertext)
+        y = open_for(reply, sealed_y, purpose + "/reply", platform, REQUESTER)
+        if len(z) != RING.itemsize * n or len(y) != RING.itemsize * n:
+            raise ProtocolError("the tree score reply has the wrong length")
+        return np.frombuffer(z, dtype=RING) - np.frombuffer(y, dtype=RING), resp
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))
-
-

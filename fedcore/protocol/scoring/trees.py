@@ -1,68 +1,272 @@
 """Joint scoring with a hybrid tree model: the requester gets the score, nobody gets the path.
 
-The model (:mod:`fedcore.protocol.trees`): every tree's leaves in :func:`models.gbdt.tree.leaf_index`
-order, ``L`` leaves in all. Each owner evaluates only its own splits into a reachable-leaves mask (a leaf
-is reachable if the owner's decisions on the path to it agree); the AND of the masks is one leaf per tree.
+The model (:mod:`fedcore.protocol.trees`) is *layered*: every tree is the lenders' splits on top and, below
+a platform split, only platform splits. A **region** is a maximal subtree under a platform split (``m``
+leaves); every other leaf is *local*, decided by the lender alone. Per applicant the lender ``R`` knows
+its local leaf (if any) and ``alpha_S`` (1 if its path enters region ``S``); the platform ``P`` knows
+``c_S``, the leaf its own splits select in each region (an applicant it does not know, or without
+``scoring`` consent, has every platform value missing: the learned default directions). The margin is
+``base + local + sum_S alpha_S v_S[c_S]``: a lookup of the lender's leaf values at the platform's index.
 
-One request, per applicant (query ``tree``, CKKS preset :data:`TREE_CKKS`, the requester's key):
+One request (a lookup through rotated tables; ``C`` is the non-colluding helper it is in training;
+arithmetic in ``Z_2^64``, leaf values in fixed point ``round(v 2^32)``; ``[x]_P`` is HPKE-sealed to
+``P``'s envelope key, which ``P`` announced signed with its TLS key and ``R`` checked against the
+federation CA, :mod:`fedcore.protocol.sealing`)::
 
-1. R (the lender) computes its mask ``A`` and ``w = v * A`` (leaf values where R's own splits allow) and
-   sends ``Enc(w)`` (``L`` slots) with the request.
-2. The platform P computes its mask ``B`` from its own rules and data (an applicant it does not know, or
-   without ``scoring`` consent, has all platform values missing: the learned default directions) and
-   replies ``Enc(w * (2B - 1) + r)``, with ``r`` uniform in ``[-MASK_BOUND, MASK_BOUND]`` summing to 0 over
-   the applicant's ``L`` slots. (``2B - 1`` is +-1: no plaintext is all zero.) Other lenders add nothing.
-3. C adds the ciphertexts; R decrypts and sums the applicant's slots: ``s = sum w (2B - 1)``, so
-   ``sum w B = (s + sum w) / 2`` and the margin is ``base + (s + sum w) / 2``.
+    R        fresh seed r (AES-128-CTR streams): rotations rho_S uniform in Z_m, masks M (uniform) per slot;
+             per region the rotated, masked table  T_S[i] = alpha_S v_S[(i - rho_S) mod m] + M_S[i]
+    R -> C   pseudonyms, region sizes, T (one uint64 per region leaf), [r, fresh reply key K]_P
+    C -> P   pseudonyms, [r, K]_P, a fresh seed for s (uniform per applicant)
+    P -> C   chat_S = (c_S + rho_S) mod m  per region,  and  [y = sum_S M_S[chat_S] + s]_K
+    C -> R   z = sum_S T_S[chat_S] + s,  and  [y]_K
+    R        z - y = sum_S alpha_S v_S[c_S]  (T_S[chat_S] = alpha_S v_S[c_S] + M_S[chat_S])
 
-**What each side learns** (semi-honest, C colluding with nobody):
+The first request of a process asks ``C`` for ``P``'s signed announcement (no pseudonym, no data);
+``R`` keeps the checked key and asks again if ``P`` refuses an input sealed to an old key.
 
-- *Requester R*: the joint margin. Per slot it sees ``+-w_l + r_l``: ``r`` hides the sign up to a
-  statistical distance of ``|w_l| / (2 MASK_BOUND)`` per slot (leaf values are well below 1; bound
-  2^12: under 1.3e-4), so not which leaf, which platform decision or which platform subtree leaf was
-  taken. FATE-Serving shows the guest every host decision; the AND of masks would show the leaf of every
-  tree. R's own path is its own.
-- *Platform P*: that someone asked about these pseudonyms for this model (as for linear scores), not who,
-  not the result, nothing of ``w`` (CKKS, IND-CPA).
-- *Coordinator C*: ciphertexts, sizes, who asked, pseudonyms (as for linear scores).
+**What each side learns** (semi-honest; ``C`` colluding with nobody):
 
-Cost per applicant: ``L`` slots each way (CKKS N=8192: 4096 slots per ciphertext, ~330 KB up, ~240 KB
-down per 4096 slots); one plaintext multiplication at P.
+- *Requester R*: the joint margin, per applicant. ``z`` and ``y`` are each uniform (``s``); only their
+  difference is the sum: not which leaf of any tree, not which region's value, not a platform decision.
+  (FATE-Serving shows the guest every host decision; AND-ing the masks would show every tree's leaf.)
+- *Platform P*: that someone asked about these pseudonyms for this model (not who, not the result), and
+  ``r``: its rotations and masks, which touch nothing of the lender's (``T`` never reaches ``P``). No leaf
+  value, no lender decision, no score.
+- *Coordinator C*: who asked, the pseudonyms, sizes and timing (as for linear scores), the region sizes
+  (the model's shape, which it built), ``T`` (uniform: masked by ``M``, which it does not have), ``chat``
+  (uniform: rotated by ``rho``, which it does not have), its own ``s``, sealed bytes.
+- *Collusion* unmasks: ``C`` with ``P`` (who has ``M`` and ``rho``) reads the lender's ``alpha`` (which
+  region it reached: its path) from ``T``; ``C`` with ``R`` (who has ``rho``) reads every ``c_S`` (the
+  platform's path in every region) from ``chat``. A requester that sends tables other than its model's
+  (chosen values) learns the platform's decisions from the sum, as with any protocol that returns a sum
+  under weights the requester chooses; so could a ``C`` that forges a whole request (``P`` is not told who
+  asked). Controls: the coordinator's rate limit and the audit log at every party.
+
+Cost per applicant: one uint64 per region leaf from ``R`` to ``C`` (no encryption: masks from an AES
+stream), one byte per region from ``P``, 8 bytes back each way; one HPKE seal and open per request at
+``R`` and ``P``. Requests carry at most :data:`MAX_TABLE_BYTES` of tables.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from fedcore.crypto.he import (
-    DOT,
-    CkksPublicContext,
-    CkksSecretContext,
-    EncryptedVector,
-    add_plain,
-    decrypt_vector,
-    multiply_plain,
-)
-from fedcore.errors import NotFound, ProtocolError
+from fedcore.errors import InvalidInput, NotFound, ProtocolError
 from fedcore.protocol.scoring.messages import TREE_QUERY
 from fedcore.protocol.scoring.party import SortedTable
-from models.gbdt.tree import DirectionBits, SplitTable, Tree, leaf_index, owner_directions, reachable_leaves
+from fedcore.protocol.trees.messages import LENDERS_OWNER
+from models.gbdt.tree import DirectionBits, SplitTable, Tree, leaf_index, owner_directions
 
 __all__ = [
-    "MASK_BOUND",
-    "TREE_CKKS",
+    "MAX_TABLE_BYTES",
+    "REQUESTER",
     "TREE_QUERY",
     "ArrayTreeContributions",
-    "contribute",
-    "margins",
-    "requester_input",
+    "TreeLayout",
+    "TreePlan",
+    "coordinator_sum",
+    "lender_tables",
+    "platform_reply",
+    "prg",
+    "rotations",
+    "tree_layout",
 ]
 
-TREE_CKKS = DOT  # one plaintext multiplication
-MASK_BOUND = 4096.0
+SEED_BYTES = 32
+RING = np.dtype("<u4")  # Z_2^32; the requester picks the fixed-point scale (:meth:`TreePlan.of`)
+FRAC_BITS_MAX = 30
+MAX_TABLE_BYTES = 8 << 20  # the lender's tables per coordinator request (gRPC messages stop at 16 MiB)
+REQUESTER = "requester"  # the requester's name in sealing: the platform is not told who asked
+ANNOUNCE, SCORE = 1, 2
+_MAGIC = b"FCTR"
+
+
+# ---- the model's regions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeLayout:
+    """A layered model, flattened (global node ids, trees one after another) with its regions: ``roots``
+    (region root per region), ``sizes`` (leaves per region), ``leaves`` (the region leaves, region by
+    region, by node id) and ``slot`` (per node: its index among its region's leaves, else -1)."""
+
+    platform: str
+    lender: int  # the lenders' owner index
+    tree_root: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    owner: np.ndarray
+    ref: np.ndarray
+    value: np.ndarray
+    depth: int
+    roots: np.ndarray
+    region_tree: np.ndarray
+    sizes: np.ndarray
+    leaves: np.ndarray
+    slot: np.ndarray
+    _deciders: dict[tuple[int, bytes], _Decider | None] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def width(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+
+    def digest(self) -> str:
+        return layout_digest(self.sizes)
+
+    def decide(self, roots: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
+        """From each of ``roots`` (k), the node where ``owner``'s splits lead (n x k): the codes of its
+        split bits (one matrix product) looked up in per-root tables, or :meth:`walk` for large subtrees."""
+        key = (owner, np.asarray(roots, dtype=np.int64).tobytes())
+        if key not in self._deciders:
+            self._deciders[key] = _decider(self, roots, owner)
+        d = self._deciders[key]
+        n = bits.bits.shape[0]
+        if d is None:
+            return self.walk(np.broadcast_to(roots, (n, len(roots))), owner, bits)
+        col = np.minimum(np.searchsorted(bits.refs, d.refs), max(len(bits.refs) - 1, 0))
+        if len(d.refs) and (len(bits.refs) == 0 or (bits.refs[col] != d.refs).any()):
+            raise InvalidInput("direction bits are missing a split of their owner")
+        acc = np.zeros((n, len(d.refs) + 1), dtype=np.int32)  # running sums of 2^j per split, root by root
+        np.cumsum(bits.bits[:, col] * d.power, axis=1, out=acc[:, 1:])
+        codes = acc[:, d.base_ref[1:]] - acc[:, d.base_ref[:-1]]
+        return d.table[d.base[None, :] + codes]
+
+    def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
+        """From the nodes ``start`` (n x k), follow ``owner``'s splits (its ``bits``, rows = n) down to the
+        first node that is a leaf or another owner's split."""
+        pos = np.array(start, dtype=np.int64)
+        rows = np.arange(pos.shape[0])[:, None]
+        mine = (self.left >= 0) & (self.owner == owner)
+        col = np.minimum(np.searchsorted(bits.refs, self.ref), max(len(bits.refs) - 1, 0))
+        if len(bits.refs) == 0 or (bits.refs[col[mine]] != self.ref[mine]).any():
+            if mine.any():
+                raise InvalidInput("direction bits are missing a split of their owner")
+            return pos
+        for _ in range(self.depth):
+            go = mine[pos]
+            if not go.any():
+                break
+            left = bits.bits[rows, col[pos]]
+            pos = np.where(go, np.where(left, self.left[pos], self.right[pos]), pos)
+        return pos
+
+
+@dataclass(frozen=True)
+class _Decider:
+    refs: np.ndarray  # the owner's split refs below the roots, root by root
+    power: np.ndarray  # 2^j of each split within its root's code
+    base_ref: np.ndarray  # (roots + 1): where each root's splits start in ``refs``
+    base: np.ndarray  # each root's offset in ``table``
+    table: np.ndarray  # code -> the node reached
+
+
+MAX_CODE_BITS = 12  # a subtree with more of the owner's splits is walked instead (tables of 2^bits)
+
+
+def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
+    refs: list[int] = []
+    powers: list[int] = []
+    base_ref = [0]
+    base: list[int] = []
+    tables: list[np.ndarray] = []
+    jidx = np.zeros(len(lay.left), dtype=np.int64)
+    mine = (lay.left >= 0) & (lay.owner == owner)
+    for r in np.asarray(roots, dtype=np.int64):
+        nodes, stack = [], [int(r)]
+        while stack:
+            i = stack.pop()
+            if mine[i]:
+                nodes.append(i)
+                stack += [int(lay.left[i]), int(lay.right[i])]
+        if len(nodes) > MAX_CODE_BITS:
+            return None
+        jidx[nodes] = np.arange(len(nodes))
+        refs += [int(lay.ref[i]) for i in nodes]
+        powers += [1 << j for j in range(len(nodes))]
+        base_ref.append(len(refs))
+        codes = np.arange(1 << len(nodes), dtype=np.int64)
+        pos = np.full(len(codes), int(r), dtype=np.int64)
+        for _ in range(len(nodes)):
+            go = mine[pos]
+            if not go.any():
+                break
+            left = ((codes >> jidx[pos]) & 1) == 1
+            pos = np.where(go, np.where(left, lay.left[pos], lay.right[pos]), pos)
+        base.append(sum(len(t) for t in tables))
+        tables.append(pos)
+    return _Decider(np.array(refs, dtype=np.int64), np.array(powers, dtype=np.int32), np.array(base_ref),
+                    np.array(base, dtype=np.int64), np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64))  # fmt: skip
+
+
+def layout_digest(sizes: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(sizes, dtype=">u4").tobytes()).hexdigest()[:16]
+
+
+def tree_layout(trees: Sequence[Tree], owners: Sequence[str], lender: str) -> TreeLayout:
+    """The flattened model and its regions; InvalidInput unless the trees are layered with one platform."""
+    me = owners.index(lender) if lender in owners else -1
+    base = np.cumsum([0] + [t.n_nodes for t in trees])[:-1].astype(np.int64)
+
+    def glue(field: str, shift: bool) -> np.ndarray:
+        parts = [np.where(getattr(t, field) >= 0, getattr(t, field) + b, -1) if shift else getattr(t, field)
+                 for t, b in zip(trees, base, strict=True)]  # fmt: skip
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    left, right, owner, ref = glue("left", True), glue("right", True), glue("owner", False), glue("ref", False)
+    value = glue("value", False).astype(np.float64)
+    platforms: set[int] = set()
+    regions: list[tuple[int, int, int, int, list[int]]] = []  # (size, order, root, tree, leaves)
+    slot = np.full(len(left), -1, dtype=np.int64)
+    for t, b in enumerate(base):
+        stack = [int(b)]
+        while stack:
+            i = stack.pop()
+            if left[i] < 0:
+                continue
+            if int(owner[i]) == me:
+                stack += [int(right[i]), int(left[i])]
+                continue
+            platforms.add(int(owner[i]))
+            mine = _region_leaves(left, right, owner, i, t)
+            slot[mine] = np.arange(len(mine))
+            regions.append((len(mine), len(regions), i, t, mine))
+    if len(platforms) > 1:
+        raise InvalidInput(f"tree model splits on {len(platforms)} parties' features besides the lenders'")
+    regions.sort(key=lambda r: (r[0], r[1]))  # regions of one size side by side (one gather per size)
+    depth = max((t.depth() for t in trees), default=0)
+    return TreeLayout(
+        owners[platforms.pop()] if platforms else "", me, base, left, right, owner, ref, value, depth,
+        np.array([r[2] for r in regions], dtype=np.int64), np.array([r[3] for r in regions], dtype=np.int64),
+        np.array([r[0] for r in regions], dtype=np.int64),
+        np.array([j for r in regions for j in r[4]], dtype=np.int64), slot,
+    )  # fmt: skip
+
+
+def _region_leaves(left: np.ndarray, right: np.ndarray, owner: np.ndarray, root: int, t: int) -> list[int]:
+    out, stack = [], [root]
+    while stack:
+        i = stack.pop()
+        if left[i] < 0:
+            out.append(i)
+        elif owner[i] != owner[root]:
+            raise InvalidInput(f"tree {t}: a split of another party below a platform split (not a layered model)")
+        else:
+            stack += [int(left[i]), int(right[i])]
+    return sorted(out)
 
 
 def leaf_values(trees: Sequence[Tree]) -> np.ndarray:
@@ -70,41 +274,191 @@ def leaf_values(trees: Sequence[Tree]) -> np.ndarray:
     return np.array([trees[t].value[i] for t, i in leaf_index(trees)], dtype=np.float64)
 
 
-def requester_input(trees: Sequence[Tree], owners: Sequence[str], owner: str, bits: DirectionBits) -> np.ndarray:
-    """``w`` per applicant (rows): the leaf values that the requester's own splits leave reachable."""
-    mask = reachable_leaves(trees, owners, owner, bits)
-    return mask * leaf_values(trees)
+@dataclass(frozen=True)
+class TreePlan:
+    """What the requester needs of its model: the layout (with the leaf values), the base score, and the
+    regions' leaf values in fixed point under every rotation, per size (row ``S m + rho``:
+    ``v_S[(i - rho) mod m]``; a last row of zeros for regions the lender does not reach)."""
+
+    layout: TreeLayout
+    base_score: float
+    groups: tuple[tuple[int, int, int, np.ndarray], ...]  # (first region, end, first column, (k m + 1) x m)
+    frac_bits: int
+
+    @classmethod
+    def of(cls, trees: Sequence[Tree], owners: Sequence[str], lender: str, base_score: float) -> TreePlan:
+        lay = tree_layout(trees, owners, lender)
+        # the largest region sum: one region per tree at most; it must stay below 2^31 in fixed point
+        top = np.zeros(len(trees))
+        np.maximum.at(top, np.repeat(lay.region_tree, lay.sizes), np.abs(lay.value[lay.leaves]))
+        frac = int(min(FRAC_BITS_MAX, np.floor(np.log2((2.0**31 - 1) / max(float(top.sum()), 1e-9)))))
+        fx = np.round(lay.value[lay.leaves] * 2.0**frac).astype(np.int64).astype(RING)
+        groups = []
+        for m in np.unique(lay.sizes):
+            ks = np.flatnonzero(lay.sizes == m)
+            i = np.arange(m)
+            rot = fx[lay.offsets[ks][:, None, None] + (i[None, None, :] - i[None, :, None]) % m].reshape(-1, m)
+            groups.append((int(ks[0]), int(ks[-1]) + 1, int(lay.offsets[ks[0]]),
+                           np.vstack([rot, np.zeros((1, m), dtype=RING)])))  # fmt: skip
+        return cls(lay, float(base_score), tuple(groups), frac)
+
+    def decode(self, total: np.ndarray) -> np.ndarray:
+        """The regions' part of the margin from ``z - y`` in the ring."""
+        return np.asarray(total, dtype=RING).view("<i4").astype(np.float64) / 2.0**self.frac_bits
+
+    def lender_walk(self, bits: DirectionBits) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: ``base`` plus the local leaf values the lender's splits reach, and ``alpha`` (rows x
+        regions, True where its path enters the region)."""
+        lay = self.layout
+        n = bits.bits.shape[0]
+        pos = lay.decide(lay.tree_root, lay.lender, bits)
+        leaf = lay.left[pos] < 0
+        local = self.base_score + np.where(leaf, lay.value[pos], 0.0).sum(axis=1)
+        return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
+
+    def max_applicants(self) -> int:
+        return max(1, MAX_TABLE_BYTES // (RING.itemsize * max(1, self.layout.width)))
 
 
-def contribute(
-    pub: CkksPublicContext, enc_w: EncryptedVector, trees: Sequence[Tree], owners: Sequence[str], owner: str,
-    bits: DirectionBits, rng: np.random.Generator | None = None,
-) -> EncryptedVector:  # fmt: skip
-    """P's reply ``Enc(w * (2B - 1) + r)`` for the applicants of ``bits`` (rows, in request order)."""
-    b = reachable_leaves(trees, owners, owner, bits)
-    n, width = b.shape
-    if enc_w.length != n * width:
-        raise ProtocolError(f"tree scoring input has {enc_w.length} values, expected {n} x {width} leaves")
-    signs = (2.0 * b - 1.0).ravel()
-    return add_plain(multiply_plain(enc_w, signs), zero_sum_masks(n, width, rng or np.random.default_rng()))
+def bits_rows(bits: DirectionBits, rows: slice | np.ndarray) -> DirectionBits:
+    return DirectionBits(bits.refs, bits.bits[rows])
 
 
-def zero_sum_masks(n: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """Per applicant, ``width`` values uniform in [-MASK_BOUND, MASK_BOUND] minus their mean (sum 0)."""
-    r = rng.uniform(-MASK_BOUND, MASK_BOUND, size=(n, width))
-    return (r - r.mean(axis=1, keepdims=True)).ravel()
+# ---- pseudo-random streams (AES-128 in counter mode: the requester expands, the platform picks) ------
 
 
-def margins(key: CkksSecretContext, data: bytes | None, w: np.ndarray, base_score: float) -> np.ndarray:
-    """R's joint margins from the summed reply."""
-    n, width = w.shape
-    if data is None:
-        raise ProtocolError("no party contributed the platform's splits to the tree score")
-    vec = EncryptedVector.from_bytes(key, data, max_length=n * width)
-    if vec.length != n * width:
-        raise ProtocolError(f"tree score reply holds {vec.length} values, expected {n * width}")
-    s = decrypt_vector(key, vec).reshape(n, width).sum(axis=1)
-    return np.asarray(base_score + 0.5 * (s + w.sum(axis=1)), dtype=np.float64)
+def _aes_key(seed: bytes, label: str) -> bytes:
+    return hashlib.sha256(seed + b"\x00" + label.encode()).digest()[:16]
+
+
+def prg(seed: bytes, label: str, n: int) -> np.ndarray:
+    """``n`` uniform ring elements: the AES-128-CTR keystream (counter from 0) of a key from ``seed``, ``label``."""
+    enc = Cipher(algorithms.AES(_aes_key(seed, label)), modes.CTR(bytes(16))).encryptor()
+    return np.frombuffer(enc.update(bytes(RING.itemsize * n)), dtype=RING)
+
+
+def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
+    """``rho`` (n x regions), uniform in ``Z_m`` per region: ``(u * m) >> 32`` of uniform 32-bit ``u``
+    (bias below ``m / 2^32``)."""
+    k = len(sizes)
+    raw = np.frombuffer(prg(seed, "rotation", n * k).tobytes(), dtype="<u4").reshape(n, k)
+    return ((raw.astype(np.uint64) * np.asarray(sizes, dtype=np.uint64)) >> np.uint64(32)).astype(np.int64)
+
+
+# ---- the three parties' arithmetic ------------------------------------------------------------------
+
+
+def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
+    """R's rotated, masked tables ``T`` (n x width, ring) for its regions' ``alpha`` (n x regions)."""
+    lay = plan.layout
+    n = alpha.shape[0]
+    rho = rotations(seed, lay.sizes, n)
+    out = np.empty((n, lay.width), dtype=RING)
+    for k0, k1, o0, rot in plan.groups:  # regions k0..k1 have one size m: one gather of m-long rows
+        k, m = k1 - k0, rot.shape[1]
+        row = np.where(alpha[:, k0:k1], np.arange(k) * m + rho[:, k0:k1], k * m)  # row k*m: zeros
+        out[:, o0 : o0 + k * m] = np.take(rot, row, axis=0).reshape(n, k * m)
+    out += prg(seed, "mask", n * lay.width).reshape(n, lay.width)
+    return out
+
+
+def platform_picks(layout: TreeLayout, bits: DirectionBits) -> np.ndarray:
+    """Per row, the leaf (index within each region) that the platform's splits select."""
+    me = int(layout.owner[layout.roots[0]]) if layout.n_regions else -1
+    return layout.slot[layout.decide(layout.roots, me, bits)]
+
+
+def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P's ``chat`` (n x regions) and ``y`` (n) for its ``picks`` (leaf index within each region)."""
+    n = picks.shape[0]
+    sizes = np.asarray(sizes, dtype=np.int64)
+    width = int(sizes.sum())
+    chat = (picks + rotations(seed, sizes, n)) % sizes
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    at = (np.arange(n, dtype=np.int64) * width)[:, None] + off[None, :] + chat
+    # the whole stream and a gather: cheaper than AES of the picked counter blocks one by one in numpy
+    return chat, np.take(prg(seed, "mask", n * width), at).sum(axis=1, dtype=RING) + s
+
+
+def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """C's ``z = sum_S T_S[chat_S] + s``; ProtocolError if ``chat`` does not fit the regions."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = tables.shape[0]
+    if chat.shape != (n, len(sizes)) or (chat >= sizes[None, :]).any():
+        raise ProtocolError(f"region picks must be {n} x {len(sizes)} values below the region sizes")
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    at = (np.arange(n, dtype=np.int64) * tables.shape[1])[:, None] + off[None, :] + chat
+    return np.take(tables.ravel(), at).sum(axis=1, dtype=RING) + s
+
+
+# ---- wire formats -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeInput:
+    """The requester's ``tree_input`` (announce: platform only)."""
+
+    kind: int
+    platform: str
+    sizes: np.ndarray
+    sealed: bytes = b""
+    tables: bytes | memoryview = b""
+
+
+def pack_tree_input(t: TreeInput) -> bytes:
+    name = t.platform.encode()
+    head = _MAGIC + struct.pack(">BH", t.kind, len(name)) + name
+    if t.kind == ANNOUNCE:
+        return head
+    sizes = np.asarray(t.sizes, dtype=">u4").tobytes()
+    return b"".join((head, struct.pack(">I", len(t.sizes)), sizes, struct.pack(">I", len(t.sealed)), t.sealed, t.tables))
+
+
+def unpack_tree_input(data: bytes) -> TreeInput:
+    try:
+        if data[:4] != _MAGIC:
+            raise ValueError("magic")
+        kind, nlen = struct.unpack_from(">BH", data, 4)
+        pos = 7 + nlen
+        platform = data[7:pos].decode()
+        if kind == ANNOUNCE:
+            return TreeInput(kind, platform, np.zeros(0, dtype=np.int64))
+        if kind != SCORE:
+            raise ValueError("kind")
+        (k,) = struct.unpack_from(">I", data, pos)
+        sizes = np.frombuffer(data[pos + 4 : pos + 4 + 4 * k], dtype=">u4").astype(np.int64)
+        pos += 4 + 4 * k
+        (slen,) = struct.unpack_from(">I", data, pos)
+        sealed = data[pos + 4 : pos + 4 + slen]
+        if len(sizes) != k or len(sealed) != slen or (sizes < 2).any():
+            raise ValueError("truncated")
+        return TreeInput(kind, platform, sizes, sealed, memoryview(data)[pos + 4 + slen :])
+    except (ValueError, struct.error, UnicodeDecodeError):
+        raise ProtocolError("not a fedcredit tree scoring input") from None
+
+
+def pack_sealed_and(sealed: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(sealed)) + sealed + data
+
+
+def unpack_sealed_and(data: bytes) -> tuple[bytes, bytes]:
+    if len(data) < 4:
+        raise ProtocolError("tree scoring reply is truncated")
+    (k,) = struct.unpack_from(">I", data, 0)
+    if 4 + k > len(data):
+        raise ProtocolError("tree scoring reply is truncated")
+    return data[4 : 4 + k], data[4 + k :]
+
+
+def picks_dtype(sizes: np.ndarray) -> str:
+    return "u1" if len(sizes) == 0 or int(np.max(sizes)) <= 256 else "<u2"
+
+
+def sealing_purpose(model_id: str, version: str, pseudonyms_sha256: str) -> str:
+    return f"scoring-tree/{model_id}/{version}/{pseudonyms_sha256}"
+
+
+# ---- a platform's source over in-memory data ------------------------------------------------------
 
 
 @dataclass
@@ -120,25 +474,27 @@ class ArrayTreeContributions:
     table: SplitTable
     pseudonyms: SortedTable  # pseudonym -> row number + 1
     columns: dict[str, np.ndarray]
+    layout: TreeLayout
 
     @classmethod
     def build(
         cls, model_id: str, version: str, trees: Sequence[Tree], owners: Sequence[str], table: SplitTable,
-        pseudonyms: Sequence[bytes], columns: Mapping[str, np.ndarray],
+        pseudonyms: Sequence[bytes], columns: Mapping[str, np.ndarray], lender: str = LENDERS_OWNER,
     ) -> ArrayTreeContributions:  # fmt: skip
         rows = SortedTable(pseudonyms, np.arange(1, len(pseudonyms) + 1, dtype=np.float64))
         cols = {f: np.asarray(v, dtype=np.float64) for f, v in columns.items()}
-        return cls(model_id, version, list(trees), tuple(owners), table, rows, cols)
+        layout = tree_layout(trees, owners, lender)
+        return cls(model_id, version, list(trees), tuple(owners), table, rows, cols, layout)
 
     def tree_model_version(self, model_id: str) -> str:
         if model_id != self.model_id:
             raise NotFound(f"tree model {model_id!r} is not held here")
         return self.version
 
-    def tree_contribution(
-        self, model_id: str, pseudonyms: np.ndarray, pub: CkksPublicContext, tree_input: EncryptedVector
-    ) -> EncryptedVector:
+    def tree_picks(self, model_id: str, pseudonyms: np.ndarray) -> tuple[TreeLayout, np.ndarray] | None:
         self.tree_model_version(model_id)
+        if self.layout.platform != self.table.owner:
+            return None  # not this party's regions
         idx = self.pseudonyms.lookup(pseudonyms).astype(np.int64)
         known = idx > 0
         cols = {}
@@ -146,5 +502,4 @@ class ArrayTreeContributions:
             v = np.full(len(idx), np.nan)
             v[known] = self.columns[f][idx[known] - 1]
             cols[f] = v
-        bits = owner_directions(self.table, cols)
-        return contribute(pub, tree_input, self.trees, self.owners, self.table.owner, bits)
+        return self.layout, platform_picks(self.layout, owner_directions(self.table, cols))

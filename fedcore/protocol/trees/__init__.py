@@ -12,7 +12,7 @@ build a histogram. A node with only lender splits above it is a *lender node* (e
 rows there); a node below a platform split is a *platform node* (its rows are known from the platform's
 bins, by ``P`` and ``C``).
 
-Messages (fixed point ``round(v * 2^32)`` in ``Z_2^64``; masks are SHAKE-256 streams; ``[x]_K`` is a
+Messages (fixed point ``round(v * 2^32)`` in ``Z_2^64``; masks are ChaCha20 streams; ``[x]_K`` is a
 secret sealed with :func:`fedcore.protocol.sealing.seal_to_peers` to ``K``'s per-run key, which ``K``
 announced signed with its TLS key and certificate; the sender checks that against the federation CA and
 signs the sealed payload, so ``C`` relays it but can neither open nor substitute it)::

@@ -9,6 +9,7 @@ learns.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from fedcore.protocol.trees.messages import (
     MOD128,
     SETUP,
     SPLIT,
-    bincount_u64,
+    bin_sums_u64,
     decode_arrays,
     encode_arrays,
     from_fixed,
@@ -64,6 +65,8 @@ class HybridTreesResult:
     importance: dict[str, dict[str, float]] = field(default_factory=dict)  # owner -> feature -> total gain
     val_loss: list[float] = field(default_factory=list)  # pooled validation log-loss after 0, 1, ... trees
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # lender -> its validation metrics
+    setup_s: float = 0.0  # keys, pooled lender bins, the platform's bins (before the first tree)
+    tree_s: list[float] = field(default_factory=list)  # wall seconds of each tree grown
 
 
 def _task(
@@ -207,12 +210,14 @@ class FederatedHistogramSource:
             for k, (n, root) in enumerate(items):
                 cg, ch = pr["pg"][k].copy(), pr["ph"][k].copy()
                 for x in cfg.lenders:
-                    rows = self.rows[n][x] if n in self.rows else self._all_rows(x)
                     vg, vh = self._lender_values(root, x)
-                    for j, f in enumerate(pf):
-                        b = self.pbins[x][f, rows]
-                        cg[j] += bincount_u64(b, vg[rows], slots)
-                        ch[j] += bincount_u64(b, vh[rows], slots)
+                    if n in self.rows:  # a platform node: its rows; a lender node: every row
+                        rows = self.rows[n][x]
+                        sums = bin_sums_u64(self.pbins[x], pf, rows, [vg[rows], vh[rows]], slots)
+                    else:
+                        sums = bin_sums_u64(self.pbins[x], pf, None, [vg, vh], slots)
+                    cg += sums[0]
+                    ch += sums[1]
                 cols = [self.n_lender + f for f in pf]
                 out[k].g[cols] = from_fixed(cg)
                 out[k].h[cols] = from_fixed(ch)
@@ -236,7 +241,7 @@ class FederatedHistogramSource:
             self.rows[left], self.rows[right] = {}, {}
             for x in cfg.lenders:
                 rows = self.rows[node][x] if node in self.rows else self._all_rows(x)
-                go = table[self.pbins[x][local, rows]]
+                go = table[self.pbins[x][local][rows]]
                 self.rows[left][x], self.rows[right][x] = rows[go], rows[~go]
         handles = {}
         if lender_splits:
@@ -338,7 +343,10 @@ def run_hybrid_trees(
     if overlap:
         raise InvalidInput(f"party {overlap[0]!r} cannot be both a lender and the platform")
     params = dataclasses.replace(p, sticky_owners=(cfg.platform,), first_tree_owners=(LENDERS_OWNER,))
+    t0 = time.perf_counter()
     layout, pbins, base = _setup(channel, cfg)
+    setup_s = time.perf_counter() - t0
+    tree_s: list[float] = []
     owners = layout.owners
     source = FederatedHistogramSource(channel, cfg, layout, pbins)
     rng = np.random.default_rng(p.seed)
@@ -349,6 +357,7 @@ def run_hybrid_trees(
     for t in range(p.n_trees):
         if progress is not None:
             progress(f"tree {t + 1}/{p.n_trees}")
+        t0 = time.perf_counter()
         loss = source.begin_tree(t, update)
         if loss is not None:
             losses.append(loss)
@@ -364,6 +373,7 @@ def run_hybrid_trees(
         trees.append(grown.tree)
         gains.append(list(grown.gains))
         update = source.update_for(grown.tree)
+        tree_s.append(time.perf_counter() - t0)
     if len(losses) <= len(trees):  # the last tree is not in the lenders' margins yet (no early stop)
         last = _pooled_loss(channel.run_all({x: _task(EVAL, cfg, *update[x]) for x in cfg.lenders}).values())
         if last is not None:
@@ -383,4 +393,4 @@ def run_hybrid_trees(
     channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform], "shapes": shapes,
                                                   "owners": list(owners)}))  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()} for x, r in done.items()}
-    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics)
+    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics, setup_s, tree_s)

@@ -72,6 +72,14 @@ rows; ``vertical.finish`` writes the slices.
   known to the platform only, w_L and b to the lenders only. Scoring with it (protocol 4) reveals to the
   requesting lender the platform's partial logit of the scored subject.
 
+Encoding (``vertical.setup``'s ``encoding``): ``onehot`` (default) gives each party's categorical
+columns indicators of their levels; ``woe`` replaces every feature by the WOE of its bin in the named
+federated binning run (:mod:`fedcore.protocol.binning`), each party with its own features' bins and
+WOE only, as that run left them at the party (a lender: the pooled WOE of the shared features; the
+platform: the WOE of its own bins from counts pooled over all lenders, never one lender's). The
+encoding adds nothing to what any side learns above: no bin, WOE or count leaves a party, and the
+coordinator learns only the encoding's name and the binning run's id.
+
 Not covered: a coordinator colluding with a party (the arbiter's key decrypts every relayed
 ciphertext if the envelope key leaks); an actively malicious coordinator that holds the CA key. Session
 keys are announced signed by each party's TLS key and checked against the CA

@@ -45,6 +45,7 @@ from fedcore.protocol.vertical.messages import (
     u128_of,
 )
 from fedcore.protocol.vertical.numerics import batch_sizes
+from fedcore.protocol.vertical.session import table_options
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,13 @@ class VerticalConfig:
     seed: int = 0
     dataset: str | None = None
     timeout_s: float = 600.0
+    encoding: str = "onehot"  # categoricals one-hot, or every feature as the WOE of its bin ("woe")
+    binning_run: str | None = None  # with "woe": the federated binning run whose bins and WOE to use
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 16 or not 0 <= self.val_fraction < 0.9 or not self.lr > 0:
             raise InvalidInput("vertical: need epochs >= 1, batch_size >= 16, 0 <= val_fraction < 0.9, lr > 0")
+        table_options({"encoding": self.encoding, "binning_run": self.binning_run})  # names a bad encoding
 
 
 @dataclass
@@ -168,7 +172,8 @@ def run_vertical(
 
     try:
         base = {"lenders": lenders, "platform": platform, "psi_runs": dict(psi_runs), "seed": cfg.seed,
-                "val_fraction": cfg.val_fraction, "dataset": cfg.dataset}
+                "val_fraction": cfg.val_fraction, "dataset": cfg.dataset, "encoding": cfg.encoding,
+                "binning_run": cfg.binning_run}
         pub = arb.sk.public_context().serialize()
         setup = channel.run_all({
             n: task(SETUP, {**base, "role": "platform" if n == platform else "lender"}, [pub]) for n in everyone

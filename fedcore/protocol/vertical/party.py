@@ -71,7 +71,7 @@ from fedcore.protocol.vertical.numerics import (
     split_rows,
     uniform_masks,
 )
-from fedcore.protocol.vertical.session import VerticalSource, _Adam, _f, _Session
+from fedcore.protocol.vertical.session import VerticalSource, _Adam, _f, _Session, table_options
 
 VALIDATION_HIST = "validation_hist.json"
 """A lender's histogram of the best joint model's validation scores, beside its slice."""
@@ -162,14 +162,15 @@ class VerticalParty:
             if self.name not in lenders:
                 raise InvalidInput(f"party {self.name!r} is not among the run's lenders")
             t = self.source.vertical_table(str(psi_runs[self.name]), None if dataset is None else str(dataset),
-                                           labels=True)
+                                           labels=True, **table_options(params))
             if t.y is None:
                 raise InvalidInput(f"lender {self.name!r} has no labels for run {ctx.run_id!r}")
             s.tables[self.name] = t
         elif role == "platform":
             for name in lenders:
                 s.tables[name] = self.source.vertical_table(
-                    str(psi_runs[name]), None if dataset is None else str(dataset), labels=False)
+                    str(psi_runs[name]), None if dataset is None else str(dataset), labels=False,
+                    **table_options(params))
         else:
             raise InvalidInput(f"unknown vertical role {role!r}")
         for name, t in s.tables.items():
@@ -561,6 +562,8 @@ class VerticalParty:
         }
         if t.columns is not None and t.base_features is not None:  # one-hot categoricals: encode at scoring
             doc["features"], doc["columns"] = list(t.base_features), [[j, c] for j, c in t.columns]
+        if t.encoding is not None:  # WOE: scoring maps stored values to the WOE of their bins
+            doc["encoding"] = t.encoding
         if s.role == "lender":
             doc["intercept"] = float(w[0])
         path = self.model_dir / s.run_id / "slice.json"

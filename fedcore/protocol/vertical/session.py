@@ -35,6 +35,8 @@ class Table:
     # or None for a column taken as it is); the model slice keeps them so scoring encodes the same way.
     base_features: list[str] | None = None
     columns: list[tuple[int, float | None]] | None = None
+    # WOE-encoded (``encoding = "woe"``): the slice's JSON record of the encoding (see ModelSlice).
+    encoding: dict[str, Any] | None = None
 
     def data_hash(self) -> str:
         h = hashlib.sha256(json.dumps([self.dataset, self.features]).encode())
@@ -48,6 +50,22 @@ class VerticalSource(Protocol):
     """This party's aligned data for a PSI run (``dataset`` None: the party's default)."""
 
     def vertical_table(self, psi_run: str, dataset: str | None, *, labels: bool) -> Table: ...
+
+
+ENCODINGS = ("onehot", "woe")
+
+
+def table_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Extra ``vertical_table`` keywords from the setup parameters: none for the default encoding
+    (one-hot), else ``encoding`` and the ``binning_run`` whose bins and WOE encode the columns."""
+    enc = params.get("encoding") or "onehot"
+    if enc not in ENCODINGS:
+        raise InvalidInput(f"vertical: encoding {enc!r} is not one of {', '.join(ENCODINGS)}")
+    if enc == "onehot":
+        return {}
+    if not params.get("binning_run"):
+        raise InvalidInput("vertical: encoding 'woe' needs the binning run whose bins to use")
+    return {"encoding": str(enc), "binning_run": str(params["binning_run"])}
 
 
 # ---- party side ------------------------------------------------------------------------------------

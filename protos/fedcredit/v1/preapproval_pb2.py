@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64\x63redit/v1/preapproval.proto\x12\x0c\x66\x65\x64\x63redit.v1\"?\n\nProductMsg\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x01\x12\x13\n\x0bterm_months\x18\x03 \x01(\r\"v\n\x12PreapprovalRequest\x12\x11\n\tpseudonym\x18\x01 \x01(\x0c\x12)\n\x07product\x18\x02 \x01(\x0b\x32\x18.fedcredit.v1.ProductMsg\x12\x0f\n\x07lenders\x18\x03 \x03(\t\x12\x11\n\tbudget_ms\x18\x04 \x01(\r\"o\n\x08OfferMsg\x12\x0e\n\x06lender\x18\x01 \x01(\t\x12\x0f\n\x07product\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x13\n\x0bterm_months\x18\x05 \x01(\r\x12\x0f\n\x07valid_s\x18\x06 \x01(\r\"N\n\x10PreapprovalReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06offers\x18\x02 \x03(\x0b\x32\x16.fedcredit.v1.OfferMsg\"\x8c\x01\n\x17LocalPreapprovalRequest\x12\x11\n\tviewer_id\x18\x01 \x01(\t\x12\x0f\n\x07id_kind\x18\x02 \x01(\t\x12)\n\x07product\x18\x03 \x01(\x0b\x32\x18.fedcredit.v1.ProductMsg\x12\x0f\n\x07lenders\x18\x04 \x03(\t\x12\x11\n\tbudget_ms\x18\x05 \x01(\r2Z\n\x0bPreapproval\x12K\n\x07Request\x12 .fedcredit.v1.PreapprovalRequest\x1a\x1e.fedcredit.v1.PreapprovalReply2g\n\x10LocalPreapproval\x12S\n\nPreapprove\x12%.fedcredit.v1.LocalPreapprovalRequest\x1a\x1e.fedcredit.v1.PreapprovalReplyBu\n\x10org.fedcredit.v1B\x10PreapprovalProtoP\x01Z>github.com/fedcredit/fedcredit/gen/go/fedcredit/v1;fedcreditv1\xaa\x02\x0c\x46\x65\x64\x63redit.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64\x63redit/v1/preapproval.proto\x12\x0c\x66\x65\x64\x63redit.v1\"%\n\x14SnapshotAnnouncement\x12\r\n\x05\x61s_of\x18\x01 \x01(\t\"$\n\x11SnapshotAnnounced\x12\x0f\n\x07lenders\x18\x01 \x01(\r\"?\n\nProductMsg\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x01\x12\x13\n\x0bterm_months\x18\x03 \x01(\r\"\x8c\x01\n\x12PreapprovalRequest\x12\x11\n\tpseudonym\x18\x01 \x01(\x0c\x12)\n\x07product\x18\x02 \x01(\x0b\x32\x18.fedcredit.v1.ProductMsg\x12\x0f\n\x07lenders\x18\x03 \x03(\t\x12\x11\n\tbudget_ms\x18\x04 \x01(\r\x12\x14\n\x0c\x61nnouncement\x18\x05 \x01(\t\"0\n\x0eSealedOfferMsg\x12\x0e\n\x06lender\x18\x01 \x01(\t\x12\x0e\n\x06sealed\x18\x02 \x01(\t\"o\n\x08OfferMsg\x12\x0e\n\x06lender\x18\x01 \x01(\t\x12\x0f\n\x07product\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12\x0c\n\x04rate\x18\x04 \x01(\x01\x12\x13\n\x0bterm_months\x18\x05 \x01(\r\x12\x0f\n\x07valid_s\x18\x06 \x01(\r\"|\n\x10PreapprovalReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x06offers\x18\x02 \x03(\x0b\x32\x16.fedcredit.v1.OfferMsg\x12,\n\x06sealed\x18\x03 \x03(\x0b\x32\x1c.fedcredit.v1.SealedOfferMsg\"\x8c\x01\n\x17LocalPreapprovalRequest\x12\x11\n\tviewer_id\x18\x01 \x01(\t\x12\x0f\n\x07id_kind\x18\x02 \x01(\t\x12)\n\x07product\x18\x03 \x01(\x0b\x32\x18.fedcredit.v1.ProductMsg\x12\x0f\n\x07lenders\x18\x04 \x03(\t\x12\x11\n\tbudget_ms\x18\x05 \x01(\r2\xb3\x01\n\x0bPreapproval\x12K\n\x07Request\x12 .fedcredit.v1.PreapprovalRequest\x1a\x1e.fedcredit.v1.PreapprovalReply\x12W\n\x10\x41nnounceSnapshot\x12\".fedcredit.v1.SnapshotAnnouncement\x1a\x1f.fedcredit.v1.SnapshotAnnounced2g\n\x10LocalPreapproval\x12S\n\nPreapprove\x12%.fedcredit.v1.LocalPreapprovalRequest\x1a\x1e.fedcredit.v1.PreapprovalReplyBu\n\x10org.fedcredit.v1B\x10PreapprovalProtoP\x01Z>github.com/fedcredit/fedcredit/gen/go/fedcredit/v1;fedcreditv1\xaa\x02\x0c\x46\x65\x64\x63redit.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,18 +32,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedcredit.v1.preapproval_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020org.fedcredit.v1B\020PreapprovalProtoP\001Z>github.com/fedcredit/fedcredit/gen/go/fedcredit/v1;fedcreditv1\252\002\014Fedcredit.V1'
-  _globals['_PRODUCTMSG']._serialized_start=48
-  _globals['_PRODUCTMSG']._serialized_end=111
-  _globals['_PREAPPROVALREQUEST']._serialized_start=113
-  _globals['_PREAPPROVALREQUEST']._serialized_end=231
-  _globals['_OFFERMSG']._serialized_start=233
-  _globals['_OFFERMSG']._serialized_end=344
-  _globals['_PREAPPROVALREPLY']._serialized_start=346
-  _globals['_PREAPPROVALREPLY']._serialized_end=424
-  _globals['_LOCALPREAPPROVALREQUEST']._serialized_start=427
-  _globals['_LOCALPREAPPROVALREQUEST']._serialized_end=567
-  _globals['_PREAPPROVAL']._serialized_start=569
-  _globals['_PREAPPROVAL']._serialized_end=659
-  _globals['_LOCALPREAPPROVAL']._serialized_start=661
-  _globals['_LOCALPREAPPROVAL']._serialized_end=764
+  _globals['_SNAPSHOTANNOUNCEMENT']._serialized_start=48
+  _globals['_SNAPSHOTANNOUNCEMENT']._serialized_end=85
+  _globals['_SNAPSHOTANNOUNCED']._serialized_start=87
+  _globals['_SNAPSHOTANNOUNCED']._serialized_end=123
+  _globals['_PRODUCTMSG']._serialized_start=125
+  _globals['_PRODUCTMSG']._serialized_end=188
+  _globals['_PREAPPROVALREQUEST']._serialized_start=191
+  _globals['_PREAPPROVALREQUEST']._serialized_end=331
+  _globals['_SEALEDOFFERMSG']._serialized_start=333
+  _globals['_SEALEDOFFERMSG']._serialized_end=381
+  _globals['_OFFERMSG']._serialized_start=383
+  _globals['_OFFERMSG']._serialized_end=494
+  _globals['_PREAPPROVALREPLY']._serialized_start=496
+  _globals['_PREAPPROVALREPLY']._serialized_end=620
+  _globals['_LOCALPREAPPROVALREQUEST']._serialized_start=623
+  _globals['_LOCALPREAPPROVALREQUEST']._serialized_end=763
+  _globals['_PREAPPROVAL']._serialized_start=766
+  _globals['_PREAPPROVAL']._serialized_end=945
+  _globals['_LOCALPREAPPROVAL']._serialized_start=947
+  _globals['_LOCALPREAPPROVAL']._serialized_end=1050
 # @@protoc_insertion_point(module_scope)

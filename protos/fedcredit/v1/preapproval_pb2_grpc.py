@@ -39,6 +39,11 @@ class PreapprovalStub(object):
                 request_serializer=fedcredit_dot_v1_dot_preapproval__pb2.PreapprovalRequest.SerializeToString,
                 response_deserializer=fedcredit_dot_v1_dot_preapproval__pb2.PreapprovalReply.FromString,
                 _registered_method=True)
+        self.AnnounceSnapshot = channel.unary_unary(
+                '/fedcredit.v1.Preapproval/AnnounceSnapshot',
+                request_serializer=fedcredit_dot_v1_dot_preapproval__pb2.SnapshotAnnouncement.SerializeToString,
+                response_deserializer=fedcredit_dot_v1_dot_preapproval__pb2.SnapshotAnnounced.FromString,
+                _registered_method=True)
 
 
 class PreapprovalServicer(object):
@@ -50,6 +55,14 @@ class PreapprovalServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnnounceSnapshot(self, request, context):
+        """The platform tells the lenders (through the coordinator) that it loaded a new behaviour snapshot,
+        so that those monitoring a book run a pass. Carries the snapshot's date only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PreapprovalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_PreapprovalServicer_to_server(servicer, server):
                     servicer.Request,
                     request_deserializer=fedcredit_dot_v1_dot_preapproval__pb2.PreapprovalRequest.FromString,
                     response_serializer=fedcredit_dot_v1_dot_preapproval__pb2.PreapprovalReply.SerializeToString,
+            ),
+            'AnnounceSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnnounceSnapshot,
+                    request_deserializer=fedcredit_dot_v1_dot_preapproval__pb2.SnapshotAnnouncement.FromString,
+                    response_serializer=fedcredit_dot_v1_dot_preapproval__pb2.SnapshotAnnounced.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class Preapproval(object):
             '/fedcredit.v1.Preapproval/Request',
             fedcredit_dot_v1_dot_preapproval__pb2.PreapprovalRequest.SerializeToString,
             fedcredit_dot_v1_dot_preapproval__pb2.PreapprovalReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnnounceSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedcredit.v1.Preapproval/AnnounceSnapshot',
+            fedcredit_dot_v1_dot_preapproval__pb2.SnapshotAnnouncement.SerializeToString,
+            fedcredit_dot_v1_dot_preapproval__pb2.SnapshotAnnounced.FromString,
             options,
             channel_credentials,
             insecure,

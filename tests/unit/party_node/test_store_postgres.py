@@ -29,6 +29,8 @@ def content(store: Store) -> dict[str, object]:
         "consent": {p: store.ids_with_consent(p).tolist() for p in ("training", "scoring", "blacklist")},
         "loans": store.active_loan_ids().tolist(),
         "fraud": store.fraud_ids().tolist(),
+        "fraud_pseudonyms": sorted(store.flagged_pseudonyms("fraud", "blacklist").tolist()),
+        "loan_pseudonyms": sorted(store.flagged_pseudonyms("active_loan", "scoring").tolist()),
         "pseudonyms": (rids.tolist(), ps),
         "vocab": store.dataset_info("apps").vocabularies,
         "summary": store.summary(),

@@ -98,6 +98,7 @@ def test_protocol_grows_the_central_learners_trees(params):
     assert result.owners == model.owners
     assert result.base_score == model.base_score
     assert len(result.trees) == len(model.trees) == params.n_trees
+    assert len(result.tree_s) == params.n_trees and min(result.tree_s) > 0 and result.setup_s > 0  # timings
     for ours, ref in zip(result.trees, model.trees, strict=True):
         np.testing.assert_array_equal(ours.left, ref.left)
         np.testing.assert_array_equal(ours.owner, ref.owner)

@@ -7,6 +7,7 @@ import pytest
 
 from fedcore.errors import ProtocolError
 from fedcore.protocol.trees.messages import (
+    bin_sums_u64,
     bincount_u64,
     decode_arrays,
     encode_arrays,
@@ -16,17 +17,28 @@ from fedcore.protocol.trees.messages import (
 )
 
 
-def test_bincount_u64_is_exact_modulo_2_64_on_both_limb_paths():
+def test_bin_sums_are_exact_modulo_2_64():
     rng = np.random.default_rng(0)
     w = rng.integers(0, 2**63, 5000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     idx = rng.integers(0, 7, 5000)
     want = [sum(int(x) for x in w[idx == b]) % 2**64 for b in range(7)]
     assert bincount_u64(idx, w, 7).tolist() == want
-    n = (1 << 21) + 5  # the 16-bit limb path: every weight is -1, so each bin sums to -count
+    n = (1 << 21) + 5  # every weight is -1, so each bin sums to -count (wrapping)
     idx = np.arange(n) % 3
     sums = bincount_u64(idx, np.full(n, np.uint64(2**64 - 1)), 3)
     counts = np.bincount(idx)
     assert sums.tolist() == [(2**64 - int(c)) % 2**64 for c in counts]
+    # per (feature, bin) over a subset of rows, two weight vectors at once, as the parties build them
+    bins = rng.integers(0, 5, (3, 5000)).astype(np.uint8)
+    rows = np.flatnonzero(rng.random(5000) < 0.4)
+    v = w[::-1].copy()
+    got = bin_sums_u64(bins, [2, 0], rows, [w[rows], v[rows]], 6)
+    assert got.shape == (2, 2, 6)
+    for k, vec in enumerate((w, v)):
+        for j, f in enumerate((2, 0)):
+            assert got[k, j].tolist() == [sum(int(x) for x in vec[rows][bins[f, rows] == b]) % 2**64 for b in range(6)]
+    whole = bin_sums_u64(bins, [1], None, [w], 6)
+    assert whole[0, 0].tolist() == bincount_u64(bins[1], w, 6).tolist()
 
 
 def test_masked_shares_cancel_and_fixed_point_round_trips():

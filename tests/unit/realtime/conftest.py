@@ -17,6 +17,7 @@ from fedcore.protocol.preapproval.party import PreapprovalLender
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
 from fedcore.protocol.scoring.messages import ModelSlice
 from fedcore.protocol.scoring.requester import LocalGateway
+from fedcore.protocol.sealing import PartyIdentity, make_identities
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.audit import AuditLog
 from party_node.ingest import ingest_file
@@ -91,6 +92,8 @@ class Federation:
     services: dict[str, ScoringService]
     preapproval: PreapprovalService
     coordinator: PreapprovalCoordinator
+    identities: dict[str, PartyIdentity] = field(default_factory=dict)
+    registries: dict[str, HandlerRegistry] = field(default_factory=dict)
     policy: dict = field(default_factory=lambda: POLICY)
 
 
@@ -105,25 +108,28 @@ def fed(tmp_path: Path):
                                fraud={150}),
         "lender_c": make_party(tmp_path, "lender_c", range(200, 400), ["age"], rng, intercept=-1.0),
     }
+    ids = make_identities(["platform", *lenders])
     ch = InMemoryChannel(record_wire=True)
     scoring = ScoringCoordinator(ch, requester_roles=frozenset({Role.LENDER}))
     reg = HandlerRegistry()
     register_scoring_handlers(reg, platform.store, platform.home)
     ch.add_party("platform", Role.PLATFORM, reg)
     services = {}
+    registries = {"platform": reg}
     for name, p in lenders.items():
-        reg = HandlerRegistry()
+        reg = registries[name] = HandlerRegistry()
         register_scoring_handlers(reg, p.store, p.home)
         svc = ScoringService(p.store, p.home, LocalGateway(scoring, name),
                              ScoringSettings(model_id="m1", allow_partial=True, timeout_s=10.0))
         services[name] = svc
-        PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY)), AuditLog.for_home(p.home)).register(reg)
+        PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY)), AuditLog.for_home(p.home),
+                          ids[name]).register(reg)
         ch.add_party(name, Role.LENDER, reg)
     coord = PreapprovalCoordinator(ch)
     # a generous budget: the tests expect every lender's answer on a loaded machine (the budget test sets its own)
     svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"),
-                             PreapprovalSettings(budget_ms=30_000))
-    yield Federation(ch, platform, lenders, services, svc, coord)
+                             PreapprovalSettings(budget_ms=30_000), identity=ids["platform"])
+    yield Federation(ch, platform, lenders, services, svc, coord, identities=ids, registries=registries)
     for p in (platform, *lenders.values()):
         p.store.close()
     ch.close()

@@ -213,3 +213,27 @@ def test_book_scores_with_a_one_hot_slice_as_with_the_plain_one(fed, monitor):
     fed.services["lender_a"]._own_cache.clear()
     after = monitor.score_book(rows, pseudos)["pd"]
     assert np.allclose(after, before, atol=1e-4)
+
+
+def test_default_threshold_comes_from_the_models_validation_distribution(fed, tmp_path):
+    from models import histograms as hm
+    from party_node.monitoring import FALLBACK_THRESHOLD, threshold_from_model
+
+    assert threshold_from_model(tmp_path, 0.05) == (FALLBACK_THRESHOLD, "default")
+    rng = np.random.default_rng(0)
+    p = rng.beta(1.2, 12.0, 20_000)  # a validation distribution, mostly low PDs
+    (tmp_path / "validation_scores.json").write_text(json.dumps(p.tolist()))
+    t_scores, src = threshold_from_model(tmp_path, 0.05)
+    assert src == "validation_scores.json" and np.mean(p > t_scores) == pytest.approx(0.05, abs=0.002)
+    y = (rng.random(len(p)) < p).astype(int)
+    (tmp_path / "validation_hist.json").write_text(json.dumps({"val": hm.histogram(y, p).to_params()}))
+    t_hist, src = threshold_from_model(tmp_path, 0.05)
+    assert src == "validation_hist.json" and abs(t_hist - t_scores) <= 0.002  # one 1/1000 bin, edge up
+    assert threshold_from_model(tmp_path, 0.2)[0] < t_hist  # a larger share alerted: a lower threshold
+    # a monitor without a threshold of its own uses the model's
+    home = fed.services["lender_a"].home
+    (home / "models" / "m1" / "validation_scores.json").write_text(json.dumps(p.tolist()))
+    mon = Monitor(fed.services["lender_a"], MonitorSettings(model_id="m1"))
+    mon.register_book()
+    assert mon.threshold() == (pytest.approx(t_scores), "validation_scores.json")
+    assert mon.run().pd_threshold == pytest.approx(t_scores)

@@ -87,8 +87,46 @@ def test_platform_view_holds_offers_only_and_each_lender_sees_only_its_request(f
         assert "13900000010" not in text
         assert not any(other in text for other in fed.lenders if other != r.party)
     replies = [r for r in fed.channel.wire_log if r.kind == OFFER and r.direction == "from_party"]
+    for r in replies:  # offers sealed to the platform: a decision and a sealed envelope, no terms
+        assert set(r.params) <= {"decision", "sealed"}
+
+
+def test_the_coordinator_relays_offers_sealed_to_the_platform_and_sees_no_terms(fed):
+    seen = []
+    gateway = fed.preapproval.gateway
+    real = gateway.preapprove
+    gateway.preapprove = lambda req: seen.append(real(req)) or seen[-1]  # what the coordinator returns
+    result = fed.preapproval.preapprove(phone(10), CAR, ["lender_a", "lender_b", "lender_c"])
+    assert result.offers  # the platform opened them
+    at_c = seen[0]
+    assert at_c.offers == () and {s.lender for s in at_c.sealed} == {o.lender for o in result.offers}
+    terms = [f"{o.amount:g}" for o in result.offers] + [str(o.rate) for o in result.offers]
+    replies = [r for r in fed.channel.wire_log if r.kind == OFFER and r.direction == "from_party"]
+    assert replies and all(r.params["decision"] in ("offer", "decline") for r in replies)
     for r in replies:
-        assert set(r.params) <= {"decision", "amount", "rate", "term_months", "valid_s"}
+        text = json.dumps(r.params)
+        assert not any(t in text for t in terms) and "amount" not in text and "rate" not in text
+    # what the coordinator was asked to relay: the platform's signed key, which it cannot open with
+    asks = [r for r in fed.channel.wire_log if r.kind == OFFER and r.direction == "to_party"]
+    assert all(r.params["platform"] == "platform" and r.params["announcement"]["party"] == "platform" for r in asks)
+
+
+def test_a_sealed_offer_opens_only_for_its_request_at_the_platform(fed):
+    from fedcore.protocol.preapproval.messages import PreapprovalResult
+
+    gateway = fed.preapproval.gateway
+    real = gateway.preapprove
+    first = real(PreapprovalRequest(KEY.pseudonymize([phone(10)], "phone")[0], CAR, ("lender_a", "lender_b"),
+                                    30_000, fed.identities["platform"].announcement()))
+    assert first.sealed
+    # a coordinator replaying those sealed offers into another request, or swapping their senders
+    replayed = PreapprovalResult("0" * 16, (), first.sealed)
+    swapped = PreapprovalResult(first.request_id, (), tuple(type(s)("lender_c", s.sealed) for s in first.sealed))
+    for fake in (replayed, swapped):
+        gateway.preapprove = lambda req, fake=fake: fake
+        assert fed.preapproval.preapprove(phone(10), CAR, ["lender_a", "lender_b"]).offers == ()
+    events = [e for e in audit_events(fed.platform) if e["event"] == "preapproval_request"]
+    assert events[-1]["unopened"] == ["lender_c"] * len(first.sealed)
 
 
 def test_viewer_without_consent_is_refused_before_anything_leaves(fed):
