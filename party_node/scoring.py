@@ -443,7 +443,9 @@ class ScoringService:
         qs = check_queries(queries)
         tree = self.trees.lender_model(model_id or st.model_id)
         if tree is not None:
-            return score_tree_chunk(self, tree, applicants, model_version, qs, allow_partial, on_invalid, caller)
+            scored = score_tree_chunk(self, tree, applicants, model_version, qs, allow_partial, on_invalid, caller)
+            record_served(self._models_dir / tree.model_id, scored.prob_default[scored.status == "ok"])  # reports
+            return scored
         sl = self.model(model_id)
         if model_version and model_version != sl.version:
             raise InvalidInput(

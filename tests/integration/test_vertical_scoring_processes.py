@@ -153,7 +153,8 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
     model = GBDTModel.from_dict(lender["model"])
     ptable = SplitTable.from_dict(platform["table"])
     home = str(fed.party_home("yixin"))
-    scored = {}
+    scored = fed.tree_scored = {}  # for the report test below
+    fed.tree_run = (run_id, lender, platform, tree_auc)
     for i in guest:
         r = scored[i] = json.loads(
             fed.cli("party", "score", "--id", i, "--kind", "opaque", "--model", run_id, "--home", home).stdout
@@ -171,14 +172,28 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
         line = [x for x in r["reasons"] if x["feature"] == "consortium_data"]  # placed by its size
         assert len(line) == 1 and line[0]["logit_impact"] == pytest.approx(r["external_logit"], abs=1e-5)
         assert all(x["feature"].startswith("x") for x in r["reasons"] if x["feature"] != "consortium_data")
+    # a wrong model/kind combination is refused, naming both
+    bad = fed.cli(
+        "coordinator", "train", "--kind", "vertical", "--model", "mlp", "--parties", "yixin", *coord, check=False
+    )
+    assert bad.returncode != 0 and "'mlp'" in bad.stderr and "'vertical'" in bad.stderr
+
+
+def test_hybrid_tree_model_report_and_evaluation(fed):
+    """The tree model trained above: `party evaluate` at its lender and `coordinator report`/`evaluate`."""
+    run_id, lender, platform, tree_auc = fed.tree_run
+    scored = fed.tree_scored
+    coord = ["--home", str(fed.coordinator_home)]
+    home = str(fed.party_home("yixin"))
+    guest = list(scored)
     # `party evaluate` at the lender: its labelled file, scored jointly like `party score`
     with open(fate_data_dir() / "default_credit_hetero_guest.csv", newline="") as f:
-        labelled = [(row["id"], row["y"]) for _, row in zip(range(300), csv.DictReader(f), strict=False)]
+        labelled = [(row["id"], row["y"]) for _, row in zip(range(200), csv.DictReader(f), strict=False)]
     holdout, preds = fed.root_dir / "tree_holdout.csv", fed.root_dir / "tree_preds.csv"
     holdout.write_text("id,y\n" + "".join(f"{i},{y}\n" for i, y in labelled))
     ev = json.loads(fed.cli("party", "evaluate", run_id, "--file", str(holdout), "--out", str(preds), "--home", home)
                     .stdout.strip().splitlines()[-1])  # fmt: skip
-    assert ev["kind"] == "joint" and ev["n"] == 300 and ev["auc"] > 0.6
+    assert ev["kind"] == "joint" and ev["n"] == 200 and ev["auc"] > 0.6
     with open(preds, newline="") as f:
         got = {row["id"]: float(row["prob_default"]) for row in csv.DictReader(f)}
     assert all(got[i] == pytest.approx(scored[i]["prob_default"], abs=1e-6) for i in guest)
@@ -191,10 +206,6 @@ def test_hybrid_trees_train_from_a_run_config_and_beat_vertical_lr(fed):
     assert summary["n_val"] == lender["metrics"]["n"] and summary["auc"] == pytest.approx(tree_auc, abs=5e-3)
     assert summary["importance"] == {"yixin": pytest.approx(lender["model"]["importance"]["lenders"])}
     assert set(platform["importance"]) and not set(summary["parties"]) - {"yixin"}
+    assert summary["scoring_rows"] >= 200 and summary["stability_val_vs_scoring"] is not None  # served scores
     evaluated = json.loads(fed.cli("coordinator", "evaluate", run_id, "--json", *coord).stdout.strip().splitlines()[-1])
     assert evaluated["auc"] == pytest.approx(summary["auc"], abs=1e-12)
-    # a wrong model/kind combination is refused, naming both
-    bad = fed.cli(
-        "coordinator", "train", "--kind", "vertical", "--model", "mlp", "--parties", "yixin", *coord, check=False
-    )
-    assert bad.returncode != 0 and "'mlp'" in bad.stderr and "'vertical'" in bad.stderr
