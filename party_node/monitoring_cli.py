@@ -164,5 +164,5 @@ class SnapshotPasses:
                 mon = self._make()
                 if mon is not None:
                     mon.run(trigger=f"snapshot {as_of}")
-            except FedcreditError as exc:
+            except Exception as exc:  # a failed pass must not stop the passes after later snapshots
                 log.warning("monitoring pass after snapshot %s failed: %s", as_of, exc)

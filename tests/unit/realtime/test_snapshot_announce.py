@@ -67,3 +67,31 @@ def test_only_the_platform_announces_and_only_a_date(fed):
 
 def _audit(party) -> list[dict]:
     return [json.loads(x) for x in (party.home / "audit" / "scoring.log").read_text().splitlines() if x.strip()]
+
+
+def test_a_failed_pass_does_not_stop_the_next_and_dates_during_a_pass_give_one_more():
+    release, started, calls = threading.Event(), threading.Event(), []
+    finished = threading.Semaphore(0)
+
+    class Slow:
+        def run(self, trigger: str = "") -> None:
+            calls.append(trigger)
+            started.set()
+            release.wait(30)
+            finished.release()
+
+    def make():
+        if not calls and not started.is_set() and not getattr(make, "failed", False):
+            make.failed = True
+            raise RuntimeError("store unavailable")
+        return Slow()
+
+    passes = SnapshotPasses(make)
+    passes.fire("2024-03-03")  # this pass fails to start
+    passes.fire("2024-03-10")
+    assert started.wait(30)
+    passes.fire("2024-03-17")  # while a pass runs: these two give one more pass, with the latest date
+    passes.fire("2024-03-24")
+    release.set()
+    assert finished.acquire(timeout=30) and finished.acquire(timeout=30)
+    assert calls[-1] == "snapshot 2024-03-24" and "snapshot 2024-03-17" not in calls
