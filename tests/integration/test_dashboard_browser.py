@@ -1,13 +1,16 @@
 """The dashboard end to end in headless Chromium (Debian's ``chromium`` driven by the ``playwright``
 package; installed by this test when missing, never skipped): an in-process coordinator with mutual TLS,
 three lender nodes and the platform, a completed HE-secured training run; the browser logs in and sees
-the parties, the run's AUC/KS curve and the model; a screenshot is saved as PNG."""
+the parties, the run's AUC/KS curve and the model; a screenshot is saved as PNG. Then the model's report
+(`coordinator report`'s job and HTML) opens in the same browser: every chart loads, and the sections a
+credit analyst reads (intervals, bands, calibration, stability) are there with their numbers."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,5 +71,37 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
         finally:
             handle.stop()
+        _check_report(fed.server, run_id, exe, tmp_path)
     finally:
         fed.stop()
+
+
+def _check_report(server: Any, run_id: str, exe: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from coordinator.report import render_report
+
+    report = wait_run(server, server.runs.start("report", {"model_run": run_id}, actor="admin"))
+    assert report.status == "succeeded", report.result
+    page_file = render_report(report.result, tmp_path / "report")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(page_file.as_uri())
+        headings = page.locator("h2").all_inner_texts()
+        for section in ("Summary", "Confidence intervals", "Curves", "Bad rate by score band", "Calibration",
+                        "Population stability"):
+            assert any(h.startswith(section) for h in headings), (section, headings)
+        images = page.locator("img")
+        assert images.count() >= 5  # ROC, KS, score distribution, bands, calibration
+        widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert all(w > 200 for w in widths), widths  # every chart file loaded and decoded
+        bands = page.locator("h2:has-text('Bad rate by score band') ~ table").first.locator("tr")
+        assert bands.count() >= 3  # header and at least two bands with counts and rates
+        assert "%" in bands.nth(1).inner_text()
+        assert "Hosmer-Lemeshow" in page.inner_text("body")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000

@@ -107,7 +107,7 @@ def start_in_process(root: Path, data: dict[str, tuple[np.ndarray, np.ndarray]])
     return fed
 
 
-def wait_run(server: Any, run_id: str, timeout: float = 120.0) -> Any:
+def wait_run(server: Any, run_id: str, timeout: float = 600.0) -> Any:  # a hang guard (loaded machine)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         run = server.state.run(run_id)
