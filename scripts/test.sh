@@ -38,4 +38,6 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   fi
 fi
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers, each test file whole on one worker (its module fixtures, federations and servers stay
+# together): the process tests spend most of their time waiting on other processes.
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
