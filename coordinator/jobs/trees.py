@@ -20,7 +20,7 @@ from fedcore.protocol.horizontal_trees.coordinator import HorizontalTreesConfig,
 from fedcore.protocol.messages import JSONValue, PartyInfo
 from fedcore.protocol.trees.coordinator import HybridTreesConfig, HybridTreesResult, run_hybrid_trees
 from fedcore.protocol.trees.messages import LENDERS_OWNER
-from models.gbdt.params import GBDTParams
+from models.gbdt.params import GBDTParams, check_monotone
 
 from ..runs import RunContext
 
@@ -47,6 +47,27 @@ def _lender_features(known: dict[str, PartyInfo], lenders: list[str], dataset: s
     if not first:
         raise InvalidInput(f"gbdt: lender {lenders[0]!r} whitelisted no feature for the federation")
     return first
+
+
+def gbdt_precheck(rc: RunContext, lenders: list[str], platform: str) -> None:
+    """Refuse bad tree parameters before any PSI run or party work: the parameters themselves, and a
+    monotone constraint on a feature the registered summaries declare categorical (or that no party of
+    the run has). The protocol checks the same again at setup, on the features the parties bring."""
+    params = gbdt_params(rc.params.get("gbdt"))
+    if not any(params.monotone.values()):
+        return
+    known = {x.name: x for x in rc.channel.parties()}
+    dataset = str(rc.params["dataset"]) if rc.params.get("dataset") else None
+    lender_tables = [t for t in known[lenders[0]].summary.tables if (t.name == dataset if dataset else t.has_labels)]
+    kinds: dict[str, bool] = {}
+    for t in known[platform].summary.tables:
+        for f in t.features:
+            kinds[f.name] = kinds.get(f.name, False) or f.dtype == "categorical"
+    if len(lender_tables) == 1:
+        kinds.update({f.name: f.dtype == "categorical" for f in lender_tables[0].features})
+    if not known[platform].summary.tables or len(lender_tables) != 1:  # offline: kinds unknown, setup checks
+        kinds = {f: kinds.get(f, False) for f in params.monotone}
+    check_monotone(params.monotone, kinds, "the registered data summaries")
 
 
 def gbdt_params(raw: Any) -> GBDTParams:

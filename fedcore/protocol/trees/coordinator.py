@@ -39,7 +39,7 @@ from fedcore.protocol.trees.messages import (
 )
 from models.gbdt.grower import grow_tree
 from models.gbdt.histogram import FeatureLayout, FeatureSpec, Histogram
-from models.gbdt.params import GBDTParams
+from models.gbdt.params import GBDTParams, check_monotone
 from models.gbdt.split import SplitDecision
 from models.gbdt.tree import Tree
 
@@ -310,6 +310,9 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     undeclared = sorted((set(p.categorical) & set(cfg.lender_features)) - set(levels))
     if undeclared:
         raise InvalidInput(f"lender feature(s) {undeclared} are not categorical in the lenders' schema")
+    kinds = {**{str(f["name"]): bool(f["categorical"]) for f in pres.params["features"]},
+             **{f: f in levels for f in cfg.lender_features}}  # fmt: skip
+    check_monotone(p.monotone, kinds, "the lenders' schema or the platform's data")
     keys = {x: res[x].params["env_key"] for x in [*cfg.lenders, cfg.platform]}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
