@@ -23,6 +23,7 @@ Home = Annotated[
     typer.Option("--home", help="The party's home folder (env FEDCREDIT_HOME).", envvar="FEDCREDIT_HOME"),
 ]
 
+
 def own_importance(models_dir: Path, model_id: str) -> dict[str, Any]:
     """``{"model", "role", "kind", "importance": {feature: gain}}`` of this party's own features, largest
     gain first; NotFound / InvalidInput naming the model when this party keeps no tree model of that id."""
@@ -58,8 +59,8 @@ def importance_command(
         typer.echo(json.dumps(res, indent=2))
         return
     total = sum(res["importance"].values())
-    typer.echo(f"{res['kind'] or 'tree'} model {model} at {config.party.name} ({res['role']}): gain importance of its own "
-               f"{len(res['importance'])} feature(s)")  # fmt: skip
+    head = f"{res['kind'] or 'tree'} model {model} at {config.party.name} ({res['role']})"
+    typer.echo(f"{head}: gain importance of its own {len(res['importance'])} feature(s)")
     for name, gain in res["importance"].items():
         share = gain / total if total > 0 else 0.0
         typer.echo(f"  {name:<32} {gain:>12.4f} {share:>7.1%}")

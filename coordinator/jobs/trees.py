@@ -13,18 +13,25 @@ lender. The result registers one model version with each lender's validation met
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fedcore.errors import InvalidInput
 from fedcore.protocol.horizontal_trees.coordinator import HorizontalTreesConfig, run_horizontal_trees
 from fedcore.protocol.messages import JSONValue, PartyInfo
-from fedcore.protocol.trees.coordinator import HybridTreesConfig, HybridTreesResult, run_hybrid_trees
+from fedcore.protocol.trees.coordinator import (
+    HybridTreesConfig,
+    HybridTreesResult,
+    resume_hybrid_trees,
+    run_hybrid_trees,
+)
 from fedcore.protocol.trees.messages import LENDERS_OWNER
 from models.gbdt.params import GBDTParams, check_monotone
 
 from ..runs import RunContext
 
 MODEL_KIND = "hybrid-gbdt"
+CHECKPOINT = "trees.json"
 INT_FIELDS = ("n_trees", "max_depth", "max_bins", "early_stopping_rounds", "seed")
 
 
@@ -136,13 +143,34 @@ def gbdt_job(
         f"up to {params.n_trees} trees of depth {params.max_depth}"
     )
     t0 = time.perf_counter()
-    res = run_hybrid_trees(rc.channel, cfg, rc.progress)
+    res = run_hybrid_trees(rc.channel, cfg, rc.progress, checkpoint=checkpoint_path(rc))
+    return _finished(rc, res, cfg, t0)
+
+
+def checkpoint_path(rc: RunContext) -> Path:
+    """Where the coordinator keeps a hybrid tree run to resume it (:mod:`fedcore.protocol.trees.checkpoint`)."""
+    return Path(rc.workdir) / rc.run_id / CHECKPOINT
+
+
+def _finished(rc: RunContext, res: HybridTreesResult, cfg: HybridTreesConfig, t0: float) -> dict[str, Any]:
     rc.progress(
         f"kept {len(res.trees)} trees; validation log-loss {res.val_loss[len(res.trees)]:.5f}"
         if len(res.val_loss) > len(res.trees)
         else f"kept {len(res.trees)} trees"
     )
-    return _result(rc, res, lenders, platform, features, params, version, time.perf_counter() - t0)
+    version = str(cfg.data.get("version", "1"))
+    out = _result(rc, res, list(cfg.lenders), cfg.platform, cfg.lender_features, cfg.params, version,
+                  time.perf_counter() - t0)  # fmt: skip
+    if res.resumed_after:
+        out["resumed_after_tree"] = res.resumed_after
+    return out
+
+
+def gbdt_resume(rc: RunContext) -> dict[str, Any]:
+    """``coordinator resume`` of a hybrid tree run: from its checkpoint, after the last finished tree."""
+    t0 = time.perf_counter()
+    cfg, res = resume_hybrid_trees(rc.channel, checkpoint_path(rc), rc.progress)
+    return _finished(rc, res, cfg, t0)
 
 
 def horizontal_gbdt_job(rc: RunContext, lenders: list[str], version: str) -> dict[str, Any]:

@@ -88,6 +88,7 @@ def test_cli_prints_the_platforms_own_importance(trained, tmp_path, capsys):
     homes = make_homes(tmp_path, {"tiange": "platform"})
     home = homes.parties["tiange"]
     _write(home, "tiange", platform)
+
     def cli(*args: str) -> int:
         try:
             main(list(args))
