@@ -426,7 +426,7 @@ def _train(
         if checkpoint is not None:
             ck.trees, ck.losses, ck.tree_s = trees, losses, tree_s
             ck.gains = [[[int(f), float(g)] for f, g in tg] for tg in gains]
-            ck.rng = rng.bit_generator.state
+            ck.rng = dict(rng.bit_generator.state)
             ck.save(checkpoint)
 
     if not trees:
