@@ -7,7 +7,9 @@ only), the registry. Parameters: ``gbdt`` (a :class:`~models.gbdt.params.GBDTPar
 ``max_depth``, ``learning_rate``, ``max_bins``, ``min_child_weight``, ``reg_lambda``, ``monotone``,
 ``early_stopping_rounds``, ...), ``val_fraction``, ``seed``, ``dataset``, ``timeout_s``. The lender features
 are the whitelisted columns of the lenders' dataset as registered (names only), identical at every
-lender. The result registers one model version with each lender's validation metrics.
+lender. The result registers one model version with each lender's validation metrics. The run keeps a
+checkpoint in ``runs/<run>/trees.json`` after each tree; ``coordinator resume`` continues it from there
+(:mod:`fedcore.protocol.trees.checkpoint`).
 """
 
 from __future__ import annotations

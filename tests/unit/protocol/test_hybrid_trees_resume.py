@@ -152,3 +152,11 @@ def test_coordinator_resume_job_continues_a_tree_run(clean, tmp_path: Path) -> N
     assert out["val_loss"] == ref.val_loss and out["importance"] == {"lenders": ref.importance["lenders"]}
     assert out["parties"]["tiange"]["role"] == "platform" and "summary_metrics" in out
     assert msgs[0].startswith("resuming after tree 4")
+
+
+def test_horizontal_tree_runs_say_they_do_not_resume() -> None:
+    from coordinator.jobs.train import train_resume
+
+    rc = SimpleNamespace(run_id="train-1", params={"model": "gbdt", "kind": "horizontal"})
+    with pytest.raises(InvalidInput, match="'train-1' trained horizontal trees, which do not resume"):
+        train_resume(rc)  # type: ignore[arg-type]
