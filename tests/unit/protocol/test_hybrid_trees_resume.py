@@ -160,3 +160,40 @@ def test_horizontal_tree_runs_say_they_do_not_resume() -> None:
     rc = SimpleNamespace(run_id="train-1", params={"model": "gbdt", "kind": "horizontal"})
     with pytest.raises(InvalidInput, match="'train-1' trained horizontal trees, which do not resume"):
         train_resume(rc)  # type: ignore[arg-type]
+
+
+def test_a_run_failed_by_a_lost_party_resumes_to_the_same_model(clean, tmp_path: Path) -> None:
+    """A lender's link drops mid-tree: the run fails naming it; once it is back, the failed run resumes
+    from the last finished tree to the uninterrupted run's model."""
+    from fedcore.errors import PartyUnavailable
+
+    ref, ref_parties = clean
+    ckpt = tmp_path / "trees.json"
+    parties = _parties()
+    channel = _channel({k: v for k, v in parties.items() if k != "meili"})
+    inner = HandlerRegistry()
+    parties["meili"].register(inner)
+    calls = {"hist": 0}
+
+    def flaky_hist(ctx, params):
+        calls["hist"] += 1
+        if calls["hist"] == 8:  # the link drops while meili works on a histogram of a later tree
+            channel.disconnect("meili")
+            ctx.cancelled.wait(timeout=60)
+        return inner.get("trees.hist")(ctx, params)
+
+    reg = HandlerRegistry()
+    for kind in inner.kinds():
+        reg.register(kind, flaky_hist if kind == "trees.hist" else inner.get(kind))
+    channel.add_party("meili", Role.LENDER, reg)
+    with pytest.raises(PartyUnavailable, match="meili"):
+        run_hybrid_trees(channel, _cfg(), checkpoint=ckpt)
+    channel.close()
+    done = len(json.loads(ckpt.read_text())["trees"])
+    assert 1 <= done < PARAMS.n_trees
+    parties = _parties()
+    channel = _channel(parties)
+    _, res = resume_hybrid_trees(channel, ckpt)
+    channel.close()
+    assert res.resumed_after == done
+    _same_model(ref, res, ref_parties, parties)
