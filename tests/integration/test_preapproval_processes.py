@@ -304,7 +304,8 @@ def test_a_tree_run_resumes_after_the_coordinator_is_killed(fed):
     with fed.admin() as admin:
         assert {r.run_id: r.status for r in admin.list_runs()}[run_id] == "interrupted"
     out = fed.cli("coordinator", "resume", run_id, "--home", str(fed.coordinator_home)).stdout
-    assert "resuming after tree 3" in out and "tree 4/14" in out and "tree 1/14" not in out, out
+    done = int(out.split("resuming after tree ", 1)[1].split(":", 1)[0])  # 3, or more if the kill lagged
+    assert 3 <= done < 14 and f"tree {done + 1}/14" in out and "tree 1/14" not in out, out
     assert model_files(run_id) == clean
 
 
