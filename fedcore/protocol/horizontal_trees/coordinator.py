@@ -18,7 +18,7 @@ from fedcore.protocol.horizontal_trees.messages import EDGES, FINISH, GROW, HIST
 from fedcore.protocol.messages import JSONValue, Task
 from fedcore.protocol.trees.coordinator import agreed_levels
 from fedcore.protocol.trees.messages import MOD128
-from models.gbdt.params import GBDTParams
+from models.gbdt.params import GBDTParams, check_monotone
 from models.gbdt.tree import Tree
 
 
@@ -74,6 +74,7 @@ def run_horizontal_trees(
     undeclared = sorted(set(p.categorical) - set(levels))
     if undeclared:
         raise InvalidInput(f"feature(s) {undeclared} are not categorical in the lenders' schema")
+    check_monotone(p.monotone, {f: f in levels for f in cfg.features}, "the lenders' schema")
     keys = {x: res[x].params["env_key"] for x in cfg.lenders}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(  # type: ignore[arg-type]
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
