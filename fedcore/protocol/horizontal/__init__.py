@@ -45,6 +45,7 @@ ServerApp), ``checkpoints``, ``flower`` (the one adapter touching Flower's priva
 
 from __future__ import annotations
 
+from fedcore.npy_header import install as _npy_header_thread_safe
 from fedcore.protocol.horizontal.aggregation import (  # the protocol's vocabulary, as ``hz.<name>``
     DpReport,
     as_config_record,
@@ -76,6 +77,8 @@ from fedcore.protocol.horizontal.messages import (  # the protocol's vocabulary,
     flower_run_id,
     node_id_for,
 )
+
+_npy_header_thread_safe()  # Flower arrays are decoded by concurrent tasks (see fedcore.npy_header)
 
 __all__ = [
     "CIPHER_KEY",
