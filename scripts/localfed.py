@@ -234,7 +234,7 @@ class LocalFederation:
         proc = self.procs.get(key)
         if proc is not None and proc.poll() is None:
             proc.send_signal(sig)
-            proc.wait(timeout=30)
+            proc.wait(timeout=120)
 
     def serve_scoring(self, name: str) -> tuple[str, str, Path]:
         """Give party ``name`` its local scoring API (a ``scoring.json`` with free loopback ports; the
@@ -274,7 +274,7 @@ class LocalFederation:
         for key in order:
             proc = self.procs[key]
             try:
-                codes[key] = proc.wait(timeout=15)
+                codes[key] = proc.wait(timeout=120)  # a hang guard: a loaded machine stops slowly
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes[key] = proc.wait()

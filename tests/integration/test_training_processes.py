@@ -27,9 +27,11 @@ def fed(tmp_path_factory):
         csv, schema = files[split]
         f.ingest(name, csv, schema)
     f.start()
-    f.wait_online(timeout=30)
-    yield f
-    f.stop()
+    try:  # a federation that never came up is stopped too
+        f.wait_online(timeout=300)
+        yield f
+    finally:
+        f.stop()
 
 
 def run_training(fed: LocalFederation, params: dict, on_message=None) -> tuple[str, object]:
