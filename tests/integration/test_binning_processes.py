@@ -46,7 +46,7 @@ def fed(tmp_path_factory):
     _write_rows(files["host"][0], host, 0, 4000)
     f.ingest("tiange", host, files["host"][1])
     f.start()
-    f.wait_online(timeout=30)
+    f.wait_online(timeout=300)
     yield f
     f.stop()
 

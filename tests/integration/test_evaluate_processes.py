@@ -29,7 +29,7 @@ def fed(tmp_path_factory):
     for name, split in LENDERS.items():
         f.ingest(name, *files[split])
     f.start()
-    f.wait_online(timeout=30)
+    f.wait_online(timeout=300)
     f.root_dir = root
     yield f
     f.stop()

@@ -28,7 +28,7 @@ def fed(tmp_path_factory):
     for name, part in LENDERS.items():
         f.ingest(name, *files[part])
     f.start()
-    f.wait_online(timeout=30)
+    f.wait_online(timeout=300)
     yield f
     f.stop()
 
@@ -91,4 +91,4 @@ def test_a_lender_killed_mid_tree_fails_the_run_naming_it(fed):
     assert any(ev.message.startswith("tree 3/") for ev in events)
     last = events[-1]
     assert last.status == "failed" and "cango" in last.message, (last.status, last.message)
-    fed.wait_online(timeout=60)
+    fed.wait_online(timeout=300)

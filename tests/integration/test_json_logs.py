@@ -16,7 +16,7 @@ def test_coordinator_and_party_processes_log_json_lines(tmp_path):
     fed.setup()
     with fed:
         fed.start()
-        fed.wait_online(timeout=30)
+        fed.wait_online(timeout=300)
         fed.cli("coordinator", "probe", "yixin", "--count", "3", "--home", str(fed.coordinator_home))
         fed.stop()
     for name in ("coordinator", "yixin", "tiange"):

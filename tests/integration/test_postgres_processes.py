@@ -34,7 +34,7 @@ def fed(tmp_path_factory, pg_server):
         f.ingest("yixin", *files["guest"])
         f.ingest("tiange", *files["host"])
         f.start()
-        f.wait_online(timeout=30)
+        f.wait_online(timeout=300)
         yield f
     finally:  # also when setup fails: no process outlives the test
         f.stop()

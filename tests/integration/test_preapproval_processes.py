@@ -75,7 +75,7 @@ def fed(tmp_path_factory):
         {"http_listen": f"127.0.0.1:{f.http_port}", "grpc_listen": f"127.0.0.1:{f.grpc_port}",
          "budget_ms": 15000}))
     f.start()
-    f.wait_online(timeout=60)
+    f.wait_online(timeout=300)
     f.cli("coordinator", "distribute-key", "--home", str(f.coordinator_home))
     f.behaviour = behaviour
     yield f
@@ -311,7 +311,7 @@ def test_a_tree_run_resumes_after_the_coordinator_is_killed(fed):
     t.join(timeout=300)
     assert "error" in state and state.get("run_id"), state
     fed.start_coordinator()
-    fed.wait_online(timeout=60)
+    fed.wait_online(timeout=300)
     run_id = str(state["run_id"])
     with fed.admin() as admin:
         assert {r.run_id: r.status for r in admin.list_runs()}[run_id] == "interrupted"

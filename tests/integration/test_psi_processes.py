@@ -50,7 +50,7 @@ def fed(tmp_path_factory):
     f.ingest("tiange", root / "b.csv", root / "ids.toml")
     f.common = set(common)
     f.start()
-    f.wait_online(timeout=30)
+    f.wait_online(timeout=300)
     yield f
     f.stop()
 
@@ -94,7 +94,7 @@ def test_party_killed_mid_run_fails_it_naming_the_party_and_leaves_no_table(fed)
     assert "tiange" in last.message
     assert alignment_rows(fed, "yixin") == before_y  # nothing new, staged or committed
     fed.start_party("tiange")
-    fed.wait_online(["tiange"], timeout=15)
+    fed.wait_online(["tiange"], timeout=300)
     rows = alignment_rows(fed, "tiange")
     assert all(r[3] for r in rows)  # anything staged by the failed run was dropped at restart
     assert len(rows) == 30_000  # only the first (committed) run's table

@@ -130,7 +130,7 @@ def test_psi_across_processes_on_ray(cluster, tmp_path: Path):
                       {"backend": "ray", "ray_address": cluster.address})
             fed.ingest(party, tmp_path / f, tmp_path / "ids.toml")
         fed.start()
-        fed.wait_online(timeout=60)
+        fed.wait_online(timeout=300)
         try:
             out = fed.cli("coordinator", "psi", "--parties", "yixin,tiange", "--home",
                           str(fed.coordinator_home)).stdout

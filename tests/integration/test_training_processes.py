@@ -72,11 +72,11 @@ def test_party_killed_mid_run_and_the_run_completes_with_the_rest(fed):
     assert gone["party"] == "cango" and gone["round"] in (3, 4) and gone["at"] > 0
     out = fed.cli("coordinator", "runs", "--home", str(fed.coordinator_home)).stdout
     assert f"cango (round {int(gone['round'])}, " in out
-    fed.wait_online(timeout=20)
+    fed.wait_online(timeout=300)
 
 
 def test_coordinator_killed_mid_run_then_resumed_matches_an_uninterrupted_run(fed):
-    fed.wait_online(timeout=20)
+    fed.wait_online(timeout=300)
     params = {"parties": list(LENDERS), "model": "logistic", "rounds": 8, "secure": "he", "seed": 3}
     _, clean = run_training(fed, params)
     assert clean.status == "succeeded", clean.message
@@ -99,7 +99,7 @@ def test_coordinator_killed_mid_run_then_resumed_matches_an_uninterrupted_run(fe
     t.join(timeout=120)
     assert "error" in state and state.get("run_id")
     fed.start_coordinator()
-    fed.wait_online(timeout=20)
+    fed.wait_online(timeout=300)
     runs = {r.run_id: r.status for r in fed.admin().list_runs()}
     assert runs[state["run_id"]] == "interrupted"
     out = fed.cli("coordinator", "resume", str(state["run_id"]), "--home", str(fed.coordinator_home)).stdout
@@ -122,7 +122,7 @@ def test_models_lists_registered_versions_with_data_hashes(fed):
 
 
 def test_report_of_a_trained_model_writes_non_empty_pngs_and_html(fed, tmp_path):
-    fed.wait_online(timeout=20)
+    fed.wait_online(timeout=300)
     run_id, last = run_training(fed, {"parties": list(LENDERS), "model": "logistic", "rounds": 3, "secure": "he"})
     assert last.status == "succeeded", last.message
     out = tmp_path / "report"

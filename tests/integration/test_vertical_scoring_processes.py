@@ -27,7 +27,7 @@ def fed(tmp_path_factory):
     f.ingest("yixin", *files["guest"])
     f.ingest("tiange", *files["host"])
     f.start()
-    f.wait_online(timeout=30)
+    f.wait_online(timeout=300)
     f.root_dir = root
     yield f
     f.stop()
