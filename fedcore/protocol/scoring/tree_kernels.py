@@ -133,7 +133,9 @@ def coordinator_sum(tables: np.ndarray, chat: np.ndarray, off: np.ndarray, sizes
     return z if _kernel(_coordinator_sum)(tables, chat, off, sizes, s, z) else None
 
 
-def _rank_decide(x: Any, thr: Any, thr_off: Any, add: Any, add_off: Any, base: Any, table: Any, out: Any) -> None:
+def _rank_decide(
+    x: Any, thr: Any, thr_off: Any, cols: Any, col_off: Any, add: Any, add_off: Any, base: Any, table: Any, out: Any
+) -> None:
     n = x.shape[1]
     nf, nr = thr_off.shape[0] - 1, base.shape[0]
     codes = np.zeros(nr, dtype=np.int64)
@@ -141,11 +143,12 @@ def _rank_decide(x: Any, thr: Any, thr_off: Any, add: Any, add_off: Any, base: A
         codes[:] = 0
         for f in range(nf):
             v = x[f, a]
-            t0, t1 = thr_off[f], thr_off[f + 1]
+            t0 = thr_off[f]
+            size = thr_off[f + 1] - t0
             if np.isnan(v):
-                rank = t1 - t0 + 1
+                rank = size + 1
             else:  # np.searchsorted(thr, v), side left: the first threshold >= v
-                lo, hi = t0, t1
+                lo, hi = t0, t0 + size
                 while lo < hi:
                     mid = (lo + hi) >> 1
                     if thr[mid] < v:
@@ -153,20 +156,24 @@ def _rank_decide(x: Any, thr: Any, thr_off: Any, add: Any, add_off: Any, base: A
                     else:
                         hi = mid
                 rank = lo - t0
-            row = add_off[f] + rank
-            for j in range(nr):
-                codes[j] += add[row, j]
+            c0, c1 = col_off[f], col_off[f + 1]
+            row = add_off[f] + rank * (c1 - c0)
+            for j in range(c1 - c0):
+                codes[cols[c0 + j]] += add[row + j]
         for j in range(nr):
             out[a, j] = table[base[j] + codes[j]]
 
 
-def rank_decide(x: np.ndarray, thr: np.ndarray, thr_off: np.ndarray, add: np.ndarray, add_off: np.ndarray,
-                base: np.ndarray, table: np.ndarray) -> np.ndarray:  # fmt: skip
+def rank_decide(
+    x: np.ndarray, thr: np.ndarray, thr_off: np.ndarray, cols: np.ndarray, col_off: np.ndarray, add: np.ndarray,
+    add_off: np.ndarray, base: np.ndarray, table: np.ndarray,
+) -> np.ndarray:  # fmt: skip
     """Per row of ``x`` (features x n, NaN: missing) and root: ``table[base + code]``, the code summed over
-    features from the feature's rank table ``add`` (rows ``add_off[f]`` on) at the value's rank among its
-    sorted thresholds ``thr[thr_off[f]:thr_off[f + 1]]`` (missing: one past the last rank)."""
+    features ``f``: at the value's rank among its sorted thresholds ``thr[thr_off[f]:thr_off[f + 1]]``
+    (missing: one past the last rank), the row of ``f``'s table (flat from ``add_off[f]``) over the roots
+    ``cols[col_off[f]:col_off[f + 1]]``."""
     out = np.empty((x.shape[1], len(base)), dtype=table.dtype)
-    _kernel(_rank_decide)(x, thr, thr_off, add, add_off, base, table, out)
+    _kernel(_rank_decide)(x, thr, thr_off, cols, col_off, add, add_off, base, table, out)
     return out
 
 

@@ -178,7 +178,8 @@ class TreeLayout:
         for q, f in enumerate(prep.features):
             x[q] = columns[f]
         to = d.table if then is None else then[d.table]
-        return kernels.rank_decide(x, prep.thr, prep.thr_off, prep.add, prep.add_off, d.base, to)
+        return kernels.rank_decide(x, prep.thr, prep.thr_off, prep.cols, prep.col_off, prep.add, prep.add_off,
+                                   d.base, to)  # fmt: skip
 
     def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
         """From the nodes ``start`` (n x k), follow ``owner``'s splits (its ``bits``, rows = n) down to the
@@ -251,13 +252,16 @@ def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
 @dataclass(frozen=True)
 class _RankTables:
     """Per numeric feature of a :class:`_Decider`'s splits (``features``), one after another: its sorted
-    thresholds (``thr[thr_off[f]:thr_off[f + 1]]``) and its (ranks + 2) x roots table of code parts
-    (rows ``add_off[f]`` on; rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the
-    last row is a missing value's default directions)."""
+    thresholds (``thr[thr_off[f]:thr_off[f + 1]]``), the roots whose subtrees split on it
+    (``cols[col_off[f]:col_off[f + 1]]``) and its (ranks + 2) x those roots table of code parts, flat
+    from ``add_off[f]`` (rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the last
+    row is a missing value's default directions)."""
 
     features: tuple[str, ...]
     thr: np.ndarray
     thr_off: np.ndarray
+    cols: np.ndarray
+    col_off: np.ndarray
     add: np.ndarray
     add_off: np.ndarray
 
@@ -266,7 +270,7 @@ def _rank_tables(d: _Decider, table: SplitTable) -> _RankTables | None:
     """``d``'s :class:`_RankTables` under ``table``'s rules; None if a split is categorical."""
     root_of = np.repeat(np.arange(len(d.base)), np.diff(d.base_ref))
     by_feature: dict[str, list[int]] = {}
-    out: list[tuple[str, np.ndarray, np.ndarray]] | None = []
+    out: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] | None = []
     for q, ref in enumerate(d.refs.tolist()):
         rule = table.rules.get(int(ref))
         if rule is None:
@@ -283,14 +287,17 @@ def _rank_tables(d: _Decider, table: SplitTable) -> _RankTables | None:
                 rule = table.rules[int(d.refs[q])]
                 add[: int(np.searchsorted(thr, rule.threshold)) + 1, root_of[q]] += d.power[q]
                 add[len(thr) + 1, root_of[q]] += d.power[q] * rule.default_left
-            out.append((f, thr, add))
+            nz = np.flatnonzero(add.any(axis=0))  # the roots splitting on f (rank 0: all splits left)
+            out.append((f, thr, nz, add[:, nz].astype(np.int64).ravel()))
     if out is None:
         return None
-    thr_off = np.cumsum([0] + [len(t) for _, t, _ in out]).astype(np.int64)
-    add_off = np.cumsum([0] + [len(a) for _, _, a in out]).astype(np.int64)
-    return _RankTables(tuple(f for f, _, _ in out), np.concatenate([np.zeros(0)] + [t for _, t, _ in out]),
-                       thr_off, np.concatenate([np.zeros((0, len(d.base)), dtype=np.int16)] + [a for _, _, a in out]),
-                       add_off)  # fmt: skip
+
+    def cat(i: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+        parts: list[np.ndarray] = [np.asarray(o[i], dtype=dtype) for o in out]  # type: ignore[index]
+        return np.concatenate([np.zeros(0, dtype=dtype), *parts]), np.cumsum([0] + [len(a) for a in parts])
+
+    (thr, thr_off), (cols, col_off), (add, add_off) = cat(1, np.float64), cat(2, np.int64), cat(3, np.int64)
+    return _RankTables(tuple(str(o[0]) for o in out), thr, thr_off, cols, col_off, add, add_off)
 
 
 def layout_digest(sizes: np.ndarray) -> str:
