@@ -39,6 +39,17 @@ def _kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
     return got
 
 
+def _in(a: Any, dtype: Any) -> np.ndarray:
+    """An input as the kernels take it (C order, ``dtype``, read-only): one compiled signature per kernel
+    whoever calls, so numba's on-disk cache serves every process."""
+    v = np.ascontiguousarray(a, dtype=dtype).view()
+    v.flags.writeable = False
+    return v
+
+
+_I8, _U4 = np.int64, np.uint32
+
+
 def _lender_tables(out: Any, rho: Any, alpha: Any, rot: Any, rot_off: Any, off: Any, sizes: Any, inv: Any) -> None:
     n, k = alpha.shape
     for a in range(n):
@@ -76,7 +87,10 @@ def lender_tables(masks: np.ndarray, rho: np.ndarray, alpha: np.ndarray, rot: np
     """``masks`` (n x width, ring; updated in place and returned) plus, per region ``S``, its row of
     :func:`rotated_tables` at ``rho mod m`` if the applicant's path enters it (``alpha``), else zeros:
     ``T_S[i] = M_S[i] + alpha_S v_S[(i - rho_S) mod m]``."""
-    _kernel(_lender_tables)(masks, rho, alpha, rot, rot_off, off, sizes, 1.0 / sizes)
+    if masks.dtype != _U4 or not masks.flags.c_contiguous or not masks.flags.writeable:
+        raise ValueError("masks must be a writable C-ordered uint32 array")
+    _kernel(_lender_tables)(masks, _in(rho, _U4), _in(alpha, np.bool_), _in(rot, _U4), _in(rot_off, _I8),
+                            _in(off, _I8), _in(sizes, _I8), _in(1.0 / np.asarray(sizes), np.float64))  # fmt: skip
     return masks
 
 
@@ -107,8 +121,9 @@ def platform_reply(picks: np.ndarray, rho: np.ndarray, masks: np.ndarray, off: n
     """``chat = (picks + rho mod m) mod m`` (n x regions; picks below their region's size ``m``) and
     ``y = sum_S M_S[chat_S] + s`` (ring)."""
     n, k = picks.shape
-    chat, y = np.empty((n, k), dtype=np.int64), np.empty(n, dtype=s.dtype)
-    _kernel(_platform_reply)(picks, rho, masks, off, sizes, 1.0 / sizes, s, chat, y)
+    chat, y = np.empty((n, k), dtype=np.int64), np.empty(n, dtype=_U4)
+    _kernel(_platform_reply)(_in(picks, _I8), _in(rho, _U4), _in(masks, _U4), _in(off, _I8), _in(sizes, _I8),
+                             _in(1.0 / np.asarray(sizes), np.float64), _in(s, _U4), chat, y)  # fmt: skip
     return chat, y
 
 
@@ -129,8 +144,10 @@ def _coordinator_sum(tables: Any, chat: Any, off: Any, sizes: Any, s: Any, z: An
 def coordinator_sum(tables: np.ndarray, chat: np.ndarray, off: np.ndarray, sizes: np.ndarray,
                     s: np.ndarray) -> np.ndarray | None:  # fmt: skip
     """``z = sum_S T_S[chat_S] + s`` (ring), or None if a pick is not below its region's size."""
-    z = np.empty(tables.shape[0], dtype=s.dtype)
-    return z if _kernel(_coordinator_sum)(tables, chat, off, sizes, s, z) else None
+    z = np.empty(tables.shape[0], dtype=_U4)
+    picks = _in(chat, chat.dtype if chat.dtype in (np.uint8, np.dtype("<u2")) else _I8)  # as on the wire
+    ok = _kernel(_coordinator_sum)(_in(tables, _U4), picks, _in(off, _I8), _in(sizes, _I8), _in(s, _U4), z)
+    return z if ok else None
 
 
 def _rank_decide(
@@ -172,8 +189,9 @@ def rank_decide(
     features ``f``: at the value's rank among its sorted thresholds ``thr[thr_off[f]:thr_off[f + 1]]``
     (missing: one past the last rank), the row of ``f``'s table (flat from ``add_off[f]``) over the roots
     ``cols[col_off[f]:col_off[f + 1]]``."""
-    out = np.empty((x.shape[1], len(base)), dtype=table.dtype)
-    _kernel(_rank_decide)(x, thr, thr_off, cols, col_off, add, add_off, base, table, out)
+    out = np.empty((x.shape[1], len(base)), dtype=_I8)
+    ints = [_in(a, _I8) for a in (thr_off, cols, col_off, add, add_off, base, table)]
+    _kernel(_rank_decide)(_in(x, np.float64), _in(thr, np.float64), *ints, out)
     return out
 
 
@@ -194,5 +212,6 @@ def lender_paths(pos: np.ndarray, left: np.ndarray, value: np.ndarray, region_tr
     leaf, else 0 (n x trees), and ``alpha`` (n x regions): the node is the region's root."""
     n, t = pos.shape
     vals, alpha = np.empty((n, t), dtype=np.float64), np.empty((n, len(roots)), dtype=np.bool_)
-    _kernel(_lender_paths)(pos, left, value, region_tree, roots, vals, alpha)
+    _kernel(_lender_paths)(_in(pos, _I8), _in(left, _I8), _in(value, np.float64), _in(region_tree, _I8),
+                           _in(roots, _I8), vals, alpha)  # fmt: skip
     return vals, alpha
