@@ -29,10 +29,12 @@ app.add_typer(binning_app)
 
 def _mount() -> None:
     from .evaluate_cli import evaluate_command
+    from .importance_cli import importance_command
     from .scorecard_cli import scorecard_command
 
     app.command("evaluate")(evaluate_command)
     app.command("scorecard")(scorecard_command)
+    app.command("importance")(importance_command)
 
 
 _mount()

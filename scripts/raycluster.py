@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+RESTARTS = 5  # how often a node that timed out while starting is started again
+
 
 class RayClusterError(RuntimeError):
     """The local cluster could not start."""
@@ -52,26 +54,50 @@ class RayCluster:
         ports = [_free_port() for _ in range(6)]
         lo = _free_port()
         return [
-            f"--num-cpus={self.cpus}", "--num-gpus=0", f"--object-store-memory={self.store_mb << 20}",
-            f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
-            f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
-            f"--metrics-export-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}",
-            f"--min-worker-port={lo}", f"--max-worker-port={lo + 40}", "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1", "--block",
+            f"--num-cpus={self.cpus}",
+            "--num-gpus=0",
+            f"--object-store-memory={self.store_mb << 20}",
+            f"--node-manager-port={ports[0]}",
+            f"--object-manager-port={ports[1]}",
+            f"--dashboard-agent-listen-port={ports[2]}",
+            f"--dashboard-agent-grpc-port={ports[3]}",
+            f"--metrics-export-port={ports[4]}",
+            f"--runtime-env-agent-port={ports[5]}",
+            f"--min-worker-port={lo}",
+            f"--max-worker-port={lo + 40}",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+            "--block",
         ]
 
-    def _spawn(self, args: list[str], name: str) -> None:
-        log = open(self.root / f"{name}.log", "wb")
-        self._procs.append(subprocess.Popen(
+    def _spawn(self, args: list[str], name: str, slot: int | None = None) -> None:
+        """Start one node (``slot``: in place of the node at that index, which exited while starting)."""
+        log = open(self.root / f"{name}.log", "ab")
+        proc = subprocess.Popen(
             [*_ray_cli(), "start", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
-        ))
+        )  # fmt: skip
         log.close()
+        if slot is None:
+            self._procs.append(proc)
+            self._args.append(args)
+        else:
+            self._procs[slot] = proc
 
     def start(self) -> RayCluster:
+        self._args: list[list[str]] = []
         try:
-            self._spawn(["--head", f"--port={self.port}", f"--temp-dir={self.root}", "--include-dashboard=false",
-                         f"--ray-client-server-port={_free_port()}", *self._node_args()], "head")
+            self._spawn(
+                [
+                    "--head",
+                    f"--port={self.port}",
+                    f"--temp-dir={self.root}",
+                    "--include-dashboard=false",
+                    f"--ray-client-server-port={_free_port()}",
+                    *self._node_args(),
+                ],
+                "head",
+            )
             self._wait_cpus(self.cpus)
             for i in range(1, self.nodes):
                 self._spawn([f"--address={self.address}", *self._node_args()], f"node{i}")
@@ -87,12 +113,27 @@ class RayCluster:
             "import ray,sys;ray.init(address=sys.argv[1],log_to_driver=False);"
             "print(int(ray.cluster_resources().get('CPU',0)))"
         )
+        restarts = 0
         while True:
-            for p in self._procs:
+            for i, p in enumerate(self._procs):
                 if p.poll() is not None:
-                    raise RayClusterError(f"a Ray node exited with {p.returncode}; logs in {self.root}")
-            r = subprocess.run([sys.executable, "-c", probe, self.address], capture_output=True, env=self.env,
-                               text=True, check=False, timeout=300)
+                    name = "head" if i == 0 else f"node{i}"
+                    log = (self.root / f"{name}.log").read_text(errors="replace").strip().splitlines()[-15:]
+                    # Ray gives a starting node 30 s to register (hard-coded): on a loaded machine it can
+                    # miss that and exit; such a node is started again, a few times.
+                    if restarts < RESTARTS and any("timed out during startup" in line for line in log):
+                        restarts += 1
+                        self._spawn(self._args[i], name, slot=i)
+                        continue
+                    raise RayClusterError(f"Ray {name} exited with {p.returncode}:\n" + "\n".join(log))
+            r = subprocess.run(
+                [sys.executable, "-c", probe, self.address],
+                capture_output=True,
+                env=self.env,
+                text=True,
+                check=False,
+                timeout=300,
+            )
             if r.returncode == 0 and r.stdout.strip().splitlines()[-1:] == [str(want)]:
                 return
             time.sleep(0.2)

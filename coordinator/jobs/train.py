@@ -83,6 +83,8 @@ def train_job(rc: RunContext) -> dict[str, Any]:
 
 
 def train_resume(rc: RunContext) -> dict[str, Any]:
+    if rc.params.get("model") == "gbdt":
+        raise InvalidInput(f"run {rc.run_id!r} trained horizontal trees, which do not resume: start a new run")
     rc.progress("resuming from the last completed round")
     return HorizontalJob.resume(rc.channel, rc.workdir, rc.run_id, on_round=_reporter(rc)).to_dict()
 

@@ -7,24 +7,33 @@ only), the registry. Parameters: ``gbdt`` (a :class:`~models.gbdt.params.GBDTPar
 ``max_depth``, ``learning_rate``, ``max_bins``, ``min_child_weight``, ``reg_lambda``, ``monotone``,
 ``early_stopping_rounds``, ...), ``val_fraction``, ``seed``, ``dataset``, ``timeout_s``. The lender features
 are the whitelisted columns of the lenders' dataset as registered (names only), identical at every
-lender. The result registers one model version with each lender's validation metrics.
+lender. The result registers one model version with each lender's validation metrics. The run keeps a
+checkpoint in ``runs/<run>/trees.json`` after each tree; ``coordinator resume`` continues it from there
+(:mod:`fedcore.protocol.trees.checkpoint`).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fedcore.errors import InvalidInput
 from fedcore.protocol.horizontal_trees.coordinator import HorizontalTreesConfig, run_horizontal_trees
 from fedcore.protocol.messages import JSONValue, PartyInfo
-from fedcore.protocol.trees.coordinator import HybridTreesConfig, HybridTreesResult, run_hybrid_trees
+from fedcore.protocol.trees.coordinator import (
+    HybridTreesConfig,
+    HybridTreesResult,
+    resume_hybrid_trees,
+    run_hybrid_trees,
+)
 from fedcore.protocol.trees.messages import LENDERS_OWNER
-from models.gbdt.params import GBDTParams
+from models.gbdt.params import GBDTParams, check_monotone
 
 from ..runs import RunContext
 
 MODEL_KIND = "hybrid-gbdt"
+CHECKPOINT = "trees.json"
 INT_FIELDS = ("n_trees", "max_depth", "max_bins", "early_stopping_rounds", "seed")
 
 
@@ -47,6 +56,27 @@ def _lender_features(known: dict[str, PartyInfo], lenders: list[str], dataset: s
     if not first:
         raise InvalidInput(f"gbdt: lender {lenders[0]!r} whitelisted no feature for the federation")
     return first
+
+
+def gbdt_precheck(rc: RunContext, lenders: list[str], platform: str) -> None:
+    """Refuse bad tree parameters before any PSI run or party work: the parameters themselves, and a
+    monotone constraint on a feature the registered summaries declare categorical (or that no party of
+    the run has). The protocol checks the same again at setup, on the features the parties bring."""
+    params = gbdt_params(rc.params.get("gbdt"))
+    if not any(params.monotone.values()):
+        return
+    known = {x.name: x for x in rc.channel.parties()}
+    dataset = str(rc.params["dataset"]) if rc.params.get("dataset") else None
+    lender_tables = [t for t in known[lenders[0]].summary.tables if (t.name == dataset if dataset else t.has_labels)]
+    kinds: dict[str, bool] = {}
+    for t in known[platform].summary.tables:
+        for f in t.features:
+            kinds[f.name] = kinds.get(f.name, False) or f.dtype == "categorical"
+    if len(lender_tables) == 1:
+        kinds.update({f.name: f.dtype == "categorical" for f in lender_tables[0].features})
+    if not known[platform].summary.tables or len(lender_tables) != 1:  # offline: kinds unknown, setup checks
+        kinds = {f: kinds.get(f, False) for f in params.monotone}
+    check_monotone(params.monotone, kinds, "the registered data summaries")
 
 
 def gbdt_params(raw: Any) -> GBDTParams:
@@ -115,13 +145,34 @@ def gbdt_job(
         f"up to {params.n_trees} trees of depth {params.max_depth}"
     )
     t0 = time.perf_counter()
-    res = run_hybrid_trees(rc.channel, cfg, rc.progress)
+    res = run_hybrid_trees(rc.channel, cfg, rc.progress, checkpoint=checkpoint_path(rc))
+    return _finished(rc, res, cfg, t0)
+
+
+def checkpoint_path(rc: RunContext) -> Path:
+    """Where the coordinator keeps a hybrid tree run to resume it (:mod:`fedcore.protocol.trees.checkpoint`)."""
+    return Path(rc.workdir) / rc.run_id / CHECKPOINT
+
+
+def _finished(rc: RunContext, res: HybridTreesResult, cfg: HybridTreesConfig, t0: float) -> dict[str, Any]:
     rc.progress(
         f"kept {len(res.trees)} trees; validation log-loss {res.val_loss[len(res.trees)]:.5f}"
         if len(res.val_loss) > len(res.trees)
         else f"kept {len(res.trees)} trees"
     )
-    return _result(rc, res, lenders, platform, features, params, version, time.perf_counter() - t0)
+    version = str(cfg.data.get("version", "1"))
+    out = _result(rc, res, list(cfg.lenders), cfg.platform, cfg.lender_features, cfg.params, version,
+                  time.perf_counter() - t0)  # fmt: skip
+    if res.resumed_after:
+        out["resumed_after_tree"] = res.resumed_after
+    return out
+
+
+def gbdt_resume(rc: RunContext) -> dict[str, Any]:
+    """``coordinator resume`` of a hybrid tree run: from its checkpoint, after the last finished tree."""
+    t0 = time.perf_counter()
+    cfg, res = resume_hybrid_trees(rc.channel, checkpoint_path(rc), rc.progress)
+    return _finished(rc, res, cfg, t0)
 
 
 def horizontal_gbdt_job(rc: RunContext, lenders: list[str], version: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, V
 
 from ..pooled import with_pooled_metrics
 from ..runs import JobKind, RunContext, register_job
-from .trees import gbdt_job
+from .trees import gbdt_job, gbdt_precheck, gbdt_resume
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "l2", "val_fraction", "patience", "seed", "dataset", "timeout_s",
                "encoding", "binning_run", "min_iv")
@@ -123,6 +123,8 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
     if model == "gbdt" and encoding != "onehot":
         raise InvalidInput("vertical: --encoding applies to the logistic model; trees bin the features themselves")
     binning_run = _binning_run(rc, [*lenders, platform]) if encoding == "woe" else None
+    if model == "gbdt":
+        gbdt_precheck(rc, lenders, platform)
     psi_runs = dict(p.get("psi_runs") or {})
     for lender in lenders:
         if lender not in psi_runs:
@@ -148,7 +150,7 @@ def vertical_job(rc: RunContext) -> dict[str, Any]:
 
 def vertical_resume(rc: RunContext) -> dict[str, Any]:
     if rc.params.get("model") == "gbdt":
-        raise InvalidInput(f"run {rc.run_id!r} trained hybrid trees, which do not resume: start a new run")
+        return gbdt_resume(rc)
     rc.progress("resuming from the last completed epoch")
     res = run_vertical(rc.channel, rc.run_id, [], "", {}, workdir=rc.workdir, resume=True, progress=rc.progress)
     out = _result(res)

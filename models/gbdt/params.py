@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -90,3 +91,19 @@ class GBDTParams:
         if "monotone" in kw:
             kw["monotone"] = {str(k): int(v) for k, v in kw["monotone"].items()}
         return cls(**kw)
+
+
+def check_monotone(monotone: Mapping[str, int], categorical: Mapping[str, bool], where: str = "") -> None:
+    """Refuse a monotone constraint the learner could not honour: on a feature the model does not have, or
+    on a categorical one (its categories have no order; LightGBM and XGBoost refuse it too). ``categorical``
+    maps every feature of the model (whoever owns it) to whether it is categorical; ``where`` names the
+    source of the feature kinds (e.g. "the lenders' schema")."""
+    signed = sorted(f for f, s in monotone.items() if s)
+    unknown = [f for f in signed if f not in categorical]
+    if unknown:
+        raise InvalidInput(f"gbdt parameter 'monotone': feature(s) {unknown} are not features of this model")
+    for f in signed:
+        if categorical[f]:
+            src = f" in {where}" if where else ""
+            raise InvalidInput(f"gbdt parameter 'monotone': feature {f!r} is categorical{src}: categories have no"
+                               " order, so a monotone constraint cannot hold on it (drop it)")  # fmt: skip

@@ -224,6 +224,24 @@ def test_hybrid_trees_split_on_text_categories_and_score_raw_and_unseen_levels(f
     rules = doc["model"]["tables"]["lenders"]["rules"]
     used = [r for r in rules.values() if r["feature"] in LENDER_CATEGORICAL]
     assert used and all(r["categorical"] for r in used)
+    fed.tree_run_id = run_id
+    # each party prints its own gain importance of the model (the platform too), never another's
+    shown = {x: json.loads(fed.cli("party", "importance", run_id, "--json", "--home", str(fed.party_home(x))).stdout)
+             for x in ("yixin", "tiange")}  # fmt: skip
+    platform_doc = json.loads((fed.party_home("tiange") / "models" / run_id / "gbdt.json").read_text())
+    assert shown["yixin"]["importance"] == pytest.approx(doc["model"]["importance"]["lenders"])
+    assert shown["tiange"]["role"] == "platform" and shown["tiange"]["importance"]
+    assert shown["tiange"]["importance"] == pytest.approx(platform_doc["importance"])
+    assert set(shown["tiange"]["importance"]) <= set(platform_doc["features"])
+    assert not set(shown["yixin"]["importance"]) & set(platform_doc["features"])
+    # a monotone constraint on a categorical feature is refused before any PSI run, naming the feature
+    with fed.admin() as admin:
+        runs_before = len(admin.list_runs())
+    bad = fed.cli("coordinator", "train", "--kind", "vertical", "--model", "gbdt", "--parties",
+                  "yixin,meili,cango,tiange", "--monotone", "employment_type=1", *coord, check=False)  # fmt: skip
+    assert bad.returncode != 0 and "feature 'employment_type' is categorical" in bad.stderr, bad.stderr
+    with fed.admin() as admin:
+        assert len(admin.list_runs()) == runs_before + 1  # the refused run itself; no PSI run was started
     root = rules[str(doc["model"]["trees"][0]["ref"][0])]  # the first tree splits on lender features only
     apps = pd.read_csv(fed.root / "data" / "yixin" / f"{LENDER_DATASET}.csv", dtype=str)
     home = str(fed.party_home("yixin"))
@@ -239,10 +257,68 @@ def test_hybrid_trees_split_on_text_categories_and_score_raw_and_unseen_levels(f
     person = apps[apps[f].notna()].iloc[0]
     assert score(person, **{f: person[f]}) == pytest.approx(score(person), abs=1e-6)  # text = its stored code
     assert score(person, **{f: "astronaut"}) == pytest.approx(score(person, **{f: "pilot"}), abs=1e-6)
-    assert root["categorical"]  # employment type, the strongest lender feature: levels on both sides differ
-    levels = ["__unseen__", *LENDER_LEVELS[root["feature"]]]
-    left, right = levels[int(root["left"][0])], levels[int(root["right"][0])]
-    assert score(person, **{root["feature"]: left}) != pytest.approx(score(person, **{root["feature"]: right}))
+    # A category-set split changes scores: the root when it is categorical (levels on its two sides
+    # differ), else the levels of a split categorical feature move some applicant's score. (Which lender
+    # feature wins the root depends on the validation rows, which follow the PSI output's order.)
+    if root["categorical"]:
+        levels = ["__unseen__", *LENDER_LEVELS[root["feature"]]]
+        left, right = levels[int(root["left"][0])], levels[int(root["right"][0])]
+        assert score(person, **{root["feature"]: left}) != pytest.approx(score(person, **{root["feature"]: right}))
+    else:
+        feature = used[0]["feature"]
+
+        def moves(p):
+            first = score(p, **{feature: LENDER_LEVELS[feature][0]})
+            return any(score(p, **{feature: lv}) != pytest.approx(first) for lv in LENDER_LEVELS[feature][1:])
+
+        assert any(moves(apps.iloc[i]) for i in range(6))
+
+
+def test_a_tree_run_resumes_after_the_coordinator_is_killed(fed):
+    """`coordinator resume` of a hybrid tree run killed mid-run (SIGKILL of the coordinator): it goes on
+    from the last finished tree and every party ends with the model of an uninterrupted run."""
+    import threading
+
+    run0 = fed.tree_run_id  # reuse its PSI alignments: both runs below see the same rows
+    params = {"parties": [*LENDERS, "tiange"], "kind": "vertical", "model": "gbdt", "seed": 2,
+              "gbdt": {"n_trees": 14, "max_depth": 2, "max_bins": 16, "subsample": 0.8, "colsample_bytree": 0.8},
+              "psi_runs": {x: f"{run0}-psi-{x}" for x in LENDERS}}  # fmt: skip
+
+    def model_files(run_id):
+        docs = {x: json.loads((fed.party_home(x) / "models" / run_id / "gbdt.json").read_text())
+                for x in [*LENDERS, "tiange"]}  # fmt: skip
+        return {x: d["model"] if x != "tiange" else {"table": d["table"], "importance": d["importance"]}
+                for x, d in docs.items()}  # fmt: skip
+
+    with fed.admin() as admin:
+        events = list(admin.start_run("vertical", params))
+    assert events[-1].status == "succeeded", events[-1].message
+    clean = model_files(events[0].run_id)
+    state: dict[str, object] = {}
+
+    def run_and_die() -> None:
+        try:
+            with fed.admin() as admin:
+                for ev in admin.start_run("vertical", params):
+                    state["run_id"] = ev.run_id
+                    if ev.message.startswith("tree 4/"):
+                        fed.kill("coordinator")
+        except Exception as exc:  # the stream dies with the coordinator
+            state["error"] = exc
+
+    t = threading.Thread(target=run_and_die)
+    t.start()
+    t.join(timeout=300)
+    assert "error" in state and state.get("run_id"), state
+    fed.start_coordinator()
+    fed.wait_online(timeout=60)
+    run_id = str(state["run_id"])
+    with fed.admin() as admin:
+        assert {r.run_id: r.status for r in admin.list_runs()}[run_id] == "interrupted"
+    out = fed.cli("coordinator", "resume", run_id, "--home", str(fed.coordinator_home)).stdout
+    done = int(out.split("resuming after tree ", 1)[1].split(":", 1)[0])  # 3, or more if the kill lagged
+    assert 3 <= done < 14 and f"tree {done + 1}/14" in out and "tree 1/14" not in out, out
+    assert model_files(run_id) == clean
 
 
 def test_offline_lender_is_left_out(fed):

@@ -101,6 +101,8 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
                             "--label-column", "age", "--home", y], "row 2, column 'age': label '30' must be 0 or 1"),
         "party scorecard": (["party", "scorecard", "no-such-model", "--home", y],
                             "model 'no-such-model' has no slice at this party"),
+        "party importance": (["party", "importance", "no-such-model", "--home", y],
+                             "model 'no-such-model': this party keeps no tree model of that id"),
         "party init": (["party", "init", "--name", "Not Valid", "--home", str(w.root / "x")], "not valid"),
         "party install-kit": (["party", "install-kit", str(w.root / "no-kit"), "--home", y], "no-kit"),
         "party serve": (["party", "serve", "--home", gone], "party.toml does not exist"),

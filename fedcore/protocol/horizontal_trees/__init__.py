@@ -25,7 +25,9 @@ Messages::
                                                               bin set, default direction) and nodes to build;
                                                               at the end the tree (opaque refs, leaf values)
     hist    C -> L_i  the splits, nodes to build (first of a tree: last tree's leaf values)
-                                                     L_i -> C  Enc(per node, feature, bin: sum g, sum h);
+                                                     L_i -> C  Enc(per node, feature, bin: sum g, sum h)
+                                                              (not the leader: its own sums stay with it
+                                                              and are added after decryption);
                                                               first of a tree: validation loss sum, rows
     finish  C -> L_i  last leaf values (or "stopped"), the kept trees
                                                               L_i keeps the model with the lender rules
@@ -41,13 +43,15 @@ each lender's own per-tree sample).
   index, default direction, leaf values) but **no threshold, edge or feature value**; per-lender quantile
   vectors masked by a key it does not hold, histograms as ciphertexts only; per tree each lender's
   validation log-loss sum.
-- *Leader L_1*: the summed (over all lenders) per-bin g and h of every built node: aggregates, never one
-  other lender's. It could decrypt a single lender's ciphertext, but C never forwards one (C colluding
-  with L_1 would break this).
+- *Leader L_1*: the summed (over the other lenders) per-bin g and h of every built node: aggregates,
+  never one other lender's when there are three or more lenders. With two, the other lender's sums are
+  what the leader decrypts (as they were its total minus its own before): use three or more lenders where
+  that matters. It could decrypt a single lender's ciphertext, but C never forwards one on its own when
+  there are two or more others (C colluding with L_1 would break this).
 - *Every lender*: the pooled bin edges (weighted means of all lenders' quantiles), pooled row and default
   counts, the trees and leaf values; a lender colluding with C unmasks the others' quantile vectors.
 - Everyone: their own data and the released model.
 
-Cost per built node: each lender sends ``2 x features x (max_bins + 1)`` CKKS slots (N=8192: 4096
+Cost per built node: each lender but the leader sends ``2 x features x (max_bins + 1)`` CKKS slots (N=8192: 4096
 slots, ~130 KB per ciphertext).
 """

@@ -18,7 +18,7 @@ from fedcore.protocol.horizontal_trees.messages import EDGES, FINISH, GROW, HIST
 from fedcore.protocol.messages import JSONValue, Task
 from fedcore.protocol.trees.coordinator import agreed_levels
 from fedcore.protocol.trees.messages import MOD128
-from models.gbdt.params import GBDTParams
+from models.gbdt.params import GBDTParams, check_monotone
 from models.gbdt.tree import Tree
 
 
@@ -40,7 +40,7 @@ class HorizontalTreesResult:
     importance: dict[str, float] = field(default_factory=dict)
     val_loss: list[float] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    bytes_per_lender: float = 0.0  # histogram ciphertext bytes per lender per tree
+    bytes_per_lender: float = 0.0  # histogram ciphertext bytes per lender (but the leader) per tree
     setup_s: float = 0.0  # keys, pooled bins (before the first tree)
 
 
@@ -74,6 +74,7 @@ def run_horizontal_trees(
     undeclared = sorted(set(p.categorical) - set(levels))
     if undeclared:
         raise InvalidInput(f"feature(s) {undeclared} are not categorical in the lenders' schema")
+    check_monotone(p.monotone, {f: f in levels for f in cfg.features}, "the lenders' schema")
     keys = {x: res[x].params["env_key"] for x in cfg.lenders}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(  # type: ignore[arg-type]
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
@@ -124,7 +125,7 @@ def run_horizontal_trees(
                     losses.append(loss)
                 if stop is not None and loss is not None and t - int(np.argmin(losses)) >= stop:
                     break  # tree t is abandoned; the lenders already hold every earlier tree
-            datas = {x: r.read_payload() for x, r in res.items()}
+            datas = {x: r.read_payload() for x, r in res.items() if x != leader}  # the leader's stay with it
             sent += sum(len(d) for d in datas.values())
             summed = add(EncryptedVector.from_bytes(pub, d) for d in datas.values())
             reply = channel.run(leader, _task(GROW, cfg, {"tree": t}, summed.to_bytes()))
@@ -147,5 +148,5 @@ def run_horizontal_trees(
                                                     "importance": importance}) for x in cfg.lenders})  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()}  # type: ignore[arg-type]
                for x, r in done.items()}  # fmt: skip
-    per = sent / len(cfg.lenders) / max(1, len(trees))
+    per = sent / (len(cfg.lenders) - 1) / max(1, len(trees))
     return HorizontalTreesResult(trees, base, n_bins[leader], importance, losses, metrics, per, setup_s)

@@ -29,7 +29,7 @@ from fedcore.protocol.horizontal_trees.messages import (
 )
 from fedcore.protocol.messages import JSONValue, TaskReply
 from fedcore.protocol.tasks import HandlerRegistry, TaskContext
-from fedcore.protocol.trees.party import LenderTreeParty, _decision, _LenderRun
+from fedcore.protocol.trees.party import LenderTreeParty, _decision, _LenderRun, _node_sums
 from models.gbdt.booster import GBDTModel
 from models.gbdt.grower import grow_tree
 from models.gbdt.histogram import FeatureLayout, FeatureSpec, Histogram
@@ -79,37 +79,36 @@ class _GrowerSource:
 PACK_ROWS = 1 << 19  # below this many rows, sums of g and h packed in one int64 cannot overflow
 
 
-def _histograms(
-    bins: np.ndarray, feats: Sequence[int], rows: np.ndarray | None, g: np.ndarray, h: np.ndarray, slots: int
-) -> np.ndarray:
-    """Per (feature, slot) sums of ``g`` and ``h`` (multiples of 2^-12, ``|g| <= 1``, ``0 <= h <= 1/4``) over
-    ``rows`` (None: every row), shape (2, features, slots), exact. Below ``PACK_ROWS`` rows both travel in
-    one int64 per row (``g`` units times 2^32 plus ``h`` units: ``|sum g| < 2^31`` and ``0 <= sum h < 2^32``
-    units) and one ``np.add.at`` per feature sums them; above, one bincount per feature and component."""
-    out = np.zeros((2, len(feats), slots))
+def pack_gh(g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``g`` and ``h`` (multiples of 2^-12, ``|g| <= 1``, ``0 <= h <= 1/4``) in one word per row: ``g`` units
+    times 2^32 plus ``h`` units, as uint64. Below ``PACK_ROWS`` rows their sums cannot overflow
+    (``|sum g| < 2^31`` and ``0 <= sum h < 2^32`` units), so one pass sums both."""
     unit = float(1 << QUANT_BITS)
-    if len(g) < PACK_ROWS:
-        packed = (np.rint(g * unit).astype(np.int64) << 32) + np.rint(h * unit).astype(np.int64)
-        acc = np.zeros((len(feats), slots), dtype=np.int64)
-        for j, f in enumerate(feats):
-            np.add.at(acc[j], bins[f] if rows is None else bins[f][rows], packed)
-        low = acc & 0xFFFFFFFF
-        out[0], out[1] = ((acc - low) >> 32) / unit, low / unit
-        return out
-    for j, f in enumerate(feats):
-        b = bins[f] if rows is None else bins[f][rows]
-        out[0, j] = np.bincount(b, weights=g, minlength=slots)
-        out[1, j] = np.bincount(b, weights=h, minlength=slots)
-    return out
+    packed = (np.rint(g * unit).astype(np.int64) << 32) + np.rint(h * unit).astype(np.int64)
+    return packed.view(np.uint64)
+
+
+def unpack_gh(acc: np.ndarray) -> np.ndarray:
+    """Sums of :func:`pack_gh` words (uint64, any shape) -> float sums of ``g`` and ``h``, shape (2, ...)."""
+    signed = np.asarray(acc, dtype=np.uint64).view(np.int64)
+    low = signed & 0xFFFFFFFF
+    unit = float(1 << QUANT_BITS)
+    return np.stack([((signed - low) >> 32) / unit, low / unit])
 
 
 def _node_part(bins: np.ndarray, rows: np.ndarray, feats: Sequence[int], slots: int, g: np.ndarray,
                h: np.ndarray) -> np.ndarray:  # fmt: skip
-    """One partition of a node's rows (:func:`fedcore.partitions.node_histograms`): its float sums of
-    multiples of 2^-12 are exact, so partitions add up to one pass bit for bit."""
-    if len(rows) == len(g):  # every row (a root): no gather
-        return _histograms(bins, feats, None, g, h, slots)
-    return _histograms(bins, feats, rows, g[rows], h[rows], slots)
+    """One partition of a node's rows (:func:`fedcore.partitions.node_histograms`), at or above
+    ``PACK_ROWS`` rows: per (feature, slot) float sums of ``g`` and ``h``, shape (2, features, slots). The
+    sums of multiples of 2^-12 are exact, so partitions add up to one pass bit for bit."""
+    every = len(rows) == len(g)  # a root: no gather
+    gg, hh = (g, h) if every else (g[rows], h[rows])
+    out = np.zeros((2, len(feats), slots))
+    for j, f in enumerate(feats):
+        b = bins[f] if every else bins[f][rows]
+        out[0, j] = np.bincount(b, weights=gg, minlength=slots)
+        out[1, j] = np.bincount(b, weights=hh, minlength=slots)
+    return out
 
 
 class LenderHTreeParty(LenderTreeParty):
@@ -120,6 +119,8 @@ class LenderHTreeParty(LenderTreeParty):
     grower: tuple[_GrowerSource, threading.Thread, dict[str, Any]] | None = None
     params = GBDTParams()
     refs_assigned = 0
+    packed: np.ndarray | None = None  # this tree's g and h in one word per row (pack_gh)
+    own: np.ndarray | None = None  # the leader's own histograms of the last request, in clear
 
     def register(self, registry: HandlerRegistry) -> None:
         for kind, fn in (
@@ -175,6 +176,7 @@ class LenderHTreeParty(LenderTreeParty):
             skip = self.skipped(s, int(params["tree"]))  # validation rows, rows outside the tree's sample
             s.g = quantize(np.where(skip, 0.0, p - self.y))  # type: ignore[assignment]
             s.h = quantize(np.where(skip, 0.0, p * (1.0 - p)))  # type: ignore[assignment]
+            self.packed = None
             s.tree, s.rows = int(params["tree"]), {0: np.arange(len(self.y))}
             out["val_loss"] = self._val_loss(s)  # type: ignore[assignment]
         self._apply_splits(s, params.get("splits"))
@@ -189,9 +191,22 @@ class LenderHTreeParty(LenderTreeParty):
             rows = s.rows.get(node)
             if rows is None:
                 raise ProtocolError(f"party {self.name!r}: node {node} is not in tree {s.tree}")
-            parts.append(node_histograms(_node_part, s.bins, (s.g, s.h), rows, feats, slots, self.compute).ravel())
+            parts.append(self._node_hist(s, rows, feats, slots).ravel())
         vec = np.concatenate(parts) if parts else np.zeros(0)
+        if self.secret is not None:  # the leader adds its own histograms in clear to the others' decrypted sum
+            self.own = vec
+            return TaskReply(out)
         return TaskReply(out, [encrypt(self.pub, vec).to_bytes()])
+
+    def _node_hist(self, s: _LenderRun, rows: np.ndarray, feats: list[int], slots: int) -> np.ndarray:
+        """A node's (2, features, slots) sums of ``g`` and ``h``: one pass over the packed words and the
+        run's paired bin codes below ``PACK_ROWS`` rows, else float sums per row partition."""
+        assert s.bins is not None and s.g is not None and s.h is not None
+        if len(s.g) >= PACK_ROWS:
+            return node_histograms(_node_part, s.bins, (s.g, s.h), rows, feats, slots, self.compute)
+        if self.packed is None or len(self.packed) != len(s.g):
+            self.packed = pack_gh(s.g, s.h)
+        return unpack_gh(_node_sums(self.compute, s.codes, "htrees", s.bins, (self.packed,), rows, feats, slots)[0])
 
     # -- the leader: the learner on the summed histograms
 
@@ -226,9 +241,10 @@ class LenderHTreeParty(LenderTreeParty):
             n_feat, slots = len(self.mapper.features), self.mapper.max_bins + 1
             width = len(last["features"]) * slots
             vec = EncryptedVector.from_bytes(self.secret, data, max_length=2 * len(last["build"]) * width)
-            vals = quantize(decrypt_vector(self.secret, vec)).reshape(
-                len(last["build"]), 2, len(last["features"]), slots
-            )
+            others = decrypt_vector(self.secret, vec)
+            if self.own is None or len(self.own) != len(others):
+                raise ProtocolError(f"party {self.name!r}: summed histograms do not match its own request")
+            vals = quantize(others + self.own).reshape(len(last["build"]), 2, len(last["features"]), slots)
             hists = []
             for k in range(len(last["build"])):
                 hg, hh = np.zeros((n_feat, slots)), np.zeros((n_feat, slots))

@@ -87,6 +87,10 @@ positions to subjects); a lender colluding with ``C`` learns other lenders' quan
 not their histograms when three or more lenders take part (pairwise masks). An active coordinator
 substituting a key announcement or a sealed seed is refused (``permission_denied``).
 
+Resume (:mod:`.checkpoint`): ``C`` keeps what it learned (trees, its split orders in bin terms, gains,
+losses) after each tree; a resumed run sets up again and replays the finished trees' ``begin`` and
+``split`` steps (no histogram), which show each party nothing it had not seen in the first attempt.
+
 Categorical lender features: the lenders' level lists must agree (each a prefix of the longest; ``C``
 checks the digests and sends the level count), ``C`` learns which lender features are categorical and the
 digests (schema metadata), lenders the pooled rows per level. Row subsampling: each lender gives the rows

@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.messages import JSONValue, Task, TaskResult
+from fedcore.protocol.trees.checkpoint import TreeCheckpoint, decision_from_dict, decision_to_dict
 from fedcore.protocol.trees.messages import (
     BEGIN,
     BINS,
@@ -39,7 +41,7 @@ from fedcore.protocol.trees.messages import (
 )
 from models.gbdt.grower import grow_tree
 from models.gbdt.histogram import FeatureLayout, FeatureSpec, Histogram
-from models.gbdt.params import GBDTParams
+from models.gbdt.params import GBDTParams, check_monotone
 from models.gbdt.split import SplitDecision
 from models.gbdt.tree import Tree
 
@@ -68,6 +70,7 @@ class HybridTreesResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # lender -> its validation metrics
     setup_s: float = 0.0  # keys, pooled lender bins, the platform's bins (before the first tree)
     tree_s: list[float] = field(default_factory=list)  # wall seconds of each tree grown
+    resumed_after: int = 0  # a resumed run: the trees it replayed from its checkpoint
 
 
 def _task(
@@ -117,6 +120,7 @@ class FederatedHistogramSource:
         self.recipes: dict[int, list[int] | None] = {}
         self.parent: dict[int, tuple[int, int]] = {}  # child -> (parent, sibling)
         self.codes: dict[str, BinCodes] = {}  # per lender: the platform's bins paired for histograms
+        self.split_log: list[list[list[Any]]] = []  # this tree's split calls: [node, decision, left, right]
 
     # -- tree lifecycle --
     def begin_tree(
@@ -131,7 +135,19 @@ class FederatedHistogramSource:
         self.tree = tree
         self.root_of = {0: None}
         self.rows, self.values, self.recipes, self.parent = {}, {}, {}, {}
+        self.split_log = []
         return _pooled_loss(res.values())
+
+    def replay(self, tree: Tree, batches: Sequence[Sequence[Sequence[Any]]]) -> None:
+        """Order a finished tree's splits again, level by level as first ordered (a resumed run): each owner
+        rebuilds its rules, which must get the references the tree holds, and its node rows."""
+        owners = self.layout.owners
+        for batch in batches:
+            splits = [(int(n), decision_from_dict(d), int(lf), int(rt)) for n, d, lf, rt in batch]
+            got = self.split(splits)
+            want = [(owners[int(tree.owner[n])], int(tree.ref[n])) for n, _, _, _ in splits]
+            if got != want:
+                raise ProtocolError(f"tree {self.tree}: the parties numbered the replayed splits {got}, not {want}")
 
     def update_for(self, tree: Tree | None) -> dict[str, tuple[dict[str, JSONValue], dict[str, np.ndarray]]]:
         """What each lender needs to add the finished tree to its margins: lender leaves' values, and for
@@ -230,6 +246,7 @@ class FederatedHistogramSource:
         cfg = self.cfg
         lender_splits, platform_splits = [], []
         slots = self.layout.n_slots
+        self.split_log.append([[int(n), decision_to_dict(dec), int(lf), int(rt)] for n, dec, lf, rt in splits])
         for node, dec, left, right in splits:
             self.parent[left], self.parent[right] = (node, right), (node, left)
             if dec.feature < self.n_lender:
@@ -310,6 +327,9 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     undeclared = sorted((set(p.categorical) & set(cfg.lender_features)) - set(levels))
     if undeclared:
         raise InvalidInput(f"lender feature(s) {undeclared} are not categorical in the lenders' schema")
+    kinds = {**{str(f["name"]): bool(f["categorical"]) for f in pres.params["features"]},
+             **{f: f in levels for f in cfg.lender_features}}  # fmt: skip
+    check_monotone(p.monotone, kinds, "the lenders' schema or the platform's data")
     keys = {x: res[x].params["env_key"] for x in [*cfg.lenders, cfg.platform]}
     sealed = {x: dict(r.params["sealed"]) for x, r in channel.run_all(
         {x: _task(KEYS, cfg, {"keys": keys}) for x in cfg.lenders}).items()}  # fmt: skip
@@ -333,12 +353,48 @@ def _setup(channel: PartyChannel, cfg: HybridTreesConfig) -> tuple[FeatureLayout
     return FeatureLayout(tuple(specs), p.max_bins), pbins, base
 
 
+def config_to_dict(cfg: HybridTreesConfig) -> dict[str, Any]:
+    return {"run_id": cfg.run_id, "lenders": list(cfg.lenders), "platform": cfg.platform,
+            "lender_features": list(cfg.lender_features), "params": cfg.params.to_dict(),
+            "timeout_s": cfg.timeout_s, "data": dict(cfg.data)}  # fmt: skip
+
+
+def config_from_dict(d: Mapping[str, Any]) -> HybridTreesConfig:
+    return HybridTreesConfig(
+        str(d["run_id"]), tuple(d["lenders"]), str(d["platform"]), tuple(d["lender_features"]),
+        GBDTParams.from_dict(dict(d["params"])), float(d["timeout_s"]), dict(d["data"]),
+    )  # fmt: skip
+
+
+def _layout_doc(layout: FeatureLayout) -> list[list[Any]]:
+    return [[s.name, s.owner, int(s.n_bins), bool(s.categorical), int(s.monotone)] for s in layout.features]
+
+
 def run_hybrid_trees(
-    channel: PartyChannel, cfg: HybridTreesConfig, progress: Callable[[str], None] | None = None
-) -> HybridTreesResult:
+    channel: PartyChannel, cfg: HybridTreesConfig, progress: Callable[[str], None] | None = None,
+    checkpoint: Path | None = None,
+) -> HybridTreesResult:  # fmt: skip
     """Train hybrid trees: lender features (histograms summed across lenders under pairwise masks) and
     platform features (aggregated from additive shares). The first tree uses lender features only and a
-    platform split's subtree splits on platform features only."""
+    platform split's subtree splits on platform features only. With ``checkpoint``, the coordinator keeps
+    the run there after setup and after each tree (:mod:`.checkpoint`) for :func:`resume_hybrid_trees`."""
+    return _train(channel, cfg, progress, checkpoint, None)
+
+
+def resume_hybrid_trees(
+    channel: PartyChannel, checkpoint: Path, progress: Callable[[str], None] | None = None
+) -> tuple[HybridTreesConfig, HybridTreesResult]:
+    """Continue an interrupted run from its checkpoint: setup again, replay the finished trees' splits
+    (no histogram), grow the rest. The same model as an uninterrupted run."""
+    ck = TreeCheckpoint.load(checkpoint)
+    cfg = config_from_dict(ck.config)
+    return cfg, _train(channel, cfg, progress, checkpoint, ck)
+
+
+def _train(
+    channel: PartyChannel, cfg: HybridTreesConfig, progress: Callable[[str], None] | None,
+    checkpoint: Path | None, ck: TreeCheckpoint | None,
+) -> HybridTreesResult:  # fmt: skip
     p = cfg.params
     if not cfg.lenders or not cfg.lender_features:
         raise InvalidInput("hybrid trees need at least one lender and one lender feature (the first tree uses them)")
@@ -349,15 +405,33 @@ def run_hybrid_trees(
     t0 = time.perf_counter()
     layout, pbins, base = _setup(channel, cfg)
     setup_s = time.perf_counter() - t0
-    tree_s: list[float] = []
     owners = layout.owners
     source = FederatedHistogramSource(channel, cfg, layout, pbins)
     rng = np.random.default_rng(p.seed)
-    trees: list[Tree] = []
-    gains: list[list[tuple[int, float]]] = []
-    losses: list[float] = []
     update = source.update_for(None)
-    for t in range(p.n_trees):
+    resumed = 0 if ck is None else len(ck.trees)
+    if ck is None:
+        ck = TreeCheckpoint(config_to_dict(cfg), _layout_doc(layout), base)
+    else:
+        if ck.layout != _layout_doc(layout) or ck.base_score != base:
+            raise InvalidInput(f"run {cfg.run_id!r} cannot resume: the parties' bins or base score differ from the"
+                               " interrupted run's (their data changed); start a new run")  # fmt: skip
+        update = _replay(source, ck, progress)
+        rng.bit_generator.state = ck.rng
+    trees: list[Tree] = list(ck.trees)
+    gains: list[list[tuple[int, float]]] = [[(int(f), float(g)) for f, g in tg] for tg in ck.gains]
+    losses, tree_s = list(ck.losses), list(ck.tree_s)
+
+    def keep() -> None:
+        if checkpoint is not None:
+            ck.trees, ck.losses, ck.tree_s = trees, losses, tree_s
+            ck.gains = [[[int(f), float(g)] for f, g in tg] for tg in gains]
+            ck.rng = dict(rng.bit_generator.state)
+            ck.save(checkpoint)
+
+    if not trees:
+        keep()
+    for t in range(len(trees), p.n_trees):
         if progress is not None:
             progress(f"tree {t + 1}/{p.n_trees}")
         t0 = time.perf_counter()
@@ -375,17 +449,19 @@ def run_hybrid_trees(
         grown = grow_tree(source, params, feats, owners)
         trees.append(grown.tree)
         gains.append(list(grown.gains))
+        ck.splits.append(source.split_log)
         update = source.update_for(grown.tree)
         tree_s.append(time.perf_counter() - t0)
+        keep()
     if len(losses) <= len(trees):  # the last tree is not in the lenders' margins yet (no early stop)
         last = _pooled_loss(channel.run_all({x: _task(EVAL, cfg, *update[x]) for x in cfg.lenders}).values())
         if last is not None:
             losses.append(last)
     # Early stopping keeps the trees up to the best validation loss.
-    keep = int(np.argmin(losses)) if p.early_stopping_rounds is not None and losses else len(trees)
-    trees = trees[:keep]
+    keep_n = int(np.argmin(losses)) if p.early_stopping_rounds is not None and losses else len(trees)
+    trees = trees[:keep_n]
     importance: dict[str, dict[str, float]] = {o: {} for o in owners}
-    for f, gain in (fg for tree_gains in gains[:keep] for fg in tree_gains):
+    for f, gain in (fg for tree_gains in gains[:keep_n] for fg in tree_gains):
         spec = layout.features[f]
         importance[spec.owner][spec.name] = importance[spec.owner].get(spec.name, 0.0) + gain
     # Lenders keep the released model (trees, their rules); the platform its rules; each its own importance.
@@ -396,4 +472,23 @@ def run_hybrid_trees(
     channel.run(cfg.platform, _task(FINISH, cfg, {"importance": importance[cfg.platform], "shapes": shapes,
                                                   "owners": list(owners)}))  # fmt: skip
     metrics = {x: {str(k): float(v) for k, v in dict(r.params.get("metrics", {})).items()} for x, r in done.items()}
-    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics, setup_s, tree_s)
+    return HybridTreesResult(trees, owners, base, layout, importance, losses, metrics, setup_s, tree_s, resumed)
+
+
+def _replay(
+    source: FederatedHistogramSource, ck: TreeCheckpoint, progress: Callable[[str], None] | None
+) -> dict[str, tuple[dict[str, JSONValue], dict[str, np.ndarray]]]:
+    """Rebuild every party's state after the checkpoint's trees; the lenders' update for the next tree."""
+    if progress is not None:
+        progress(f"resuming after tree {len(ck.trees)}: replaying the finished trees' splits")
+    update = source.update_for(None)
+    for t, tree in enumerate(ck.trees):
+        loss = source.begin_tree(t, update)
+        if loss is not None and t < len(ck.losses) and not np.isclose(loss, ck.losses[t], rtol=1e-12, atol=0.0):
+            raise InvalidInput(
+                f"run {source.cfg.run_id!r} cannot resume: the lenders' validation loss after {t} "
+                f"trees is {loss}, the interrupted run had {ck.losses[t]} (their data changed)"
+            )
+        source.replay(tree, ck.splits[t])
+        update = source.update_for(tree)
+    return update

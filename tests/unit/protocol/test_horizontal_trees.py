@@ -97,6 +97,8 @@ def test_wire_the_coordinator_sees_ciphertexts_and_masked_vectors_only():
                 assert e == round(e) or repr(e) not in text
         if r.direction == "from_party" and r.kind == "htrees.hist":
             assert set(r.params) <= {"val_loss"}  # the histograms are only in the ciphertext payload
+            # the leader's own sums never leave it; the others' travel as ciphertexts
+            assert (r.payload == b"") == (r.party == "yixin")
         if r.direction == "from_party" and r.kind == "htrees.quant":
             assert set(r.params) == {"masked"}
     for _, y in data.values():  # no label count or row of any lender in clear
