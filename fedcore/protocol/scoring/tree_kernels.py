@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["coordinator_sum", "lender_paths", "lender_tables", "platform_reply", "rank_decide", "rotated_tables"]
+__all__ = [
+    "coordinator_sum", "lender_paths", "lender_tables", "platform_reply", "rank_decide", "rotated_tables", "warm",
+]
 
 _lock = threading.Lock()
 _compiled: dict[str, Callable[..., Any]] = {}
@@ -215,3 +217,22 @@ def lender_paths(pos: np.ndarray, left: np.ndarray, value: np.ndarray, region_tr
     _kernel(_lender_paths)(_in(pos, _I8), _in(left, _I8), _in(value, np.float64), _in(region_tree, _I8),
                            _in(roots, _I8), vals, alpha)  # fmt: skip
     return vals, alpha
+
+
+def warm() -> None:
+    """Compile every kernel now (or load it from numba's on-disk cache) on tiny inputs, with each pick
+    width the wire carries, so that no scoring request pays for the compilation. ``scripts/setup.sh``
+    runs it once after installing; a party node holding a tree model runs it in the background at start."""
+    sizes, off = np.array([2], dtype=_I8), np.array([0], dtype=_I8)
+    rot, rot_off = rotated_tables(np.arange(2, dtype=_U4), sizes)
+    lender_tables(np.zeros((1, 2), dtype=_U4), np.ones((1, 1), dtype=_U4), np.ones((1, 1), dtype=np.bool_), rot,
+                  rot_off, off, sizes)  # fmt: skip
+    platform_reply(np.zeros((1, 1), dtype=_I8), np.ones((1, 1), dtype=_U4), np.zeros((1, 2), dtype=_U4), off, sizes,
+                   np.zeros(1, dtype=_U4))  # fmt: skip
+    for width in (np.uint8, np.dtype("<u2"), _I8):
+        coordinator_sum(np.zeros((1, 2), dtype=_U4), np.zeros((1, 1), dtype=width), off, sizes, np.zeros(1, dtype=_U4))
+    one = np.array([0, 1], dtype=_I8)
+    rank_decide(np.zeros((1, 1)), np.array([0.5]), one, np.array([0], dtype=_I8), one, np.zeros(3, dtype=_I8),
+                np.array([0], dtype=_I8), np.array([0], dtype=_I8), np.zeros(1, dtype=_I8))  # fmt: skip
+    lender_paths(np.zeros((1, 1), dtype=_I8), np.array([-1], dtype=_I8), np.array([0.5]), np.array([0], dtype=_I8),
+                 np.array([0], dtype=_I8))  # fmt: skip
