@@ -194,6 +194,8 @@ class PartyNode:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         self._write_status(self.link.status)
+        if any((self.config.home / "models").glob("*/gbdt.json")):  # compile tree scoring before a request
+            threading.Thread(target=_warm_tree_kernels, name="tree-kernels-warm", daemon=True).start()
         log.info("party %s dialling %s", self.config.party.name, self.config.coordinator.address)
         metrics_server = start_metrics_server(self.config.metrics)
         local_api = None
@@ -227,3 +229,13 @@ class PartyNode:
             monitoring.stop()
         self._write_status(LinkStatus(last_error="stopped"))
         log.info("party %s stopped", self.config.party.name)
+
+
+def _warm_tree_kernels() -> None:
+    """Tree scoring's compiled kernels, loaded (or compiled) off the request path."""
+    from fedcore.protocol.scoring.tree_kernels import warm
+
+    try:
+        warm()
+    except Exception:  # a request compiles them then; nothing else depends on this
+        log.warning("could not prepare the tree scoring kernels", exc_info=True)

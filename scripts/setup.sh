@@ -23,3 +23,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
   echo "$want" > "$stamp"
 fi
+# Tree scoring's compiled kernels into numba's on-disk cache (a few seconds), so no scoring request compiles.
+"$VENV/bin/python" -c "from fedcore.protocol.scoring.tree_kernels import warm; warm()"

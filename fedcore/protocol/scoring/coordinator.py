@@ -180,7 +180,7 @@ class ScoringCoordinator:
         res = self._tree_task(spec.platform, params, req.pseudonyms, spec.sealed, req.timeout_s)
         try:
             sealed_y, picks = tp.unpack_sealed_and(res.read_payload())
-            chat = np.frombuffer(picks, dtype=tp.picks_dtype(spec.sizes)).astype(np.int64).reshape(n, len(spec.sizes))
+            chat = np.frombuffer(picks, dtype=tp.picks_dtype(spec.sizes)).reshape(n, len(spec.sizes))
             tables = np.frombuffer(spec.tables, dtype=tp.RING).reshape(n, width)
             z = tp.coordinator_sum(spec.sizes, tables, chat, tp.prg(seed_s, "s", n))
         except (ProtocolError, ValueError) as exc:

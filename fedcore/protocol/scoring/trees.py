@@ -59,6 +59,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fedcore.errors import InvalidInput, NotFound, ProtocolError
+from fedcore.protocol.scoring import tree_kernels as kernels
 from fedcore.protocol.scoring.messages import TREE_QUERY
 from fedcore.protocol.scoring.party import SortedTable
 from fedcore.protocol.trees.messages import LENDERS_OWNER
@@ -112,7 +113,7 @@ class TreeLayout:
     leaves: np.ndarray
     slot: np.ndarray
     _deciders: dict[tuple[int, bytes], _Decider | None] = field(default_factory=dict, compare=False, repr=False)
-    _ranks: dict[tuple[int, bytes], tuple[SplitTable, list[tuple[str, np.ndarray, np.ndarray]] | None]] = field(
+    _ranks: dict[tuple[int, bytes], tuple[SplitTable, _RankTables | None]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -150,11 +151,13 @@ class TreeLayout:
         return d.table[d.base[None, :] + codes]
 
     def decide_columns(
-        self, roots: np.ndarray, owner: int, table: SplitTable, columns: Mapping[str, np.ndarray]
-    ) -> np.ndarray:
+        self, roots: np.ndarray, owner: int, table: SplitTable, columns: Mapping[str, np.ndarray],
+        then: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """:meth:`decide` from the owner's raw ``columns``: per numeric feature, the rank of each value among
         the feature's thresholds (missing: a rank of its own) picks every split's bit at once, summed into
-        the codes through a (rank x roots) table; :func:`owner_directions` first if a rule is categorical."""
+        the codes through a (rank x roots) table; :func:`owner_directions` first if a rule is categorical.
+        With ``then``, ``then[node]`` instead of the node."""
         key = (owner, np.asarray(roots, dtype=np.int64).tobytes())
         if key not in self._deciders:
             self._deciders[key] = _decider(self, roots, owner)
@@ -165,18 +168,18 @@ class TreeLayout:
             self._ranks[key] = hit
         prep = None if hit is None else hit[1]
         if d is None or prep is None:
-            return self.decide(roots, owner, owner_directions(table, columns))
-        missing = sorted({f for f, _, _ in prep} - set(columns))
+            pos = self.decide(roots, owner, owner_directions(table, columns))
+            return pos if then is None else then[pos]
+        missing = sorted(set(prep.features) - set(columns))
         if missing:
             raise InvalidInput(f"party {table.owner!r}: column(s) {missing} needed by its splits are missing")
         n = len(np.asarray(next(iter(columns.values())))) if columns else 0
-        codes = np.zeros((n, len(d.base)), dtype=np.int16)  # codes stay below 2^MAX_CODE_BITS
-        for f, thr, add in prep:
-            x = np.asarray(columns[f], dtype=np.float64)
-            rank = np.searchsorted(thr, x)
-            rank[np.isnan(x)] = len(thr) + 1
-            codes += add[rank]
-        return d.table[d.base[None, :] + codes]
+        x = np.empty((len(prep.features), n), dtype=np.float64)
+        for q, f in enumerate(prep.features):
+            x[q] = columns[f]
+        to = d.table if then is None else then[d.table]
+        return kernels.rank_decide(x, prep.thr, prep.thr_off, prep.cols, prep.col_off, prep.add, prep.add_off,
+                                   d.base, to)  # fmt: skip
 
     def walk(self, start: np.ndarray, owner: int, bits: DirectionBits) -> np.ndarray:
         """From the nodes ``start`` (n x k), follow ``owner``'s splits (its ``bits``, rows = n) down to the
@@ -246,13 +249,28 @@ def _decider(lay: TreeLayout, roots: np.ndarray, owner: int) -> _Decider | None:
                     np.array(base, dtype=np.int64), table)  # fmt: skip
 
 
-def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
-    """Per numeric feature of ``d``'s splits: its sorted thresholds and the (ranks + 2) x roots table of
-    code parts (rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the last row is
-    a missing value's default directions). None if a split is categorical."""
+@dataclass(frozen=True)
+class _RankTables:
+    """Per numeric feature of a :class:`_Decider`'s splits (``features``), one after another: its sorted
+    thresholds (``thr[thr_off[f]:thr_off[f + 1]]``), the roots whose subtrees split on it
+    (``cols[col_off[f]:col_off[f + 1]]``) and its (ranks + 2) x those roots table of code parts, flat
+    from ``add_off[f]`` (rank ``r`` sends the split at threshold index ``j`` left iff ``r <= j``; the last
+    row is a missing value's default directions)."""
+
+    features: tuple[str, ...]
+    thr: np.ndarray
+    thr_off: np.ndarray
+    cols: np.ndarray
+    col_off: np.ndarray
+    add: np.ndarray
+    add_off: np.ndarray
+
+
+def _rank_tables(d: _Decider, table: SplitTable) -> _RankTables | None:
+    """``d``'s :class:`_RankTables` under ``table``'s rules; None if a split is categorical."""
     root_of = np.repeat(np.arange(len(d.base)), np.diff(d.base_ref))
     by_feature: dict[str, list[int]] = {}
-    out: list[tuple[str, np.ndarray, np.ndarray]] | None = []
+    out: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] | None = []
     for q, ref in enumerate(d.refs.tolist()):
         rule = table.rules.get(int(ref))
         if rule is None:
@@ -269,8 +287,17 @@ def _rank_tables(d: _Decider, table: SplitTable) -> list[tuple[str, np.ndarray, 
                 rule = table.rules[int(d.refs[q])]
                 add[: int(np.searchsorted(thr, rule.threshold)) + 1, root_of[q]] += d.power[q]
                 add[len(thr) + 1, root_of[q]] += d.power[q] * rule.default_left
-            out.append((f, thr, add))
-    return out
+            nz = np.flatnonzero(add.any(axis=0))  # the roots splitting on f (rank 0: all splits left)
+            out.append((f, thr, nz, add[:, nz].astype(np.int64).ravel()))
+    if out is None:
+        return None
+
+    def cat(i: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+        parts: list[np.ndarray] = [np.asarray(o[i], dtype=dtype) for o in out]  # type: ignore[index]
+        return np.concatenate([np.zeros(0, dtype=dtype), *parts]), np.cumsum([0] + [len(a) for a in parts])
+
+    (thr, thr_off), (cols, col_off), (add, add_off) = cat(1, np.float64), cat(2, np.int64), cat(3, np.int64)
+    return _RankTables(tuple(str(o[0]) for o in out), thr, thr_off, cols, col_off, add, add_off)
 
 
 def layout_digest(sizes: np.ndarray) -> str:
@@ -338,12 +365,14 @@ def leaf_values(trees: Sequence[Tree]) -> np.ndarray:
 @dataclass(frozen=True)
 class TreePlan:
     """What the requester needs of its model: the layout (with the leaf values), the base score, and the
-    regions' leaf values in fixed point under every rotation, per size (row ``S m + rho``:
-    ``v_S[(i - rho) mod m]``; a last row of zeros for regions the lender does not reach)."""
+    regions' leaf values in fixed point (``frac_bits`` fractional bits, ring) under every rotation
+    (:func:`~fedcore.protocol.scoring.tree_kernels.rotated_tables`: ``rot``, each region's rows from
+    ``rot_off``)."""
 
     layout: TreeLayout
     base_score: float
-    groups: tuple[tuple[int, int, int, np.ndarray], ...]  # (first region, end, first column, (k m + 1) x m)
+    rot: np.ndarray
+    rot_off: np.ndarray
     frac_bits: int
     table: SplitTable  # the lender's rules
 
@@ -355,14 +384,7 @@ class TreePlan:
         np.maximum.at(top, np.repeat(lay.region_tree, lay.sizes), np.abs(lay.value[lay.leaves]))
         frac = int(min(FRAC_BITS_MAX, np.floor(np.log2((2.0**31 - 1) / max(float(top.sum()), 1e-9)))))
         fx = np.round(lay.value[lay.leaves] * 2.0**frac).astype(np.int64).astype(RING)
-        groups = []
-        for m in np.unique(lay.sizes):
-            ks = np.flatnonzero(lay.sizes == m)
-            i = np.arange(m)
-            rot = fx[lay.offsets[ks][:, None, None] + (i[None, None, :] - i[None, :, None]) % m].reshape(-1, m)
-            groups.append((int(ks[0]), int(ks[-1]) + 1, int(lay.offsets[ks[0]]),
-                           np.vstack([rot, np.zeros((1, m), dtype=RING)])))  # fmt: skip
-        return cls(lay, float(base_score), tuple(groups), frac, table)
+        return cls(lay, float(base_score), *kernels.rotated_tables(fx, lay.sizes), frac, table)
 
     def decode(self, total: np.ndarray) -> np.ndarray:
         """The regions' part of the margin from ``z - y`` in the ring."""
@@ -373,9 +395,9 @@ class TreePlan:
         ``alpha`` (rows x regions, True where its path enters the region)."""
         lay = self.layout
         pos = lay.decide_columns(lay.tree_root, lay.lender, self.table, columns)
-        leaf = lay.left[pos] < 0
-        local = self.base_score + np.where(leaf, lay.value[pos], 0.0).sum(axis=1)
-        return np.asarray(local, dtype=np.float64), pos[:, lay.region_tree] == lay.roots[None, :]
+        vals, alpha = kernels.lender_paths(pos, lay.left, lay.value, lay.region_tree, lay.roots)
+        local = self.base_score + vals.sum(axis=1)  # numpy's sum, as ever: the same floats
+        return np.asarray(local, dtype=np.float64), alpha
 
     def max_applicants(self) -> int:
         return max(1, MAX_TABLE_BYTES // (RING.itemsize * max(1, self.layout.width)))
@@ -414,45 +436,46 @@ def rotations(seed: bytes, sizes: np.ndarray, n: int) -> np.ndarray:
 
 
 def lender_tables(plan: TreePlan, alpha: np.ndarray, seed: bytes) -> np.ndarray:
-    """R's rotated, masked tables ``T`` (n x width, ring) for its regions' ``alpha`` (n x regions)."""
+    """R's rotated, masked tables ``T`` (n x width, ring) for its regions' ``alpha`` (n x regions);
+    ``rho`` as :func:`rotations` draws it, reduced mod ``m`` in the kernel."""
     lay = plan.layout
-    n = alpha.shape[0]
-    rho = rotations(seed, lay.sizes, n)
-    out = prg(seed, "mask", n * lay.width).reshape(n, lay.width)  # writable: the masks, then the values
-    for k0, k1, o0, rot in plan.groups:  # regions k0..k1 have one size m: one gather of m-long rows
-        k, m = k1 - k0, rot.shape[1]
-        row = np.where(alpha[:, k0:k1], np.arange(k) * m + rho[:, k0:k1], k * m)  # row k*m: zeros
-        out[:, o0 : o0 + k * m] += np.take(rot, row, axis=0).reshape(n, k * m)
-    return out
+    n, k = alpha.shape[0], lay.n_regions
+    raw = prg(seed, "rotation", n * k).reshape(n, k)
+    masks = prg(seed, "mask", n * lay.width).reshape(n, lay.width)  # writable: the masks, then the values
+    return kernels.lender_tables(masks, raw, np.ascontiguousarray(alpha), plan.rot, plan.rot_off, lay.offsets,
+                                 lay.sizes)  # fmt: skip
 
 
 def platform_picks(layout: TreeLayout, table: SplitTable, columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per row of the platform's ``columns``, the leaf (index within each region) its splits select."""
     me = int(layout.owner[layout.roots[0]]) if layout.n_regions else -1
-    return layout.slot[layout.decide_columns(layout.roots, me, table, columns)]
+    return layout.decide_columns(layout.roots, me, table, columns, then=layout.slot)
 
 
 def platform_reply(sizes: np.ndarray, picks: np.ndarray, seed: bytes, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """P's ``chat`` (n x regions) and ``y`` (n) for its ``picks`` (leaf index within each region)."""
-    n = picks.shape[0]
+    n, k = picks.shape
     sizes = np.asarray(sizes, dtype=np.int64)
     width = int(sizes.sum())
-    chat = (picks + rotations(seed, sizes, n)) % sizes
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    at = (np.arange(n, dtype=np.int64) * width)[:, None] + off[None, :] + chat
-    # the whole stream and a gather: cheaper than AES of the picked counter blocks one by one in numpy
-    return chat, np.take(prg(seed, "mask", n * width), at).sum(axis=1, dtype=RING) + s
+    raw = prg(seed, "rotation", n * k).reshape(n, k)  # rho = raw mod m, as :func:`rotations` draws it
+    # the whole stream and a gather: cheaper than AES of the picked counter blocks one by one
+    masks = prg(seed, "mask", n * width).reshape(n, width)
+    return kernels.platform_reply(np.ascontiguousarray(picks, dtype=np.int64), raw, masks, off, sizes,
+                                  np.asarray(s, dtype=RING))  # fmt: skip
 
 
 def coordinator_sum(sizes: np.ndarray, tables: np.ndarray, chat: np.ndarray, s: np.ndarray) -> np.ndarray:
     """C's ``z = sum_S T_S[chat_S] + s``; ProtocolError if ``chat`` does not fit the regions."""
     sizes = np.asarray(sizes, dtype=np.int64)
     n = tables.shape[0]
-    if chat.shape != (n, len(sizes)) or (chat >= sizes[None, :]).any():
+    if chat.shape != (n, len(sizes)):
         raise ProtocolError(f"region picks must be {n} x {len(sizes)} values below the region sizes")
     off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    at = (np.arange(n, dtype=np.int64) * tables.shape[1])[:, None] + off[None, :] + chat
-    return np.take(tables.ravel(), at).sum(axis=1, dtype=RING) + s
+    z = kernels.coordinator_sum(tables, chat, off, sizes, np.asarray(s, dtype=RING))
+    if z is None:
+        raise ProtocolError(f"region picks must be {n} x {len(sizes)} values below the region sizes")
+    return z
 
 
 # ---- wire formats -----------------------------------------------------------------------------------
