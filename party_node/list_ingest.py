@@ -21,6 +21,7 @@ Temporary space: the staging table (about 60 B a row; SQLite puts it in its temp
 ``SQLITE_TMPDIR`` or /tmp) until the load commits.
 """
 
+# ruff: noqa: S608  (SQL built from this module's constant names and the quoted dataset table; values are bound)
 from __future__ import annotations
 
 import itertools
@@ -55,7 +56,9 @@ def check_list_schema(schema: DatasetSchema) -> None:
             "declares features or a label: ingest it without --bulk"
         )
     if not schema.flags:
-        raise InvalidInput(f"{schema.source}: --bulk loads a list: declare its column under [flags] (fraud, active_loan)")
+        raise InvalidInput(
+            f"{schema.source}: --bulk loads a list: declare its column under [flags] (fraud, active_loan)"
+        )
 
 
 def yes_no(path: Path, arr: pa.Array, col: str, rows0: int) -> np.ndarray:
@@ -137,7 +140,7 @@ class _ListLoad:
         if not self.pg:
             probe = ", (SELECT row_id FROM subjects WHERE id_kind = ? AND id_norm = ?)" if self.probe else ""
             self.insert_sql = (
-                f"INSERT INTO {STAGE} ({', '.join(cols + ['row_id'] * self.probe)}) "  # noqa: S608
+                f"INSERT INTO {STAGE} ({', '.join(cols + ['row_id'] * self.probe)}) "
                 f"VALUES (?, ?, ?{', ' if len(cols) > 3 else ''}{', '.join(['?'] * (len(cols) - 3))}{probe})"
             )
         self.stage_cols = cols
@@ -172,10 +175,10 @@ class _ListLoad:
         data_rows = (kept + (rows0 + 1)).tolist()
         vals = [[None if x < 0 else int(x) for x in m[kept].tolist()] for m in marks]
         if self.pg:
-            copy_rows(self.conn, self.stage, self.stage_cols, zip(data_rows, ids, pseudo, *vals))  # type: ignore[arg-type]
+            copy_rows(self.conn, self.stage, self.stage_cols, zip(data_rows, ids, pseudo, *vals, strict=False))  # type: ignore[arg-type]
         else:
             lookup = (itertools.repeat(self.kind), ids) if self.probe else ()
-            self.conn.exec_driver_sql(self.insert_sql, list(zip(data_rows, ids, pseudo, *vals, *lookup)))
+            self.conn.exec_driver_sql(self.insert_sql, list(zip(data_rows, ids, pseudo, *vals, *lookup, strict=False)))
 
     def finish(self) -> None:
         s, conn = self.schema, self.conn
@@ -183,8 +186,8 @@ class _ListLoad:
             raise fail(self.path, "file has a header but no data rows")
         sql = lambda q, **p: conn.execute(sa.text(q), {"off": self.off, **p})  # noqa: E731
         if self.pg and self.probe:
-            sql(f"UPDATE {STAGE} b SET row_id = s.row_id FROM subjects s WHERE s.id_kind = :k AND s.id_norm = b.id_norm",
-                k=self.kind)  # fmt: skip
+            sql(f"UPDATE {STAGE} b SET row_id = s.row_id FROM subjects s "
+                "WHERE s.id_kind = :k AND s.id_norm = b.id_norm", k=self.kind)
         sql(f"CREATE INDEX {STAGE}_id ON {STAGE} (id_norm)")
         dup = sql(f"SELECT id_norm FROM {STAGE} GROUP BY id_norm HAVING count(*) > 1 LIMIT 1").scalar()
         if dup is not None:
@@ -197,7 +200,7 @@ class _ListLoad:
         reindex = new > self.subjects_before
         if reindex:
             ix.drop(conn)
-        sql(f"INSERT INTO subjects (row_id, id_kind, id_norm, pseudonym, ingested_at) "  # noqa: S608
+        sql(f"INSERT INTO subjects (row_id, id_kind, id_norm, pseudonym, ingested_at) "
             f"SELECT :off + data_row, :k, id_norm, pseudonym, :now FROM {STAGE} WHERE row_id IS NULL ORDER BY data_row",
             k=self.kind, now=self.now)  # fmt: skip
         if reindex:
@@ -205,29 +208,29 @@ class _ListLoad:
         rid = "coalesce(row_id, :off + data_row)"
         old = f"(SELECT row_id FROM {STAGE} WHERE row_id IS NOT NULL)"
         ds = conn.dialect.identifier_preparer.format_table(self.ds)
-        updated = int(sql(f"SELECT count(*) FROM {ds} WHERE row_id IN {old}").scalar() or 0)  # noqa: S608
+        updated = int(sql(f"SELECT count(*) FROM {ds} WHERE row_id IN {old}").scalar() or 0)
         kept = self.report.rows_read - self.report.rejected
         self.report.updated, self.report.inserted = updated, kept - updated
         if updated:
-            sql(f"DELETE FROM {ds} WHERE row_id IN {old}")  # noqa: S608
-        sql(f"INSERT INTO {ds} (row_id) SELECT {rid} FROM {STAGE} ORDER BY data_row")  # noqa: S608
+            sql(f"DELETE FROM {ds} WHERE row_id IN {old}")
+        sql(f"INSERT INTO {ds} (row_id) SELECT {rid} FROM {STAGE} ORDER BY data_row")
         old_any = new < kept
         for purpose in (*s.consent, *s.consent_all):
             m = f"c_{purpose}" if purpose in s.consent else None
             if old_any:
-                sql(f"DELETE FROM consent WHERE purpose = :p AND row_id IN {old}", p=purpose)  # noqa: S608
+                sql(f"DELETE FROM consent WHERE purpose = :p AND row_id IN {old}", p=purpose)
             granted, where = (f"{m} = 1", f"WHERE {m} IS NOT NULL") if m else ("1 = 1", "")
-            sql(f"INSERT INTO consent (purpose, row_id, granted, dataset) "  # noqa: S608
+            sql(f"INSERT INTO consent (purpose, row_id, granted, dataset) "
                 f"SELECT :p, {rid}, {granted}, :ds FROM {STAGE} {where} ORDER BY data_row", p=purpose, ds=s.name)
         if "active_loan" in s.flags:
             if old_any:
-                sql(f"DELETE FROM active_loans WHERE row_id IN {old}")  # noqa: S608
-            sql(f"INSERT INTO active_loans (row_id, active, dataset) SELECT {rid}, f_active_loan = 1, :ds "  # noqa: S608
+                sql(f"DELETE FROM active_loans WHERE row_id IN {old}")
+            sql(f"INSERT INTO active_loans (row_id, active, dataset) SELECT {rid}, f_active_loan = 1, :ds "
                 f"FROM {STAGE} WHERE f_active_loan IS NOT NULL ORDER BY data_row", ds=s.name)
         if "fraud" in s.flags:
             if old_any:
-                sql(f"DELETE FROM fraud_list WHERE row_id IN {old}")  # noqa: S608
-            sql(f"INSERT INTO fraud_list (row_id, dataset, listed_at) SELECT {rid}, :ds, :now FROM {STAGE} "  # noqa: S608
+                sql(f"DELETE FROM fraud_list WHERE row_id IN {old}")
+            sql(f"INSERT INTO fraud_list (row_id, dataset, listed_at) SELECT {rid}, :ds, :now FROM {STAGE} "
                 "WHERE f_fraud = 1 ORDER BY data_row", ds=s.name, now=self.now)
         sql(f"DROP TABLE {STAGE}")
         values: dict[str, Any] = {"schema_json": json.dumps(s.to_json()), "updated_at": self.now}
