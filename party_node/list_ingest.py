@@ -170,7 +170,7 @@ class _ListLoad:
             self._reject(rows0, np.flatnonzero(bad & ~missing), id_problem(s.id_kind))
         marks = [yes_no(path, cols[col], col, rows0) for _, col in self.marks]
         kept = np.flatnonzero(~bad)
-        ids: list[str] = [norm[i] for i in kept.tolist()] if bad.any() else norm  # type: ignore[misc]
+        ids: list[str] = [norm[i] for i in kept.tolist()] if bad.any() else norm  # type: ignore[misc,assignment]
         pseudo = self.key.pseudonymize(ids, self.kind) if self.key is not None else itertools.repeat(None)
         data_rows = (kept + (rows0 + 1)).tolist()
         vals = [[None if x < 0 else int(x) for x in m[kept].tolist()] for m in marks]
