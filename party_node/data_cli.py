@@ -3,6 +3,7 @@
 Mount with ``party_app.add_typer(data_cli.app)`` (no name: the commands join the ``party`` group):
 
 * ``ingest FILE --schema SCHEMA.toml``  CSV or Parquet into the store, atomically, with a report
+  (``--bulk``: a list, streamed into a staging table and merged in SQL: :mod:`party_node.list_ingest`)
 * ``data summary``                      what this party registers (whitelisted names/types, counts)
 * ``data whitelist DATASET [COLS...]``  show or set which feature columns the federation may use
 
@@ -94,18 +95,25 @@ def ingest(
     ] = 1000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    bulk: Annotated[
+        bool, typer.Option("--bulk", help="Bulk-load a list (id, consent, flags; tens of millions of rows).")
+    ] = False,
 ) -> None:
     """Ingest FILE into the local store, atomically: on any error the store is left as it was."""
 
     def run() -> None:
         from party_node.ingest import ingest_file
+        from party_node.list_ingest import check_list_schema, load_list
         from party_node.schema import load_schema
 
         sch = load_schema(schema)
+        if bulk:
+            check_list_schema(sch)
+        load = load_list if bulk else ingest_file  # same arguments and report
         st = open_store(home, store, key_file)
         try:
             if quiet or not sys.stderr.isatty():
-                report = ingest_file(st, file, sch, max_rejects=max_rejects)
+                report = load(st, file, sch, max_rejects=max_rejects)
             else:
                 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -121,7 +129,7 @@ def ingest(
                     def progress(done: int, total: int) -> None:
                         bar.update(task, completed=done, total=total)
 
-                    report = ingest_file(st, file, sch, max_rejects=max_rejects, progress=progress)
+                    report = load(st, file, sch, max_rejects=max_rejects, progress=progress)
         finally:
             st.close()
         typer.echo(json.dumps(asdict(report)) if as_json else format_report(report))

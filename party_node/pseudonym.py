@@ -84,15 +84,24 @@ class PseudonymKey(Secret):
         return hmac.new(self._key, b"fedcredit pseudonym key fingerprint v1", hashlib.sha256).hexdigest()[:16]
 
     def pseudonymize(self, ids: Iterable[str], kind: str) -> list[bytes]:
-        """Pseudonyms of normalized ids of one kind (16 bytes each), in order."""
-        base = hmac.new(self._key, kind.encode("utf-8") + b"\x00", hashlib.sha256)
+        """Pseudonyms of normalized ids of one kind (16 bytes each), in order.
+
+        HMAC-SHA256 written out over two SHA-256 states with the key pads (and the kind) absorbed once:
+        the same bytes as :mod:`hmac`, at about half its per-id cost (a 50M-entry list hashes every id).
+        """
+        block = 64  # SHA-256's block size; the 32-byte key is zero-padded to it
+        key = self._key.ljust(block, b"\x00")
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + kind.encode("utf-8") + b"\x00")
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
         out: list[bytes] = []
         append = out.append
-        copy = base.copy
+        icopy, ocopy = inner.copy, outer.copy
         for i in ids:
-            h = copy()
+            h = icopy()
             h.update(i.encode("utf-8"))
-            append(h.digest()[:PSEUDONYM_BYTES])
+            o = ocopy()
+            o.update(h.digest())
+            append(o.digest()[:PSEUDONYM_BYTES])
         return out
 
 

@@ -453,14 +453,26 @@ def normalize_ids(values: IdValues, kind: IdKind | str) -> list[str | None]:
             for j in np.flatnonzero(valid):
                 out[idx[j]] = good[j]
         return out
-    res: list[str | None] = []
-    for v in s.tolist():
-        if v is None or v is pd.NA:
-            res.append(None)
-            continue
-        t = unicodedata.normalize("NFC", str(v)).strip()
-        res.append(t if 0 < len(t) <= 128 else None)
+    return _normalize_opaque(s)
+
+
+def _normalize_opaque(s: pd.Series) -> list[str | None]:
+    """NFC, stripped, 1 to 128 characters. Printable ASCII ids (NFC and ``str.strip`` reduce to trimming
+    spaces there) are done in pyarrow's kernels; only the others go through Python one by one."""
+    arr = pa.array(s, type=pa.string())
+    plain = pc.fill_null(pc.match_substring_regex(arr, r"^[\x20-\x7e]*$"), True).to_numpy(zero_copy_only=False)
+    t = pc.utf8_trim(arr, " ")
+    n = pc.utf8_length(t)
+    ok = pc.and_(pc.greater(n, 0), pc.less_equal(n, 128))
+    res: list[str | None] = pc.if_else(ok, t, pa.scalar(None, pa.string())).to_pylist()
+    for j in np.flatnonzero(~plain).tolist():
+        res[j] = _normalize_text(arr[j].as_py())
     return res
+
+
+def _normalize_text(v: Any) -> str | None:
+    t = unicodedata.normalize("NFC", str(v)).strip()
+    return t if 0 < len(t) <= 128 else None
 
 
 def normalize_id(value: str, kind: IdKind | str) -> str | None:

@@ -129,7 +129,7 @@ class StoreContributions:
         pos = np.searchsorted(rids, xr)
         pos = np.minimum(pos, max(len(rids) - 1, 0))
         ok = (rids[pos] == xr) if len(rids) else np.zeros(len(xr), dtype=bool)
-        keys = [ps[i] for i in pos[ok]]
+        keys = ps[pos[ok]]
         return SortedTable(keys, sl.partial_logit(x[ok]) if ok.any() else np.zeros(0))
 
     def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:

@@ -140,7 +140,7 @@ class TreeModels:
             ok = (rids[pos] == xr) if len(rids) else np.zeros(len(xr), dtype=bool)
             src = ArrayTreeContributions.build(
                 model_id, str(d["version"]), [Tree.from_dict(t) for t in d["shapes"]], tuple(d["owners"]), table,
-                [ps[i] for i in pos[ok]], {f: x[ok, j] for j, f in enumerate(feats)},
+                ps[pos[ok]], {f: x[ok, j] for j, f in enumerate(feats)},
             )  # fmt: skip
             cached = (now, mtime, src)
             with self._lock:

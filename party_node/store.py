@@ -497,33 +497,14 @@ class Store:
             return self._meta_get(conn, "pseudonym_key_fingerprint")
 
     def install_pseudonym_key(self, key: PseudonymKey) -> int:
-        """Use ``key`` from now on; recompute every subject's pseudonym if it is a new key.
+        """Use ``key`` from now on; recompute every subject's pseudonym (in blocks) if it is a new key.
 
         Returns the number of pseudonyms recomputed (0 if the key was already installed).
         """
+        from party_node.store_pseudonyms import install_key
+
         self._key = key
-        fp = key.fingerprint()
-        s = self.t["subjects"]
-        with self.write_transaction() as conn:
-            if self._meta_get(conn, "pseudonym_key_fingerprint") == fp:
-                return 0
-            rows = conn.execute(sa.select(s.c.row_id, s.c.id_kind, s.c.id_norm)).all()
-            by_kind: dict[str, list[tuple[int, str]]] = {}
-            for rid, kind, norm in rows:
-                by_kind.setdefault(kind, []).append((rid, norm))
-            upd = s.update().where(s.c.row_id == sa.bindparam("rid")).values(pseudonym=sa.bindparam("p"))
-            for kind, items in by_kind.items():
-                ps = key.pseudonymize([n for _, n in items], kind)
-                for i in range(0, len(items), _BATCH):
-                    conn.execute(
-                        upd,
-                        [
-                            {"rid": rid, "p": p}
-                            for (rid, _), p in zip(items[i : i + _BATCH], ps[i : i + _BATCH], strict=True)
-                        ],
-                    )
-            self._meta_set(conn, "pseudonym_key_fingerprint", fp)
-            return len(rows)
+        return install_key(self, key)
 
     def pseudonyms(self, row_ids: Sequence[int] | np.ndarray) -> list[bytes | None]:
         """Pseudonyms of row ids (``None`` for an unknown row id or when no key is installed)."""
@@ -537,16 +518,13 @@ class Store:
                 found.update({int(a): b for a, b in conn.execute(q)})
         return [found.get(r) for r in wanted]
 
-    def all_pseudonyms(self, purpose: str | None = None) -> tuple[np.ndarray, list[bytes]]:
-        """``(row_ids, pseudonyms)`` of every subject (optionally only those consenting to ``purpose``)."""
+    def all_pseudonyms(self, purpose: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(row_ids, pseudonyms)`` (int64, ``S16``) of every subject (optionally only those consenting to
+        ``purpose``): read in blocks into two arrays, 24 B a subject (:mod:`party_node.store_pseudonyms`)."""
+        from party_node.store_pseudonyms import all_pseudonyms
+
         self._require_key()
-        s = self.t["subjects"]
-        stmt = sa.select(s.c.row_id, s.c.pseudonym).order_by(s.c.row_id)
-        if purpose is not None:
-            stmt = self._consent_filter(stmt, s.c.row_id, purpose)
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+        return all_pseudonyms(self, purpose)
 
     def row_ids_for_pseudonyms(self, pseudonyms: Sequence[bytes]) -> np.ndarray:
         """Row ids of pseudonyms (indexed lookup); -1 where the pseudonym is unknown here."""

@@ -19,9 +19,9 @@ the key of a measured figure. Usage::
 * ``blacklist``: one applicant's blacklist check through the scoring path (a lender's request over
   gRPC + mutual TLS to the coordinator, ``scoring.contribute`` to a member node process whose store holds
   n flagged subjects, CKKS back): p50/p99 latency over ``--blacklist-requests``, the member's RSS, the
-  first request (which builds the member's fraud table), the list's ingest (``party ingest`` for the first
-  ``--blacklist-ingest-n``, the script's bulk loader for the rest). ``--blacklist-dir`` keeps the built
-  federation for a rerun.
+  first request (which builds the member's fraud table), the list's load (``party ingest --bulk`` of the
+  whole list; ``--blacklist-ingest-n`` also times the row-by-row ``party ingest`` of that many entries
+  first, for comparison). ``--blacklist-dir`` keeps the built federation for a rerun.
 * ``blacklist_table``: the fraud table alone (:class:`SortedTable`) in this process over n random
   pseudonyms: build time, memory, one lookup (p50/p99 over 2,000).
 """
@@ -335,45 +335,6 @@ def write_blacklist_file(path: Path, start: int, stop: int) -> None:
             f.write(np.char.add(ids, b",1\n").tobytes())
 
 
-def bulk_append_list(home: Path, start: int, stop: int) -> None:
-    """Append flagged subjects ``start..stop`` to a member store that ``party ingest`` created with the
-    first ones: the same rows ingest writes (subjects with their pseudonym under the installed key,
-    ``blacklist`` consent, the fraud list, the dataset's row), in 5M-row transactions, with the pseudonym
-    index dropped during the load and rebuilt after (one sort instead of 50M random B-tree inserts).
-    A benchmark loader, not a product command: ``party ingest`` of the same list is timed separately."""
-    import sqlalchemy as sa
-
-    from party_node.pseudonym import PseudonymKey, default_key_path
-    from party_node.store import Store
-
-    key = PseudonymKey.load(default_key_path(home))
-    store = Store.open(f"sqlite:///{home / 'store.db'}", pseudonym_key=key)
-    ix = next(i for i in store.t["subjects"].indexes if i.name == "ix_subjects_pseudonym")
-    with store.write_transaction() as conn:
-        ix.drop(conn)
-    now = time.time()
-    for a in range(start, stop, 5_000_000):
-        b = min(stop, a + 5_000_000)
-        with store.write_transaction() as conn:
-            first = int(conn.execute(sa.text("SELECT max(row_id) FROM subjects")).scalar() or 0) + 1
-            for c in range(a, b, 500_000):
-                ids = [x.decode() for x in _list_ids(c, min(b, c + 500_000)).tolist()]
-                ps = key.pseudonymize(ids, "opaque")
-                r0 = first + c - a
-                conn.exec_driver_sql(
-                    "INSERT INTO subjects (row_id, id_kind, id_norm, pseudonym, ingested_at) VALUES (?, ?, ?, ?, ?)",
-                    [(r0 + j, "opaque", i, p, now) for j, (i, p) in enumerate(zip(ids, ps, strict=True))])
-            for sql in ("INSERT INTO ds_fraud_list (row_id) SELECT row_id FROM subjects WHERE row_id >= ?",
-                        "INSERT INTO consent (purpose, row_id, granted, dataset) "
-                        "SELECT 'blacklist', row_id, 1, 'fraud_list' FROM subjects WHERE row_id >= ?",
-                        "INSERT INTO fraud_list (row_id, dataset, listed_at) "
-                        "SELECT row_id, 'fraud_list', ingested_at FROM subjects WHERE row_id >= ?"):
-                conn.exec_driver_sql(sql, (first,))
-    with store.write_transaction() as conn:
-        ix.create(conn)
-    store.close()
-
-
 BLACKLIST_SCHEMA = """[dataset]
 name = "fraud_list"
 id_column = "id"
@@ -390,8 +351,9 @@ def _sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
         peak[0] = max(peak[0], _tree_rss(pid))
 
 
-def _ingest_list(fed: Any, root: Path, start: int, stop: int) -> tuple[float, float]:
-    """``fedcredit party ingest`` of list entries start..stop at the (stopped) member: (seconds, peak RSS MB)."""
+def _ingest_list(fed: Any, root: Path, start: int, stop: int, bulk: bool = False) -> tuple[float, float]:
+    """``fedcredit party ingest [--bulk]`` of list entries start..stop at the (stopped) member: (seconds, peak
+    RSS MB of the ingest process)."""
     import subprocess
 
     from scripts.localfed import fedcredit_cmd
@@ -401,7 +363,8 @@ def _ingest_list(fed: Any, root: Path, start: int, stop: int) -> tuple[float, fl
     peak, stop_ev = [0], threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen([*fedcredit_cmd(), "party", "ingest", str(root / "list.csv"), "--schema",
-                             str(root / "list.toml"), "--home", str(fed.party_home("member")), "--quiet"],
+                             str(root / "list.toml"), "--home", str(fed.party_home("member")), "--quiet",
+                             *(["--bulk"] if bulk else [])],
                             env=fed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = threading.Thread(target=_sample_rss, args=(proc.pid, stop_ev, peak), daemon=True)
     sampler.start()
@@ -415,7 +378,7 @@ def _ingest_list(fed: Any, root: Path, start: int, stop: int) -> tuple[float, fl
     return took, round(peak[0] / 2**20, 1)
 
 
-def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 1_000_000,
+def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 0,
                          keep: Path | None = None) -> dict[str, Any]:
     """One applicant's blacklist check through the scoring path: a lender (the requester, this process with
     the lender's certificate and pseudonym key) asks the coordinator over gRPC + mutual TLS; the coordinator
@@ -423,8 +386,9 @@ def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 1_000_000
     store holds ``n`` flagged subjects; the member looks the pseudonym up in its fraud table and encrypts
     the flag under the lender's CKKS key; the coordinator sums; the lender decrypts.
 
-    The member's list: the first ``ingest_n`` entries with ``fedcredit party ingest`` (timed: the product's
-    path), the rest with :func:`bulk_append_list`. ``keep``: build into (or reuse) this folder.
+    The member's list: all ``n`` entries with ``fedcredit party ingest --bulk`` (timed, with the ingest
+    process's peak RSS); ``ingest_n`` > 0 first times the row-by-row ``party ingest`` of that many entries
+    (then discards that store). ``keep``: build into (or reuse) this folder.
     """
     from fedcore.protocol.scoring.requester import Requester
     from party_node.config import load_party_config
@@ -456,13 +420,16 @@ def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 1_000_000
             fed.wait_online(timeout=120)
             fed.cli("coordinator", "distribute-key", "--home", str(fed.coordinator_home))
             fed.kill("member", 15)  # the member loads its list offline, then serves
-            took, peak = _ingest_list(fed, root, 0, ingest_n)
-            out[f"blacklist_party_ingest_{ik}_s"] = round(took, 1)
-            out[f"blacklist_party_ingest_{ik}_peak_rss_mb"] = peak
-            if n > ingest_n:
-                t0 = time.perf_counter()
-                bulk_append_list(fed.party_home("member"), ingest_n, n)
-                out[f"blacklist_{k}_bulk_load_s"] = round(time.perf_counter() - t0, 1)
+            if ingest_n:  # the row-by-row ingest, for comparison, into a throw-away copy of the member's store
+                took, peak = _ingest_list(fed, root, 0, ingest_n)
+                out[f"blacklist_party_ingest_{ik}_s"] = round(took, 1)
+                out[f"blacklist_party_ingest_{ik}_peak_rss_mb"] = peak
+                for f in fed.party_home("member").glob("store.db*"):
+                    f.unlink()
+            took, peak = _ingest_list(fed, root, 0, n, bulk=True)
+            out[f"blacklist_{k}_bulk_ingest_s"] = round(took, 1)
+            out[f"blacklist_{k}_bulk_ingest_peak_rss_mb"] = peak
+            out["blacklist_build_load_average"] = round(os.getloadavg()[0], 1)
             home = fed.party_home("member")
             out[f"blacklist_{k}_store_mb"] = round(sum(p.stat().st_size for p in home.glob("store.db*")) / 2**20, 1)
             built.write_text(json.dumps({"n": n, "build": out}))
@@ -515,14 +482,16 @@ def bench_blacklist_path(n: int, requests: int = 1000, ingest_n: int = 1_000_000
         f"blacklist_{k}_member_peak_rss_mb": round(mpeak[0] / 2**20, 1),
         f"blacklist_{k}_member_idle_rss_mb": round(idle / 2**20, 1),
         "blacklist_requests": requests,
+        "blacklist_load_average": [round(x, 1) for x in os.getloadavg()],
+        "blacklist_measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "blacklist_note": (
             "through the scoring path: one applicant per request (half listed, half not; every answer checked), "
             "the lender's Requester with its mTLS certificate -> coordinator Scoring/Score -> the member node "
             "process over its party link (scoring.contribute: fraud-table lookup, CKKS encryption under the "
             "lender's key) -> coordinator sum -> lender decrypts; latency = pseudonymize + round trip + decrypt. "
-            "The member's list (SQLite store): the first entries with `fedcredit party ingest` (one CSV, one "
-            "transaction; blacklist_party_ingest_*), the rest with the script's bulk loader (bulk_load_s: the "
-            "same rows, pseudonym index rebuilt after; not a product command); its fraud table is built on the "
+            "The member's list (SQLite store): one CSV loaded with `fedcredit party ingest --bulk` (one "
+            "transaction; bulk_ingest_s, its process's peak RSS in bulk_ingest_peak_rss_mb, 1-minute load "
+            "average at its end in blacklist_build_load_average); its fraud table is built on the "
             "first request (first_request_s; later rebuilds run in the background). member_rss_mb: the member "
             "node's RSS while serving (after the requests); "
             "member_peak_rss_mb: its peak during the table build and the requests; idle: after start"),
@@ -537,7 +506,8 @@ def main() -> None:
     ap.add_argument("--ingest-rows", type=int, default=1_000_000)
     ap.add_argument("--blacklist-n", type=int, default=50_000_000)
     ap.add_argument("--blacklist-requests", type=int, default=1000)
-    ap.add_argument("--blacklist-ingest-n", type=int, default=1_000_000, help="list entries through party ingest")
+    ap.add_argument("--blacklist-ingest-n", type=int, default=0,
+                    help="also time the row-by-row party ingest of this many list entries (before the bulk load)")
     ap.add_argument("--blacklist-dir", type=Path, default=None, help="build the member's store here (reused)")
     ap.add_argument("--psi-single", type=int, default=0,
                     help="run only one PSI of this many ids per party (e.g. 10000000) and write its measured keys")

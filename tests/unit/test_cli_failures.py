@@ -281,3 +281,42 @@ def test_the_demo_scripts_fail_loudly(tmp_path: Path, script: str, args: list[st
     proc = subprocess.run([sys.executable, str(root / script), *argv], capture_output=True, text=True, cwd=root)
     assert proc.returncode != 0
     assert needle in proc.stderr
+
+
+LIST_SCHEMA = """
+[dataset]
+name = "fraud_list"
+id_column = "id"
+id_kind = "opaque"
+consent_all = ["blacklist"]
+
+[flags]
+fraud = "fraud"
+"""
+
+
+@pytest.mark.parametrize(
+    ("schema", "csv", "needle"),
+    [
+        (SCHEMA, "id,age\na1,30\n", "--bulk loads a list (id, consent and flag columns); dataset 'apps' declares"),
+        (LIST_SCHEMA, "id,fraud\na1,1\na2,maybe\n", "data row 2, column 'fraud': 'maybe' is not a yes/no value"),
+        (LIST_SCHEMA, "id,fraud\na1,1\na2,1\na1,0\n", "data row 3, column 'id': duplicate id (same normalized id as "
+                                                      "data row 1)"),
+    ],
+)
+def test_bulk_ingest_fails_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: str, csv: str,
+                                  needle: str) -> None:
+    """``party ingest --bulk``: a schema that is not a list, a bad flag value or a repeated id is one error line
+    naming file, data row and column, and the store keeps nothing of the load."""
+    (tmp_path / "s.toml").write_text(schema)
+    (tmp_path / "list.csv").write_text(csv)
+    store = tmp_path / "store.db"
+    code, err = run_cli(capsys, ["party", "ingest", str(tmp_path / "list.csv"), "--schema", str(tmp_path / "s.toml"),
+                                 "--store", f"sqlite:///{store}", "--bulk"])
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0], lines[0]
+    from party_node.store import Store
+
+    with Store.open(f"sqlite:///{store}") as st:
+        assert not st.summary().tables and len(st.fraud_ids()) == 0

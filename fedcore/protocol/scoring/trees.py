@@ -567,7 +567,7 @@ class ArrayTreeContributions:
     @classmethod
     def build(
         cls, model_id: str, version: str, trees: Sequence[Tree], owners: Sequence[str], table: SplitTable,
-        pseudonyms: Sequence[bytes], columns: Mapping[str, np.ndarray], lender: str = LENDERS_OWNER,
+        pseudonyms: Sequence[bytes] | np.ndarray, columns: Mapping[str, np.ndarray], lender: str = LENDERS_OWNER,
     ) -> ArrayTreeContributions:  # fmt: skip
         rows = SortedTable(pseudonyms, np.arange(1, len(pseudonyms) + 1, dtype=np.float64))
         cols = {f: np.asarray(v, dtype=np.float64) for f, v in columns.items()}

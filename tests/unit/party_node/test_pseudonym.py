@@ -8,13 +8,15 @@ import pickle
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from fedcore.errors import InvalidInput, NotFound
 from fedcore.secret import SecretLeakError
 from party_node.ingest import ingest_file
 from party_node.pseudonym import PseudonymKey, default_key_path, load_or_create
-from party_node.schema import parse_schema
+from party_node.schema import load_schema, parse_schema
 from party_node.store import Store
 
 SCHEMA = {"dataset": {"name": "a", "id_column": "phone", "id_kind": "phone"}, "numeric": {"x": {}}}
@@ -93,3 +95,45 @@ def test_docs_state_the_wire_formula() -> None:
     assert "`HMAC-SHA256(key, kind || 0x00 || normalized id)`" in docs
     assert '`HMAC-SHA256(key, "fedcredit pseudonym key fingerprint v1")`, first 16 hex characters' in docs
     assert "HMAC-SHA256 of `kind:normalized id`" not in docs and "(SHA-256 of\n  the key)" not in docs
+
+
+def test_key_install_in_blocks_rebuilds_the_index_and_a_failure_keeps_the_old_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key install reads and rewrites subjects a block at a time (mixed id kinds in a block), with the
+    pseudonym index dropped and rebuilt; all_pseudonyms fills arrays; an error mid-way changes nothing."""
+    from party_node import store_pseudonyms
+
+    monkeypatch.setattr(store_pseudonyms, "BLOCK", 7)
+    monkeypatch.setattr(store_pseudonyms, "REINDEX_MIN", 10)
+    phones = [f"1380013{i:04d}" for i in range(20)]
+    store = Store.open(f"sqlite:///{tmp_path / 's.db'}")
+    (tmp_path / "p.csv").write_text("phone,x\n" + "".join(f"{p},{i}\n" for i, p in enumerate(phones)))
+    ingest_file(store, tmp_path / "p.csv", parse_schema(SCHEMA))
+    (tmp_path / "o.toml").write_text(
+        '[dataset]\nname = "o"\nid_column = "id"\nid_kind = "opaque"\n[numeric]\nx = {}\n')
+    (tmp_path / "o.csv").write_text("id,x\n" + "".join(f"o{i},{i}\n" for i in range(5)))
+    ingest_file(store, tmp_path / "o.csv", load_schema(tmp_path / "o.toml"))
+    k1 = PseudonymKey.generate()
+    assert store.install_pseudonym_key(k1) == 25
+    rids, ps = store.all_pseudonyms()
+    assert ps.dtype == np.dtype("S16") and rids.tolist() == list(range(1, 26))
+    want = k1.pseudonymize(phones, "phone") + k1.pseudonymize([f"o{i}" for i in range(5)], "opaque")
+    assert ps.tobytes() == b"".join(want)  # whole 16 bytes, trailing NULs included
+    assert store.row_ids_for_pseudonyms(want[::6]).tolist() == list(range(1, 26))[::6]
+    assert "ix_subjects_pseudonym" in {i["name"] for i in sa.inspect(store.engine).get_indexes("subjects")}
+    before = store.checksum()
+    k2 = PseudonymKey.generate()
+    calls = []
+
+    def failing(self: PseudonymKey, ids: list[str], kind: str) -> list[bytes]:
+        calls.append(len(ids))
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return [b"\x01" * 16 for _ in ids]
+
+    monkeypatch.setattr(PseudonymKey, "pseudonymize", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        store.install_pseudonym_key(k2)
+    assert store.checksum() == before and store.key_fingerprint() == k1.fingerprint()
+    store.close()

@@ -31,7 +31,7 @@ def content(store: Store) -> dict[str, object]:
         "fraud": store.fraud_ids().tolist(),
         "fraud_pseudonyms": sorted(store.flagged_pseudonyms("fraud", "blacklist").tolist()),
         "loan_pseudonyms": sorted(store.flagged_pseudonyms("active_loan", "scoring").tolist()),
-        "pseudonyms": (rids.tolist(), ps),
+        "pseudonyms": (rids.tolist(), ps.tolist()),
         "vocab": store.dataset_info("apps").vocabularies,
         "summary": store.summary(),
         "row_ids": store.row_ids_for(["13800138000", "nope", "+86 139-0013-9000"], "phone").tolist(),
