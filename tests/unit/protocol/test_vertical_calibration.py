@@ -98,7 +98,7 @@ def test_quality_and_calibration_match_scikit_learn_on_the_pooled_rows(quickstar
 
     from models.metrics import auc
 
-    _tmp, res, val = quickstart_run
+    _tmp, _res, val = quickstart_run
     lenders, XL, y, XP = synthetic()
     tr = [split_rows(len(y[n]), QUICKSTART.val_fraction, QUICKSTART.seed, i) for i, n in enumerate(lenders)]
     X = {n: np.hstack([XL[n], XP[n]]) for n in lenders}
