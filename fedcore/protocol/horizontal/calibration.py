@@ -42,16 +42,21 @@ from fedcore.protocol import horizontal as hz
 
 MSG_CALIB = "query.fc_calib"
 CALIB_ITERS = 12
+MIN_SLOPE = 0.05  # b below this keeps b and fits a alone (calibration in the large; a noisy or inverted model)
 TOL = 1e-5  # on a and b; CKKS sums carry about 1e-7 of noise
 
 
 def newton_step(a: float, b: float, stats: np.ndarray) -> tuple[float, float]:
     """One Newton step of the Platt log-likelihood from pooled means
-    ``[y - q, (y - q) s, q (1 - q), q (1 - q) s, q (1 - q) s^2]`` at ``(a, b)``."""
+    ``[y - q, (y - q) s, q (1 - q), q (1 - q) s, q (1 - q) s^2]`` at ``(a, b)``; a step that would take
+    ``b`` below :data:`MIN_SLOPE` moves ``a`` alone (the ranking is the model's: calibration never inverts it)."""
     g = np.asarray(stats[:2], dtype=np.float64)
     h = np.array([[stats[2], stats[3]], [stats[3], stats[4]]], dtype=np.float64) + 1e-12 * np.eye(2)
     step = np.linalg.solve(h, g)
     scale = min(1.0, 5.0 / max(float(np.abs(step).max()), 1e-300))  # damped far from the optimum
+    if b + scale * float(step[1]) < MIN_SLOPE:  # would flip or flatten the ranking: fit the level only
+        da = float(g[0] / h[0, 0])
+        return a + max(-5.0, min(5.0, da)), b
     return a + scale * float(step[0]), b + scale * float(step[1])
 
 
@@ -125,7 +130,7 @@ def federated_platt(grid: Any, spec: Any, arrays: ArrayRecord, public_ctx: Any) 
             raise ProtocolError(f"parties derived different calibrations from the same sums: {sorted(got)}")
         first = _rep(next(iter(replies.values())))
         a, b, done = float(first["a"]), float(first["b"]), bool(first["converged"])
-        if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+        if not (math.isfinite(a) and math.isfinite(b)) or b < MIN_SLOPE:
             raise ProtocolError(f"calibration did not converge to a usable fit (a={a}, b={b})")
         if done:
             break

@@ -132,3 +132,14 @@ def test_an_undertrained_mlp_at_pd_045_is_brought_to_the_bad_rate(tmp_path):
 def test_calibration_can_be_turned_off(tmp_path):
     rec, p, _ = run(tmp_path, "mlp", rounds=2, lr=1e-3, calibrate=False)
     assert rec.calibration is None and p.mean() > 0.15
+
+
+def test_a_model_that_ranks_backwards_is_only_shifted_never_inverted():
+    rng = np.random.default_rng(2)
+    s = rng.normal(0.0, 1.0, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(-2.0 - 0.7 * s)))).astype(float)  # worse where s is higher
+    a, b = 0.0, 1.0
+    for _ in range(30):
+        a, b = newton_step(a, b, platt_stats(s, y, a, b))
+    assert b == 1.0  # the slope is kept, the level fitted
+    assert np.mean(1 / (1 + np.exp(-(a + b * s)))) == pytest.approx(y.mean(), abs=1e-6)
