@@ -137,6 +137,10 @@ def threshold_from_model(model_dir: Path, share: float) -> tuple[float, str]:
             raise InvalidInput(f"{hist}: not a validation histogram ({exc})") from None
         if h.n > 0:
             k = cutoff_for_approval(h.total, 1.0 - share)
+            if k >= h.bins:  # more than `share` of the validation PDs sit in the top bin: no usable cut
+                log.warning("%s: %.1f%% of the model's validation PDs are >= %.3f (an over-confident model);"
+                            " the pd_above threshold cannot leave only the riskiest %.0f%% above it",
+                            hist, 100 * h.total[-1] / h.n, 1 - 1 / h.bins, 100 * share)
             return min(k / h.bins, 0.999), VALIDATION_HIST
     scores = model_dir / "validation_scores.json"
     if scores.is_file():

@@ -378,7 +378,7 @@ def demo_command(
         say("[6/8] vertical training: the five lenders' application data with tiange's behaviour data, "
             "coordinated logistic regression under CKKS on the aligned borrowers")
         out = fed.cli("coordinator", "train", "--kind", "vertical", "--parties", f"{lenders},tiange",
-                      "--rounds", "12", "--lr", "0.5", "--batch-size", "512",
+                      "--rounds", "12", "--lr", "0.05", "--batch-size", "512",
                       "--psi-runs", ",".join(f"{k}={v}" for k, v in psi_runs.items()), *coord).stdout.strip()
         for line in out.splitlines():
             if "epoch " in line or line.startswith("model "):

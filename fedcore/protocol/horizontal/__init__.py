@@ -25,8 +25,12 @@ Each item: message type -- content -- what the coordinator learns.
   last-epoch loss; never a weight.
 - ``evaluate`` -- to parties: CKKS(global aggregate); reply: AUC, KS, log loss and row count on the
   party's validation split -- those metrics.
-- ``query.fc_save`` -- to parties: CKKS(final aggregate) and the model version; reply: SHA-256 of the
-  decrypted model and of the data used -- the hashes.
+- ``query.fc_calib`` (``calibrate``, the default; :mod:`~fedcore.protocol.horizontal.calibration`) -- to
+  parties: CKKS(final aggregate), the current Platt ``(a, b)`` and CKKS(last summed statistics); reply:
+  the next ``(a, b)`` and CKKS(five means of the calibration likelihood's gradient and Hessian on the
+  party's training rows) -- ``(a, b)`` per iteration (recorded in the model record).
+- ``query.fc_save`` -- to parties: CKKS(final aggregate), the model version and ``(a, b)`` (folded into
+  the last layer); reply: SHA-256 of the decrypted model and of the data used -- the hashes.
 
 The coordinator only ever adds ciphertexts (:func:`sum_encrypted`); the global model is decrypted
 only by the parties (``[sum w_i n_i/u] / [sum n_i/u]``: the weighted average, with the row counts

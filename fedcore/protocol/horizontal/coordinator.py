@@ -121,6 +121,8 @@ class ModelRecord:
     # parties that dropped out: {"party", "round" (the first round without it), "at" (unix time)}
     dropped: list[dict[str, Any]] = field(default_factory=list)
     best_round: int | None = None  # the round whose model is registered (best validation AUC)
+    # Platt (a, b) folded into the stored model (horizontal.calibration); None: trained with calibrate off
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,8 +151,10 @@ def _query(
     msg_type: str,
     per_node: Mapping[int, Mapping[str, Any]],
     arrays: ArrayRecord | None = None,
+    records: Mapping[str, ArrayRecord] | None = None,
 ) -> dict[int, Message]:
-    """Send ``msg_type`` to each node with its extra config; return the successful replies by node."""
+    """Send ``msg_type`` to each node with its extra config (and ``arrays``, and more array
+    ``records`` by name); return the successful replies by node."""
     name_of = _names(grid)
     base = spec.params.to_config()
     msgs: list[Message] = []
@@ -158,6 +162,7 @@ def _query(
         content: dict[str, Any] = {"config": ConfigRecord({**base, "fc-self": name_of(node), **extra})}
         if arrays is not None:
             content["arrays"] = arrays
+        content.update(records or {})
         msgs.append(Message(RecordDict(content), node, msg_type))
     out: dict[int, Message] = {}
     for reply in grid.send_and_receive(msgs, timeout=spec.round_timeout_s):
@@ -394,8 +399,16 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         )
         arrays = best.get("arrays", result.arrays)
 
-    # Step 5: the parties decrypt and store the best round's model.
-    saved = _query(grid, spec, hz.MSG_SAVE, {n: {"fc-version": spec.version} for n in _online(grid, spec)}, arrays)
+    # Step 5: calibration (federated Platt on the training rows), folded into the model the parties store.
+    calibration = None
+    save_cfg: dict[str, Any] = {"fc-version": spec.version}
+    if spec.params.calibrate:
+        from fedcore.protocol.horizontal.calibration import federated_platt
+
+        calibration = federated_platt(grid, spec, arrays, public_ctx)
+        save_cfg.update({"fc-calib-a": calibration["a"], "fc-calib-b": calibration["b"]})
+    # Step 6: the parties decrypt and store the best round's model.
+    saved = _query(grid, spec, hz.MSG_SAVE, {n: save_cfg for n in _online(grid, spec)}, arrays)
     _need(spec, "model registration", saved)
     drop_out(members - {name_of(n) for n in saved}, spec.rounds)
     model_hashes = {str(_rep(r)["model-sha256"]) for r in saved.values()}
@@ -429,6 +442,7 @@ def run_horizontal(grid: Grid, spec: JobSpec, hooks: Hooks | None = None, *, res
         dp=dp,
         dropped=dropped,
         best_round=int(kept["round"]) if kept else None,
+        calibration=calibration,
     )
 
 

@@ -84,6 +84,7 @@ class TrainParams:
     dp_noise_multiplier: float = 0.0
     val_fraction: float = 0.2
     dataset: str = ""  # the party's dataset to train on; "" = its only labelled dataset
+    calibrate: bool = True  # federated Platt calibration after the last round (horizontal.calibration)
 
     def __post_init__(self) -> None:
         if self.model not in ("logistic", "mlp"):

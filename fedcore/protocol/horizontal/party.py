@@ -285,6 +285,10 @@ def _q_save(msg: Message, context: Context) -> Message:
     Xtr, _, Xva, _ = _prepared(env, p, cfg)
     model = _global_model(env, p, Xtr.shape[1], msg.content.array_records["arrays"])
     weights = get_weights(model)
+    if "fc-calib-a" in cfg:  # the federated Platt fit, folded into the last linear layer
+        from fedcore.protocol.horizontal.calibration import fold_platt
+
+        weights = fold_platt(weights, float(cfg["fc-calib-a"]), float(cfg["fc-calib-b"]))
     digest = hz.weights_sha256(weights)
     st = env.run(p.run)
     meta = {
@@ -295,6 +299,8 @@ def _q_save(msg: Message, context: Context) -> Message:
         "feature_names": list(st.data[4]) if st.data else [],
         "model_sha256": digest,
         "data_sha256": st.data_sha256,
+        "calibration": ({"method": "platt", "a": float(cfg["fc-calib-a"]), "b": float(cfg["fc-calib-b"])}
+                        if "fc-calib-a" in cfg else None),
     }
     path = env.save_model(p.run, version, weights, meta)
     rec = ConfigRecord(
@@ -307,6 +313,15 @@ def _q_save(msg: Message, context: Context) -> Message:
         }
     )
     return _reply(msg, reply=rec)
+
+
+def _q_calib(msg: Message, context: Context) -> Message:
+    from fedcore.protocol.horizontal.calibration import handle_calib
+
+    return handle_calib(msg, context)
+
+
+client_app.query("fc_calib")(_q_calib)
 
 
 # ---------------------------------------------------------------------------------- party-link handler

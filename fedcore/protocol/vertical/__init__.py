@@ -14,10 +14,14 @@ exactly) so only the platform's part ``u = w_P . x_P`` is approximated:
 ``gamma = alpha (1 - 2 s(c)) / 2`` (P encrypts ``[[u^2]]`` itself: it knows ``u``). At ``w = 0`` the first
 two terms are FATE's Taylor expansion (``0.5 + 0.25 z - y``); later it is exact in ``c`` and second order
 in ``u`` (the first-order residual lost 0.005 AUC on the synthetic federation, see docs/vertical.md).
-Mini-batches, Adam at every party on its own slice (per coordinate, so equal to centralized Adam on
-this gradient), early stopping on the validation loss ``l(c) + beta u + alpha u^2 / 2`` (second order
-around ``c``). Packing: one slot per subject, vectors padded to whole ciphertexts; after the per-column
-plaintext products a column's ciphertexts are added slot-wise ("folded"), masked per slot and decrypted
+P sends ``min(u^2, CURVATURE_CAP^2)`` for ``u^2`` (uncapped, ``gamma u^2`` ran margins away at large
+learning rates). The intercept starts at the log-odds of the pooled training bad rate (in the lenders'
+masked moments). Mini-batches, Adam at every party on its own slice (per coordinate, so equal to
+centralized Adam on this gradient), early stopping on the **exact** validation log-loss
+``l(c + u) = sum_k a_k(c, y) T_k(u / 16)`` (a Chebyshev series, 1e-6 per row: the lender computes the
+``a_k``, the platform the ``T_k``; :func:`~fedcore.protocol.vertical.numerics.loss_coefficients`).
+Packing: one slot per subject, vectors padded to whole ciphertexts; after the per-column plaintext
+products a column's ciphertexts are added slot-wise ("folded"), masked per slot and decrypted
 by the arbiter, which sums the slots. No rotations, one multiplicative level.
 
 Setup (once per session; a resumed run is a new session)::
@@ -43,9 +47,9 @@ update of step ``t-1`` rides on the messages of step ``t``)::
     P -> C    per lender, column j of x_P: fold([[alpha]] * (x_j u) + [[beta]] * x_j + [[gamma]] * (x_j u^2)) + s_j
     C         decrypts, sums slots (and lenders): P's masked sum S_P + sum(s), lenders' S_L + sum(r)
 
-Epoch end: ``vertical.eval_lender`` (L_i seals validation [[alpha]], [[beta]] to P and sends
-``[[l(c) + r]]`` with zero-sum masks), ``vertical.eval_platform`` (P returns
-``[[alpha u^2 / 2 + beta u + r]]``, zero-sum masks): C decrypts the slot sums = the validation loss;
+Epoch end: ``vertical.eval_lender`` (L_i seals ``[[a_k]]`` of its validation rows to P, nothing for C),
+``vertical.eval_platform`` (P returns ``fold([[a_k]] * T_k(u / 16)) + r``, zero-sum masks): C decrypts
+the slot sums = each lender's exact validation loss;
 ``vertical.checkpoint``. At the end the parties use the best epoch: P seals ``[[u]]`` of lender i's
 validation rows to L_i, L_i returns ``[[z + m]]`` masked per slot, C decrypts and returns the masked
 values (``vertical.reveal``), L_i removes ``m`` and reports AUC / KS / bad rate on its own validation
@@ -55,18 +59,20 @@ rows; ``vertical.finish`` writes the slices.
 
 - *Coordinator (arbiter)*: row counts per lender (train / validation), feature counts and names, data
   hashes; per-slot values ``v + mask`` with masks uniform in ``[-2^30, 2^30]`` (statistical distance
-  about ``|v| / 2^30`` per value); per step the *masked* gradient sums; per epoch the validation
-  loss (an aggregate over all lenders' validation rows) split per lender into its lender-only term and
-  its platform-dependent term; at the end each lender's validation AUC, KS and bad rate (reported in
-  the job result). It relays ``[[u]]``, ``[[u^2]]``, ``[[alpha]]``, ``[[gamma]]``, ``[[beta]]`` only in
+  about ``|v| / 2^30`` per value); per step the *masked* gradient sums; per epoch each lender's exact
+  validation log-loss (a sum over its validation rows); at the end each lender's validation AUC, KS
+  and bad rate (reported in the job result). It relays ``[[u]]``, ``[[u^2]]``, ``[[alpha]]``, ``[[gamma]]``,
+  ``[[beta]]``, ``[[a_k]]`` only in
   envelopes it cannot open, and never sees a weight, a scaler, a label or a feature value.
 - *Lender L_i*: its own data; ``[[u]]``, ``[[u^2]]`` ciphertexts it cannot decrypt; per step the aggregate lender
   gradient ``sum_i X_L,i^T d_i`` over all lenders' batches (with one lender, FATE's guest gradient),
   which mixes in the aggregate ``X_L^T (alpha u + gamma u^2)`` of the batch; the pooled lender scaler (pooled mean and
-  std of the lender features) and all lenders' training row counts; at the end the joint score ``z``
-  of its own validation subjects, hence ``u_P`` of those subjects (exactly what joint scoring reveals).
-- *Platform P*: its own data; ``[[alpha]]``, ``[[gamma]]``, ``[[beta]]`` ciphertexts it cannot decrypt; per
-  step its own gradient ``sum_i X_P,i^T d_i`` (FATE's host gradient); row counts per lender. Never labels, residuals,
+  std of the lender features), the pooled training bad rate and all lenders' training row counts; at
+  the end the joint score ``z`` of its own validation subjects, hence ``u_P`` of those subjects
+  (exactly what joint scoring reveals).
+- *Platform P*: its own data; ``[[alpha]]``, ``[[gamma]]``, ``[[beta]]``, ``[[a_k]]`` ciphertexts it cannot
+  decrypt; per step its own gradient ``sum_i X_P,i^T d_i`` (FATE's host gradient); row counts per
+  lender. Never labels, residuals,
   per-subject gradients or lender weights.
 - *The final model*: each slice is kept by its party (``HOME/models/<run_id>/slice.json``); w_P is
   known to the platform only, w_L and b to the lenders only. Scoring with it (protocol 4) reveals to the

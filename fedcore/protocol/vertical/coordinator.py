@@ -302,8 +302,8 @@ def _split_sealed(res: Mapping[str, TaskResult], lenders: Sequence[str]) -> tupl
 def _validate(channel: PartyChannel, arb: _Arbiter, task: TaskFn, lenders: Sequence[str], platform: str,
               epoch: int, carry_p: list[Frame], carry_l: list[Frame], *,
               final: bool) -> tuple[float, dict[str, dict[str, float]]]:
-    """Validation loss summed over every lender's validation rows (or, ``final``: each lender's
-    metrics of the best model, from the masked joint scores)."""
+    """The exact validation log-loss summed over every lender's validation rows (or, ``final``: each
+    lender's metrics of the best model, from the masked joint scores)."""
     if final:
         ev = channel.run(platform, task(EVAL_PLATFORM, {"epoch": epoch, "final": True}))
         ufr = {f.tag: f for f in _frames(ev) if f.type == F_SEALED}
@@ -321,9 +321,12 @@ def _validate(channel: PartyChannel, arb: _Arbiter, task: TaskFn, lenders: Seque
         n: task(EVAL_LENDER, {"epoch": epoch, "final": False}, frames_bytes(carry_l)) for n in lenders
     })
     mine, sealed = _split_sealed(res, lenders)
+    if mine:
+        raise ProtocolError("vertical: a lender sent the arbiter validation terms (it sends only sealed ones)")
     ev = channel.run(platform, task(EVAL_PLATFORM, {"epoch": epoch, "final": False},
                                     frames_bytes([*carry_p, *sealed])))
-    loss = float(arb.slot_sums(mine, 1)[0]) + float(arb.slot_sums(_frames(ev), 1)[0])
+    # one masked, folded ciphertext per lender; its slots sum to that lender's exact validation log-loss
+    loss = float(arb.slot_sums(_frames(ev), 1)[0])
     return loss, {}
 
 

@@ -28,6 +28,9 @@ MASK = float(2**30)  # per-slot masks, uniform in [-MASK, MASK]
 FIXED_BITS = 32  # fixed point for the masked moments, mod 2^128
 MOD = 1 << 128
 CLIP = 5.0  # standardized features are clipped to [-CLIP, CLIP]
+CURVATURE_CAP = 3.0  # the residual's u^2 term uses min(u^2, CURVATURE_CAP^2): bounded, so margins cannot run away
+LOSS_U_BOUND = 16.0  # the exact validation loss expands in u/LOSS_U_BOUND (|u| clipped to it; PD odds e^16)
+LOSS_DEGREE = 64  # Chebyshev degree of that expansion: |error| <= 1e-6 per row for |u| <= LOSS_U_BOUND
 MODEL_KIND = "joint-logistic"
 SESSION_TTL_S = 24 * 3600
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from fedcore.crypto import he
 from fedcore.errors import InvalidInput
-from fedcore.protocol.vertical.messages import CLIP, MASK
+from fedcore.protocol.vertical.messages import CLIP, LOSS_DEGREE, LOSS_U_BOUND, MASK
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,33 @@ def _standardizer(n: float, s1: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray,
 
 def _standardize(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip((np.asarray(X, float) - mean) / std, -CLIP, CLIP))
+
+
+# ---- the exact validation loss, separated into a lender part and a platform part -------------------
+
+
+def loss_coefficients(c: np.ndarray, y: np.ndarray, bound: float = LOSS_U_BOUND,
+                      degree: int = LOSS_DEGREE) -> np.ndarray:
+    """The lender's side of the exact logistic loss ``l(c + u) = softplus(c + u) - y (c + u)``: per row,
+    the Chebyshev coefficients ``a_k`` of ``t -> l(c + bound * t)`` on ``[-1, 1]`` (interpolation at the
+    ``degree + 1`` Chebyshev nodes), so that ``l(c + u) = sum_k a_k T_k(u / bound)`` for ``|u| <= bound``
+    with an error below 1e-6 at the defaults (softplus is analytic within pi of the real axis). Returns
+    the coefficients k-major and flattened (``a_0`` of every row, then ``a_1``, ...)."""
+    k = np.arange(degree + 1)
+    theta = np.pi * (k + 0.5) / (degree + 1)
+    t = np.cos(theta)
+    z = np.asarray(c, float)[:, None] + bound * t[None, :]
+    f = np.logaddexp(0.0, z) - np.asarray(y, float)[:, None] * z
+    a = (2.0 / (degree + 1)) * f @ np.cos(np.outer(k, theta)).T
+    a[:, 0] /= 2.0
+    return np.asarray(a.T.ravel())
+
+
+def loss_basis(u: np.ndarray, bound: float = LOSS_U_BOUND, degree: int = LOSS_DEGREE) -> np.ndarray:
+    """The platform's side: ``T_k(clip(u) / bound)`` in :func:`loss_coefficients`' layout (the dot product
+    of the two is the summed exact loss)."""
+    t = np.clip(np.asarray(u, float) / bound, -1.0, 1.0)
+    return np.asarray(np.cos(np.outer(np.arange(degree + 1), np.arccos(t))).ravel())
 
 
 def score_slices(slices: Sequence[Mapping[str, Any]], Xs: Sequence[np.ndarray]) -> np.ndarray:

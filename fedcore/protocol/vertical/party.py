@@ -32,6 +32,7 @@ from fedcore.protocol.vertical.messages import (
     ABORT,
     BACKWARD,
     CHECKPOINT,
+    CURVATURE_CAP,
     EVAL_LENDER,
     EVAL_PLATFORM,
     F_CKKS,
@@ -68,6 +69,8 @@ from fedcore.protocol.vertical.numerics import (
     _standardize,
     _standardizer,
     batch_rows,
+    loss_basis,
+    loss_coefficients,
     split_rows,
     uniform_masks,
 )
@@ -77,6 +80,14 @@ VALIDATION_HIST = "validation_hist.json"
 """A lender's histogram of the best joint model's validation scores, beside its slice."""
 
 log = logging.getLogger(__name__)
+
+
+def _u2(u: np.ndarray) -> np.ndarray:
+    """The residual's second-order regressor: ``u^2`` capped at ``CURVATURE_CAP^2``. Uncapped, ``gamma u^2``
+    grows without bound where the expansion no longer holds (|u| beyond a few units) and pushes margins
+    further out: a runaway (validation PDs of 0 and 1 after a few epochs at a large learning rate)."""
+    out: np.ndarray = np.minimum(u * u, CURVATURE_CAP**2)
+    return out
 
 
 class VerticalParty:
@@ -242,7 +253,8 @@ class VerticalParty:
             return TaskReply({"dim": dim})
         t = s.tables[self.name]
         Xt = t.X[s.splits[self.name][0]]
-        mom = np.concatenate([[len(Xt)], Xt.sum(0), (Xt * Xt).sum(0)])
+        assert t.y is not None
+        mom = np.concatenate([[len(Xt)], Xt.sum(0), (Xt * Xt).sum(0), [float(t.y[s.splits[self.name][0]].sum())]])
         mask = uniform_masks(len(mom), _seed_stream(s.common_seed, "moments", s.index))
         masked = [(a + b) % MOD for a, b in zip(encode_fixed(mom), encode_fixed(mask), strict=True)]
         return TaskReply({"dim": dim}, frames_bytes([u128_frame(0, masked)]))
@@ -257,10 +269,14 @@ class VerticalParty:
             mask = encode_fixed(uniform_masks(len(total), _seed_stream(s.common_seed, "moments", i)))
             total = [(a - b) % MOD for a, b in zip(total, mask, strict=True)]
         mom = decode_fixed(total)
-        p = (len(mom) - 1) // 2
-        s.mean, s.std = _standardizer(mom[0], mom[1 : 1 + p], mom[1 + p :])
+        p = (len(mom) - 2) // 2
+        s.mean, s.std = _standardizer(mom[0], mom[1 : 1 + p], mom[1 + p : 1 + 2 * p])
         Z = _standardize(s.tables[self.name].X, s.mean, s.std)
         s.Z[self.name] = np.hstack([np.ones((len(Z), 1)), Z])
+        assert s.opt is not None
+        if s.opt.t == 0 and not s.w.any():  # a fresh run starts at the pooled bad rate (not PD 0.5)
+            rate = min(max(mom[-1] / max(mom[0], 1.0), 1e-4), 1 - 1e-4)
+            s.w[0] = s.best_w[0] = float(np.log(rate / (1.0 - rate)))
         return TaskReply({"features": p})
 
     # -- carried updates
@@ -292,9 +308,9 @@ class VerticalParty:
             for i, n in enumerate(s.lenders):
                 rows = batch_rows(s.splits[n][0], s.steps, s.seed, i, epoch, step)
                 us[n] = s.Z[n][rows] @ s.w
-                # [[u]] and [[u^2]] (P knows u, so u^2 costs no ciphertext multiplication)
+                # [[u]] and [[min(u^2, cap^2)]] (P knows u, so u^2 costs no ciphertext multiplication)
                 ct = b"".join(frames_bytes([Frame(F_CKKS, 0, self._enc(s, _pad(us[n])).to_bytes()),
-                                   Frame(F_CKKS, 1, self._enc(s, _pad(us[n] ** 2)).to_bytes())]))
+                                   Frame(F_CKKS, 1, self._enc(s, _pad(_u2(us[n]))).to_bytes())]))
                 out.append(Frame(F_SEALED, i, self._seal(s, n, ct, "u", epoch, step)))
                 ctx.check_cancelled()
             s.pending["u"] = us
@@ -360,18 +376,6 @@ class VerticalParty:
             s.pending["grad"] = (mask_total, total)
         return TaskReply({}, frames_bytes(out))
 
-    def _open_ab(self, s: _Session, frames: Sequence[Frame], i: int, n: int, what: str, epoch: int,
-                 step: int) -> tuple[he.EncryptedVector, he.EncryptedVector]:
-        fa, fb = _one(frames, F_SEALED, 2 * i), _one(frames, F_SEALED, 2 * i + 1)
-        name = s.lenders[i]
-        if fa is None or fb is None:
-            raise ProtocolError(f"vertical: the encrypted residual terms of lender {name!r} are missing")
-        a = self._parse_ct(s, self._open(s, name, fa.body, "alpha" + what, epoch, step))
-        b = self._parse_ct(s, self._open(s, name, fb.body, "beta" + what, epoch, step))
-        if a.length != len(_pad(np.zeros(n))) or b.length != a.length:
-            raise ProtocolError(f"vertical: {a.length} residual terms from {name!r} for {n} rows")
-        return a, b
-
     def _open_agb(self, s: _Session, frames: Sequence[Frame], i: int, n: int, epoch: int,
                   step: int) -> tuple[he.EncryptedVector, he.EncryptedVector, he.EncryptedVector]:
         """A training step's [[alpha]], [[beta]], [[gamma]] of lender ``i`` (alpha and gamma sealed together)."""
@@ -409,7 +413,7 @@ class VerticalParty:
                 for j in range(p):
                     # x_j * (alpha u + beta + gamma u^2), folded, masked: plaintext products at one level
                     prod = _fold(he.add([he.multiply_plain(a, _pad(Z[:, j] * u)), he.multiply_plain(b, _pad(Z[:, j])),
-                                         he.multiply_plain(g, _pad(Z[:, j] * u * u))]))
+                                         he.multiply_plain(g, _pad(Z[:, j] * _u2(u)))]))
                     out.append(Frame(F_CKKS, j, _add_plain(prod, masks[j]).to_bytes()))
                     ctx.check_cancelled()
             s.pending["grad"] = (mask_total, total)
@@ -418,8 +422,9 @@ class VerticalParty:
     # -- evaluation
 
     def _eval_lender(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
-        """Not final: sealed [[alpha]], [[beta]] of the validation rows for the platform and
-        [[l(c) + r]] (zero-sum masks) for the arbiter. Final: [[z + m]] from the platform's [[u]]."""
+        """Not final: the lender's half of the exact validation loss, sealed to the platform:
+        ``[[a_k]]`` with ``l(c + u) = sum_k a_k T_k(u / bound)`` (:func:`loss_coefficients`); nothing for
+        the arbiter. Final: [[z + m]] from the platform's [[u]]."""
         s = self._session(ctx, "lender")
         epoch, final = int(_f(params, "epoch")), bool(params.get("final", False))
         frames = parse_frames(ctx.read_payload())
@@ -445,24 +450,17 @@ class VerticalParty:
                 s.pending["reveal"] = (m, y[val].astype(np.float64))
                 ct = _add_plain(enc_u, c + m)
                 return TaskReply({"rows": len(val)}, frames_bytes([Frame(F_CKKS, 0, ct.to_bytes())]))
-            _z, c, alpha, beta = self._lender_terms(s, val)
+            _z, c, _a, _b = self._lender_terms(s, val)
             y = s.tables[self.name].y
             assert y is not None
-            ell = np.logaddexp(0.0, c) - y[val] * c  # logistic loss at the lender's own partial logit
-            m = uniform_masks(SLOTS)
-            m[-1] -= float(m.sum())
-            out = [
-                Frame(F_SEALED, 0, self._seal(s, s.platform, self._enc(s, _pad(alpha)).to_bytes(), "alpha-val",
-                                              epoch, -1)),
-                Frame(F_SEALED, 1, self._seal(s, s.platform, self._enc(s, _pad(beta)).to_bytes(), "beta-val",
-                                              epoch, -1)),
-                Frame(F_CKKS, 0, self._enc(s, _pad(ell).reshape(-1, SLOTS).sum(axis=0) + m).to_bytes()),
-            ]
+            # the exact loss l(c + u) = sum_k a_k(c, y) T_k(u / bound): the a_k for the platform, sealed
+            coef = self._enc(s, _pad(loss_coefficients(c, y[val]))).to_bytes()
+            out = [Frame(F_SEALED, 0, self._seal(s, s.platform, coef, "loss-val", epoch, -1))]
         return TaskReply({"rows": len(val)}, frames_bytes(out))
 
     def _eval_platform(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
-        """Not final: per lender [[0.5 alpha u^2 + beta u + r]] (zero-sum masks), the second-order
-        expansion of the validation loss around the lender's partial logit. Final: sealed [[u]]."""
+        """Not final: per lender ``[[sum_k a_k T_k(u / bound) + r]]`` folded, zero-sum masks ``r``: the
+        arbiter decrypts the lender's exact validation log-loss (a sum) and nothing else. Final: sealed [[u]]."""
         s = self._session(ctx, "platform")
         epoch, final = int(_f(params, "epoch")), bool(params.get("final", False))
         frames = parse_frames(ctx.read_payload())
@@ -479,10 +477,16 @@ class VerticalParty:
                     ct = self._enc(s, u).to_bytes()
                     out.append(Frame(F_SEALED, i, self._seal(s, n, ct, "val", epoch, -1)))
                     continue
-                a, b = self._open_ab(s, frames, i, len(val), "-val", epoch, -1)
+                basis = loss_basis(u)
+                fr = _one(frames, F_SEALED, 2 * i)
+                if fr is None:
+                    raise ProtocolError(f"vertical: the validation loss terms of lender {n!r} are missing")
+                coef = self._parse_ct(s, self._open(s, n, fr.body, "loss-val", epoch, -1))
+                if coef.length != len(_pad(basis)):
+                    raise ProtocolError(f"vertical: {coef.length} loss terms from {n!r} for {len(val)} rows")
                 m = uniform_masks(SLOTS)
                 m[-1] -= float(m.sum())
-                prod = _fold(he.add([he.multiply_plain(a, _pad(0.5 * u * u)), he.multiply_plain(b, _pad(u))]))
+                prod = _fold(he.multiply_plain(coef, _pad(basis)))
                 out.append(Frame(F_CKKS, 0, _add_plain(prod, m).to_bytes()))
         return TaskReply({}, frames_bytes(out))
 

@@ -34,7 +34,7 @@ from fedcore.protocol.vertical.messages import (
     RESIDUAL,
     parse_frames,
 )
-from fedcore.protocol.vertical.numerics import score_slices
+from fedcore.protocol.vertical.numerics import score_slices, split_rows
 from fedcore.protocol.vertical.party import VerticalParty
 from fedcore.protocol.vertical.session import Table
 from models.metrics import auc, evaluate
@@ -228,6 +228,23 @@ def test_wire_carries_only_sealed_or_masked_values(tmp_path):
             assert data[i:i + 8] not in forbidden, rec.kind
     for kind in (FORWARD, RESIDUAL, BACKWARD, EVAL_LENDER, EVAL_PLATFORM):
         assert kind in seen_kinds
+    # Validation: a lender sends the arbiter nothing it can open (only the sealed loss coefficients for
+    # the platform); what the arbiter decrypts from the platform sums, per lender, to that lender's exact
+    # validation log-loss (one number) and nothing more.
+    replies = [{f.type for f in parse_frames(r.payload)} for r in ch.wire_log
+               if r.kind == EVAL_LENDER and r.direction == "from_party" and r.payload]
+    assert {F_SEALED} in replies  # per epoch: sealed loss coefficients only
+    assert all(t in ({F_SEALED}, {F_CKKS}) for t in replies)  # final: [[z + m]], masked (checked above)
+    ev = [r for r in ch.wire_log if r.kind == EVAL_PLATFORM and r.direction == "from_party" and r.payload]
+    sums = [float(he.decrypt_vector(sk, he.EncryptedVector.from_bytes(sk, f.body)).sum())
+            for f in parse_frames(ev[0].payload) if f.type == F_CKKS]
+    sl = _slices(tmp_path, [*lenders, "tiange"], "wire")  # one epoch: the slices hold that epoch's weights
+    for i, n in enumerate(lenders):
+        t, tp = srcs[n].tables[psi[n]], srcs["tiange"].tables[psi[n]]
+        _, val = split_rows(len(t.y), 0.2, 0, i)
+        z = score_slices([sl[n], sl["tiange"]], [t.X[val], tp.X[val]])
+        exact = float(np.sum(np.logaddexp(0.0, z) - t.y[val] * z))
+        assert sums[i] == pytest.approx(exact, abs=1e-3 * len(val))
 
 
 def test_party_dropping_mid_epoch_fails_the_run_naming_it_and_resume_continues(tmp_path):

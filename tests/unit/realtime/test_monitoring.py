@@ -237,3 +237,19 @@ def test_default_threshold_comes_from_the_models_validation_distribution(fed, tm
     mon.register_book()
     assert mon.threshold() == (pytest.approx(t_scores), "validation_scores.json")
     assert mon.run().pd_threshold == pytest.approx(t_scores)
+
+
+def test_an_over_confident_models_threshold_is_flagged(tmp_path, caplog):
+    """A runaway joint model (validation PDs of 0 and 1) put 12% of its validation applicants in the top
+    bin: the threshold read 0.999 and a pass alerted on 12% of the book. The threshold still comes out at
+    the top bin, and the log says why."""
+    from models import histograms as hm
+    from party_node.monitoring import threshold_from_model
+
+    rng = np.random.default_rng(0)
+    p = np.where(rng.random(5000) < 0.12, 1.0, rng.beta(1.2, 12.0, 5000))
+    y = (rng.random(len(p)) < p).astype(int)
+    (tmp_path / "validation_hist.json").write_text(json.dumps({"val": hm.histogram(y, p).to_params()}))
+    with caplog.at_level("WARNING"):
+        t, _ = threshold_from_model(tmp_path, 0.05)
+    assert t == 0.999 and "over-confident" in caplog.text
