@@ -261,7 +261,7 @@ def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
         load1 = os.getloadavg()[0]
     finally:
         fed.stop()
-    out = {"processes_setup_s": round(setup_s, 1), "requests": len(pre_t), "lenders": len(LENDERS),
+    out: dict[str, Any] = {"processes_setup_s": round(setup_s, 1), "requests": len(pre_t), "lenders": len(LENDERS),
            "offers_per_request": round(offers / max(1, len(pre_t)), 2),
            "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
            "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99),
