@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -57,7 +58,10 @@ def serve(
     setup_logging(config.log.level, config.log.json_format or None)
     from .server import CoordinatorServer
 
-    CoordinatorServer(config, port=port).serve_forever()
+    server = CoordinatorServer(config, port=port)
+    gc.collect()  # start-up objects live as long as the process: out of the collector's sight
+    gc.freeze()
+    server.serve_forever()
 
 
 @app.command()

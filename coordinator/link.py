@@ -249,7 +249,13 @@ class LinkHub(PartyChannel):
             has_payload=task.payload is not None,
         )
         session.send(link_pb2.CoordinatorMessage(task=header))
-        if task.payload is not None:
+        small = _small_payload(task.payload, self.chunk_bytes)
+        if small is not None:  # e.g. a scoring contribution's pseudonyms: no sender thread per task
+            for chunk in small:
+                session.send(link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id,
+                                                                                      data=chunk)))
+            session.send(link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, last=True)))
+        elif task.payload is not None:
             threading.Thread(
                 target=self._send_payload,
                 args=(session, pending, task.payload),
@@ -358,6 +364,17 @@ def _cancel(session: _Session, pending: _Pending, reason: str) -> None:
             )
         except PartyUnavailable:
             pass
+
+
+def _small_payload(payload: Iterable[bytes] | None, size: int) -> list[bytes] | None:
+    """The payload's chunks when it is already in memory (a list or tuple of bytes) and fits one chunk;
+    such a payload is sent from the submitting thread, as the header is. Anything else (a stream, a
+    large payload) goes through a sender thread, so that the submitter does not wait on the link."""
+    if not isinstance(payload, list | tuple) or not all(isinstance(c, bytes) for c in payload):
+        return None
+    if sum(len(c) for c in payload) > size:
+        return None
+    return [c for c in payload if c]
 
 
 def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -76,7 +77,12 @@ def serve(home: Home = Path(".")) -> None:
     setup_logging(config.log.level, config.log.json_format or None)
     from .node import PartyNode
 
-    PartyNode(config).serve_forever()
+    node = PartyNode(config)
+    # start-up objects (modules, handlers, store) live as long as the process: out of the collector's
+    # sight, so that full collections while serving requests do not walk them again
+    gc.collect()
+    gc.freeze()
+    node.serve_forever()
 
 
 @app.command()

@@ -10,6 +10,9 @@ is kept under ``in_process`` with the CPU time of each kind of request. Measured
   jointly and prices; over processes the platform application's ``POST /v1/preapprove``);
   ``single_score_p99_ms``: one applicant scored jointly at one lender (over processes its loan
   system's ``POST /v1/score``); the two interleaved request by request, so both see the same load;
+  ``processes_cpu_ms``: the CPU each process (coordinator, platform, mean lender) used per request of
+  each kind, read from ``/proc`` around each request; ``load_1m``: the machine's 1-minute load average
+  at the start and end of the timed loop (the machine is shared);
 - ``monitoring_s`` / ``batch_s``: a monitoring pass over a lender's book against the same lender's
   batch scoring of the same number of applicants (``book_n``); ``monitoring_1m_s`` / ``batch_1m_s``:
   the same at ``--book`` borrowers (a lender store of that size, five array-backed contributors);
@@ -22,7 +25,7 @@ is kept under ``in_process`` with the CPU time of each kind of request. Measured
   rules (:func:`party_node.monitoring.evaluate`).
 
 Usage: ``python scripts/bench_realtime.py [--people 20000] [--requests 100] [--transport processes]
-[--book 1000000] [--out FILE]``.
+[--book 1000000] [--out FILE]``. Keys already in ``FILE`` that this run does not measure are kept.
 """
 
 from __future__ import annotations
@@ -153,6 +156,7 @@ def latency(env: dict[str, Any], requests: int) -> dict[str, Any]:
         one_t.append(time.perf_counter() - t0)
         one_cpu += time.process_time() - c0
     out = {"requests": len(viewers), "lenders": len(LENDERS), "offers_per_request": round(offers / len(viewers), 2),
+           "load_1m": round(os.getloadavg()[0], 1),
            "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
            "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99),
            "preapproval_cpu_ms": round(1000 * pre_cpu / len(viewers), 1),
@@ -169,6 +173,24 @@ def _post(url: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
     with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310 (loopback)
         out: dict[str, Any] = json.loads(r.read())
         return out
+
+
+def _proc_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used so far, from ``/proc/PID/stat``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for k, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[k] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _cpu_summary(total: dict[str, float], n: int) -> dict[str, float]:
+    """Per request: the coordinator's, the platform's and the mean lender's CPU ms, and the sum."""
+    per = {k: 1000.0 * v / max(1, n) for k, v in total.items()}
+    lenders = [per[k] for k in LENDERS if k in per]
+    return {"coordinator": round(per.get("coordinator", 0.0), 1), "platform": round(per.get(PLATFORM, 0.0), 1),
+            "lender_mean": round(sum(lenders) / max(1, len(lenders)), 1), "total": round(sum(per.values()), 1)}
 
 
 def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
@@ -221,20 +243,33 @@ def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
         pre_t: list[float] = []
         one_t: list[float] = []
         offers = 0
+        pids = {k: p.pid for k, p in fed.procs.items()}
+        pre_cpu = dict.fromkeys(pids, 0.0)
+        one_cpu = dict.fromkeys(pids, 0.0)
+        load0 = os.getloadavg()[0]
         for v in viewers[3:]:
-            t = time.perf_counter()
+            c0, t = _proc_cpu(pids), time.perf_counter()
             offers += pre(v)
             pre_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            c1, t = _proc_cpu(pids), time.perf_counter()
             one(v)
             one_t.append(time.perf_counter() - t)
+            c2 = _proc_cpu(pids)
+            for k in pids:
+                pre_cpu[k] += c1[k] - c0[k]
+                one_cpu[k] += c2[k] - c1[k]
+        load1 = os.getloadavg()[0]
     finally:
         fed.stop()
-    out = {"processes_setup_s": round(setup_s, 1), "requests": len(pre_t), "lenders": len(LENDERS),
+    out: dict[str, Any] = {"processes_setup_s": round(setup_s, 1), "requests": len(pre_t), "lenders": len(LENDERS),
            "offers_per_request": round(offers / max(1, len(pre_t)), 2),
            "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
-           "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99)}
+           "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99),
+           "load_1m": [round(load0, 1), round(load1, 1)],
+           "processes_cpu_ms": {"preapproval": _cpu_summary(pre_cpu, len(pre_t)),
+                                "single_score": _cpu_summary(one_cpu, len(one_t))}}
     out["ratio_preapproval_p99_to_single_p99"] = round(out["preapproval_p99_ms"] / out["single_score_p99_ms"], 2)
+    out["ratio_preapproval_p50_to_single_p50"] = round(out["preapproval_p50_ms"] / out["single_score_p50_ms"], 2)
     return out
 
 
@@ -394,7 +429,9 @@ def main() -> None:
     out = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "people": args.people,
            "transport": transport, "setup_s": round(setup_s, 1), **lat, **mb, **q}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    # merge: keys this run did not measure (e.g. the 1M monitoring figures with --book 0) stay
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    args.out.write_text(json.dumps({**old, **out}, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
 

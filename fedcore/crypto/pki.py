@@ -17,6 +17,7 @@ Time is injectable (``now=``) so that tests can issue expired certificates. Keys
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,6 +294,20 @@ def sign_statement(key: PrivateKey, context: str, name: str, data: bytes) -> byt
     return key.raw.sign(_statement(context, name, data), ec.ECDSA(hashes.SHA256()))
 
 
+@functools.lru_cache(maxsize=256)
+def _issued_by(ca_pem: bytes, cert_pem: bytes, expected_name: str) -> tuple[CertInfo, object]:
+    """``cert_pem``'s details and public key once its CA signature checks out (remembered: a pre-approval
+    opens one sealed offer per lender, each signed under the same certificates). Validity dates and the
+    statement's own signature are checked on every call; a failure is not remembered."""
+    ca = load_cert(ca_pem, "CA certificate")
+    cert = load_cert(cert_pem, f"certificate of {expected_name!r}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise InvalidInput(f"certificate presented for {expected_name!r} is not from this federation's CA") from None
+    return cert_info(cert_pem), cert.public_key()
+
+
 def verify_statement(
     ca_pem: bytes, cert_pem: bytes, expected_name: str, context: str, data: bytes, signature: bytes
 ) -> None:
@@ -300,19 +315,12 @@ def verify_statement(
 
     Raises InvalidInput (one message per cause) otherwise.
     """
-    ca = load_cert(ca_pem, "CA certificate")
-    cert = load_cert(cert_pem, f"certificate of {expected_name!r}")
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        raise InvalidInput(f"certificate presented for {expected_name!r} is not from this federation's CA") from None
-    info = cert_info(cert_pem)
+    info, pub = _issued_by(ca_pem, cert_pem, expected_name)
     if info.name != expected_name:
         raise InvalidInput(f"certificate presented for {expected_name!r} names {info.name!r}")
     now = _utcnow()
     if not info.not_before <= now <= info.not_after:
         raise InvalidInput(f"certificate of {expected_name!r} is not valid now")
-    pub = cert.public_key()
     if not isinstance(pub, ec.EllipticCurvePublicKey):
         raise InvalidInput(f"certificate of {expected_name!r} does not hold an EC key")
     try:

@@ -40,8 +40,10 @@ it monitors or not.
   partial logit, fraud-list and active-loan counts). Not the raw id, not the other lenders asked, not
   their offers.
 - *Coordinator C*: who asked, the pseudonym (linkable across requests, not to an id), the product, the
-  lenders asked, whether each lender offered or declined (not the terms: they are sealed to P; their
-  size is fixed by the format) and timing; plus what it learns from the joint scoring requests the
+  lenders asked (it sends each its task, and can tie each one's joint scoring request to this
+  pre-approval: the same pseudonym at the same moment), whether each lender offered or declined (not
+  the terms: they are sealed to P, padded to :data:`~.messages.SEALED_TERMS_BYTES` so that every
+  sealed offer has one size) and timing; plus what it learns from the joint scoring requests the
   lenders make. It holds no key and sees no score. From a snapshot announcement: that P loaded a
   snapshot of that date.
 - *Other members*: the joint scoring request of each lender looks like any other scoring request.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -114,6 +115,18 @@ class SealedOffer:
 
 def seal_purpose(request_id: str) -> str:
     return f"{SEAL_PURPOSE}/{request_id}"
+
+
+SEALED_TERMS_BYTES = 256  # every sealed offer's plaintext is this long: its size tells the relay nothing
+
+
+def padded_terms(quote: Quote) -> bytes:
+    """The terms as JSON padded with spaces to :data:`SEALED_TERMS_BYTES` (JSON ignores the trailing
+    spaces): a longer amount or rate must not give a longer ciphertext at the coordinator."""
+    data = json.dumps(quote.to_params()).encode()
+    if len(data) > SEALED_TERMS_BYTES:
+        raise ProtocolError(f"offer terms of {len(data)} bytes are over the {SEALED_TERMS_BYTES}-byte sealed size")
+    return data.ljust(SEALED_TERMS_BYTES, b" ")
 
 
 def check_snapshot_date(as_of: str) -> str:

@@ -14,7 +14,6 @@ lender's trigger (at a node: a monitoring pass, :mod:`party_node.monitoring_cli`
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -27,6 +26,7 @@ from fedcore.protocol.preapproval.messages import (
     Product,
     Quote,
     check_snapshot_date,
+    padded_terms,
     seal_purpose,
 )
 from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES
@@ -84,8 +84,8 @@ class PreapprovalLender:
         assert self._identity is not None
         if not isinstance(announcement, Mapping):
             raise ProtocolError("the platform's key announcement is not an object")
-        sealed = seal_to_peers(self._identity, {platform: announcement},
-                               json.dumps(quote.to_params()).encode(), seal_purpose(request_id))
+        sealed = seal_to_peers(self._identity, {platform: announcement}, padded_terms(quote),
+                               seal_purpose(request_id))
         return TaskReply({"decision": "offer", "sealed": dict(sealed[platform])})
 
     def _log(self, fields: Mapping[str, JSONValue]) -> None:

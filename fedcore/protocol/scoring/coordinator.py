@@ -68,12 +68,6 @@ class ScoringCoordinator:
         self._sent: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def _role_of(self, name: str) -> Role | None:
-        for p in self._channel.parties():
-            if p.name == name:
-                return p.role
-        return None
-
     def score(self, requester: str, req: JointRequest) -> JointResponse:
         queries = check_queries(req.queries)
         if len(req.pseudonyms) % PSEUDONYM_BYTES:
@@ -83,7 +77,8 @@ class ScoringCoordinator:
             raise InvalidInput(f"batch of {n} applicants is over the limit of {self.max_batch} per request")
         if not (0 < req.timeout_s <= 3600):
             raise InvalidInput("timeout_s must be in (0, 3600]")
-        role = self._role_of(requester)
+        parties = self._channel.parties()  # once per request: at a coordinator, a registry read
+        role = next((p.role for p in parties if p.name == requester), None)
         if role not in self.requester_roles:
             raise PermissionDenied(f"{requester!r} ({role}) may not request joint scores")
         if queries == (TREE_QUERY,):
@@ -96,7 +91,7 @@ class ScoringCoordinator:
         if req.tree_input is not None:
             raise InvalidInput("only a 'tree' query carries a tree input")
         request_id = secrets.token_hex(8)
-        others = [p for p in self._channel.parties() if p.name != requester]
+        others = [p for p in parties if p.name != requester]
         missing = [p.name for p in others if not p.online]
         if missing and not req.allow_partial:
             raise PartyUnavailable(missing[0], "offline; the request did not allow a partial score")

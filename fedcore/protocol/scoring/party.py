@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -241,8 +242,43 @@ class ContextCache:
         return ctx
 
 
+RECENT_MAX_N = 16  # requests of at most this many pseudonyms have their plaintext values remembered
+RECENT_TTL_S = 2.0
+RECENT_ENTRIES = 256
+
+
+class RecentValues:
+    """The plaintext values of small requests answered in the last ``ttl_s`` seconds, by (model id,
+    version, queries, pseudonyms). A pre-approval makes each member answer one request per asked lender
+    for the same viewer, each under that lender's key: the partial logit and flags are looked up once
+    and only the encryption is per key. The party's own data, in its own memory; values are at most
+    ``ttl_s`` older than a fresh lookup (the tables behind them refresh on a far longer period)."""
+
+    def __init__(self, ttl_s: float = RECENT_TTL_S, size: int = RECENT_ENTRIES) -> None:
+        self._ttl = ttl_s
+        self._size = size
+        self._items: OrderedDict[tuple[str, str, tuple[str, ...], bytes], tuple[float, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, tuple[str, ...], bytes]) -> np.ndarray | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or now - hit[0] > self._ttl:
+                return None
+            return hit[1]
+
+    def put(self, key: tuple[str, str, tuple[str, ...], bytes], values: np.ndarray) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic(), values)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
 class ScoringParty:
-    """The contributor's handler for :data:`CONTRIBUTE`. ``audit`` records every request."""
+    """The contributor's handler for :data:`CONTRIBUTE`. ``audit`` records every request (a repeated
+    one too: :class:`RecentValues` only saves the lookups)."""
 
     def __init__(
         self, source: ContributionSource, audit: AuditSink | None = None, trees: TreeContributionSource | None = None,
@@ -253,6 +289,7 @@ class ScoringParty:
         self._identity = identity  # opens the requester's sealed tree inputs
         self._audit = audit
         self._contexts = ContextCache()
+        self._recent = RecentValues()
 
     def register(self, registry: HandlerRegistry) -> None:
         registry.register(CONTRIBUTE, self._contribute)
@@ -281,21 +318,12 @@ class ScoringParty:
                 self._log("score_contribution", {**record, "outcome": "ok"})
                 return reply
             pub = self._contexts.resolve(fp, context)
-            parts: list[np.ndarray] = []
-            for q in queries:
-                ctx.check_cancelled()
-                if q == "score":
-                    have = self._source.model_version(model_id)
-                    if have != version:
-                        raise ModelVersionMismatch(
-                            f"model {model_id!r}: request names version {version!r}, this party holds {have!r}"
-                        )
-                    parts.append(self._source.partial_logits(model_id, pseudos))
-                elif q == "blacklist":
-                    parts.append(self._source.fraud_flags(pseudos))
-                else:
-                    parts.append(self._source.loan_flags(pseudos))
-            values = np.concatenate(parts) if parts else np.zeros(0)
+            key = (model_id, version, queries, packed) if n <= RECENT_MAX_N else None
+            values = self._recent.get(key) if key is not None else None
+            if values is None:
+                values = self._values(ctx, queries, model_id, version, pseudos)
+                if key is not None:
+                    self._recent.put(key, values)
             enc = encrypt_vector(pub, values) if len(values) else None
         except FedcreditError as exc:
             self._log("score_contribution", {**record, "outcome": exc.code})
@@ -303,6 +331,25 @@ class ScoringParty:
         self._log("score_contribution", {**record, "outcome": "ok"})
         data = enc.to_bytes() if enc is not None else b""
         return TaskReply({"n": n}, [data] if data else None)
+
+    def _values(self, ctx: TaskContext, queries: tuple[str, ...], model_id: str, version: str,
+                pseudos: np.ndarray) -> np.ndarray:
+        """The plaintext values of one request: per query, one value per pseudonym."""
+        parts: list[np.ndarray] = []
+        for q in queries:
+            ctx.check_cancelled()
+            if q == "score":
+                have = self._source.model_version(model_id)
+                if have != version:
+                    raise ModelVersionMismatch(
+                        f"model {model_id!r}: request names version {version!r}, this party holds {have!r}"
+                    )
+                parts.append(self._source.partial_logits(model_id, pseudos))
+            elif q == "blacklist":
+                parts.append(self._source.fraud_flags(pseudos))
+            else:
+                parts.append(self._source.loan_flags(pseudos))
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def _tree(
         self, params: Mapping[str, JSONValue], pseudos: np.ndarray, packed: bytes, sealed: bytes | None

@@ -344,3 +344,58 @@ def test_sorted_table_single_and_batch_lookups_agree_and_flags_need_no_values():
     np.testing.assert_array_equal(big[:-3], np.arange(0, len(keys), 3) + 1.0)
     assert big[-3:].tolist() == [0.0, 0.0, 0.0]
     assert flags.lookup(keys[5:6]).tolist() == [1.0] and flags.lookup(unknown).tolist() == [0.0] * 3
+
+
+class CountingSource:
+    """A contributor's data that counts its partial-logit lookups."""
+
+    def __init__(self, inner: ArrayContributions) -> None:
+        self.inner = inner
+        self.lookups = 0
+
+    def model_version(self, model_id: str) -> str:
+        return self.inner.model_version(model_id)
+
+    def partial_logits(self, model_id: str, pseudonyms: np.ndarray) -> np.ndarray:
+        self.lookups += 1
+        return self.inner.partial_logits(model_id, pseudonyms)
+
+    def fraud_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
+        return self.inner.fraud_flags(pseudonyms)
+
+    def loan_flags(self, pseudonyms: np.ndarray) -> np.ndarray:
+        return self.inner.loan_flags(pseudonyms)
+
+
+def test_member_asked_about_one_viewer_under_several_keys_looks_up_once_encrypts_and_audits_each() -> None:
+    """A pre-approval makes each member answer one request per asked lender for the same viewer: the
+    values are looked up once, each answer is under its own requester's key and each is audited."""
+    rng = np.random.default_rng(3)
+    sl = make_slice(rng, "platform", 3)
+    ids = [pseudo(i) for i in range(4)]
+    x = rng.normal(sl.mean, sl.std, size=(4, 3))
+    src = CountingSource(ArrayContributions.build([sl], {MODEL: (ids, x)}))
+    audit = Audit()
+    ch = InMemoryChannel()
+    reg = HandlerRegistry()
+    ScoringParty(src, audit).register(reg)
+    ch.add_party("platform", Role.PLATFORM, reg)
+    lenders = ("l1", "l2", "l3")
+    for name in lenders:  # lenders that hold no one of this model
+        r = HandlerRegistry()
+        ScoringParty(ArrayContributions.build([make_slice(rng, name, 1)], {})).register(r)
+        ch.add_party(name, Role.LENDER, r)
+    coord = ScoringCoordinator(ch)
+    requesters = {n: Requester(LocalGateway(coord, n)) for n in lenders}
+    want = float(sl.partial_logit(x[1:2])[0])
+    for req in requesters.values():
+        out = req.query([ids[1]], model_id=MODEL, model_version=VERSION)
+        assert out.external_logit is not None and abs(float(out.external_logit[0]) - want) < 1e-5
+    fps = {r.keys.current().fingerprint() for r in requesters.values()}
+    assert len(fps) == 3  # three keys: each lender decrypts only its own answer
+    assert src.lookups == 1
+    assert [e for e, _ in audit.records] == ["score_contribution"] * 3
+    out = requesters["l1"].query([ids[2]], model_id=MODEL, model_version=VERSION)  # another viewer: looked up
+    assert out.external_logit is not None
+    assert abs(float(out.external_logit[0]) - float(sl.partial_logit(x[2:3])[0])) < 1e-5
+    assert src.lookups == 2

@@ -4,6 +4,7 @@ no consent, an offline lender, a lender past the budget; audit at every party.""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -13,7 +14,14 @@ import pytest
 
 from fedcore.errors import InvalidInput, PermissionDenied
 from fedcore.protocol.messages import Role, TaskReply
-from fedcore.protocol.preapproval.messages import OFFER, PreapprovalRequest, Product
+from fedcore.protocol.preapproval.messages import (
+    OFFER,
+    SEALED_TERMS_BYTES,
+    PreapprovalRequest,
+    Product,
+    Quote,
+    padded_terms,
+)
 from fedcore.protocol.scoring.requester import sigmoid
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.pricing import parse_policy
@@ -106,9 +114,18 @@ def test_the_coordinator_relays_offers_sealed_to_the_platform_and_sees_no_terms(
     for r in replies:
         text = json.dumps(r.params)
         assert not any(t in text for t in terms) and "amount" not in text and "rate" not in text
+    # the sealed terms' size tells the coordinator nothing: every ciphertext has the same length
+    sizes = {len(base64.b64decode(r.params["sealed"]["ciphertext"])) for r in replies if "sealed" in r.params}
+    assert len(sizes) == 1
     # what the coordinator was asked to relay: the platform's signed key, which it cannot open with
     asks = [r for r in fed.channel.wire_log if r.kind == OFFER and r.direction == "to_party"]
     assert all(r.params["platform"] == "platform" and r.params["announcement"]["party"] == "platform" for r in asks)
+
+
+def test_sealed_terms_have_one_size_whatever_the_amount_and_rate():
+    short, long = Quote(5000.0, 0.05, 6, 60), Quote(123456.78901234567, 0.07250000000000001, 360, 86400)
+    assert len(padded_terms(short)) == len(padded_terms(long)) == SEALED_TERMS_BYTES
+    assert json.loads(padded_terms(long)) == long.to_params()  # the padding is JSON whitespace
 
 
 def test_a_sealed_offer_opens_only_for_its_request_at_the_platform(fed):
