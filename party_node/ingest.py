@@ -42,10 +42,10 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fedcore.errors import InvalidInput, NotFound
+from fedcore.errors import InvalidInput
 from party_node.id_index import MISSING as MISSING_ID
 from party_node.id_index import IdIndex, encode_ids
-from party_node.ingest_sources import CsvSource, ParquetSource, fail, is_parquet
+from party_node.ingest_sources import fail, open_source
 from party_node.schema import MISSING, UNSEEN, DatasetSchema, id_problem, normalize_ids
 from party_node.store import Store, feature_table
 from party_node.store_pg import copy_rows, is_postgres
@@ -525,17 +525,9 @@ def ingest_file(
     """
     t0 = time.perf_counter()
     path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"data file {path} does not exist")
+    source, total = open_source(path, schema, block_size, batch_rows)
     if max_rejects < 0:
         max_rejects = 1 << 62
-    source: CsvSource | ParquetSource
-    if is_parquet(path):
-        source = ParquetSource(path, schema, batch_rows)
-        total = source.total_rows
-    else:
-        source = CsvSource(path, schema, block_size)
-        total = source.size
     with store.write_transaction() as conn:
         job = _Ingest(store, conn, path, schema, max_rejects)
         rows0 = 0

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from fedcore.errors import InvalidInput
+from fedcore.errors import InvalidInput, NotFound
 from party_node.schema import DatasetSchema
 
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
@@ -216,3 +216,17 @@ def is_parquet(path: Path) -> bool:
         return False
     with path.open("rb") as f:
         return f.read(4) == b"PAR1"
+
+
+def open_source(
+    path: Path, schema: DatasetSchema, block_size: int, batch_rows: int
+) -> tuple[CsvSource | ParquetSource, int]:
+    """The reader of ``path`` (Parquet or CSV) and its progress total (rows for Parquet, bytes for CSV);
+    NotFound when the file does not exist."""
+    if not path.is_file():
+        raise NotFound(f"data file {path} does not exist")
+    if is_parquet(path):
+        pq = ParquetSource(path, schema, batch_rows)
+        return pq, pq.total_rows
+    csv = CsvSource(path, schema, block_size)
+    return csv, csv.size

@@ -36,9 +36,9 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fedcore.errors import InvalidInput, NotFound
+from fedcore.errors import InvalidInput
 from party_node.ingest import FALSE_VALUES, MAX_REJECT_DETAILS, TRUE_VALUES, IngestReport, ProgressFn, Reject
-from party_node.ingest_sources import CsvSource, ParquetSource, fail, is_parquet
+from party_node.ingest_sources import fail, open_source
 from party_node.schema import DatasetSchema, id_problem, normalize_ids
 from party_node.store import RowId, Store, feature_table
 from party_node.store_pg import copy_rows, is_postgres
@@ -254,17 +254,9 @@ def load_list(
     t0 = time.perf_counter()
     path = Path(path)
     check_list_schema(schema)
-    if not path.is_file():
-        raise NotFound(f"data file {path} does not exist")
+    source, total = open_source(path, schema, block_size, batch_rows)
     if max_rejects < 0:
         max_rejects = 1 << 62
-    source: CsvSource | ParquetSource
-    if is_parquet(path):
-        source = ParquetSource(path, schema, batch_rows)
-        total = source.total_rows
-    else:
-        source = CsvSource(path, schema, block_size)
-        total = source.size
     with store.write_transaction() as conn:
         job = _ListLoad(store, conn, path, schema, max_rejects)  # on any error the transaction rolls back
         rows0 = 0
