@@ -110,8 +110,8 @@ def _joint_reply(folder: Path, run: str, min_rows: int) -> TaskReply:
         raise InvalidInput(f"{hm.REPORT_TASK}: fewer than {min_rows} validation rows; refusing to report")
     served = served_hist(folder)  # the scores this lender has served with the model, if any
     scoring = (hm.coarsen(served).to_params() if served is not None and served.n >= min_rows else None)
-    return TaskReply(params={"val": data["val"], "train": None, "scoring": scoring, "n_val": int(data["n_val"]),
-                             "n_train": 0})
+    val = hm.coarsen(hm.Hist.from_params(data["val"])).to_params()  # as every histogram that leaves a party
+    return TaskReply(params={"val": val, "train": None, "scoring": scoring, "n_val": int(data["n_val"]), "n_train": 0})
 
 
 def register_report_handlers(

@@ -56,3 +56,12 @@ def test_report_shows_stability_of_served_scores_against_validation(tmp_path: Pa
     html = page.read_text()
     assert "scores served with this model (3000 scores)" in html
     assert f"{shifted['stability_val_vs_scoring']:.4f}" in html
+
+
+def test_the_joint_reply_coarsens_the_validation_histogram_like_every_histogram_that_leaves(tmp_path: Path) -> None:
+    folder = _joint_folder(tmp_path)
+    stored = hm.Hist.from_params(json.loads((folder / VALIDATION_HIST).read_text())["val"])
+    assert 0 < stored.total[stored.total > 0].min() < hm.MIN_BIN_COUNT  # thin bins in the kept histogram
+    sent = hm.Hist.from_params(_joint_reply(folder, "v-run", 20).params["val"])
+    assert sent.n == stored.n and sent.n_bad == stored.n_bad
+    assert sent.total[sent.total > 0].min() >= hm.MIN_BIN_COUNT
