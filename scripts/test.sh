@@ -38,6 +38,7 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   fi
 fi
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-# Two workers, each test file whole on one worker (its module fixtures, federations and servers stay
-# together): the process tests spend most of their time waiting on other processes.
-exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
+# Three workers on two cores, each test file whole on one worker (its module fixtures, federations and
+# servers stay together): the process tests spend most of their time waiting on other processes
+# (756 tests: 10 min 39 s with three workers, 14 min 28 s with two).
+exec .venv/bin/python -m pytest -q -n 3 --dist loadfile "$@"
