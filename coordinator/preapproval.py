@@ -16,6 +16,7 @@ from fedcore.errors import InvalidInput
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.preapproval.coordinator import PreapprovalCoordinator
 from fedcore.protocol.preapproval.messages import DEFAULT_BUDGET_MS, Offer, PreapprovalRequest, Product
+from fedcore.protocol.scoring.groups import ScoreGroups
 from fedcore.wire.errors import abort
 
 from .auth import identity_of
@@ -25,9 +26,9 @@ SERVICE = preapproval_pb2.DESCRIPTOR.services_by_name["Preapproval"].full_name
 
 
 class PreapprovalServicer(preapproval_pb2_grpc.PreapprovalServicer):
-    def __init__(self, channel: PartyChannel, state: StateStore) -> None:
+    def __init__(self, channel: PartyChannel, state: StateStore, *, groups: ScoreGroups | None = None) -> None:
         self.state = state
-        self.fanout = PreapprovalCoordinator(channel, _count)
+        self.fanout = PreapprovalCoordinator(channel, _count, groups)
 
     def Request(
         self, request: preapproval_pb2.PreapprovalRequest, context: grpc.ServicerContext

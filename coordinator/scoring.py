@@ -23,6 +23,7 @@ from fedcredit.v1 import scoring_pb2, scoring_pb2_grpc
 from fedcore.errors import FedcreditError
 from fedcore.protocol.channel import PartyChannel
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
+from fedcore.protocol.scoring.groups import ScoreGroups
 from fedcore.protocol.scoring.messages import DEFAULT_MAX_BATCH
 from fedcore.wire.errors import abort
 from fedcore.wire.scoring import request_from_proto, response_chunks
@@ -36,9 +37,10 @@ SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["Scoring"].full_name
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServicer):
-    def __init__(self, channel: PartyChannel, state: StateStore, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(self, channel: PartyChannel, state: StateStore, *, max_batch: int = DEFAULT_MAX_BATCH,
+                 groups: ScoreGroups | None = None) -> None:
         self.state = state
-        self.fanout = ScoringCoordinator(channel, max_batch=max_batch)
+        self.fanout = ScoringCoordinator(channel, max_batch=max_batch, groups=groups)
 
     def Score(
         self, request: scoring_pb2.JointScoreRequest, context: grpc.ServicerContext

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from fedcore import telemetry as metrics
 from fedcore.errors import InvalidInput
 from fedcore.grpc_options import SERVER_OPTIONS
+from fedcore.protocol.scoring.groups import ScoreGroups
 from fedcore.wire.reflection import enable_reflection
 
 from . import report as _report_job  # noqa: F401 (registers the job kind)
@@ -98,8 +99,10 @@ class CoordinatorServer:
         link_pb2_grpc.add_PartyLinkServicer_to_server(PartyLinkServicer(self.hub), server)
         self.runs = RunManager(metrics.instrument_channel(self.hub), self.state, self.config.home / "runs")
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
-        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(self.hub, self.state), server)
-        preapproval_pb2_grpc.add_PreapprovalServicer_to_server(PreapprovalServicer(self.hub, self.state), server)
+        groups = ScoreGroups()  # a pre-approval's lenders' joint scores share one task per member
+        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(self.hub, self.state, groups=groups), server)
+        preapproval_pb2_grpc.add_PreapprovalServicer_to_server(
+            PreapprovalServicer(self.hub, self.state, groups=groups), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((*SERVICES, health.SERVICE_NAME), server)
         try:

@@ -131,10 +131,16 @@ class AuditLog:
             self._sync()
 
     def _sync(self) -> None:
+        """fsync copies of the descriptors outside the lock: an append never waits for the disk (a flush
+        can take tens of milliseconds; a joint score appends at every party on its path)."""
         with self._lock:
-            for fd in (self._fd, self._head_fd):
-                if fd is not None:
-                    os.fsync(fd)
+            fds = [os.dup(fd) for fd in (self._fd, self._head_fd) if fd is not None]
+        try:
+            for fd in fds:
+                os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def close(self) -> None:
         self._closed.set()

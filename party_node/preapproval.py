@@ -69,9 +69,10 @@ class JointScore:
 
 
 def joint_score(service: ScoringService, pseudonym: bytes, model_id: str | None, timeout_s: float,
-                caller: str) -> JointScore:
+                caller: str, group: str = "") -> JointScore:
     """Score one pseudonym jointly: own features from the store (the mean if unknown here) plus the
-    consortium's encrypted sum. Audited at the lender as a ``score_request`` like any other."""
+    consortium's encrypted sum. Audited at the lender as a ``score_request`` like any other. ``group``:
+    the pre-approval this score is for (the coordinator may group its lenders' scores)."""
     sl = service.model(model_id)
     x = sl.mean.copy()
     own = False
@@ -87,7 +88,7 @@ def joint_score(service: ScoringService, pseudonym: bytes, model_id: str | None,
                                     "pseudonyms_sha256": hashlib.sha256(pseudonym).hexdigest()}
     try:
         out = service.requester.query(pseudonym, model_id=sl.model_id, model_version=sl.version, queries=QUERIES,
-                                      allow_partial=True, timeout_s=max(0.05, timeout_s))
+                                      allow_partial=True, timeout_s=max(0.05, timeout_s), group=group)
     except FedcreditError as exc:
         service.audit.append("score_request", {**record, "outcome": exc.code})
         raise
@@ -111,7 +112,8 @@ class JointOfferSource:
         if product.kind not in self.policy.products:
             return None  # not a product this lender offers: no need to score
         timeout = deadline - time.monotonic() - 0.05
-        s = joint_score(self.service, pseudonym, self.policy.model_id, timeout, f"preapproval {request_id}")
+        s = joint_score(self.service, pseudonym, self.policy.model_id, timeout, f"preapproval {request_id}",
+                        group=request_id)
         return self.policy.decide(product, s.prob_default, s.blacklist_hits, s.active_loans)
 
 

@@ -53,6 +53,7 @@ from fedcore.protocol.preapproval.coordinator import LocalPreapprovalGateway, Pr
 from fedcore.protocol.preapproval.messages import Product  # noqa: E402
 from fedcore.protocol.preapproval.party import PreapprovalLender  # noqa: E402
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator  # noqa: E402
+from fedcore.protocol.scoring.groups import ScoreGroups  # noqa: E402
 from fedcore.protocol.scoring.requester import LocalGateway  # noqa: E402
 from fedcore.protocol.tasks import HandlerRegistry  # noqa: E402
 from party_node.ingest import ingest_file  # noqa: E402
@@ -98,7 +99,8 @@ def build(root: Path, people: int) -> dict[str, Any]:
     fed = generate(SynthConfig(people=people, seed=3))
     files = write_federation(fed, root / "data")
     ch = InMemoryChannel()
-    scoring = ScoringCoordinator(ch)
+    groups = ScoreGroups()
+    scoring = ScoringCoordinator(ch, groups=groups)
     services: dict[str, ScoringService] = {}
     stores: dict[str, Store] = {}
     for name, (data, schema_path) in files.items():
@@ -123,7 +125,7 @@ def build(root: Path, people: int) -> dict[str, Any]:
             PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY))).register(reg)
         ch.add_party(name, Role.PLATFORM if name == PLATFORM else Role.LENDER, reg)
     pre = PreapprovalService(stores[PLATFORM], root / PLATFORM,
-                             LocalPreapprovalGateway(PreapprovalCoordinator(ch), PLATFORM))
+                             LocalPreapprovalGateway(PreapprovalCoordinator(ch, groups=groups), PLATFORM))
     return {"fed": fed, "channel": ch, "services": services, "stores": stores, "pre": pre, "root": root}
 
 

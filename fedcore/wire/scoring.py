@@ -24,6 +24,7 @@ def request_from_proto(msg: scoring_pb2.JointScoreRequest) -> JointRequest:
         allow_partial=msg.allow_partial,
         timeout_s=msg.timeout_s or 30.0,
         tree_input=bytes(msg.tree_input) or None,
+        group=msg.group,
     )
 
 
@@ -38,6 +39,7 @@ def request_to_proto(req: JointRequest) -> scoring_pb2.JointScoreRequest:
         allow_partial=req.allow_partial,
         timeout_s=req.timeout_s,
         tree_input=req.tree_input or b"",
+        group=req.group,
     )
 
 

@@ -6,10 +6,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from fedcore.errors import FedcreditError, InvalidInput, PermissionDenied
 from fedcore.protocol.channel import PartyChannel, TaskHandle
-from fedcore.protocol.messages import JSONValue, Role, Task
+from fedcore.protocol.messages import JSONValue, Role, Task, TaskResult
 from fedcore.protocol.preapproval.messages import (
     OFFER,
     SNAPSHOT,
@@ -20,20 +21,29 @@ from fedcore.protocol.preapproval.messages import (
     check_snapshot_date,
     offer_from_reply,
 )
+from fedcore.protocol.scoring.groups import ScoreGroups
 
 log = logging.getLogger(__name__)
+
+
+GROUP_WINDOW_S = 0.5  # at most this long (and a third of the budget) the lenders' scores wait to be grouped
+_WAITERS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="preapproval-wait")
 
 
 class PreapprovalCoordinator:
     """Routes a platform's pre-approval to each named lender and returns the offers that arrive in time.
 
     ``on_outcome(lender, outcome)`` (optional) sees each lender's outcome (offer, decline, timeout,
-    offline, an error code) for the coordinator's metrics; the platform never does.
+    offline, an error code) for the coordinator's metrics; the platform never does. With ``groups`` (the
+    scoring fan-out's, :mod:`fedcore.protocol.scoring.groups`) the asked lenders' joint scores are
+    answered with one task per member.
     """
 
-    def __init__(self, channel: PartyChannel, on_outcome: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, channel: PartyChannel, on_outcome: Callable[[str, str], None] | None = None,
+                 groups: ScoreGroups | None = None) -> None:
         self._channel = channel
         self._on_outcome = on_outcome
+        self._groups = groups
 
     def request(self, platform: str, req: PreapprovalRequest) -> PreapprovalResult:
         roles = {p.name: p for p in self._channel.parties()}
@@ -48,8 +58,11 @@ class PreapprovalCoordinator:
         budget_s = req.budget_ms / 1000.0
         deadline = time.monotonic() + budget_s
         handles: dict[str, TaskHandle] = {}
+        online = [name for name in req.lenders if roles[name].online]
+        if self._groups is not None:  # before the tasks: a lender may ask for its score at once
+            self._groups.expect(request_id, online, min(GROUP_WINDOW_S, budget_s / 3))
         for name in req.lenders:
-            if not roles[name].online:
+            if name not in online:
                 self._note(name, "offline")
                 continue
             params: dict[str, JSONValue] = {
@@ -64,14 +77,17 @@ class PreapprovalCoordinator:
                 handles[name] = self._channel.submit(name, Task(OFFER, params, request_id, budget_s, [req.pseudonym]))
             except FedcreditError:
                 self._note(name, "offline")
+                self._withdraw(request_id, name)
+        # each lender's answer is awaited on its own thread, so that one that ends without scoring (it
+        # does not offer the product, or failed) releases the others' grouped scores at once
+        waits = {name: _WAITERS.submit(_await, handle, deadline) for name, handle in handles.items()}
+        for name, fut in waits.items():
+            fut.add_done_callback(lambda _f, n=name: self._withdraw(request_id, n))  # type: ignore[misc]
         offers: list[Offer] = []
         sealed: list[SealedOffer] = []
         for name, handle in handles.items():
-            remaining = deadline - time.monotonic()
             try:
-                if remaining <= 0:
-                    raise TimeoutError
-                result = handle.result(timeout=remaining)
+                result = waits[name].result()
                 offer = offer_from_reply(name, req.product, result.params)
             except (FedcreditError, TimeoutError) as exc:
                 handle.cancel("pre-approval budget spent or lender failed")
@@ -115,9 +131,20 @@ class PreapprovalCoordinator:
         log.info("snapshot %s announced by %s to %d lenders", as_of, platform, acked)
         return acked
 
+    def _withdraw(self, request_id: str, lender: str) -> None:
+        if self._groups is not None:
+            self._groups.withdraw(request_id, lender)
+
     def _note(self, lender: str, outcome: str) -> None:
         if self._on_outcome is not None:
             self._on_outcome(lender, outcome)
+
+
+def _await(handle: TaskHandle, deadline: float) -> TaskResult:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return handle.result(timeout=remaining)
 
 
 class LocalPreapprovalGateway:

@@ -20,6 +20,7 @@ from fedcore.errors import (
     ContextUnknown,
     CorruptResult,
     DeadlineExceeded,
+    FedcreditError,
     InvalidInput,
     PartyTaskError,
     PartyUnavailable,
@@ -28,18 +29,23 @@ from fedcore.errors import (
     RateLimited,
 )
 from fedcore.protocol.channel import PartyChannel, TaskHandle
-from fedcore.protocol.messages import JSONValue, Role, Task, TaskResult
+from fedcore.protocol.messages import JSONValue, PartyInfo, Role, Task, TaskResult
 from fedcore.protocol.scoring import trees as tp
+from fedcore.protocol.scoring.groups import Part, ScoreGroups
 from fedcore.protocol.scoring.messages import (
     CONTRIBUTE,
+    CONTRIBUTE_GROUP,
     DEFAULT_MAX_BATCH,
     DEFAULT_RATE_PER_MINUTE,
+    GROUP_MAX_N,
     PSEUDONYM_BYTES,
     TREE_QUERY,
     JointRequest,
     JointResponse,
     check_queries,
+    pack_group_payload,
     pack_task_payload,
+    unpack_group_reply,
 )
 from fedcore.protocol.scoring.party import ContextCache
 
@@ -57,8 +63,10 @@ class ScoringCoordinator:
         requester_roles: frozenset[Role] = frozenset({Role.LENDER}),
         rate_per_minute: int = DEFAULT_RATE_PER_MINUTE,
         clock: Callable[[], float] = time.monotonic,
+        groups: ScoreGroups | None = None,
     ) -> None:
         self._channel = channel
+        self._groups = groups  # pre-approvals in flight (fedcore.protocol.scoring.groups)
         self.max_batch = max_batch
         self.rate_per_minute = rate_per_minute
         self._clock = clock
@@ -104,6 +112,11 @@ class ScoringCoordinator:
             "fingerprint": pub.fingerprint(),
         }
         deadline = time.monotonic() + req.timeout_s
+        if req.group and self._groups is not None and n <= GROUP_MAX_N:
+            part = Part(requester, req, pub, params, deadline)
+            grouped, parts = self._groups.join(req.group, part)
+            if grouped:
+                return self._grouped(part, parts, parties)
         handles: dict[str, TaskHandle] = {}
         for p in others:
             if p.online:
@@ -145,6 +158,116 @@ class ScoringCoordinator:
             ",".join(missing) or "-",
         )
         return JointResponse(request_id, n, queries, total, len(vectors), tuple(sorted(missing)))
+
+    def _grouped(self, part: Part, parts: list[Part] | None, parties: list[PartyInfo]) -> JointResponse:
+        """``part``'s answer from its group's fan-out: run it here (``parts``) or wait for the thread
+        that does."""
+        if parts is not None:
+            try:
+                self._fan_group(parts, parties)
+            except BaseException as exc:  # every waiting member gets the failure, not a hang
+                for pt in parts:
+                    if pt.response is None and pt.error is None:
+                        pt.error = exc
+            finally:
+                for pt in parts:
+                    pt.done.set()
+        if not part.done.wait(max(0.01, part.deadline - time.monotonic())):
+            raise DeadlineExceeded(f"scoring request {part.params['request_id']}: its group did not finish in time")
+        if part.error is not None:
+            raise part.error
+        assert part.response is not None
+        return part.response
+
+    def _fan_group(self, parts: list[Part], parties: list[PartyInfo]) -> None:
+        """One :data:`CONTRIBUTE_GROUP` task per online member, holding every part but its own; each part
+        summed and answered as an ungrouped request would be (:mod:`fedcore.protocol.scoring.groups`)."""
+        pseudonyms = parts[0].req.pseudonyms
+        deadline = max(pt.deadline for pt in parts)
+        vectors: list[list[EncryptedVector]] = [[] for _ in parts]
+        missing = [[p.name for p in parties if not p.online and p.name != pt.requester] for pt in parts]
+        errors: list[BaseException | None] = [None] * len(parts)
+
+        def fail(i: int, party: str, exc: FedcreditError) -> None:
+            partial = isinstance(exc, (PartyUnavailable, DeadlineExceeded, CorruptResult))
+            if partial and parts[i].req.allow_partial:
+                missing[i].append(party)
+            elif errors[i] is None:
+                errors[i] = exc
+
+        plan: dict[str, list[int]] = {}
+        handles: dict[str, TaskHandle] = {}
+        for p in parties:
+            idx = [i for i, pt in enumerate(parts) if pt.requester != p.name]
+            if not p.online or not idx:
+                continue
+            plan[p.name] = idx
+            try:
+                handles[p.name] = self._submit_group(p.name, [parts[i] for i in idx], pseudonyms, deadline)
+            except PartyUnavailable as exc:
+                for i in idx:
+                    fail(i, p.name, exc)
+        try:
+            for name, handle in handles.items():
+                idx = plan[name]
+                try:
+                    res = handle.result(timeout=max(0.01, deadline - time.monotonic()))
+                    blobs = unpack_group_reply(res.read_payload(), len(idx))
+                    outcomes = res.params.get("outcomes")
+                    if not isinstance(outcomes, list) or len(outcomes) != len(idx):
+                        raise ProtocolError("grouped reply has the wrong number of outcomes")
+                except ProtocolError as exc:
+                    for i in idx:
+                        fail(i, name, CorruptResult(name, CONTRIBUTE_GROUP, str(exc)))
+                    continue
+                except FedcreditError as exc:
+                    for i in idx:
+                        fail(i, name, exc)
+                    continue
+                for i, outcome, blob in zip(idx, outcomes, blobs, strict=True):
+                    pt = parts[i]
+                    try:
+                        if outcome == ContextUnknown.code:  # the member restarted: this part once more, alone
+                            with self._lock:
+                                self._sent.get(name, set()).discard(pt.pub.fingerprint())
+                            again = self._submit(name, pt.params, pseudonyms, pt.pub, pt.deadline, resend=True)
+                            blob = again.result(timeout=max(0.01, pt.deadline - time.monotonic())).read_payload()
+                        elif outcome != "ok":
+                            raise PartyTaskError(name, CONTRIBUTE, str(outcome), "grouped contribution failed")
+                        vectors[i].append(_contribution(name, pt.pub, blob, pt.req.n * len(pt.req.queries)))
+                    except FedcreditError as exc:
+                        fail(i, name, exc)
+        except BaseException:
+            self._cancel(handles)
+            raise
+        for i, pt in enumerate(parts):
+            rid = str(pt.params["request_id"])
+            if errors[i] is not None:
+                pt.error = errors[i]
+                continue
+            total = add(vectors[i]).to_bytes() if vectors[i] else None
+            log.info("scoring request %s from %s (grouped, %d parts): n=%d contributors=%d missing=%s", rid,
+                     pt.requester, len(parts), pt.req.n, len(vectors[i]), ",".join(missing[i]) or "-")
+            pt.response = JointResponse(rid, pt.req.n, tuple(pt.req.queries), total, len(vectors[i]),
+                                        tuple(sorted(missing[i])))
+
+    def _submit_group(self, party: str, parts: list[Part], pseudonyms: bytes, deadline: float) -> TaskHandle:
+        contexts: list[bytes | None] = []
+        with self._lock:
+            known = self._sent.setdefault(party, set())
+            for pt in parts:
+                contexts.append(None if pt.pub.fingerprint() in known else pt.pub.serialize())
+        task_id = secrets.token_hex(8)
+        params: dict[str, JSONValue] = {"request_id": task_id, "n": parts[0].req.n,
+                                        "parts": [dict(pt.params) for pt in parts]}
+        payload = pack_group_payload(pseudonyms, contexts)
+        timeout = max(0.05, deadline - time.monotonic())
+        handle = self._channel.submit(party, Task(CONTRIBUTE_GROUP, params, task_id, timeout, [payload]))
+        with self._lock:
+            for pt, c in zip(parts, contexts, strict=True):
+                if c is not None:
+                    self._sent[party].add(pt.pub.fingerprint())
+        return handle
 
     def _score_tree(self, requester: str, req: JointRequest) -> JointResponse:
         """A tree score (:mod:`fedcore.protocol.scoring.trees`): relay the sealed input to the platform

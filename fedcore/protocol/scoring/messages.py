@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 
 CONTRIBUTE = "scoring.contribute"
+# One task per member for the joint scores of one pre-approval (several lenders, one viewer): the member
+# answers one ciphertext per asking lender's key (:mod:`fedcore.protocol.scoring.groups`).
+CONTRIBUTE_GROUP = "scoring.contribute_group"
+GROUP_MAX_N = 16  # requests of at most this many pseudonyms may be grouped
+GROUP_MAX_PARTS = 64
 QUERIES = ("score", "blacklist", "loans")
 PSEUDONYM_BYTES = 16
 DEFAULT_MAX_BATCH = 1 << 17  # pseudonyms per coordinator request (the requester chunks bigger files)
@@ -42,6 +47,8 @@ ALLOWED_PARAMS = (SCORING_CKKS, SUMS)  # tree scores use no CKKS (fedcore.protoc
 TREE_QUERY = "tree"  # a tree model's score (fedcore.protocol.scoring.trees); goes alone in a request
 _REQ_MAGIC = b"FCSQ"
 _REQ_HEADER = struct.Struct(">4sBI")
+_GROUP_MAGIC = b"FCSG"
+_REPLY_MAGIC = b"FCSR"
 
 
 class ModelVersionMismatch(InvalidInput):
@@ -251,6 +258,56 @@ def unpack_task_payload_full(data: bytes) -> tuple[bytes | None, bytes | None, b
     return ctx, tree, data[pos:]
 
 
+def _pack_blocks(magic: bytes, blocks: Sequence[bytes]) -> bytes:
+    """``magic | u16 k | k x u32 length | blocks``."""
+    if len(blocks) > GROUP_MAX_PARTS:
+        raise InvalidInput(f"{len(blocks)} parts in one grouped request, at most {GROUP_MAX_PARTS}")
+    head = magic + struct.pack(f">H{len(blocks)}I", len(blocks), *(len(b) for b in blocks))
+    return head + b"".join(blocks)
+
+
+def _unpack_blocks(magic: bytes, data: bytes, k: int, what: str) -> tuple[list[bytes], int]:
+    """The ``k`` blocks of :func:`_pack_blocks` and the offset after them."""
+    if len(data) < 6 or data[:4] != magic:
+        raise ProtocolError(f"not a fedcredit {what}")
+    (count,) = struct.unpack_from(">H", data, 4)
+    if count != k:
+        raise ProtocolError(f"{what} holds {count} parts, expected {k}")
+    pos = 6 + 4 * k
+    if len(data) < pos:
+        raise ProtocolError(f"{what} is truncated in its header")
+    blocks = []
+    for size in struct.unpack_from(f">{k}I", data, 6):
+        if pos + size > len(data):
+            raise ProtocolError(f"{what} is truncated")
+        blocks.append(data[pos : pos + size])
+        pos += size
+    return blocks, pos
+
+
+def pack_group_payload(pseudonyms: bytes, contexts: Sequence[bytes | None]) -> bytes:
+    """A grouped task's payload: per part the public context (empty: the member has it cached), then
+    the pseudonyms all parts share."""
+    return _pack_blocks(_GROUP_MAGIC, [c or b"" for c in contexts]) + pseudonyms
+
+
+def unpack_group_payload(data: bytes, parts: int) -> tuple[list[bytes | None], bytes]:
+    blocks, pos = _unpack_blocks(_GROUP_MAGIC, data, parts, "grouped scoring payload")
+    return [b or None for b in blocks], data[pos:]
+
+
+def pack_group_reply(ciphertexts: Sequence[bytes]) -> bytes:
+    """A member's grouped reply: one ciphertext per part (empty for a part that failed)."""
+    return _pack_blocks(_REPLY_MAGIC, ciphertexts)
+
+
+def unpack_group_reply(data: bytes, parts: int) -> list[bytes]:
+    blocks, pos = _unpack_blocks(_REPLY_MAGIC, data, parts, "grouped scoring reply")
+    if pos != len(data):
+        raise ProtocolError("grouped scoring reply has trailing bytes")
+    return blocks
+
+
 @dataclass(frozen=True)
 class JointRequest:
     """What the requester sends the coordinator."""
@@ -264,6 +321,7 @@ class JointRequest:
     allow_partial: bool = False
     timeout_s: float = 30.0
     tree_input: bytes | None = None  # query "tree": fedcore.protocol.scoring.trees.pack_tree_input
+    group: str = ""  # a pre-approval's request id: the coordinator may ask each member once for all its lenders
 
     @property
     def n(self) -> int:

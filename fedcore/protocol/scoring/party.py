@@ -32,13 +32,18 @@ from fedcore.protocol.scoring.messages import (
     ALLOWED_PARAMS,
     CONTEXT_CACHE,
     CONTRIBUTE,
+    CONTRIBUTE_GROUP,
+    GROUP_MAX_N,
+    GROUP_MAX_PARTS,
     PSEUDONYM_BYTES,
     TREE_QUERY,
     ModelSlice,
     ModelVersionMismatch,
     _digest,
     check_queries,
+    pack_group_reply,
     pseudonym_array,
+    unpack_group_payload,
     unpack_task_payload_full,
 )
 from fedcore.protocol.sealing import PartyIdentity, open_for, seal_for
@@ -293,32 +298,75 @@ class ScoringParty:
 
     def register(self, registry: HandlerRegistry) -> None:
         registry.register(CONTRIBUTE, self._contribute)
+        registry.register(CONTRIBUTE_GROUP, self._contribute_group)
 
     def _contribute(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
-        queries = check_queries(params.get("queries") or [])  # type: ignore[arg-type]
-        model_id = str(params.get("model_id", ""))
-        version = str(params.get("model_version", ""))
-        fp = str(params.get("fingerprint", ""))
         n = int(params.get("n", -1))
         context, tree_input, packed = unpack_task_payload_full(ctx.read_payload())
         pseudos = pseudonym_array(packed)
         if len(pseudos) != n:
             raise ProtocolError(f"request announced {n} pseudonyms, payload holds {len(pseudos)}")
-        record: dict[str, JSONValue] = {
+        if check_queries(params.get("queries") or []) == (TREE_QUERY,):  # type: ignore[arg-type]
+            record = self._record(params, packed)
+            try:
+                reply = self._tree(params, pseudos, packed, tree_input)
+            except FedcreditError as exc:
+                self._log("score_contribution", {**record, "outcome": exc.code})
+                raise
+            self._log("score_contribution", {**record, "outcome": "ok"})
+            return reply
+        data = self._encrypted(ctx, params, pseudos, packed, context)
+        return TaskReply({"n": n}, [data] if data else None)
+
+    def _contribute_group(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
+        """One task for the parts of a pre-approval (:mod:`fedcore.protocol.scoring.groups`): per part,
+        the same values under that part's key, audited as its own request; a part that fails is
+        answered with its error code and an empty ciphertext, the others still count."""
+        parts = params.get("parts")
+        if not isinstance(parts, list) or not 0 < len(parts) <= GROUP_MAX_PARTS:
+            raise ProtocolError(f"a grouped scoring task needs 1..{GROUP_MAX_PARTS} parts")
+        n = int(params.get("n", -1))  # type: ignore[arg-type]
+        if n > GROUP_MAX_N:
+            raise ProtocolError(f"a grouped scoring task holds at most {GROUP_MAX_N} pseudonyms")
+        contexts, packed = unpack_group_payload(ctx.read_payload(), len(parts))
+        pseudos = pseudonym_array(packed)
+        if len(pseudos) != n:
+            raise ProtocolError(f"request announced {n} pseudonyms, payload holds {len(pseudos)}")
+        outcomes: list[JSONValue] = []
+        blobs: list[bytes] = []
+        for part, context in zip(parts, contexts, strict=True):
+            try:
+                if not isinstance(part, Mapping) or int(part.get("n", -1)) != n:  # type: ignore[arg-type]
+                    raise ProtocolError("a grouped scoring part must be an object with the task's n")
+                if check_queries(part.get("queries") or []) == (TREE_QUERY,):  # type: ignore[arg-type]
+                    raise ProtocolError("tree scores are not grouped")
+                blobs.append(self._encrypted(ctx, part, pseudos, packed, context))
+                outcomes.append("ok")
+            except FedcreditError as exc:
+                outcomes.append(exc.code)
+                blobs.append(b"")
+        return TaskReply({"n": n, "outcomes": outcomes}, [pack_group_reply(blobs)])
+
+    def _record(self, params: Mapping[str, JSONValue], packed: bytes) -> dict[str, JSONValue]:
+        return {
             "request_id": str(params.get("request_id", "")),
-            "model_id": model_id,
-            "model_version": version,
-            "queries": list(queries),
-            "n": n,
+            "model_id": str(params.get("model_id", "")),
+            "model_version": str(params.get("model_version", "")),
+            "queries": list(check_queries(params.get("queries") or [])),  # type: ignore[arg-type]
+            "n": int(params.get("n", -1)),  # type: ignore[arg-type]
             "pseudonyms_sha256": _digest(packed),
         }
+
+    def _encrypted(self, ctx: TaskContext, params: Mapping[str, JSONValue], pseudos: np.ndarray, packed: bytes,
+                   context: bytes | None) -> bytes:
+        """One request's values under its key (empty for no pseudonyms), audited as ``score_contribution``."""
+        queries = check_queries(params.get("queries") or [])  # type: ignore[arg-type]
+        model_id = str(params.get("model_id", ""))
+        version = str(params.get("model_version", ""))
+        record = self._record(params, packed)
         try:
-            if queries == (TREE_QUERY,):
-                reply = self._tree(params, pseudos, packed, tree_input)
-                self._log("score_contribution", {**record, "outcome": "ok"})
-                return reply
-            pub = self._contexts.resolve(fp, context)
-            key = (model_id, version, queries, packed) if n <= RECENT_MAX_N else None
+            pub = self._contexts.resolve(str(params.get("fingerprint", "")), context)
+            key = (model_id, version, queries, packed) if len(pseudos) <= RECENT_MAX_N else None
             values = self._recent.get(key) if key is not None else None
             if values is None:
                 values = self._values(ctx, queries, model_id, version, pseudos)
@@ -329,8 +377,7 @@ class ScoringParty:
             self._log("score_contribution", {**record, "outcome": exc.code})
             raise
         self._log("score_contribution", {**record, "outcome": "ok"})
-        data = enc.to_bytes() if enc is not None else b""
-        return TaskReply({"n": n}, [data] if data else None)
+        return enc.to_bytes() if enc is not None else b""
 
     def _values(self, ctx: TaskContext, queries: tuple[str, ...], model_id: str, version: str,
                 pseudos: np.ndarray) -> np.ndarray:

@@ -141,6 +141,7 @@ class Requester:
         queries: Sequence[str] = ("score",),
         allow_partial: bool = False,
         timeout_s: float = 30.0,
+        group: str = "",
     ) -> JointOutcome:
         qs = check_queries(queries)
         packed = pseudonyms if isinstance(pseudonyms, bytes) else pack_pseudonyms(pseudonyms)
@@ -157,13 +158,15 @@ class Requester:
             key.public_context().serialize() if first else None,
             allow_partial,
             timeout_s,
+            group=group,
         )
         try:
             resp = self._gateway.joint(req)
         except ContextUnknown:
             resp = self._gateway.joint(
                 JointRequest(
-                    model_id, model_version, qs, packed, fp, key.public_context().serialize(), allow_partial, timeout_s
+                    model_id, model_version, qs, packed, fp, key.public_context().serialize(), allow_partial, timeout_s,
+                    group=group,
                 )
             )
         with self._lock:

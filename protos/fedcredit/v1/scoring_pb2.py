@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64\x63redit/v1/scoring.proto\x12\x0c\x66\x65\x64\x63redit.v1\"\xd4\x01\n\x11JointScoreRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07queries\x18\x03 \x03(\t\x12\x12\n\npseudonyms\x18\x04 \x01(\x0c\x12\x1b\n\x13\x63ontext_fingerprint\x18\x05 \x01(\t\x12\x16\n\x0epublic_context\x18\x06 \x01(\x0c\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\x12\x11\n\ttimeout_s\x18\x08 \x01(\x01\x12\x12\n\ntree_input\x18\t \x01(\x0c\"\x81\x01\n\x10JointScoreHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\r\x12\x0f\n\x07queries\x18\x03 \x03(\t\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\x0f\n\x07missing\x18\x05 \x03(\t\x12\x16\n\x0ehas_ciphertext\x18\x06 \x01(\x08\"[\n\x0fJointScoreChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedcredit.v1.JointScoreHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x82\x02\n\tApplicant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07id_kind\x18\x02 \x01(\t\x12\x37\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32%.fedcredit.v1.Applicant.FeaturesEntry\x12;\n\ncategories\x18\x04 \x03(\x0b\x32\'.fedcredit.v1.Applicant.CategoriesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\x11LocalScoreRequest\x12+\n\napplicants\x18\x01 \x03(\x0b\x32\x17.fedcredit.v1.Applicant\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07queries\x18\x03 \x03(\t\x12\x15\n\rallow_partial\x18\x04 \x01(\x08\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"6\n\rReasonCodeMsg\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0clogit_impact\x18\x02 \x01(\x01\"\x8b\x03\n\x0e\x41pplicantScore\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0cprob_default\x18\x03 \x01(\x01\x12\x0e\n\x06points\x18\x04 \x01(\x01\x12,\n\x07reasons\x18\x06 \x03(\x0b\x32\x1b.fedcredit.v1.ReasonCodeMsg\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\x11\n\trate_tier\x18\x08 \x01(\t\x12\x16\n\x0e\x62lacklist_hits\x18\t \x01(\x05\x12\x1e\n\x16\x61\x63tive_loans_elsewhere\x18\n \x01(\x05\x12\x0f\n\x07partial\x18\x0b \x01(\x08\x12\x17\n\x0fmissing_parties\x18\x0c \x03(\t\x12\x10\n\x08model_id\x18\r \x01(\t\x12\x15\n\rmodel_version\x18\x0e \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x10\n\x08own_data\x18\x10 \x01(\x08\x12\x16\n\x0e\x65xternal_logit\x18\x11 \x01(\x01J\x04\x08\x05\x10\x06R\x15prob_default_own_only\"B\n\x12LocalScoreResponse\x12,\n\x06scores\x18\x01 \x03(\x0b\x32\x1c.fedcredit.v1.ApplicantScore\"_\n\x12LocalScoreProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12,\n\x06scores\x18\x03 \x03(\x0b\x32\x1c.fedcredit.v1.ApplicantScore2T\n\x07Scoring\x12I\n\x05Score\x12\x1f.fedcredit.v1.JointScoreRequest\x1a\x1d.fedcredit.v1.JointScoreChunk0\x01\x32\xad\x01\n\x0cLocalScoring\x12J\n\x05Score\x12\x1f.fedcredit.v1.LocalScoreRequest\x1a .fedcredit.v1.LocalScoreResponse\x12Q\n\nScoreBatch\x12\x1f.fedcredit.v1.LocalScoreRequest\x1a .fedcredit.v1.LocalScoreProgress0\x01\x42q\n\x10org.fedcredit.v1B\x0cScoringProtoP\x01Z>github.com/fedcredit/fedcredit/gen/go/fedcredit/v1;fedcreditv1\xaa\x02\x0c\x46\x65\x64\x63redit.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64\x63redit/v1/scoring.proto\x12\x0c\x66\x65\x64\x63redit.v1\"\xe3\x01\n\x11JointScoreRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07queries\x18\x03 \x03(\t\x12\x12\n\npseudonyms\x18\x04 \x01(\x0c\x12\x1b\n\x13\x63ontext_fingerprint\x18\x05 \x01(\t\x12\x16\n\x0epublic_context\x18\x06 \x01(\x0c\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\x12\x11\n\ttimeout_s\x18\x08 \x01(\x01\x12\x12\n\ntree_input\x18\t \x01(\x0c\x12\r\n\x05group\x18\n \x01(\t\"\x81\x01\n\x10JointScoreHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\r\x12\x0f\n\x07queries\x18\x03 \x03(\t\x12\x14\n\x0c\x63ontributors\x18\x04 \x01(\r\x12\x0f\n\x07missing\x18\x05 \x03(\t\x12\x16\n\x0ehas_ciphertext\x18\x06 \x01(\x08\"[\n\x0fJointScoreChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.fedcredit.v1.JointScoreHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x82\x02\n\tApplicant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07id_kind\x18\x02 \x01(\t\x12\x37\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32%.fedcredit.v1.Applicant.FeaturesEntry\x12;\n\ncategories\x18\x04 \x03(\x0b\x32\'.fedcredit.v1.Applicant.CategoriesEntry\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x91\x01\n\x11LocalScoreRequest\x12+\n\napplicants\x18\x01 \x03(\x0b\x32\x17.fedcredit.v1.Applicant\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07queries\x18\x03 \x03(\t\x12\x15\n\rallow_partial\x18\x04 \x01(\x08\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"6\n\rReasonCodeMsg\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0clogit_impact\x18\x02 \x01(\x01\"\x8b\x03\n\x0e\x41pplicantScore\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x14\n\x0cprob_default\x18\x03 \x01(\x01\x12\x0e\n\x06points\x18\x04 \x01(\x01\x12,\n\x07reasons\x18\x06 \x03(\x0b\x32\x1b.fedcredit.v1.ReasonCodeMsg\x12\x10\n\x08\x64\x65\x63ision\x18\x07 \x01(\t\x12\x11\n\trate_tier\x18\x08 \x01(\t\x12\x16\n\x0e\x62lacklist_hits\x18\t \x01(\x05\x12\x1e\n\x16\x61\x63tive_loans_elsewhere\x18\n \x01(\x05\x12\x0f\n\x07partial\x18\x0b \x01(\x08\x12\x17\n\x0fmissing_parties\x18\x0c \x03(\t\x12\x10\n\x08model_id\x18\r \x01(\t\x12\x15\n\rmodel_version\x18\x0e \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x10\n\x08own_data\x18\x10 \x01(\x08\x12\x16\n\x0e\x65xternal_logit\x18\x11 \x01(\x01J\x04\x08\x05\x10\x06R\x15prob_default_own_only\"B\n\x12LocalScoreResponse\x12,\n\x06scores\x18\x01 \x03(\x0b\x32\x1c.fedcredit.v1.ApplicantScore\"_\n\x12LocalScoreProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12,\n\x06scores\x18\x03 \x03(\x0b\x32\x1c.fedcredit.v1.ApplicantScore2T\n\x07Scoring\x12I\n\x05Score\x12\x1f.fedcredit.v1.JointScoreRequest\x1a\x1d.fedcredit.v1.JointScoreChunk0\x01\x32\xad\x01\n\x0cLocalScoring\x12J\n\x05Score\x12\x1f.fedcredit.v1.LocalScoreRequest\x1a .fedcredit.v1.LocalScoreResponse\x12Q\n\nScoreBatch\x12\x1f.fedcredit.v1.LocalScoreRequest\x1a .fedcredit.v1.LocalScoreProgress0\x01\x42q\n\x10org.fedcredit.v1B\x0cScoringProtoP\x01Z>github.com/fedcredit/fedcredit/gen/go/fedcredit/v1;fedcreditv1\xaa\x02\x0c\x46\x65\x64\x63redit.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,29 +37,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLICANT_CATEGORIESENTRY']._loaded_options = None
   _globals['_APPLICANT_CATEGORIESENTRY']._serialized_options = b'8\001'
   _globals['_JOINTSCOREREQUEST']._serialized_start=45
-  _globals['_JOINTSCOREREQUEST']._serialized_end=257
-  _globals['_JOINTSCOREHEADER']._serialized_start=260
-  _globals['_JOINTSCOREHEADER']._serialized_end=389
-  _globals['_JOINTSCORECHUNK']._serialized_start=391
-  _globals['_JOINTSCORECHUNK']._serialized_end=482
-  _globals['_APPLICANT']._serialized_start=485
-  _globals['_APPLICANT']._serialized_end=743
-  _globals['_APPLICANT_FEATURESENTRY']._serialized_start=645
-  _globals['_APPLICANT_FEATURESENTRY']._serialized_end=692
-  _globals['_APPLICANT_CATEGORIESENTRY']._serialized_start=694
-  _globals['_APPLICANT_CATEGORIESENTRY']._serialized_end=743
-  _globals['_LOCALSCOREREQUEST']._serialized_start=746
-  _globals['_LOCALSCOREREQUEST']._serialized_end=891
-  _globals['_REASONCODEMSG']._serialized_start=893
-  _globals['_REASONCODEMSG']._serialized_end=947
-  _globals['_APPLICANTSCORE']._serialized_start=950
-  _globals['_APPLICANTSCORE']._serialized_end=1345
-  _globals['_LOCALSCORERESPONSE']._serialized_start=1347
-  _globals['_LOCALSCORERESPONSE']._serialized_end=1413
-  _globals['_LOCALSCOREPROGRESS']._serialized_start=1415
-  _globals['_LOCALSCOREPROGRESS']._serialized_end=1510
-  _globals['_SCORING']._serialized_start=1512
-  _globals['_SCORING']._serialized_end=1596
-  _globals['_LOCALSCORING']._serialized_start=1599
-  _globals['_LOCALSCORING']._serialized_end=1772
+  _globals['_JOINTSCOREREQUEST']._serialized_end=272
+  _globals['_JOINTSCOREHEADER']._serialized_start=275
+  _globals['_JOINTSCOREHEADER']._serialized_end=404
+  _globals['_JOINTSCORECHUNK']._serialized_start=406
+  _globals['_JOINTSCORECHUNK']._serialized_end=497
+  _globals['_APPLICANT']._serialized_start=500
+  _globals['_APPLICANT']._serialized_end=758
+  _globals['_APPLICANT_FEATURESENTRY']._serialized_start=660
+  _globals['_APPLICANT_FEATURESENTRY']._serialized_end=707
+  _globals['_APPLICANT_CATEGORIESENTRY']._serialized_start=709
+  _globals['_APPLICANT_CATEGORIESENTRY']._serialized_end=758
+  _globals['_LOCALSCOREREQUEST']._serialized_start=761
+  _globals['_LOCALSCOREREQUEST']._serialized_end=906
+  _globals['_REASONCODEMSG']._serialized_start=908
+  _globals['_REASONCODEMSG']._serialized_end=962
+  _globals['_APPLICANTSCORE']._serialized_start=965
+  _globals['_APPLICANTSCORE']._serialized_end=1360
+  _globals['_LOCALSCORERESPONSE']._serialized_start=1362
+  _globals['_LOCALSCORERESPONSE']._serialized_end=1428
+  _globals['_LOCALSCOREPROGRESS']._serialized_start=1430
+  _globals['_LOCALSCOREPROGRESS']._serialized_end=1525
+  _globals['_SCORING']._serialized_start=1527
+  _globals['_SCORING']._serialized_end=1611
+  _globals['_LOCALSCORING']._serialized_start=1614
+  _globals['_LOCALSCORING']._serialized_end=1787
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JointScoreRequest(_message.Message):
-    __slots__ = ("model_id", "model_version", "queries", "pseudonyms", "context_fingerprint", "public_context", "allow_partial", "timeout_s", "tree_input")
+    __slots__ = ("model_id", "model_version", "queries", "pseudonyms", "context_fingerprint", "public_context", "allow_partial", "timeout_s", "tree_input", "group")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class JointScoreRequest(_message.Message):
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     TREE_INPUT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     model_version: str
     queries: _containers.RepeatedScalarFieldContainer[str]
@@ -26,7 +27,8 @@ class JointScoreRequest(_message.Message):
     allow_partial: bool
     timeout_s: float
     tree_input: bytes
-    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., queries: _Optional[_Iterable[str]] = ..., pseudonyms: _Optional[bytes] = ..., context_fingerprint: _Optional[str] = ..., public_context: _Optional[bytes] = ..., allow_partial: bool = ..., timeout_s: _Optional[float] = ..., tree_input: _Optional[bytes] = ...) -> None: ...
+    group: str
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., queries: _Optional[_Iterable[str]] = ..., pseudonyms: _Optional[bytes] = ..., context_fingerprint: _Optional[str] = ..., public_context: _Optional[bytes] = ..., allow_partial: bool = ..., timeout_s: _Optional[float] = ..., tree_input: _Optional[bytes] = ..., group: _Optional[str] = ...) -> None: ...
 
 class JointScoreHeader(_message.Message):
     __slots__ = ("request_id", "n", "queries", "contributors", "missing", "has_ciphertext")

@@ -15,6 +15,7 @@ from fedcore.protocol.messages import Role
 from fedcore.protocol.preapproval.coordinator import LocalPreapprovalGateway, PreapprovalCoordinator
 from fedcore.protocol.preapproval.party import PreapprovalLender
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
+from fedcore.protocol.scoring.groups import ScoreGroups
 from fedcore.protocol.scoring.messages import ModelSlice
 from fedcore.protocol.scoring.requester import LocalGateway
 from fedcore.protocol.sealing import PartyIdentity, make_identities
@@ -110,7 +111,8 @@ def fed(tmp_path: Path):
     }
     ids = make_identities(["platform", *lenders])
     ch = InMemoryChannel(record_wire=True)
-    scoring = ScoringCoordinator(ch, requester_roles=frozenset({Role.LENDER}))
+    groups = ScoreGroups()  # as at a coordinator: a pre-approval's lenders' scores are grouped
+    scoring = ScoringCoordinator(ch, requester_roles=frozenset({Role.LENDER}), groups=groups)
     reg = HandlerRegistry()
     register_scoring_handlers(reg, platform.store, platform.home)
     ch.add_party("platform", Role.PLATFORM, reg)
@@ -125,7 +127,7 @@ def fed(tmp_path: Path):
         PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY)), AuditLog.for_home(p.home),
                           ids[name]).register(reg)
         ch.add_party(name, Role.LENDER, reg)
-    coord = PreapprovalCoordinator(ch)
+    coord = PreapprovalCoordinator(ch, groups=groups)
     # a generous budget: the tests expect every lender's answer on a loaded machine (the budget test sets its own)
     svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"),
                              PreapprovalSettings(budget_ms=30_000), identity=ids["platform"])
