@@ -96,6 +96,7 @@ class Federation:
     identities: dict[str, PartyIdentity] = field(default_factory=dict)
     registries: dict[str, HandlerRegistry] = field(default_factory=dict)
     policy: dict = field(default_factory=lambda: POLICY)
+    groups: ScoreGroups | None = None
 
 
 @pytest.fixture
@@ -131,7 +132,8 @@ def fed(tmp_path: Path):
     # a generous budget: the tests expect every lender's answer on a loaded machine (the budget test sets its own)
     svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"),
                              PreapprovalSettings(budget_ms=30_000), identity=ids["platform"])
-    yield Federation(ch, platform, lenders, services, svc, coord, identities=ids, registries=registries)
+    yield Federation(ch, platform, lenders, services, svc, coord, identities=ids, registries=registries,
+                     groups=groups)
     for p in (platform, *lenders.values()):
         p.store.close()
     ch.close()
