@@ -195,7 +195,7 @@ def _cpu_summary(total: dict[str, float], n: int) -> dict[str, float]:
             "lender_mean": round(sum(lenders) / max(1, len(lenders)), 1), "total": round(sum(per.values()), 1)}
 
 
-def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
+def latency_processes(root: Path, people: int, requests: int, gap_ms: float = 0.0) -> dict[str, Any]:
     """The same comparison over real processes: a coordinator, the platform and five lenders, each its
     own node on 127.0.0.1 with mutual TLS. A pre-approval is the platform application's
     ``POST /v1/preapprove`` on its node (five lenders, offers sealed to the platform); a single score is
@@ -249,10 +249,13 @@ def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
         pre_cpu = dict.fromkeys(pids, 0.0)
         one_cpu = dict.fromkeys(pids, 0.0)
         load0 = os.getloadavg()[0]
+        loop_c0, loop_t0 = _proc_cpu(pids), time.perf_counter()
         for v in viewers[3:]:
+            time.sleep(gap_ms / 1000.0)  # a viewer's tap arrives after a pause (members use it to precompute)
             c0, t = _proc_cpu(pids), time.perf_counter()
             offers += pre(v)
             pre_t.append(time.perf_counter() - t)
+            time.sleep(gap_ms / 1000.0)
             c1, t = _proc_cpu(pids), time.perf_counter()
             one(v)
             one_t.append(time.perf_counter() - t)
@@ -261,15 +264,19 @@ def latency_processes(root: Path, people: int, requests: int) -> dict[str, Any]:
                 pre_cpu[k] += c1[k] - c0[k]
                 one_cpu[k] += c2[k] - c1[k]
         load1 = os.getloadavg()[0]
+        loop_c1, loop_s = _proc_cpu(pids), time.perf_counter() - loop_t0
     finally:
         fed.stop()
+    loop_cpu = {k: loop_c1[k] - loop_c0[k] for k in pids}
     out: dict[str, Any] = {"processes_setup_s": round(setup_s, 1), "requests": len(pre_t), "lenders": len(LENDERS),
            "offers_per_request": round(offers / max(1, len(pre_t)), 2),
            "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
            "single_score_p50_ms": pct(one_t, 50), "single_score_p99_ms": pct(one_t, 99),
            "load_1m": [round(load0, 1), round(load1, 1)],
            "processes_cpu_ms": {"preapproval": _cpu_summary(pre_cpu, len(pre_t)),
-                                "single_score": _cpu_summary(one_cpu, len(one_t))}}
+                                "single_score": _cpu_summary(one_cpu, len(one_t)),
+                                "whole_loop_per_pair": _cpu_summary(loop_cpu, len(pre_t))},
+           "gap_ms": gap_ms, "loop_s": round(loop_s, 1)}
     out["ratio_preapproval_p99_to_single_p99"] = round(out["preapproval_p99_ms"] / out["single_score_p99_ms"], 2)
     out["ratio_preapproval_p50_to_single_p50"] = round(out["preapproval_p50_ms"] / out["single_score_p50_ms"], 2)
     return out
@@ -402,6 +409,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="pause before each request over processes (arrivals spaced as in a live stream)")
     ap.add_argument("--book", type=int, default=1_000_000, help="monitoring-at-scale book size (0: skip)")
     ap.add_argument("--transport", choices=("processes", "inprocess"), default="processes",
                     help="latency over real node processes with mTLS, or on the in-memory channel only")
@@ -413,7 +422,7 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         inproc = latency(env, args.requests)
         if args.transport == "processes":
-            lat = latency_processes(Path(tmp), args.people, args.requests)
+            lat = latency_processes(Path(tmp), args.people, args.requests, args.gap_ms)
             lat["in_process"] = inproc
             transport = ("real processes: coordinator, platform and five lender nodes on 127.0.0.1, gRPC with "
                          "mutual TLS, each request through the calling application's local HTTP API; "

@@ -15,10 +15,8 @@ import numpy as np
 import pandas as pd
 
 from fedcore.crypto.envelope import EnvelopePublicKey, InvalidEnvelope
-from fedcore.crypto.he import (
-    CkksPublicContext,
-    encrypt_vector,
-)
+from fedcore.crypto.he import CkksPublicContext
+from fedcore.crypto.zero_pool import ZeroPool
 from fedcore.errors import (
     ContextUnknown,
     FedcreditError,
@@ -295,6 +293,7 @@ class ScoringParty:
         self._audit = audit
         self._contexts = ContextCache()
         self._recent = RecentValues()
+        self._zeros = ZeroPool()  # small answers: a pooled encryption of zero plus the values
 
     def register(self, registry: HandlerRegistry) -> None:
         registry.register(CONTRIBUTE, self._contribute)
@@ -372,7 +371,7 @@ class ScoringParty:
                 values = self._values(ctx, queries, model_id, version, pseudos)
                 if key is not None:
                     self._recent.put(key, values)
-            enc = encrypt_vector(pub, values) if len(values) else None
+            enc = self._zeros.encrypt(pub, values) if len(values) else None
         except FedcreditError as exc:
             self._log("score_contribution", {**record, "outcome": exc.code})
             raise
