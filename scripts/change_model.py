@@ -97,14 +97,11 @@ def train_change_model(root: Path, fed: Federation, ts: TimeSeries, week: int, *
     ``static``: the platform's whitelist of its behaviour columns (default: the synthetic schema's)."""
     root.mkdir(parents=True, exist_ok=True)
     kind = "national_id" if fed.config.id_kind == "national_id" else "phone"
-    ps = Store.open(f"sqlite:///{root / 'platform.db'}")
-    plat = fed.parties[PLATFORM].to_pandas()
-    plat.to_csv(root / "behaviour.csv", index=False)
-    ingest_file(ps, root / "behaviour.csv", parse_schema(fed.schemas[PLATFORM]))
+    history = range(max(0, week - (recent_days + prior_days) // 7), week + 1) if with_changes else range(0)
+    ps = platform_store(root, fed, ts, history)
     if static is not None:
         ps.set_whitelist(PLATFORM_DATASET, static)
     if with_changes:
-        load_snapshots(ps, fed, ts, range(max(0, week - (recent_days + prior_days) // 7), week + 1))
         derive(ps, ts, week, recent_days, prior_days)
     b = book(fed, ts, week, horizon_weeks)
     ids = platform_ids(fed, b["person"].to_numpy())
@@ -132,8 +129,8 @@ def train_change_model(root: Path, fed: Federation, ts: TimeSeries, week: int, *
         register_vertical_handlers(reg, store, aligns[name], root / name, name, idents[name])
         ch.add_party(name, Role.PLATFORM if name == PLATFORM else Role.LENDER, reg)
     try:
-        res = run_vertical(ch, "chg", [LENDER], PLATFORM, {LENDER: "psi-chg"},
-                           VerticalConfig(epochs=epochs, lr=lr, seed=seed, patience=epochs, batch_size=4096), workdir=root / "coord")
+        cfg = VerticalConfig(epochs=epochs, lr=lr, seed=seed, patience=epochs, batch_size=4096)
+        res = run_vertical(ch, "chg", [LENDER], PLATFORM, {LENDER: "psi-chg"}, cfg, workdir=root / "coord")
     finally:
         ch.close()
     rows = ls.row_ids_for(ids, kind)
@@ -143,16 +140,28 @@ def train_change_model(root: Path, fed: Federation, ts: TimeSeries, week: int, *
                        b["person"].to_numpy()[srt], b["label"].to_numpy()[srt])
 
 
-def joint_logit(m: ChangeModel, fed: Federation, people: np.ndarray, app_logit: np.ndarray) -> np.ndarray:
-    """The joint model's logit for ``people``: the lender's slice on ``app_logit`` plus the platform's
-    slice on its stored values of the slice's dataset (a person without a row: the slice's neutral row)."""
+def joint_logit(m: ChangeModel, fed: Federation, people: np.ndarray, app_logit: np.ndarray,
+                platform_store: Store | None = None) -> np.ndarray:
+    """The joint model's logit for ``people``: the lender's slice on ``app_logit`` (with the intercept)
+    plus the platform's slice on the values of the slice's dataset in ``platform_store`` (default: the
+    one it was trained on; a person without a row: the slice's neutral row, nothing from the platform)."""
+    store = platform_store or m.platform_store
     kind = "national_id" if fed.config.id_kind == "national_id" else "phone"
-    own = m.lender.partial_logit(np.asarray(app_logit, dtype=np.float64)[:, None])
-    rid = m.platform_store.row_ids_for(platform_ids(fed, people), kind)
-    xr, x = m.platform_store.feature_matrix(m.platform.dataset, list(m.platform.features))
+    own = m.lender.partial_logit(np.asarray(app_logit, dtype=np.float64)[:, None]) + (m.lender.intercept or 0.0)
+    rid = store.row_ids_for(platform_ids(fed, people), kind)
+    xr, x = store.feature_matrix(m.platform.dataset, list(m.platform.features))
     pos = np.searchsorted(xr, rid)
     pos = np.minimum(pos, max(len(xr) - 1, 0))
     found = (xr[pos] == rid) if len(xr) else np.zeros(len(rid), dtype=bool)
     rows = np.where(found[:, None], x[pos], m.platform.neutral()[None, :])
     return own + m.platform.partial_logit(rows)
 
+
+def platform_store(root: Path, fed: Federation, ts: TimeSeries, weeks: range) -> Store:
+    """A platform store with its behaviour data and the snapshots of ``weeks`` (for passes over time)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ps = Store.open(f"sqlite:///{root / 'platform.db'}")
+    fed.parties[PLATFORM].to_pandas().to_csv(root / "behaviour.csv", index=False)
+    ingest_file(ps, root / "behaviour.csv", parse_schema(fed.schemas[PLATFORM]))
+    load_snapshots(ps, fed, ts, weeks)
+    return ps

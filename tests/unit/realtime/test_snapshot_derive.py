@@ -107,7 +107,8 @@ def test_with_base_copies_its_columns_and_stands_in_for_it(store):
     ids, x = store.feature_matrix("behaviour_now", ["tenure", "app", "spend_change"])
     bids, bx = store.feature_matrix("behaviour")
     assert np.array_equal(ids, bids) and np.array_equal(x[:, :2], bx)
-    assert store.dataset_info("behaviour_now").vocabularies["app"] == store.dataset_info("behaviour").vocabularies["app"]
+    vocab = store.dataset_info("behaviour").vocabularies["app"]
+    assert store.dataset_info("behaviour_now").vocabularies["app"] == vocab
     # the platform's default training dataset is now the derived one (its base is included in it)
     assert StoreVerticalSource(store, None)._dataset(None, labels=False) == "behaviour_now"  # type: ignore[arg-type]
 
