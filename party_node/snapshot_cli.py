@@ -141,6 +141,9 @@ def derive(
         "--with", help="Copy this store dataset's whitelisted columns beside the change columns.")] = None,
     recent_days: int = 30,
     prior_days: int = 90,
+    announce: Annotated[bool, typer.Option(
+        help="The platform: once derived, tell the lenders (through the coordinator) a snapshot of this date "
+             "is in, so those monitoring a book run a pass. Sends the date only.")] = False,
     home: Home = Path("."),
 ) -> None:
     """Write the change features as of a date into an ordinary dataset (one `<feature>_change` column
@@ -155,10 +158,12 @@ def derive(
     try:
         rep = derive_changes(store, dataset, feature, as_of, into, recent_days=recent_days, prior_days=prior_days,
                              with_dataset=with_dataset)
+        typer.echo(f"dataset {rep.dataset} as of {rep.as_of}: {rep.rows} rows ({rep.with_change} with history), "
+                   f"columns {', '.join(rep.columns)}; {rep.unknown} snapshot ids not in the store"
+                   + (" (replaced)" if rep.replaced else ""))
+        if announce:
+            typer.echo(f"announced to {_announce(home, store, rep.as_of.isoformat())} lenders")
     except FedcreditError as exc:
         _fail(exc)
     finally:
         store.close()
-    typer.echo(f"dataset {rep.dataset} as of {rep.as_of}: {rep.rows} rows ({rep.with_change} with history), "
-               f"columns {', '.join(rep.columns)}; {rep.unknown} snapshot ids not in the store"
-               + (" (replaced)" if rep.replaced else ""))

@@ -352,16 +352,18 @@ def monitoring_at_scale(root: Path, n: int) -> dict[str, Any]:
 
 
 def _alert_quality(person: np.ndarray, pd_at: Any, ext_at: Any, st: MonitorSettings, first_pass: int, weeks: int,
-                   default_week: np.ndarray) -> tuple[float, float, int, int]:
+                   default_week: np.ndarray, kinds: tuple[str, ...] = ("pd_above", "pd_up"),
+                   ) -> tuple[float, float, int, int]:
     """Weekly passes of the alert rules over the book; ``pd_at(w)``/``ext_at(w)``: the PD and the
-    consortium's part per loan at week ``w``. Returns (recall, precision, alerted loans, defaults)."""
+    consortium's part per loan at week ``w``; an alert of one of ``kinds`` counts. Returns (recall,
+    precision, alerted loans, defaults)."""
     prev: dict[int, dict[str, float]] = {}
     alerts: dict[int, list[int]] = {}  # loan -> weeks with an alert
     for w in range(first_pass, weeks):
         pd_, ext = pd_at(w), ext_at(w)
         for i, p in enumerate(person):
             cur = {"pd": float(pd_[i]), "loans": 0.0, "blacklist": 0.0, "external": float(ext[i])}
-            if any(a.kind in ("pd_above", "pd_up") for a in evaluate(prev.get(i), cur, st, int(p))):
+            if any(a.kind in kinds for a in evaluate(prev.get(i), cur, st, int(p))):
                 alerts.setdefault(i, []).append(w)
             prev[i] = cur
     dw = default_week[person]
@@ -442,13 +444,14 @@ def alerts_trained(fed: Any, root: Path, seed: int) -> dict[str, Any]:
             t = time.perf_counter()
             derive(ps, ts, w)  # the weekly re-derive; the scoring tables refresh from the store
             derive_s[0] += time.perf_counter() - t
-            cache.clear()
             cache[w] = joint_logit(m, fed, person, logit_own, ps)
         return cache[w]
 
     st = MonitorSettings(pd_threshold=threshold, pd_factor=2.5)
     rec, prec, alerted, n = _alert_quality(person, lambda w: 1 / (1 + np.exp(-logit_at(w))),
                                            lambda w: logit_at(w) - own, st, first_pass, weeks, ts.default_week)
+    above = _alert_quality(person, lambda w: 1 / (1 + np.exp(-logit_at(w))), lambda w: logit_at(w) - own, st,
+                           first_pass, weeks, ts.default_week, kinds=("pd_above",))
     ps.close()
     m.close()
     return {"alert_recall_trained": rec, "alert_precision_trained": prec, "alerted_trained": alerted,
@@ -457,6 +460,7 @@ def alerts_trained(fed: Any, root: Path, seed: int) -> dict[str, Any]:
                               "validation_auc": round(m.result.metrics["book"]["auc"], 3),
                               "train_book_auc": round(auc(b["label"].to_numpy(), z_train), 3),
                               "pd_threshold": round(threshold, 4), "train_s": round(train_s, 1),
+                              "pd_above_only": {"recall": above[0], "precision": above[1], "alerted": above[2]},
                               "snapshot_load_s": round(load_s, 1),
                               "derive_s_per_pass": round(derive_s[0] / max(1, weeks - first_pass), 2)},
             "defaults_in_window_trained": n}
