@@ -6,6 +6,7 @@ names the field and leaves the store unchanged."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pytest
@@ -133,3 +134,23 @@ def test_bad_input_names_the_field_and_changes_nothing(store, kwargs, error, mat
         derive_changes(store, args.pop("dataset"), args.pop("features"), args.pop("as_of"), args.pop("into"),
                        **args)
     assert store.checksum() == before
+
+
+def test_joint_scoring_contributions_follow_a_rederive(store, tmp_path):
+    """The platform's contribution table is rebuilt when the store's data version moves, so a lender's
+    pass right after a re-derive (and its announcement) scores with the new change features."""
+    from fedcore.protocol.scoring.messages import ModelSlice
+    from party_node.pseudonym import PseudonymKey
+    from party_node.scoring import StoreContributions
+
+    key = PseudonymKey(b"d" * 32)
+    store.install_pseudonym_key(key)
+    derive_changes(store, "weekly", ["spend"], START + dt.timedelta(days=7 * 15), "weekly_changes")
+    sl = ModelSlice("m", "1", "p", "weekly_changes", ("spend_change",), np.array([1.0]), np.zeros(1), np.ones(1))
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "m" / "slice.json").write_text(json.dumps(sl.to_dict()))
+    contrib = StoreContributions(store, tmp_path / "models", version_check_s=0.0)
+    who = np.array(key.pseudonymize([IDS[1]], "phone"), dtype="S16")
+    assert contrib.partial_logits("m", who)[0] == pytest.approx(1.0)  # before the collapse
+    derive_changes(store, "weekly", ["spend"], START + dt.timedelta(days=7 * 19), "weekly_changes")
+    assert contrib.partial_logits("m", who)[0] < 0.4  # at once, not after the 5-minute refresh
