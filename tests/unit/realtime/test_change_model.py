@@ -31,12 +31,13 @@ def _ranking(tmp, fed, ts, with_changes: bool) -> tuple[float, float, str]:
 
 
 def test_trained_change_features_rank_deteriorating_borrowers_higher(tmp_path):
-    fed = generate(SynthConfig(people=8000, seed=3))
+    fed = generate(SynthConfig(people=6000, seed=3))
     ts = generate_time(fed, TimeConfig(seed=1, weeks=WEEK + 1, first_default_week=20))
     auc0, recall0, ds0 = _ranking(tmp_path / "static", fed, ts, with_changes=False)
     auc1, recall1, ds1 = _ranking(tmp_path / "changes", fed, ts, with_changes=True)
     # the platform's default training dataset: the derived one, which includes its static base
     assert (ds0, ds1) == (PLATFORM_DATASET, CHANGES)
-    # measured on seeds 1, 2, 5: AUC 0.83-0.86 -> 0.95-0.99, top-decile recall 0.48-0.54 -> 0.88-0.95
+    # measured on time-series seeds 1, 2, 5 (23-25 such borrowers): AUC 0.83-0.86 -> 0.97-0.98,
+    # top-decile recall 0.48-0.57 -> 0.87-0.96
     assert auc1 > auc0 + 0.05, (auc0, auc1)
     assert recall1 > recall0 + 0.2, (recall0, recall1)
