@@ -22,10 +22,14 @@ is kept under ``in_process`` with the CPU time of each kind of request. Measured
   ``lender_only_alert_recall`` / ``lender_only_alert_precision`` with the lender's own data alone. The
   joint PD in the series is the loan's application PD (the lender's part) plus the platform's
   change features (30-day spend and activity against the prior 90 days) through the product's alert
-  rules (:func:`party_node.monitoring.evaluate`).
+  rules (:func:`party_node.monitoring.evaluate`);
+- ``alert_recall_trained`` / ``alert_precision_trained``: the same passes and rules with the joint PD of
+  a model *trained* with the change features (:func:`alerts_trained`: ``snapshot derive`` at the
+  platform, a vertical run, the platform re-deriving each week; details under ``trained_model``).
 
 Usage: ``python scripts/bench_realtime.py [--people 20000] [--requests 100] [--transport processes]
-[--book 1000000] [--out FILE]``. Keys already in ``FILE`` that this run does not measure are kept.
+[--book 1000000] [--out FILE] [--alerts-only]``. Keys already in ``FILE`` that this run does not
+measure are kept (``--alerts-only``: only the alert figures run).
 """
 
 from __future__ import annotations
@@ -409,12 +413,14 @@ def alerts_quality(env: dict[str, Any], seed: int) -> dict[str, Any]:
 TRAIN_WEEK = 30
 
 
-def alerts_trained(fed: Any, root: Path, seed: int) -> dict[str, Any]:
+def alerts_trained(fed: Any, root: Path, seed: int, l2: float = 0.01) -> dict[str, Any]:
     """The same passes with the joint PD of a model *trained* with the change features: the platform
     derives them into a dataset (``snapshot derive --with behaviour``) and a vertical run trains the
     joint logistic model (lender: the application PD's logit; label: a default within 26 weeks of the
-    training date) on an independent draw of the time series (seed + 100, week 30); the passes then
-    score the measured series, the platform re-deriving its change features from its store each week.
+    training date; L2 penalty ``l2``: without it the weights of the two collinear change features grow
+    apart and weekly noise sets off ``pd_up``) on an independent draw of the time series (seed + 100,
+    week 30); the passes then score the measured series, the platform re-deriving its change features
+    from its store each week.
     The PD threshold comes from the model, as in the product: the PD above which the riskiest 5% of its
     training book lie (``pd_factor`` as above)."""
     from models.metrics import auc
@@ -422,7 +428,7 @@ def alerts_trained(fed: Any, root: Path, seed: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     train_ts = generate_time(fed, TimeConfig(seed=seed + 100))
-    m = train_change_model(root / "train", fed, train_ts, TRAIN_WEEK, with_changes=True, horizon_weeks=26)
+    m = train_change_model(root / "train", fed, train_ts, TRAIN_WEEK, with_changes=True, horizon_weeks=26, l2=l2)
     b = book(fed, train_ts, TRAIN_WEEK, 26)
     z_train = joint_logit(m, fed, b["person"].to_numpy(), b["app_logit"].to_numpy())
     threshold = float(np.quantile(1 / (1 + np.exp(-z_train)), 0.95))
@@ -455,7 +461,7 @@ def alerts_trained(fed: Any, root: Path, seed: int) -> dict[str, Any]:
     ps.close()
     m.close()
     return {"alert_recall_trained": rec, "alert_precision_trained": prec, "alerted_trained": alerted,
-            "trained_model": {"train_week": TRAIN_WEEK, "train_series_seed": seed + 100,
+            "trained_model": {"train_week": TRAIN_WEEK, "train_series_seed": seed + 100, "l2": l2,
                               "platform_features": list(m.platform.features),
                               "validation_auc": round(m.result.metrics["book"]["auc"], 3),
                               "train_book_auc": round(auc(b["label"].to_numpy(), z_train), 3),

@@ -92,7 +92,8 @@ def book(fed: Federation, ts: TimeSeries, week: int, horizon_weeks: int) -> pd.D
 
 def train_change_model(root: Path, fed: Federation, ts: TimeSeries, week: int, *, with_changes: bool,
                        horizon_weeks: int = 26, epochs: int = 10, seed: int = 0, lr: float = 0.2,
-                       static: list[str] | None = None, recent_days: int = 30, prior_days: int = 90) -> ChangeModel:
+                       static: list[str] | None = None, recent_days: int = 30, prior_days: int = 90,
+                       l2: float = 0.0) -> ChangeModel:
     """Train the joint model as of ``week`` (model id ``chg``) with or without the change features;
     ``static``: the platform's whitelist of its behaviour columns (default: the synthetic schema's)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def train_change_model(root: Path, fed: Federation, ts: TimeSeries, week: int, *
         register_vertical_handlers(reg, store, aligns[name], root / name, name, idents[name])
         ch.add_party(name, Role.PLATFORM if name == PLATFORM else Role.LENDER, reg)
     try:
-        cfg = VerticalConfig(epochs=epochs, lr=lr, seed=seed, patience=epochs, batch_size=4096)
+        cfg = VerticalConfig(epochs=epochs, lr=lr, l2=l2, seed=seed, patience=epochs, batch_size=4096)
         res = run_vertical(ch, "chg", [LENDER], PLATFORM, {LENDER: "psi-chg"}, cfg, workdir=root / "coord")
     finally:
         ch.close()
