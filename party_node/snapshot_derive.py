@@ -106,7 +106,10 @@ def derive_changes(store: Store, dataset: str, features: Sequence[str], as_of: d
     changes = {f: change_features(snaps, dataset, f, day, recent_days=recent_days, prior_days=prior_days)
                for f in feats}
     kinds = {k for ch in changes.values() for k, _ in ch}
-    base = store.dataset_info(with_dataset) if with_dataset else None
+    try:
+        base = store.dataset_info(with_dataset) if with_dataset else None
+    except NotFound as exc:
+        raise NotFound(f"--with: {exc}") from None
     if base is not None:
         kind = base.id_kind
     elif len(kinds) == 1:

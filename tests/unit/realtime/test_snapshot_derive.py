@@ -122,7 +122,7 @@ def test_with_base_copies_its_columns_and_stands_in_for_it(store):
     ({"into": "Bad-Name"}, InvalidInput, "--into: 'Bad-Name' is not a dataset name"),
     ({"into": "behaviour"}, InvalidInput, "--into: dataset 'behaviour' is an ingested dataset"),
     ({"features": ["active"]}, InvalidInput, "--feature: dataset 'weekly_changes' was derived with columns"),
-    ({"with_dataset": "nope"}, NotFound, "dataset 'nope' is not in the store"),
+    ({"with_dataset": "nope"}, NotFound, "--with: dataset 'nope' is not in the store"),
     ({"recent_days": 0}, InvalidInput, "--recent-days and --prior-days must be positive"),
 ])
 def test_bad_input_names_the_field_and_changes_nothing(store, kwargs, error, match):
