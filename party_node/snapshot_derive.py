@@ -57,7 +57,7 @@ class DeriveReport:
     as_of: dt.date
     rows: int  # rows written (subjects of the store)
     with_change: int  # rows with at least one change value from the history (others: 1.0)
-    unknown: int  # snapshot subjects that are not subjects of this store (skipped)
+    unknown: int  # snapshot subjects without a row here (not subjects of the store; with --with: not in it)
     replaced: bool  # the dataset existed and its values were replaced
     columns: tuple[str, ...]
 
