@@ -73,16 +73,22 @@ JOINT_ALIAS = "joint"  # the default model name: the newest joint model this len
 
 class StoreContributions:
     """A :class:`~fedcore.protocol.scoring.ContributionSource` over the party's store, cached in memory
-    (sorted pseudonym tables) and refreshed every ``refresh_s`` seconds or when a slice file changes."""
+    (sorted pseudonym tables) and refreshed every ``refresh_s`` seconds, when a slice file changes, or
+    when the store's data version changes (an ingest, a re-derived dataset such as the platform's
+    change features: :meth:`Store.data_version`, read at most every ``version_check_s`` seconds)."""
 
-    def __init__(self, store: Store, models_dir: Path, refresh_s: float = 300.0, compute: Any = None) -> None:
+    def __init__(self, store: Store, models_dir: Path, refresh_s: float = 300.0, compute: Any = None,
+                 version_check_s: float = 1.0) -> None:
         self._store = store
+        self._version_check_s = version_check_s
+        self._version: tuple[float, object] = (float("-inf"), None)  # (read at, data version)
         self._compute = compute  # ComputeSettings; backend "ray" computes partial scores on Ray tasks
         self._models_dir = models_dir
         self._refresh_s = refresh_s
         self._lock = threading.Lock()
         self._slices: dict[str, tuple[float, ModelSlice]] = {}
-        self._scores: dict[str, tuple[float, float, SortedTable]] = {}  # model -> (built, slice mtime, table)
+        # model -> (built, slice mtime, table, data version it was built from)
+        self._scores: dict[str, tuple[float, float, SortedTable, object]] = {}
         self._flags = FlagTables(store, refresh_s)
 
     def slice(self, model_id: str) -> ModelSlice:
@@ -107,14 +113,25 @@ class StoreContributions:
         sl = self.slice(model_id)
         mtime = self._slices[model_id][0]
         now = time.monotonic()
+        version = self._data_version(now)
         with self._lock:
             hit = self._scores.get(model_id)
-        if hit is None or hit[1] != mtime or now - hit[0] > self._refresh_s:
+        if hit is None or hit[1] != mtime or now - hit[0] > self._refresh_s or hit[3] != version:
             table = self._score_table(sl)
-            hit = (now, mtime, table)
+            hit = (now, mtime, table, version)
             with self._lock:
                 self._scores[model_id] = hit
         return hit[2].lookup(pseudonyms)
+
+    def _data_version(self, now: float) -> object:
+        with self._lock:
+            at, version = self._version
+        if now - at < self._version_check_s:
+            return version
+        version = self._store.data_version()  # read before a build: a later change shows next time
+        with self._lock:
+            self._version = (now, version)
+        return version
 
     def _score_table(self, sl: ModelSlice) -> SortedTable:
         if self._compute is not None and self._compute.backend == "ray":

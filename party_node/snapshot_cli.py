@@ -1,5 +1,6 @@
-"""``fedcredit party snapshot load|dates|changes``: dated snapshots in the party's store
-(:mod:`party_node.snapshots`; an older date than the latest is refused, exit 1)."""
+"""``fedcredit party snapshot load|dates|changes|derive``: dated snapshots in the party's store
+(:mod:`party_node.snapshots`; an older date than the latest is refused, exit 1) and their change
+features as a dataset (:mod:`party_node.snapshot_derive`)."""
 
 from __future__ import annotations
 
@@ -128,3 +129,41 @@ def changes(
         store.close()
     for (kind, idn), v in sorted(out.items()):
         typer.echo(json.dumps({"id_kind": kind, "id": idn, "change": None if v != v else round(v, 6)}))
+
+
+@app.command("derive")
+def derive(
+    dataset: Annotated[str, typer.Option(help="Snapshot dataset name, e.g. behaviour.")],
+    feature: Annotated[list[str], typer.Option(help="A snapshot value column (repeat for several).")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Date, YYYY-MM-DD.")],
+    into: Annotated[str, typer.Option(help="The store dataset to write (replaced when derived before).")],
+    with_dataset: Annotated[str | None, typer.Option(
+        "--with", help="Copy this store dataset's whitelisted columns beside the change columns.")] = None,
+    recent_days: int = 30,
+    prior_days: int = 90,
+    announce: Annotated[bool, typer.Option(
+        help="The platform: once derived, tell the lenders (through the coordinator) a snapshot of this date "
+             "is in, so those monitoring a book run a pass. Sends the date only.")] = False,
+    home: Home = Path("."),
+) -> None:
+    """Write the change features as of a date into an ordinary dataset (one `<feature>_change` column
+    each) that training and joint scoring use like any other; consent stays the subjects' own."""
+    from .data_cli import open_store
+    from .snapshot_derive import derive_changes
+
+    try:
+        store = open_store(home, None)
+    except FedcreditError as exc:
+        _fail(exc)
+    try:
+        rep = derive_changes(store, dataset, feature, as_of, into, recent_days=recent_days, prior_days=prior_days,
+                             with_dataset=with_dataset)
+        typer.echo(f"dataset {rep.dataset} as of {rep.as_of}: {rep.rows} rows ({rep.with_change} with history), "
+                   f"columns {', '.join(rep.columns)}; {rep.unknown} snapshot ids not in the store"
+                   + (" (replaced)" if rep.replaced else ""))
+        if announce:
+            typer.echo(f"announced to {_announce(home, store, rep.as_of.isoformat())} lenders")
+    except FedcreditError as exc:
+        _fail(exc)
+    finally:
+        store.close()

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from fedcore.errors import InvalidInput
 
+from .ingest import _insert_many
 from .schema import IdKind, normalize_ids
 from .store import Store
 
@@ -116,10 +117,11 @@ class Snapshots:
                 )
             replaced = latest == day
             conn.execute(SNAPSHOTS.delete().where(SNAPSHOTS.c.dataset == dataset, SNAPSHOTS.c.as_of == day))
-            rows = [{"dataset": dataset, "feature": f, "id_kind": kind, "id_norm": norm[i], "as_of": day,
-                     "value": float(arr[i])} for f, arr in cols.items() for i in keep]
-            for start in range(0, len(rows), 20_000):
-                conn.execute(SNAPSHOTS.insert(), rows[start : start + 20_000])
+            names = ["dataset", "feature", "id_kind", "id_norm", "as_of", "value"]
+            iso = day.isoformat()  # how SQLAlchemy stores a Date on SQLite; PostgreSQL parses it
+            for f, arr in cols.items():
+                vals = arr.tolist()
+                _insert_many(conn, SNAPSHOTS, names, [(dataset, f, kind, norm[i], iso, vals[i]) for i in keep])
         return SnapshotReport(dataset, day, len(keep), len(ids) - len(keep), replaced)
 
     def history(
@@ -146,10 +148,14 @@ def change_features(snaps: Snapshots, dataset: str, feature: str, as_of: dt.date
     end = _date(as_of, "as_of")
     cut = end - dt.timedelta(days=recent_days)
     start = cut - dt.timedelta(days=prior_days)
+    c = SNAPSHOTS.c
+    recent = sa.func.avg(sa.case((c.as_of > cut, c.value)))
+    prior = sa.func.avg(sa.case((c.as_of <= cut, c.value)))
+    q = (sa.select(c.id_kind, c.id_norm, recent, prior)
+         .where(c.dataset == dataset, c.feature == feature, c.as_of > start, c.as_of <= end)
+         .group_by(c.id_kind, c.id_norm))
     out: dict[tuple[str, str], float] = {}
-    for key, series in snaps.history(dataset, feature, start + dt.timedelta(days=1), end).items():
-        recent = [v for d, v in series if d > cut]
-        prior = [v for d, v in series if d <= cut]
-        pm = float(np.mean(prior)) if prior else 0.0
-        out[key] = float(np.mean(recent)) / pm if recent and pm > 0 else float("nan")
+    with snaps.store.engine.connect() as conn:
+        for kind, idn, rm, pm in conn.execute(q):
+            out[(kind, idn)] = float(rm) / float(pm) if rm is not None and pm is not None and pm > 0 else float("nan")
     return out

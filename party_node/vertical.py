@@ -34,9 +34,14 @@ class StoreVerticalSource:
         self.home = home
 
     def _dataset(self, dataset: str | None, labels: bool) -> str:
+        """The named dataset, else this party's only (labelled) one; at a party without labels a dataset
+        derived with ``--with BASE`` (:mod:`party_node.snapshot_derive`) stands in for BASE."""
         if dataset:
             return dataset
         names = [d for d in self.store.datasets() if not labels or self.store.dataset_info(d).has_labels]
+        if not labels and len(names) > 1:  # a derived dataset that copies its base stands in for it
+            bases = {self.store.dataset_info(d).schema.get("derived", {}).get("with") for d in names}
+            names = [d for d in names if d not in bases]
         if len(names) != 1:
             what = "labelled datasets" if labels else "datasets"
             raise InvalidInput(

@@ -22,10 +22,14 @@ is kept under ``in_process`` with the CPU time of each kind of request. Measured
   ``lender_only_alert_recall`` / ``lender_only_alert_precision`` with the lender's own data alone. The
   joint PD in the series is the loan's application PD (the lender's part) plus the platform's
   change features (30-day spend and activity against the prior 90 days) through the product's alert
-  rules (:func:`party_node.monitoring.evaluate`).
+  rules (:func:`party_node.monitoring.evaluate`);
+- ``alert_recall_trained`` / ``alert_precision_trained``: the same passes and rules with the joint PD of
+  a model *trained* with the change features (:func:`alerts_trained`: ``snapshot derive`` at the
+  platform, a vertical run, the platform re-deriving each week; details under ``trained_model``).
 
 Usage: ``python scripts/bench_realtime.py [--people 20000] [--requests 100] [--transport processes]
-[--book 1000000] [--out FILE]``. Keys already in ``FILE`` that this run does not measure are kept.
+[--book 1000000] [--out FILE] [--alerts-only]``. Keys already in ``FILE`` that this run does not
+measure are kept (``--alerts-only``: only the alert figures run).
 """
 
 from __future__ import annotations
@@ -360,6 +364,33 @@ def monitoring_at_scale(root: Path, n: int) -> dict[str, Any]:
             "scale_alerts": len(rep.alerts)}
 
 
+def _alert_quality(person: np.ndarray, pd_at: Any, ext_at: Any, st: MonitorSettings, first_pass: int, weeks: int,
+                   default_week: np.ndarray, kinds: tuple[str, ...] = ("pd_above", "pd_up"),
+                   ) -> tuple[float, float, int, int]:
+    """Weekly passes of the alert rules over the book; ``pd_at(w)``/``ext_at(w)``: the PD and the
+    consortium's part per loan at week ``w``; an alert of one of ``kinds`` counts. Returns (recall,
+    precision, alerted loans, defaults)."""
+    prev: dict[int, dict[str, float]] = {}
+    alerts: dict[int, list[int]] = {}  # loan -> weeks with an alert
+    for w in range(first_pass, weeks):
+        pd_, ext = pd_at(w), ext_at(w)
+        for i, p in enumerate(person):
+            cur = {"pd": float(pd_[i]), "loans": 0.0, "blacklist": 0.0, "external": float(ext[i])}
+            if any(a.kind in kinds for a in evaluate(prev.get(i), cur, st, int(p))):
+                alerts.setdefault(i, []).append(w)
+            prev[i] = cur
+    dw = default_week[person]
+    # defaults while the book was monitored (each within 6 months of a pass)
+    window = (dw >= first_pass + 5) & (dw < weeks)
+    early = [i for i in np.flatnonzero(window).tolist()
+             if any(dw[i] - 26 <= a <= dw[i] - 5 for a in alerts.get(int(i), []))]
+    recall = len(early) / max(1, int(window.sum()))
+    events = [(i, a) for i, ws in alerts.items() for a in ws]
+    hits = sum(1 for i, a in events if a < dw[i] <= a + 26)
+    precision = hits / max(1, len(events))
+    return round(recall, 3), round(precision, 3), len(alerts), int(window.sum())
+
+
 def alerts_quality(env: dict[str, Any], seed: int) -> dict[str, Any]:
     fed = env["fed"]
     ts = generate_time(fed, TimeConfig(seed=seed))
@@ -371,38 +402,88 @@ def alerts_quality(env: dict[str, Any], seed: int) -> dict[str, Any]:
     active = ts.snapshots.pivot(index="person_id", columns="week", values="active_days")
     st = MonitorSettings(pd_threshold=0.25, pd_factor=2.5)
     first_pass = 17
+
+    def ext_joint(w: int) -> np.ndarray:
+        rec_s, pri_s = spend.loc[:, w - 3 : w].mean(axis=1), spend.loc[:, w - 16 : w - 4].mean(axis=1)
+        rec_a, pri_a = active.loc[:, w - 3 : w].mean(axis=1), active.loc[:, w - 16 : w - 4].mean(axis=1)
+        change = pd.DataFrame({"s": np.log(rec_s / pri_s), "a": np.log((rec_a + 0.5) / (pri_a + 0.5))})
+        return np.asarray(-(1.6 * change["s"] + 0.8 * change["a"]).reindex(person).fillna(0.0).to_numpy())
+
     res = {}
-    for name, joint in (("joint", True), ("lender_only", False)):
-        prev: dict[int, dict[str, float]] = {}
-        alerts: dict[int, list[int]] = {}  # loan -> weeks with an alert
-        for w in range(first_pass, weeks):
-            if joint:
-                rec_s, pri_s = spend.loc[:, w - 3 : w].mean(axis=1), spend.loc[:, w - 16 : w - 4].mean(axis=1)
-                rec_a, pri_a = active.loc[:, w - 3 : w].mean(axis=1), active.loc[:, w - 16 : w - 4].mean(axis=1)
-                change = pd.DataFrame({"s": np.log(rec_s / pri_s), "a": np.log((rec_a + 0.5) / (pri_a + 0.5))})
-                ext = -(1.6 * change["s"] + 0.8 * change["a"]).reindex(person).fillna(0.0).to_numpy()
-            else:
-                ext = np.zeros(len(person))
-            pd_ = 1 / (1 + np.exp(-(logit_own + ext)))
-            for i, p in enumerate(person):
-                cur = {"pd": float(pd_[i]), "loans": 0.0, "blacklist": 0.0, "external": float(ext[i])}
-                if any(a.kind in ("pd_above", "pd_up") for a in evaluate(prev.get(i), cur, st, int(p))):
-                    alerts.setdefault(i, []).append(w)
-                prev[i] = cur
-        dw = ts.default_week[person]
-        # defaults while the book was monitored (each within 6 months of a pass)
-        window = (dw >= first_pass + 5) & (dw < weeks)
-        early = [i for i in np.flatnonzero(window).tolist()
-                 if any(dw[i] - 26 <= a <= dw[i] - 5 for a in alerts.get(int(i), []))]
-        recall = len(early) / max(1, int(window.sum()))
-        events = [(i, a) for i, ws in alerts.items() for a in ws]
-        hits = sum(1 for i, a in events if a < dw[i] <= a + 26)
-        precision = hits / max(1, len(events))
-        res[name] = (round(recall, 3), round(precision, 3), len(alerts), int(window.sum()))
+    for name, ext_at in (("joint", ext_joint), ("lender_only", lambda _w: np.zeros(len(person)))):
+        res[name] = _alert_quality(person, lambda w, f=ext_at: 1 / (1 + np.exp(-(logit_own + f(w)))), ext_at, st,
+                                   first_pass, weeks, ts.default_week)
     return {"alert_recall": res["joint"][0], "alert_precision": res["joint"][1],
             "lender_only_alert_recall": res["lender_only"][0], "lender_only_alert_precision": res["lender_only"][1],
             "alerted_joint": res["joint"][2], "alerted_lender_only": res["lender_only"][2],
             "defaults_in_window": res["joint"][3], "loans": len(person)}
+
+
+TRAIN_WEEK = 30
+
+
+def alerts_trained(fed: Any, root: Path, seed: int, l2: float = 0.01) -> dict[str, Any]:
+    """The same passes with the joint PD of a model *trained* with the change features: the platform
+    derives them into a dataset (``snapshot derive --with behaviour``) and a vertical run trains the
+    joint logistic model (lender: the application PD's logit; label: a default within 26 weeks of the
+    training date; L2 penalty ``l2``: without it the weights of the two collinear change features grow
+    apart and weekly noise sets off ``pd_up``) on an independent draw of the time series (seed + 100,
+    week 30); the passes then score the measured series, the platform re-deriving its change features
+    from its store each week.
+    The PD threshold comes from the model, as in the product: the PD above which the riskiest 5% of its
+    training book lie (``pd_factor`` as above)."""
+    from models.metrics import auc
+    from scripts.change_model import book, derive, joint_logit, platform_store, train_change_model
+
+    t0 = time.perf_counter()
+    train_ts = generate_time(fed, TimeConfig(seed=seed + 100))
+    m = train_change_model(root / "train", fed, train_ts, TRAIN_WEEK, with_changes=True, horizon_weeks=26, l2=l2)
+    b = book(fed, train_ts, TRAIN_WEEK, 26)
+    z_train = joint_logit(m, fed, b["person"].to_numpy(), b["app_logit"].to_numpy())
+    threshold = float(np.quantile(1 / (1 + np.exp(-z_train)), 0.95))
+    train_s = time.perf_counter() - t0
+    ts = generate_time(fed, TimeConfig(seed=seed))
+    weeks, first_pass = ts.config.weeks, 17
+    t0 = time.perf_counter()
+    ps = platform_store(root / "passes", fed, ts, range(weeks))
+    load_s = time.perf_counter() - t0
+    loans = fed.loans
+    person = loans["person_id"].to_numpy()
+    logit_own = np.log(loans["pd_true"].to_numpy() / (1 - loans["pd_true"].to_numpy()))
+    own = m.lender.partial_logit(logit_own[:, None]) + (m.lender.intercept or 0.0)  # the lender's part
+    cache: dict[int, np.ndarray] = {}
+    derive_s = [0.0]
+
+    def logit_at(w: int) -> np.ndarray:
+        if w not in cache:
+            t = time.perf_counter()
+            derive(ps, ts, w)  # the weekly re-derive; the scoring tables refresh from the store
+            derive_s[0] += time.perf_counter() - t
+            cache[w] = joint_logit(m, fed, person, logit_own, ps)
+        return cache[w]
+
+    st = MonitorSettings(pd_threshold=threshold, pd_factor=2.5)
+    rec, prec, alerted, n = _alert_quality(person, lambda w: 1 / (1 + np.exp(-logit_at(w))),
+                                           lambda w: logit_at(w) - own, st, first_pass, weeks, ts.default_week)
+    above = _alert_quality(person, lambda w: 1 / (1 + np.exp(-logit_at(w))), lambda w: logit_at(w) - own, st,
+                           first_pass, weeks, ts.default_week, kinds=("pd_above",))
+    ps.close()
+    m.close()
+    return {"alert_recall_trained": rec, "alert_precision_trained": prec, "alerted_trained": alerted,
+            "trained_model": {"train_week": TRAIN_WEEK, "train_series_seed": seed + 100, "l2": l2,
+                              "platform_features": list(m.platform.features),
+                              "validation_auc": round(m.result.metrics["book"]["auc"], 3),
+                              "train_book_auc": round(auc(b["label"].to_numpy(), z_train), 3),
+                              "pd_threshold": round(threshold, 4), "train_s": round(train_s, 1),
+                              "pd_above_only": {"recall": above[0], "precision": above[1], "alerted": above[2]},
+                              "snapshot_load_s": round(load_s, 1),
+                              "derive_s_per_pass": round(derive_s[0] / max(1, weeks - first_pass), 2)},
+            "defaults_in_window_trained": n}
+
+
+def alerts_all(fed: Any) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return {**alerts_quality({"fed": fed}, seed=1), **alerts_trained(fed, Path(tmp), seed=1)}
 
 
 def main() -> None:
@@ -415,7 +496,14 @@ def main() -> None:
     ap.add_argument("--transport", choices=("processes", "inprocess"), default="processes",
                     help="latency over real node processes with mTLS, or on the in-memory channel only")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "realtime.json")
+    ap.add_argument("--alerts-only", action="store_true",
+                    help="only the alert figures (no latency or monitoring runs); other keys in --out are kept")
     args = ap.parse_args()
+    if args.alerts_only:
+        q = alerts_all(generate(SynthConfig(people=args.people, seed=3)))
+        _merge(args.out, q)
+        print(json.dumps(q, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         env = build(Path(tmp), args.people)
@@ -436,14 +524,19 @@ def main() -> None:
         for s in env["stores"].values():
             s.close()
         env["channel"].close()
-    q = alerts_quality(env, seed=1)
+    q = alerts_all(env["fed"])
     out = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "people": args.people,
            "transport": transport, "setup_s": round(setup_s, 1), **lat, **mb, **q}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # merge: keys this run did not measure (e.g. the 1M monitoring figures with --book 0) stay
-    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    args.out.write_text(json.dumps({**old, **out}, indent=2) + "\n")
+    _merge(args.out, out)
     print(json.dumps(out, indent=2))
+
+
+def _merge(path: Path, out: dict[str, Any]) -> None:
+    """Write ``out`` into ``path``; keys this run did not measure (e.g. the 1M monitoring figures with
+    --book 0, or everything but the alerts with --alerts-only) stay."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**old, **out}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ platform over ``weeks`` weeks, and a default date for every loan that defaults. 
 activity stops, gradually. A small share of everyone else (``false_dip_share``) has a temporary dip
 (a holiday, a new job) that recovers: the alerts' false positives. Deterministic given the seed.
 
-Ground truth (for measuring only): ``default_week`` per person (-1: no default in the horizon).
+Ground truth (for measuring only): ``default_week`` per person (-1: no default in the horizon) and
+``onset_week`` (-1: behaviour does not deteriorate before the default).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TimeSeries:
     snapshots: pd.DataFrame  # week, as_of, person_id, spend, active_days (platform users only)
     default_week: np.ndarray  # per person: the week of the first default, -1 if none
     config: TimeConfig
+    onset_week: np.ndarray | None = None  # per person: the week deterioration starts, -1 if none
 
     def as_of(self, week: int) -> dt.date:
         return START + dt.timedelta(days=7 * week)
@@ -74,7 +76,9 @@ def generate_time(fed: Federation, config: TimeConfig | None = None) -> TimeSeri
         frames.append(pd.DataFrame({"week": w, "person_id": on, "spend": spend.round(2), "active_days": active}))
     snaps = pd.concat(frames, ignore_index=True)
     snaps["as_of"] = [START + dt.timedelta(days=7 * int(w)) for w in snaps["week"]]
-    return TimeSeries(snaps, default_week, cfg)
+    onset_week = np.full(n, -1, dtype=np.int64)
+    onset_week[on[deteriorates]] = onset[deteriorates]
+    return TimeSeries(snaps, default_week, cfg, onset_week)
 
 
 def platform_ids(fed: Federation, person_ids: np.ndarray) -> list[str]:

@@ -124,6 +124,9 @@ def cases(w: World) -> dict[str, tuple[list[str], str]]:
                                  "party.toml does not exist"),
         "party snapshot changes": (["party", "snapshot", "changes", "--dataset", "b", "--feature", "spend",
                                     "--as-of", "someday", "--home", y], "not a date"),
+        "party snapshot derive": (["party", "snapshot", "derive", "--dataset", "b", "--feature", "spend",
+                                   "--as-of", "2024-01-01", "--into", "b_changes", "--home", y],
+                                  "--dataset: no snapshots of 'b' are loaded"),
         "party audit verify": (["party", "audit", "verify", "--log", str(broken_log)], "BROKEN at line 2"),
     }
 

@@ -37,3 +37,10 @@ def test_snapshot_cli(tmp_path):
                            "--home", str(home)])
     rows = {d["id"]: d["change"] for d in map(json.loads, out.output.splitlines())}
     assert rows["13800000001"] == 1.0 and rows["13800000002"] < 0.2
+    # derive: an ordinary dataset; these ids were never ingested, so no row and no new subject
+    d = run.invoke(app, ["snapshot", "derive", "--dataset", "behaviour", "--feature", "spend", "--as-of", dates[-1],
+                         "--into", "behaviour_changes", "--home", str(home)])
+    assert d.exit_code == 0 and "0 rows" in d.output and "2 snapshot ids not in the store" in d.output, d.output
+    bad_date = run.invoke(app, ["snapshot", "derive", "--dataset", "behaviour", "--feature", "spend", "--as-of",
+                                "2020-01-01", "--into", "behaviour_changes", "--home", str(home)])
+    assert bad_date.exit_code == 1 and "--as-of: no snapshot of 'behaviour'" in bad_date.output
