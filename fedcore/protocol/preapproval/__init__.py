@@ -46,7 +46,9 @@ it monitors or not.
   sealed offer has one size) and timing; plus what it learns from the joint scoring requests the
   lenders make. It holds no key and sees no score. From a snapshot announcement: that P loaded a
   snapshot of that date.
-- *Other members*: the joint scoring request of each lender looks like any other scoring request.
+- *Other members*: the asked lenders' joint scoring requests for this viewer, grouped into one task per
+  member (:mod:`fedcore.protocol.scoring.groups`): that these requests belong together (the same
+  pseudonym at the same moment showed it before) and how many lenders scored; no lender's name.
 - *Every lender* (asked or not) from a snapshot announcement: that P loaded a behaviour snapshot of
   that date; nothing about its content or subjects.
 

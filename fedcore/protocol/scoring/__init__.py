@@ -49,6 +49,11 @@ Key handling: R makes a fresh CKKS key pair (:class:`KeyRing`) and rotates it on
 are cached by fingerprint at C and at each P (bounded LRU), so a steady stream of requests sends only
 the fingerprint.
 
+Several lenders asking about one viewer for one pre-approval: the coordinator groups their requests and
+sends each member one ``scoring.contribute_group`` task (:mod:`fedcore.protocol.scoring.groups`, what it
+changes for whom stated there). Small answers are encrypted from pooled encryptions of zero
+(:mod:`fedcore.crypto.zero_pool`): same ciphertexts, less work on the request path.
+
 Tree models (query ``tree``, alone in a request, no CKKS): the coordinator asks the platform only; the
 requester sends rotated, masked tables of its leaf values and a seed sealed to the platform, the platform
 its rotated picks and a sealed mask sum, the coordinator adds; flow and what each side learns in
