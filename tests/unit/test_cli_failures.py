@@ -240,6 +240,9 @@ def test_batch_score_that_stops_leaves_no_results_file(
             return [{"id": "a1", "status": "ok", "decision": "approve"}]
 
     class DyingService:
+        trees = SimpleNamespace(lender_model=lambda _: None)  # no tree model: the joint-logistic slice's path
+        settings = SimpleNamespace(model_id="joint")
+
         def model(self, _: object) -> SimpleNamespace:
             return SimpleNamespace(features=("age",))
 
