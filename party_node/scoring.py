@@ -350,7 +350,9 @@ class ScoringService:
         """Score any number of applicants in chunks of ``settings.chunk`` (``settings.batch_parallel``
         requests in flight); yields one :class:`ScoredBatch` per chunk, in input order."""
 
-        dataset = self.model(kw.get("model_id")).dataset
+        model_id = kw.get("model_id")
+        tree = self.trees.lender_model(model_id or self.settings.model_id)  # a tree model has no slice
+        dataset = tree.dataset if tree is not None else self.model(model_id).dataset
 
         def chunks() -> Iterator[list[Applicant]]:
             buf: list[Applicant] = []

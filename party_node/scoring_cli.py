@@ -185,7 +185,9 @@ def _write_scores(
             sink.write(json.dumps(row) + "\n")
         return
     assert file is not None
-    table = read_table(file, service.model(model or None).features, kind)
+    # the column-wise fast path is for a joint-logistic slice; a tree model's applicants go one by one
+    tree = service.trees.lender_model(model or service.settings.model_id)
+    table = None if tree is not None else read_table(file, service.model(model or None).features, kind)
 
     def progress(done: int, total: int | None) -> None:
         typer.echo(f"scored {done}/{total}", err=True)

@@ -253,25 +253,40 @@ def test_hybrid_trees_split_on_text_categories_and_score_raw_and_unseen_levels(f
         assert r["status"] == "ok"
         return r["prob_default"]
 
+    def scores(rows):
+        """One ``party score --file`` call for many (applicant, features given as text) rows, an empty cell
+        taking the stored value: each CLI process cost ~25 s on the loaded 2-core machine, one per score."""
+        cols = sorted({k for _, feats in rows for k in feats})
+        path = fed.root / "tree-scores.csv"
+        pd.DataFrame([{"id": p["applicant_id"], **{c: feats.get(c, "") for c in cols}} for p, feats in rows]
+                     ).to_csv(path, index=False)  # fmt: skip
+        out = fed.cli("party", "score", "--file", str(path), "--kind", "phone", "--model", run_id,
+                      "--home", home).stdout  # fmt: skip
+        got = [json.loads(x) for x in out.splitlines()]
+        assert [(r["id"], r["status"]) for r in got] == [(p["applicant_id"], "ok") for p, _ in rows], got
+        return [r["prob_default"] for r in got]
+
     f = "employment_type"
     person = apps[apps[f].notna()].iloc[0]
-    assert score(person, **{f: person[f]}) == pytest.approx(score(person), abs=1e-6)  # text = its stored code
-    assert score(person, **{f: "astronaut"}) == pytest.approx(score(person, **{f: "pilot"}), abs=1e-6)
     # A category-set split changes scores: the root when it is categorical (levels on its two sides
     # differ), else the levels of a split categorical feature move some applicant's score. (Which lender
     # feature wins the root depends on the validation rows, which follow the PSI output's order.)
     if root["categorical"]:
         levels = ["__unseen__", *LENDER_LEVELS[root["feature"]]]
-        left, right = levels[int(root["left"][0])], levels[int(root["right"][0])]
-        assert score(person, **{root["feature"]: left}) != pytest.approx(score(person, **{root["feature"]: right}))
+        sides = [(person, {root["feature"]: levels[int(root[side][0])]}) for side in ("left", "right")]
     else:
         feature = used[0]["feature"]
-
-        def moves(p):
-            first = score(p, **{feature: LENDER_LEVELS[feature][0]})
-            return any(score(p, **{feature: lv}) != pytest.approx(first) for lv in LENDER_LEVELS[feature][1:])
-
-        assert any(moves(apps.iloc[i]) for i in range(6))
+        sides = [(apps.iloc[i], {feature: lv}) for i in range(6) for lv in LENDER_LEVELS[feature]]
+    got = scores([(person, {}), (person, {f: person[f]}), (person, {f: "astronaut"}), (person, {f: "pilot"}), *sides])
+    stored, as_text, unseen, unseen2, moved = got[0], got[1], got[2], got[3], got[4:]
+    assert as_text == pytest.approx(stored, abs=1e-6)  # text = its stored code
+    assert score(person, **{f: person[f]}) == pytest.approx(stored, abs=1e-6)  # also given on the command line
+    assert unseen == pytest.approx(unseen2, abs=1e-6)  # any unseen level: the learned default direction
+    if root["categorical"]:
+        assert moved[0] != pytest.approx(moved[1])
+    else:
+        k = len(LENDER_LEVELS[feature])
+        assert any(v != pytest.approx(moved[i]) for i in range(0, len(moved), k) for v in moved[i + 1:i + k])
 
 
 def test_a_tree_run_resumes_after_the_coordinator_is_killed(fed):

@@ -4,6 +4,7 @@ problem. The command tree is walked, so a new command without a case here fails 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -146,9 +147,19 @@ def broken_audit_log(path: Path) -> None:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str]:
+    """``main(args)`` in this process. ``serve`` sets up logging before it fails: a root handler on the
+    sys.stderr of that moment, capsys's stream, closed after the test; every later record of this pytest
+    worker then printed "--- Logging error --- ... I/O operation on closed file". The root logger is put
+    back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     capsys.readouterr()
-    with pytest.raises(SystemExit) as ex:
-        main(args)
+    try:
+        with pytest.raises(SystemExit) as ex:
+            main(args)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return int(ex.value.code or 0), capsys.readouterr().err
 
 
@@ -232,6 +243,9 @@ def test_batch_score_that_stops_leaves_no_results_file(
             return [{"id": "a1", "status": "ok", "decision": "approve"}]
 
     class DyingService:
+        trees = SimpleNamespace(lender_model=lambda _: None)  # no tree model: the joint-logistic slice's path
+        settings = SimpleNamespace(model_id="joint")
+
         def model(self, _: object) -> SimpleNamespace:
             return SimpleNamespace(features=("age",))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, run_vertical
+from fedcore.protocol.vertical.coordinator import EpochReport, VerticalConfig, VerticalResult, run_vertical
 from tests.unit.protocol.test_vertical_training import _small, federation
 
 
@@ -27,14 +27,25 @@ def _weights(root: Path, names: list[str], run: str) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.mark.parametrize("crash_after", [0, 1])
-def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, crash_after: int) -> None:
-    lenders, srcs, psi = _small(2, 1600)
-    cfg = VerticalConfig(epochs=4, batch_size=256, val_fraction=0.2, patience=10, timeout_s=120, seed=3)
-    ch, _ = federation(srcs, "tiange", tmp_path / "a")
-    clean = run_vertical(ch, "r", lenders, "tiange", psi, cfg, workdir=tmp_path / "a" / "coord")
-    ch.close()
+CFG = VerticalConfig(epochs=4, batch_size=256, val_fraction=0.2, patience=10, timeout_s=120, seed=3)
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, VerticalResult]:
+    """The run without a crash: the same for every crash point, so trained once for the module."""
+    root = tmp_path_factory.mktemp("clean")
+    lenders, srcs, psi = _small(2, 1600)
+    ch, _ = federation(srcs, "tiange", root)
+    clean = run_vertical(ch, "r", lenders, "tiange", psi, CFG, workdir=root / "coord")
+    ch.close()
+    return root, clean
+
+
+@pytest.mark.parametrize("crash_after", [0, 1])
+def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, crash_after: int,
+                                              uninterrupted: tuple[Path, VerticalResult]) -> None:
+    lenders, srcs, psi = _small(2, 1600)
+    root_a, clean = uninterrupted
     ch, _ = federation(srcs, "tiange", tmp_path / "b")
 
     def die(report: EpochReport) -> None:
@@ -42,7 +53,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, crash_after: int) 
             raise Crash(f"coordinator killed after epoch {report.epoch}")
 
     with pytest.raises(Crash):
-        run_vertical(ch, "r", lenders, "tiange", psi, cfg, workdir=tmp_path / "b" / "coord", on_epoch=die)
+        run_vertical(ch, "r", lenders, "tiange", psi, CFG, workdir=tmp_path / "b" / "coord", on_epoch=die)
     resumed = run_vertical(ch, "r", [], "", {}, workdir=tmp_path / "b" / "coord", resume=True)
     ch.close()
 
@@ -50,7 +61,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, crash_after: int) 
     np.testing.assert_allclose([h["val_loss"] for h in resumed.history], [h["val_loss"] for h in clean.history],
                                atol=1e-5)
     names = [*lenders, "tiange"]
-    wa, wb = _weights(tmp_path / "a", names, "r"), _weights(tmp_path / "b", names, "r")
+    wa, wb = _weights(root_a, names, "r"), _weights(tmp_path / "b", names, "r")
     for n in names:
         np.testing.assert_allclose(wb[n], wa[n], atol=1e-5, err_msg=n)
     assert resumed.best_epoch == clean.best_epoch
