@@ -137,7 +137,7 @@ def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1000.0, q)), 2)
 
 
-def latency(env: dict[str, Any], requests: int) -> dict[str, Any]:
+def latency(env: dict[str, Any], requests: int, gap_ms: float = 0.0) -> dict[str, Any]:
     fed = env["fed"]
     plat = fed.parties[PLATFORM].to_pandas()
     viewers = list(plat.loc[plat["consent_preapproval"] == 1, "user_id"].head(requests))
@@ -152,6 +152,7 @@ def latency(env: dict[str, Any], requests: int) -> dict[str, Any]:
     pre_cpu = one_cpu = 0.0
     offers = 0
     for v in viewers:
+        time.sleep(gap_ms / 1000.0)  # arrivals spaced as over processes (in process the CPU includes refills)
         t0, c0 = time.perf_counter(), time.process_time()
         r = env["pre"].preapprove(v, car, list(LENDERS), budget_ms=30_000)
         pre_t.append(time.perf_counter() - t0)
@@ -161,6 +162,7 @@ def latency(env: dict[str, Any], requests: int) -> dict[str, Any]:
         svc.score([Applicant(v, "phone")])
         one_t.append(time.perf_counter() - t0)
         one_cpu += time.process_time() - c0
+        time.sleep(gap_ms / 1000.0)
     out = {"requests": len(viewers), "lenders": len(LENDERS), "offers_per_request": round(offers / len(viewers), 2),
            "load_1m": round(os.getloadavg()[0], 1),
            "preapproval_p50_ms": pct(pre_t, 50), "preapproval_p99_ms": pct(pre_t, 99),
@@ -496,6 +498,7 @@ def main() -> None:
     ap.add_argument("--transport", choices=("processes", "inprocess"), default="processes",
                     help="latency over real node processes with mTLS, or on the in-memory channel only")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "realtime.json")
+    ap.add_argument("--no-alerts", action="store_true", help="skip the alert figures (their keys in --out are kept)")
     ap.add_argument("--alerts-only", action="store_true",
                     help="only the alert figures (no latency or monitoring runs); other keys in --out are kept")
     args = ap.parse_args()
@@ -508,7 +511,7 @@ def main() -> None:
         t0 = time.perf_counter()
         env = build(Path(tmp), args.people)
         setup_s = time.perf_counter() - t0
-        inproc = latency(env, args.requests)
+        inproc = latency(env, args.requests, args.gap_ms)
         if args.transport == "processes":
             lat = latency_processes(Path(tmp), args.people, args.requests, args.gap_ms)
             lat["in_process"] = inproc
@@ -524,7 +527,7 @@ def main() -> None:
         for s in env["stores"].values():
             s.close()
         env["channel"].close()
-    q = alerts_all(env["fed"])
+    q = {} if args.no_alerts else alerts_all(env["fed"])
     out = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "people": args.people,
            "transport": transport, "setup_s": round(setup_s, 1), **lat, **mb, **q}
     _merge(args.out, out)
