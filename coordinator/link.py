@@ -251,10 +251,13 @@ class LinkHub(PartyChannel):
         session.send(link_pb2.CoordinatorMessage(task=header))
         small = _small_payload(task.payload, self.chunk_bytes)
         if small is not None:  # e.g. a scoring contribution's pseudonyms: no sender thread per task
-            for chunk in small:
+            for i, chunk in enumerate(small):  # the last chunk carries the end mark: one message fewer
+                last = i == len(small) - 1
                 session.send(link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id,
-                                                                                      data=chunk)))
-            session.send(link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id, last=True)))
+                                                                                      data=chunk, last=last)))
+            if not small:
+                session.send(link_pb2.CoordinatorMessage(chunk=link_pb2.PayloadChunk(task_id=pending.task_id,
+                                                                                      last=True)))
         elif task.payload is not None:
             threading.Thread(
                 target=self._send_payload,
@@ -331,13 +334,14 @@ class LinkHub(PartyChannel):
                     del session.pending[c.task_id]
             if pending is None or pending.abandoned:
                 return
-            item: object = _END if c.last else c.data
-            while not session.closed.is_set() and not pending.abandoned:
-                try:
-                    pending.chunks.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    session.touch()  # blocked on our own consumer, not a silent party
+            # the last chunk may carry data too (one message fewer per small reply)
+            for item in ([c.data] if c.data else []) + ([_END] if c.last else []):
+                while not session.closed.is_set() and not pending.abandoned:
+                    try:
+                        pending.chunks.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        session.touch()  # blocked on our own consumer, not a silent party
         elif body == "error":
             er = msg.error
             with session.lock:

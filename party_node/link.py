@@ -215,14 +215,15 @@ class LinkClient:
                 elif body == "chunk":
                     with stream.lock:
                         q = stream.payloads.get(msg.chunk.task_id)
-                    if q is not None:
-                        item: object = _END if msg.chunk.last else msg.chunk.data
-                        while stream.alive.is_set():
-                            try:
-                                q.put(item, timeout=0.2)
-                                break
-                            except queue.Full:
-                                continue
+                    if q is not None:  # the last chunk may carry data too
+                        c = msg.chunk
+                        for item in ([c.data] if c.data else []) + ([_END] if c.last else []):
+                            while stream.alive.is_set():
+                                try:
+                                    q.put(item, timeout=0.2)
+                                    break
+                                except queue.Full:
+                                    continue
                 elif body == "cancel":
                     with stream.lock:
                         ctx = stream.tasks.get(msg.cancel.task_id)
@@ -293,24 +294,23 @@ class LinkClient:
                 )
             )
             if outcome.reply.payload is not None:
+                held: bytes | None = None  # one piece behind, so that the last one carries the end mark
                 try:
                     for chunk in outcome.reply.payload:
                         view = memoryview(chunk)
                         for start in range(0, len(view), self.chunk_bytes):
                             ctx.check_cancelled()
-                            piece = bytes(view[start : start + self.chunk_bytes])
-                            if not stream.send(
-                                link_pb2.PartyMessage(
-                                    chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, data=piece)
-                                )
+                            if held is not None and not stream.send(
+                                link_pb2.PartyMessage(chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, data=held))
                             ):
                                 return
+                            held = bytes(view[start : start + self.chunk_bytes])
                 except Exception as exc:
                     code, message = error_of(exc)
                     self._send_error(stream, ctx, code, message)
                     return
                 stream.send(
-                    link_pb2.PartyMessage(chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, last=True))
+                    link_pb2.PartyMessage(chunk=link_pb2.PayloadChunk(task_id=ctx.task_id, data=held or b"", last=True))
                 )
             self.status.tasks_done += 1
         finally:
