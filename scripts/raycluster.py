@@ -27,9 +27,20 @@ class RayClusterError(RuntimeError):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: every socket stays bound until all are picked (one at a time, the
+    kernel may hand the same just-closed port out twice, and Ray refuses two components on one port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _ray_cli() -> list[str]:
@@ -51,8 +62,10 @@ class RayCluster:
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 
     def _node_args(self) -> list[str]:
-        ports = [_free_port() for _ in range(6)]
-        lo = _free_port()
+        while True:  # six component ports outside the 41 worker ports above ``lo``
+            *ports, lo = _free_ports(7)
+            if not any(lo <= p <= lo + 40 for p in ports):
+                break
         return [
             f"--num-cpus={self.cpus}",
             "--num-gpus=0",
