@@ -74,3 +74,24 @@ def pg_server():
         pytest.fail(str(exc))
     yield server
     server.stop()
+
+
+# The longest test files, started first: with ``--dist loadfile`` xdist hands files to its workers in
+# collection order, and one of these collected late (tests/integration/test_horizontal_flower_run.py
+# takes 3-10 minutes) was the whole suite's tail.
+FIRST = (
+    "test_horizontal_flower_run.py",
+    "test_vertical_calibration.py",
+    "test_vertical_scoring_processes.py",
+    "test_postgres_processes.py",
+    "test_vertical_resume_exact.py",
+    "test_preapproval_processes.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
