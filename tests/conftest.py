@@ -76,22 +76,28 @@ def pg_server():
     server.stop()
 
 
-# The longest test files, started first: with ``--dist loadfile`` xdist hands files to its workers in
-# collection order, and one of these collected late (tests/integration/test_horizontal_flower_run.py
-# takes 3-10 minutes) was the whole suite's tail.
+# The longest test files start first: with ``--dist loadfile`` xdist hands files to its workers in
+# collection order, and a long one collected late (the flwr run test takes 3-10 minutes, the process
+# tests 1-5 minutes each under load) became the whole suite's tail. The known longest, then every other
+# process test, then the unit tests, which fill in at the end.
 FIRST = (
     "test_horizontal_flower_run.py",
     "test_vertical_calibration.py",
     "test_vertical_scoring_processes.py",
     "test_postgres_processes.py",
+    "test_binning_processes.py",
     "test_vertical_resume_exact.py",
     "test_preapproval_processes.py",
+    "test_training_processes.py",
+    "test_evaluate_processes.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.path.name
-        return FIRST.index(name) if name in FIRST else len(FIRST)
+        if name in FIRST:
+            return FIRST.index(name)
+        return len(FIRST) + (0 if "integration" in item.path.parts else 1)
 
     items.sort(key=rank)  # stable: each file keeps its own order

@@ -35,11 +35,23 @@ def phone(i: int) -> str:
     return f"139{i:08d}"
 
 
+def freeze(fed) -> ScoreGroups:
+    """Groups whose window never ends (a frozen clock): they leave only when every asked lender joined
+    or withdrew, so that a loaded machine cannot make a test's lenders miss their group."""
+    frozen = ScoreGroups(clock=lambda: 0.0)
+    fed.coordinator._groups = frozen
+    for svc in fed.services.values():
+        svc.requester._gateway.coordinator._groups = frozen  # type: ignore[attr-defined]
+    fed.groups = frozen
+    return frozen
+
+
 def tasks(fed, kind: str) -> list:
     return [r for r in fed.channel.wire_log if r.kind == kind and r.direction == "to_party"]
 
 
 def test_grouped_offers_equal_ungrouped_offers_with_one_task_per_member(fed):
+    freeze(fed)
     grouped = {i: fed.preapproval.preapprove(phone(i), CAR, LENDERS).offers for i in (10, 120, 210, 260)}
     group_tasks = tasks(fed, CONTRIBUTE_GROUP)
     assert not tasks(fed, CONTRIBUTE)  # every contribution went grouped
@@ -59,6 +71,7 @@ def test_grouped_offers_equal_ungrouped_offers_with_one_task_per_member(fed):
 
 
 def test_every_part_is_audited_at_the_member_as_its_own_request(fed):
+    freeze(fed)
     fed.preapproval.preapprove(phone(120), CAR, LENDERS)
     ids = {p["request_id"] for t in tasks(fed, CONTRIBUTE_GROUP) if t.party == "platform" for p in t.params["parts"]}
     log = (fed.platform.home / "audit" / "scoring.log").read_text().splitlines()
@@ -67,6 +80,7 @@ def test_every_part_is_audited_at_the_member_as_its_own_request(fed):
 
 
 def test_a_part_that_fails_at_a_member_fails_only_its_lenders_score(fed):
+    freeze(fed)
     ungrouped_offers = {}
     fed.coordinator._groups = None
     for o in fed.preapproval.preapprove(phone(120), CAR, LENDERS).offers:
@@ -98,6 +112,7 @@ def test_a_part_that_fails_at_a_member_fails_only_its_lenders_score(fed):
 
 
 def test_a_member_that_lost_its_contexts_gets_its_part_again_alone(fed):
+    freeze(fed)
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)  # every member caches every lender's context
     fed.channel.disconnect("platform")
     reg = HandlerRegistry()
@@ -111,11 +126,7 @@ def test_a_member_that_lost_its_contexts_gets_its_part_again_alone(fed):
 
 
 def test_a_lender_that_ends_without_scoring_releases_the_group(fed):
-    # a frozen clock: the group's window never ends, so only the withdrawal can release the others
-    frozen = ScoreGroups(clock=lambda: 0.0)
-    fed.coordinator._groups = frozen
-    for svc in fed.services.values():
-        svc.requester._gateway.coordinator._groups = frozen  # type: ignore[attr-defined]
+    freeze(fed)  # the group's window never ends, so only the withdrawal can release the others
     reg = HandlerRegistry()
     reg.register(OFFER, lambda ctx, params: TaskReply({"decision": "decline"}))  # does not offer: no score
     c = fed.lenders["lender_c"]
@@ -155,14 +166,24 @@ def test_groups_admit_only_expected_lenders_with_the_same_pseudonyms():
 
 
 def test_a_group_leaves_when_its_window_ends():
-    groups = ScoreGroups()
-    groups.expect("g", ["a", "b"], window_s=0.05)
-    grouped, parts = groups.join("g", _part("a"))  # b never comes: a leaves with whoever is in, itself
+    now = [0.0]
+    groups = ScoreGroups(clock=lambda: now[0])
+    a, b = _part("a"), _part("b")
+    groups.expect("g", ["a", "b"], window_s=0.5)
+    out: dict[str, tuple] = {}
+    t = threading.Thread(target=lambda: out.setdefault("a", groups.join("g", a)))
+    t.start()
+    while "g" not in groups._groups or not groups._groups["g"].parts:
+        t.join(0.001)
+    now[0] = 1.0  # b never came and the window ended: a leaves with whoever is in, itself
+    t.join(60)
+    grouped, parts = out["a"]
     assert grouped and parts is not None and [p.requester for p in parts] == ["a"]
-    assert groups.join("g", _part("b")) == (False, None)
-    groups.expect("h", ["a", "b"], window_s=0.0)  # nobody joined in time: the group is dropped
-    assert groups.join("h", _part("a")) == (False, None)
-    assert groups.expect("solo", ["a"], window_s=1.0) is None and groups.join("solo", _part("a")) == (False, None)
+    assert groups.join("g", b) == (False, None)
+    groups.expect("h", ["a", "b"], window_s=0.5)
+    now[0] = 2.0  # nobody joined in time: the group is dropped
+    assert groups.join("h", a) == (False, None)
+    assert groups.expect("solo", ["a"], window_s=1.0) is None and groups.join("solo", a) == (False, None)
 
 
 def test_grouped_payload_round_trip_and_a_truncated_one_is_refused():
