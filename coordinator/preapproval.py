@@ -14,7 +14,7 @@ from fedcredit.v1 import preapproval_pb2, preapproval_pb2_grpc
 from fedcore import telemetry
 from fedcore.errors import InvalidInput
 from fedcore.protocol.channel import PartyChannel
-from fedcore.protocol.preapproval.coordinator import PreapprovalCoordinator
+from fedcore.protocol.preapproval.coordinator import PreapprovalCoordinator, StandingScores
 from fedcore.protocol.preapproval.messages import DEFAULT_BUDGET_MS, Offer, PreapprovalRequest, Product
 from fedcore.protocol.scoring.groups import ScoreGroups
 from fedcore.wire.errors import abort
@@ -26,9 +26,10 @@ SERVICE = preapproval_pb2.DESCRIPTOR.services_by_name["Preapproval"].full_name
 
 
 class PreapprovalServicer(preapproval_pb2_grpc.PreapprovalServicer):
-    def __init__(self, channel: PartyChannel, state: StateStore, *, groups: ScoreGroups | None = None) -> None:
+    def __init__(self, channel: PartyChannel, state: StateStore, *, groups: ScoreGroups | None = None,
+                 scores: StandingScores | None = None) -> None:
         self.state = state
-        self.fanout = PreapprovalCoordinator(channel, _count, groups)
+        self.fanout = PreapprovalCoordinator(channel, _count, groups, scores)
 
     def Request(
         self, request: preapproval_pb2.PreapprovalRequest, context: grpc.ServicerContext

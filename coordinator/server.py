@@ -100,9 +100,10 @@ class CoordinatorServer:
         self.runs = RunManager(metrics.instrument_channel(self.hub), self.state, self.config.home / "runs")
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.hub, self.runs), server)
         groups = ScoreGroups()  # a pre-approval's lenders' joint scores share one task per member
-        scoring_pb2_grpc.add_ScoringServicer_to_server(ScoringServicer(self.hub, self.state, groups=groups), server)
-        preapproval_pb2_grpc.add_PreapprovalServicer_to_server(
-            PreapprovalServicer(self.hub, self.state, groups=groups), server)
+        scoring = ScoringServicer(self.hub, self.state, groups=groups)
+        scoring_pb2_grpc.add_ScoringServicer_to_server(scoring, server)
+        preapproval_pb2_grpc.add_PreapprovalServicer_to_server(  # prefetches lenders' sums through scoring's fan-out
+            PreapprovalServicer(self.hub, self.state, groups=groups, scores=scoring.fanout), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((*SERVICES, health.SERVICE_NAME), server)
         try:

@@ -34,6 +34,7 @@ from fedcore.protocol.preapproval.messages import (
     Offer,
     PreapprovalRequest,
     PreapprovalResult,
+    Prefetched,
     Product,
     Quote,
     SealedOffer,
@@ -42,7 +43,8 @@ from fedcore.protocol.preapproval.messages import (
     seal_purpose,
 )
 from fedcore.protocol.preapproval.party import PreapprovalLender
-from fedcore.protocol.scoring.messages import QUERIES
+from fedcore.protocol.scoring.groups import Standing
+from fedcore.protocol.scoring.messages import QUERIES, ModelSlice
 from fedcore.protocol.scoring.requester import sigmoid
 from fedcore.protocol.sealing import PartyIdentity, open_from_peer
 from fedcore.protocol.tasks import HandlerRegistry
@@ -69,10 +71,12 @@ class JointScore:
 
 
 def joint_score(service: ScoringService, pseudonym: bytes, model_id: str | None, timeout_s: float,
-                caller: str, group: str = "") -> JointScore:
+                caller: str, group: str = "", prefetched: Prefetched | None = None) -> JointScore:
     """Score one pseudonym jointly: own features from the store (the mean if unknown here) plus the
     consortium's encrypted sum. Audited at the lender as a ``score_request`` like any other. ``group``:
-    the pre-approval this score is for (the coordinator may group its lenders' scores)."""
+    the pre-approval this score is for (the coordinator may group its lenders' scores). ``prefetched``:
+    the sum the coordinator made for the lender's standing request, used if it is for this model and the
+    current key (audited with ``prefetched``), else the lender asks as usual."""
     sl = service.model(model_id)
     x = sl.mean.copy()
     own = False
@@ -86,9 +90,18 @@ def joint_score(service: ScoringService, pseudonym: bytes, model_id: str | None,
     record: dict[str, JSONValue] = {"caller": caller, "model_id": sl.model_id, "model_version": sl.version,
                                     "queries": list(QUERIES), "n": 1, "invalid": 0,
                                     "pseudonyms_sha256": hashlib.sha256(pseudonym).hexdigest()}
+    ahead = _standing(service, sl)
+    key = None
+    if prefetched is not None and prefetched.standing == ahead:
+        key = service.requester.keys.by_fingerprint(ahead.fingerprint)
     try:
-        out = service.requester.query(pseudonym, model_id=sl.model_id, model_version=sl.version, queries=QUERIES,
-                                      allow_partial=True, timeout_s=max(0.05, timeout_s), group=group)
+        if key is not None and prefetched is not None:
+            out = service.requester.decode(prefetched.response, key, 1, QUERIES, sl.version)
+            record["prefetched"] = True
+        else:
+            out = service.requester.query(pseudonym, model_id=sl.model_id, model_version=sl.version,
+                                          queries=QUERIES, allow_partial=True, timeout_s=max(0.05, timeout_s),
+                                          group=group)
     except FedcreditError as exc:
         service.audit.append("score_request", {**record, "outcome": exc.code})
         raise
@@ -101,6 +114,11 @@ def joint_score(service: ScoringService, pseudonym: bytes, model_id: str | None,
     return JointScore(float(sigmoid(np.array([logit]))[0]), bl, loans, own, out.contributors)
 
 
+def _standing(service: ScoringService, sl: ModelSlice) -> Standing:
+    """The joint request this lender makes for a pre-approval now (model, version, queries, key)."""
+    return Standing(sl.model_id, sl.version, QUERIES, service.requester.keys.current().fingerprint())
+
+
 class JointOfferSource:
     """The lender's :class:`~fedcore.protocol.preapproval.party.OfferSource`: joint score + pricing."""
 
@@ -108,13 +126,21 @@ class JointOfferSource:
         self.service = service
         self.policy = policy
 
-    def quote(self, pseudonym: bytes, product: Product, request_id: str, deadline: float) -> Quote | None:
+    def quote(self, pseudonym: bytes, product: Product, request_id: str, deadline: float,
+              prefetched: Prefetched | None = None) -> Quote | None:
         if product.kind not in self.policy.products:
             return None  # not a product this lender offers: no need to score
         timeout = deadline - time.monotonic() - 0.05
         s = joint_score(self.service, pseudonym, self.policy.model_id, timeout, f"preapproval {request_id}",
-                        group=request_id)
+                        group=request_id, prefetched=prefetched if self.policy.prefetch else None)
         return self.policy.decide(product, s.prob_default, s.blacklist_hits, s.active_loans)
+
+    def standing(self, product: Product) -> Standing | None:
+        """The coordinator may score the next viewer for ``product``'s kind ahead for this lender: only
+        for a kind it offers, and only if its policy allows prefetch."""
+        if not self.policy.prefetch or product.kind not in self.policy.products:
+            return None
+        return _standing(self.service, self.service.model(self.policy.model_id))
 
 
 def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service_factory: Any,
@@ -130,7 +156,14 @@ def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service
     cache: dict[float, PricingPolicy] = {}
 
     class _Reloading:
-        def quote(self, pseudonym: bytes, product: Product, request_id: str, deadline: float) -> Quote | None:
+        def quote(self, pseudonym: bytes, product: Product, request_id: str, deadline: float,
+                  prefetched: Prefetched | None = None) -> Quote | None:
+            return self.source().quote(pseudonym, product, request_id, deadline, prefetched)
+
+        def standing(self, product: Product) -> Standing | None:
+            return self.source().standing(product)
+
+        def source(self) -> JointOfferSource:
             try:
                 mtime = path.stat().st_mtime
             except OSError:
@@ -143,7 +176,7 @@ def register_preapproval_handlers(registry: HandlerRegistry, home: Path, service
                 cache[mtime] = pol
             if not holder:
                 holder.append(service_factory())
-            return JointOfferSource(holder[0], cache[mtime]).quote(pseudonym, product, request_id, deadline)
+            return JointOfferSource(holder[0], cache[mtime])
 
     PreapprovalLender(_Reloading(), AuditLog.for_home(home), identity).register(registry)
 

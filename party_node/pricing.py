@@ -62,6 +62,9 @@ class PricingPolicy:
     max_active_loans: int | None = None
     valid_minutes: int = 30
     model_id: str | None = None
+    # the coordinator may score the next viewer of an offered kind ahead for this lender (prefetch,
+    # fedcore.protocol.scoring.groups); false: every pre-approval's score is this lender's own call
+    prefetch: bool = True
 
     def decide(self, product: Product, pd: float, blacklist_hits: int, active_loans: int) -> Quote | None:
         """The offer for a viewer with joint ``pd`` (``None``: decline)."""
@@ -107,7 +110,8 @@ def parse_policy(data: Mapping[str, Any], src: str = POLICY_FILE) -> PricingPoli
     pol = data.get("policy", {})
     if not isinstance(pol, dict):
         raise ConfigError(f"{src}: policy must be a table")
-    _keys(src, "policy", pol, {"decline_if_blacklisted", "max_active_loans", "valid_minutes", "model_id"})
+    _keys(src, "policy", pol, {"decline_if_blacklisted", "max_active_loans", "valid_minutes", "model_id",
+                                 "prefetch"})
     dib = pol.get("decline_if_blacklisted", True)
     if not isinstance(dib, bool):
         raise ConfigError(f"{src}: policy.decline_if_blacklisted must be true or false, got {dib!r}")
@@ -115,6 +119,9 @@ def parse_policy(data: Mapping[str, Any], src: str = POLICY_FILE) -> PricingPoli
     max_loans = None if mal is None else _int(src, "policy.max_active_loans", mal, 0, 1000)
     valid = _int(src, "policy.valid_minutes", pol.get("valid_minutes", 30), 1, 7 * 24 * 60)
     model_id = pol.get("model_id")
+    prefetch = pol.get("prefetch", True)
+    if not isinstance(prefetch, bool):
+        raise ConfigError(f"{src}: policy.prefetch must be true or false, got {prefetch!r}")
     if model_id is not None and (not isinstance(model_id, str) or not model_id):
         raise ConfigError(f"{src}: policy.model_id must be a non-empty string")
     prods = data.get("products")
@@ -153,7 +160,7 @@ def parse_policy(data: Mapping[str, Any], src: str = POLICY_FILE) -> PricingPoli
                 raise ConfigError(f"{src}: {bw}.max_pd must be above the previous band's ({bands[-1].max_pd})")
             bands.append(band)
         out[kind] = ProductPolicy(kind, tuple(bands), min_amount, max_term)
-    return PricingPolicy(out, dib, max_loans, valid, model_id)
+    return PricingPolicy(out, dib, max_loans, valid, model_id, prefetch)
 
 
 def load_policy(home: Path) -> PricingPolicy | None:

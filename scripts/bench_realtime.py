@@ -128,8 +128,8 @@ def build(root: Path, people: int) -> dict[str, Any]:
             services[name] = svc
             PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY))).register(reg)
         ch.add_party(name, Role.PLATFORM if name == PLATFORM else Role.LENDER, reg)
-    pre = PreapprovalService(stores[PLATFORM], root / PLATFORM,
-                             LocalPreapprovalGateway(PreapprovalCoordinator(ch, groups=groups), PLATFORM))
+    fanout = PreapprovalCoordinator(ch, groups=groups, scores=scoring)  # prefetches through scoring's fan-out
+    pre = PreapprovalService(stores[PLATFORM], root / PLATFORM, LocalPreapprovalGateway(fanout, PLATFORM))
     return {"fed": fed, "channel": ch, "services": services, "stores": stores, "pre": pre, "root": root}
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.messages import JSONValue, check_name
-from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES
+from fedcore.protocol.scoring.groups import Standing
+from fedcore.protocol.scoring.messages import PSEUDONYM_BYTES, JointResponse
 
 OFFER = "preapproval.offer"
 SNAPSHOT = "monitoring.snapshot"  # the platform announces a new behaviour snapshot to the lenders
@@ -111,6 +112,38 @@ class SealedOffer:
                 or sum(len(v) for v in sealed.values()) > MAX_SEALED_CHARS or "ciphertext" not in sealed):
             raise ProtocolError(f"lender {lender!r} sent a malformed sealed offer")
         return cls(lender, {str(k): str(v) for k, v in sealed.items()})
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """The sum the coordinator computed for a lender's standing request (:class:`Standing`), carried in
+    its offer task: ``params["joint"]`` is :meth:`to_params`, the payload is the pseudonym followed by
+    the ciphertext (nothing when no member contributed)."""
+
+    standing: Standing
+    response: JointResponse
+
+    def to_params(self) -> dict[str, JSONValue]:
+        r = self.response
+        return {"standing": self.standing.to_params(), "request_id": r.request_id, "contributors": r.contributors,
+                "missing": list(r.missing)}
+
+    @classmethod
+    def from_task(cls, d: object, ciphertext: bytes) -> Prefetched:
+        """Parse the offer task's ``joint`` field and the ciphertext after the pseudonym; malformed raises."""
+        if not isinstance(d, Mapping):
+            raise ProtocolError("the offer task's joint sum is not an object")
+        standing = Standing.from_params(d.get("standing"), "coordinator")
+        missing = d.get("missing")
+        contributors = d.get("contributors")
+        if (not isinstance(missing, list) or not all(isinstance(m, str) for m in missing)
+                or isinstance(contributors, bool) or not isinstance(contributors, int) or contributors < 0):
+            raise ProtocolError("the offer task's joint sum has malformed contributors or missing parties")
+        if bool(ciphertext) != (contributors > 0):
+            raise ProtocolError("the offer task's joint sum does not match its contributor count")
+        resp = JointResponse(str(d.get("request_id", "")), 1, standing.queries, ciphertext or None, contributors,
+                             tuple(str(m) for m in missing))
+        return cls(standing, resp)
 
 
 def seal_purpose(request_id: str) -> str:

@@ -31,7 +31,7 @@ from fedcore.errors import (
 from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import JSONValue, PartyInfo, Role, Task, TaskResult
 from fedcore.protocol.scoring import trees as tp
-from fedcore.protocol.scoring.groups import Part, ScoreGroups
+from fedcore.protocol.scoring.groups import Part, ScoreGroups, Standing
 from fedcore.protocol.scoring.messages import (
     CONTRIBUTE,
     CONTRIBUTE_GROUP,
@@ -158,6 +158,41 @@ class ScoringCoordinator:
             ",".join(missing) or "-",
         )
         return JointResponse(request_id, n, queries, total, len(vectors), tuple(sorted(missing)))
+
+    def score_standing(self, pseudonym: bytes, asks: Mapping[str, Standing],
+                       deadline: float) -> dict[str, JointResponse]:
+        """The lenders' standing requests (:class:`~fedcore.protocol.scoring.groups.Standing`) for one
+        pseudonym, made by the coordinator on their behalf as one grouped task per member; each answer as
+        :meth:`score` would give it with ``allow_partial``. A lender whose request cannot be made here (no
+        longer a requester, over its rate limit, its key's context not cached) or whose part failed is
+        absent: its offer falls back to its own call. ``deadline`` is monotonic."""
+        if len(pseudonym) != PSEUDONYM_BYTES:
+            raise InvalidInput(f"a standing request scores one pseudonym of {PSEUDONYM_BYTES} bytes")
+        parties = self._channel.parties()
+        roles = {p.name: p.role for p in parties}
+        parts: list[Part] = []
+        timeout = max(0.05, deadline - time.monotonic())
+        for name, st in asks.items():
+            if roles.get(name) not in self.requester_roles:
+                continue
+            try:
+                pub = self._contexts.resolve(st.fingerprint, None)
+                self._take(name, 1)
+            except (ContextUnknown, RateLimited) as exc:
+                log.info("standing scoring request of %s not made: %s", name, exc.code)
+                continue
+            req = JointRequest(st.model_id, st.model_version, st.queries, pseudonym, st.fingerprint, None, True,
+                               timeout)
+            params: dict[str, JSONValue] = {"request_id": secrets.token_hex(8), "model_id": st.model_id,
+                                            "model_version": st.model_version, "queries": list(st.queries),
+                                            "n": 1, "fingerprint": st.fingerprint}
+            parts.append(Part(name, req, pub, params, deadline))
+        if parts:
+            try:
+                self._fan_group(parts, parties)
+            except FedcreditError as exc:
+                log.warning("standing scoring requests failed: %s", exc.code)
+        return {pt.requester: pt.response for pt in parts if pt.response is not None}
 
     def _grouped(self, part: Part, parts: list[Part] | None, parties: list[PartyInfo]) -> JointResponse:
         """``part``'s answer from its group's fan-out: run it here (``parts``) or wait for the thread

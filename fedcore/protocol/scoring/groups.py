@@ -23,6 +23,17 @@ asked (:meth:`ScoreGroups.expect`), and the group leaves when every one of them 
 (its offer task ended without a scoring request: it does not offer the product, or failed), or when
 ``window_s`` has passed since the pre-approval started. A request arriving after its group left, or with
 other pseudonyms, is scored alone.
+
+**Standing requests** (prefetch). A lender that has scored a pre-approval for a product kind names, in
+its offer reply, the request it would make for the next one (:class:`Standing`: model, version,
+queries, key fingerprint). For the next pre-approval of that kind the coordinator makes that request
+itself as soon as the platform's request arrives (:meth:`ScoringCoordinator.score_standing`, the same
+grouped task per member, charged to the lender's rate limit) and hands the lender the sum under its
+own key inside its offer task. The lender checks the sum is for its current key and model, else it
+scores as usual. Members, requesters and the coordinator learn what they learn from a grouped request;
+the coordinator could always send any member a task under a key it has seen, so it gains no power.
+A lender that has never scored a kind is never sent a sum for it, and its reply without a standing
+request (it no longer offers the kind) ends it.
 """
 
 from __future__ import annotations
@@ -33,10 +44,42 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from fedcore.crypto.he import CkksPublicContext
+from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.messages import JSONValue
-from fedcore.protocol.scoring.messages import JointRequest, JointResponse
+from fedcore.protocol.scoring.messages import TREE_QUERY, JointRequest, JointResponse, check_queries
 
 MAX_OPEN_GROUPS = 4096
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A lender's standing joint scoring request for one product kind (see the module's docstring)."""
+
+    model_id: str
+    model_version: str
+    queries: tuple[str, ...]
+    fingerprint: str
+
+    def to_params(self) -> dict[str, JSONValue]:
+        return {"model_id": self.model_id, "model_version": self.model_version, "queries": list(self.queries),
+                "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_params(cls, d: object, party: str) -> Standing:
+        """Parse a standing request from ``party``'s reply; malformed ones raise :class:`ProtocolError`."""
+        try:
+            if not isinstance(d, dict):
+                raise TypeError("not an object")
+            qs = d["queries"]
+            if not isinstance(qs, list):
+                raise TypeError("queries is not a list")
+            st = cls(str(d["model_id"]), str(d["model_version"]), check_queries([str(q) for q in qs]),
+                     str(d["fingerprint"]))
+        except (KeyError, TypeError, InvalidInput) as exc:
+            raise ProtocolError(f"party {party!r} sent a malformed standing scoring request ({exc})") from None
+        if st.queries == (TREE_QUERY,) or not st.fingerprint or not st.model_id or len(repr(d)) > 1024:
+            raise ProtocolError(f"party {party!r} sent a standing scoring request that cannot be prefetched")
+        return st
 
 
 @dataclass

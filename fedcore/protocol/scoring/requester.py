@@ -108,6 +108,11 @@ class KeyRing:
                 self.rotations += 1
             return self._key
 
+    def by_fingerprint(self, fingerprint: str) -> CkksSecretContext | None:
+        """The current key if its fingerprint is ``fingerprint`` (a rotated-out key is gone)."""
+        key = self.current()
+        return key if key.fingerprint() == fingerprint else None
+
 
 @dataclass(frozen=True)
 class JointOutcome:
@@ -171,7 +176,12 @@ class Requester:
             )
         with self._lock:
             self._announced.add(fp)
-        n = len(packed) // PSEUDONYM_BYTES
+        return self.decode(resp, key, len(packed) // PSEUDONYM_BYTES, qs, model_version)
+
+    @staticmethod
+    def decode(resp: JointResponse, key: CkksSecretContext, n: int, qs: tuple[str, ...],
+               model_version: str) -> JointOutcome:
+        """Decrypt the coordinator's answer for ``n`` pseudonyms and queries ``qs`` under ``key``."""
         if resp.n != n or resp.queries != qs:
             raise ProtocolError("the coordinator's answer does not match the request")
         if resp.ciphertext is None:

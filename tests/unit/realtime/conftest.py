@@ -128,7 +128,7 @@ def fed(tmp_path: Path):
         PreapprovalLender(JointOfferSource(svc, parse_policy(POLICY)), AuditLog.for_home(p.home),
                           ids[name]).register(reg)
         ch.add_party(name, Role.LENDER, reg)
-    coord = PreapprovalCoordinator(ch, groups=groups)
+    coord = PreapprovalCoordinator(ch, groups=groups, scores=scoring)
     # a generous budget: the tests expect every lender's answer on a loaded machine (the budget test sets its own)
     svc = PreapprovalService(platform.store, platform.home, LocalPreapprovalGateway(coord, "platform"),
                              PreapprovalSettings(budget_ms=30_000), identity=ids["platform"])

@@ -96,7 +96,11 @@ def test_platform_view_holds_offers_only_and_each_lender_sees_only_its_request(f
         assert not any(other in text for other in fed.lenders if other != r.party)
     replies = [r for r in fed.channel.wire_log if r.kind == OFFER and r.direction == "from_party"]
     for r in replies:  # offers sealed to the platform: a decision and a sealed envelope, no terms
-        assert set(r.params) <= {"decision", "sealed"}
+        assert set(r.params) <= {"decision", "sealed", "standing"}
+        # for the coordinator only: the request the lender would make next time (what its scoring call showed)
+        fp = fed.services[r.party].requester.keys.current().fingerprint()
+        assert r.params["standing"] == {"model_id": "m1", "model_version": "1",
+                                        "queries": ["score", "blacklist", "loans"], "fingerprint": fp}
 
 
 def test_the_coordinator_relays_offers_sealed_to_the_platform_and_sees_no_terms(fed):
