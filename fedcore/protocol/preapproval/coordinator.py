@@ -185,7 +185,10 @@ class PreapprovalCoordinator:
         lender then makes its own scoring request)."""
         try:
             resp = sums.result(timeout=max(0.0, deadline - time.monotonic())).get(name)
-        except (FedcreditError, TimeoutError):
+        except TimeoutError:
+            resp = None
+        except Exception:  # a failed prefetch never fails the offer: the lender scores as usual
+            log.exception("pre-approval %s: prefetched scores failed", params["request_id"])
             resp = None
         payload, task_params = pseudonym, dict(params)
         if resp is not None:

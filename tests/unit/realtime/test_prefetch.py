@@ -194,3 +194,17 @@ def test_prefetch_in_the_pricing_policy_must_be_true_or_false(fed):
     with pytest.raises(ConfigError, match=r"policy\.prefetch must be true or false"):
         parse_policy({**fed.policy, "policy": {"prefetch": "yes"}})
     assert parse_policy(fed.policy).prefetch is True
+
+
+def test_a_lender_offline_after_its_first_score_is_left_out_and_missing_from_the_others_sums(fed):
+    steady(fed)
+    fed.preapproval.preapprove(phone(10), CAR, LENDERS)
+    fed.channel.disconnect("lender_c")
+    mark = len(fed.channel.wire_log)
+    result = fed.preapproval.preapprove(phone(120), CAR, LENDERS)
+    sent = {r.party: r.params["joint"] for r in wire(fed, OFFER, since=mark)}
+    assert set(sent) == {"lender_a", "lender_b"}  # no task, and no part, for the offline lender
+    for joint in sent.values():  # the platform and the other asked lender contributed
+        assert joint["contributors"] == 2 and joint["missing"] == ["lender_c"]
+    assert {o.lender for o in result.offers} <= {"lender_a", "lender_b"}
+    assert all(len(t.params["parts"]) <= 2 for t in wire(fed, CONTRIBUTE_GROUP, since=mark))
