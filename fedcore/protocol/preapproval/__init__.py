@@ -17,10 +17,14 @@ Flow of one request::
                were asked.
     L          scores the pseudonym jointly with the existing joint scoring (protocol
                :mod:`fedcore.protocol.scoring`; a viewer unknown to L scores on the others' data), applies
-               its own pricing policy (PD bands -> amount and rate) and audits its decision
+               its own pricing policy (PD bands -> amount and rate) and audits its decision. From L's
+               second request for a product kind, C has already made L's joint request (L's *standing
+               request*, :mod:`fedcore.protocol.scoring.groups`) and the task carries the sum under L's
+               key; L uses it if it is for its current key and model, else calls as before
     L          checks the announcement against the federation CA for P's name and seals its terms to it
                (HPKE, purpose ``preapproval-offer/<request id>``, signed with L's TLS key)
-    L -> C     ``{"decision": "offer", "sealed": {...}}`` or ``{"decision": "decline"}``
+    L -> C     ``{"decision": "offer", "sealed": {...}}`` or ``{"decision": "decline"}``, and for C only
+               the standing request for the next viewer of this kind (model, version, key fingerprint)
     C -> P     the sealed offers only. Declines, lenders that did not answer within the budget and
                lenders offline are all simply absent (C does not wait past the budget).
     P          opens each sealed offer (checks L's signature and certificate; an offer sealed for
@@ -44,8 +48,9 @@ it monitors or not.
   pre-approval: the same pseudonym at the same moment), whether each lender offered or declined (not
   the terms: they are sealed to P, padded to :data:`~.messages.SEALED_TERMS_BYTES` so that every
   sealed offer has one size) and timing; plus what it learns from the joint scoring requests the
-  lenders make. It holds no key and sees no score. From a snapshot announcement: that P loaded a
-  snapshot of that date.
+  lenders make (and, from their replies, each lender's standing request: the model, version and key
+  fingerprint its scoring call shows anyway). It holds no key and sees no score. From a snapshot
+  announcement: that P loaded a snapshot of that date.
 - *Other members*: the asked lenders' joint scoring requests for this viewer, grouped into one task per
   member (:mod:`fedcore.protocol.scoring.groups`): that these requests belong together (the same
   pseudonym at the same moment showed it before) and how many lenders scored; no lender's name.
