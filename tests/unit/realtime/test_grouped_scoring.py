@@ -46,6 +46,26 @@ def freeze(fed) -> ScoreGroups:
     return frozen
 
 
+def fail_grouped_part_at_platform(fed, lender: str) -> HandlerRegistry:
+    """Restart the platform so that it answers ``lender``'s part of every grouped task with an error (it
+    names a model version the platform lacks); its ungrouped tasks stay honest. Returns the honest
+    handlers."""
+    fp = fed.services[lender].requester.keys.current().fingerprint()
+    inner = HandlerRegistry()
+    register_scoring_handlers(inner, fed.platform.store, fed.platform.home)
+
+    def tamper(ctx, params):
+        parts = [dict(p, model_version="9") if p["fingerprint"] == fp else p for p in params["parts"]]
+        return inner.get(CONTRIBUTE_GROUP)(ctx, {**params, "parts": parts})
+
+    reg = HandlerRegistry()
+    reg.register(CONTRIBUTE, inner.get(CONTRIBUTE))
+    reg.register(CONTRIBUTE_GROUP, tamper)
+    fed.channel.disconnect("platform")
+    fed.channel.add_party("platform", Role.PLATFORM, reg)
+    return inner
+
+
 def tasks(fed, kind: str) -> list:
     return [r for r in fed.channel.wire_log if r.kind == kind and r.direction == "to_party"]
 
@@ -88,20 +108,7 @@ def test_a_part_that_fails_at_a_member_fails_only_its_lenders_score(fed):
     for o in fed.preapproval.preapprove(phone(120), CAR, LENDERS).offers:
         ungrouped_offers[o.lender] = o
     fed.coordinator._groups = fed.groups
-    # the platform answers lender_b's part with an error (it names a model version the platform lacks)
-    fp_b = fed.services["lender_b"].requester.keys.current().fingerprint()
-    inner = HandlerRegistry()
-    register_scoring_handlers(inner, fed.platform.store, fed.platform.home)
-
-    def tamper(ctx, params):
-        parts = [dict(p, model_version="9") if p["fingerprint"] == fp_b else p for p in params["parts"]]
-        return inner.get(CONTRIBUTE_GROUP)(ctx, {**params, "parts": parts})
-
-    reg = HandlerRegistry()
-    reg.register(CONTRIBUTE, inner.get(CONTRIBUTE))
-    reg.register(CONTRIBUTE_GROUP, tamper)
-    fed.channel.disconnect("platform")
-    fed.channel.add_party("platform", Role.PLATFORM, reg)
+    fail_grouped_part_at_platform(fed, "lender_b")
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)  # the new platform caches the lenders' contexts
     result = fed.preapproval.preapprove(phone(120), CAR, LENDERS)
     replies = [r for r in fed.channel.wire_log if r.kind == CONTRIBUTE_GROUP and r.direction == "from_party"

@@ -14,31 +14,13 @@ from fedcore.errors import ConfigError
 from fedcore.protocol.messages import Role
 from fedcore.protocol.preapproval.messages import OFFER, Product
 from fedcore.protocol.preapproval.party import PreapprovalLender
-from fedcore.protocol.scoring.groups import ScoreGroups
 from fedcore.protocol.scoring.messages import CONTRIBUTE, CONTRIBUTE_GROUP
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.audit import AuditLog
 from party_node.preapproval import JointOfferSource
 from party_node.pricing import parse_policy
-from party_node.pseudonym import PseudonymKey
 from party_node.scoring import register_scoring_handlers
-
-KEY = PseudonymKey(b"r" * 32)
-CAR = Product("car_loan", 150_000.0, 36)
-LENDERS = ["lender_a", "lender_b", "lender_c"]
-
-
-def phone(i: int) -> str:
-    return f"139{i:08d}"
-
-
-def steady(fed) -> None:
-    """Groups on a frozen clock (they leave when every asked lender joined or withdrew), so that a loaded
-    machine cannot split the first, unprefetched request's scores."""
-    frozen = ScoreGroups(clock=lambda: 0.0)
-    fed.coordinator._groups = frozen
-    for svc in fed.services.values():
-        svc.requester._gateway.coordinator._groups = frozen  # type: ignore[attr-defined]
+from tests.unit.realtime.test_grouped_scoring import CAR, KEY, LENDERS, fail_grouped_part_at_platform, freeze, phone
 
 
 def wire(fed, kind: str, direction: str = "to_party", since: int = 0) -> list:
@@ -55,7 +37,7 @@ def fingerprint(fed, lender: str) -> str:
 
 
 def test_the_next_preapproval_is_prefetched_with_the_same_offers_and_sums_under_each_lenders_key(fed):
-    steady(fed)
+    freeze(fed)  # a loaded machine cannot split the first, unprefetched request's scores
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)  # each lender scores car loans once itself
     mark = len(fed.channel.wire_log)
     pre = {i: fed.preapproval.preapprove(phone(i), CAR, LENDERS).offers for i in (120, 210, 260)}
@@ -89,7 +71,7 @@ def test_the_next_preapproval_is_prefetched_with_the_same_offers_and_sums_under_
 
 
 def test_no_sum_for_a_lender_that_never_scored_the_kind_or_does_not_offer_it(fed):
-    steady(fed)
+    freeze(fed)
     fed.preapproval.preapprove(phone(10), CAR, ["lender_a"])  # only lender_a has scored car loans
     mark = len(fed.channel.wire_log)
     fed.preapproval.preapprove(phone(120), CAR, LENDERS)
@@ -106,7 +88,7 @@ def test_no_sum_for_a_lender_that_never_scored_the_kind_or_does_not_offer_it(fed
 
 
 def test_a_lender_that_opts_out_ends_its_standing_request(fed):
-    steady(fed)
+    freeze(fed)
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)
     # lender_c's risk team sets prefetch = false: its node restarts with the new policy
     reg = HandlerRegistry()
@@ -130,7 +112,7 @@ def test_a_lender_that_opts_out_ends_its_standing_request(fed):
 
 
 def test_a_rotated_key_falls_back_to_the_lenders_own_call_and_renews_the_standing_request(fed):
-    steady(fed)
+    freeze(fed)
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)
     old = fingerprint(fed, "lender_a")
     fed.services["lender_a"].requester.keys._key = None  # the lender's key rotates
@@ -147,21 +129,9 @@ def test_a_rotated_key_falls_back_to_the_lenders_own_call_and_renews_the_standin
 
 
 def test_a_prefetched_part_that_fails_falls_back_to_the_lenders_own_call(fed):
-    steady(fed)
+    freeze(fed)
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)
-    fp_b = fingerprint(fed, "lender_b")
-    inner = HandlerRegistry()
-    register_scoring_handlers(inner, fed.platform.store, fed.platform.home)
-
-    def tamper(ctx, params):  # the platform fails lender_b's part (a model version it lacks)
-        parts = [dict(p, model_version="9") if p["fingerprint"] == fp_b else p for p in params["parts"]]
-        return inner.get(CONTRIBUTE_GROUP)(ctx, {**params, "parts": parts})
-
-    reg = HandlerRegistry()
-    reg.register(CONTRIBUTE, inner.get(CONTRIBUTE))
-    reg.register(CONTRIBUTE_GROUP, tamper)
-    fed.channel.disconnect("platform")
-    fed.channel.add_party("platform", Role.PLATFORM, reg)
+    inner = fail_grouped_part_at_platform(fed, "lender_b")  # the platform fails lender_b's part
     fed.preapproval.preapprove(phone(20), CAR, LENDERS)  # the new platform caches the lenders' contexts
     mark = len(fed.channel.wire_log)
     result = fed.preapproval.preapprove(phone(120), CAR, LENDERS)
@@ -176,7 +146,7 @@ def test_a_prefetched_part_that_fails_falls_back_to_the_lenders_own_call(fed):
 
 
 def test_a_prefetch_is_charged_to_the_lenders_rate_limit(fed):
-    steady(fed)
+    freeze(fed)
     scores = fed.coordinator._scores
     scores.rate_per_minute, scores._clock = 2, lambda: 0.0  # two applicants, never refilled
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)  # each lender's own call: one left
@@ -197,7 +167,7 @@ def test_prefetch_in_the_pricing_policy_must_be_true_or_false(fed):
 
 
 def test_a_lender_offline_after_its_first_score_is_left_out_and_missing_from_the_others_sums(fed):
-    steady(fed)
+    freeze(fed)
     fed.preapproval.preapprove(phone(10), CAR, LENDERS)
     fed.channel.disconnect("lender_c")
     mark = len(fed.channel.wire_log)
