@@ -10,6 +10,7 @@ coordinator's admin client).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -54,6 +55,7 @@ class LocalFederation:
         parties: dict[str, str],
         *,
         heartbeat_s: float = 2.0,  # generous: a loaded machine must not drop a busy party (CKKS steps)
+        offline_after_s: float = 6.0,  # silence before the coordinator drops a party, whatever heartbeat_s is
         env: dict[str, str] | None = None,
         dashboard: bool = False,
         state_url: str = "",
@@ -66,6 +68,9 @@ class LocalFederation:
         self.logs = root / "logs"
         self.port = 0
         self.heartbeat_s = heartbeat_s
+        # a short heartbeat finds a party up quickly, but 3 missed ones (the default) is 1.5 s at 0.5 s: a
+        # loaded 2-core machine can starve a busy party that long, and a run then loses it mid-step
+        self.missed_heartbeats = max(3, math.ceil(offline_after_s / heartbeat_s))
         self.dashboard = dashboard
         self.dashboard_port = 0
         self.env = {
@@ -104,7 +109,8 @@ class LocalFederation:
             "coordinator", "init", "--home", str(self.coordinator_home), "--listen", f"127.0.0.1:{self.port}",
             *(["--state-url", self.state_url] if self.state_url else []),
         )
-        self._tune(self.coordinator_home / "coordinator.toml", "link", {"heartbeat_s": self.heartbeat_s})
+        self._tune(self.coordinator_home / "coordinator.toml", "link",
+                   {"heartbeat_s": self.heartbeat_s, "missed_heartbeats": self.missed_heartbeats})
         if self.dashboard:
             self.dashboard_port = free_port()
             self._tune(self.coordinator_home / "coordinator.toml", "dashboard",
