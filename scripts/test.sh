@@ -38,9 +38,10 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   fi
 fi
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
-# Three workers on two cores, each test file whole on one worker (its module fixtures, federations and
+# Four workers on two cores, each test file whole on one worker (its module fixtures, federations and
 # servers stay together): the process tests spend most of their time waiting on other processes
-# (756 tests: 10 min 39 s with three workers, 14 min 28 s with two; 782 tests: 13 min 58 s). Files go out in collection order
+# (756 tests: 10 min 39 s with three workers, 14 min 28 s with two; 782 tests: 13 min 58 s; 790 tests on a
+# slower day: 15 min 19 s with three, 15 min 4 s with four). Files go out in collection order
 # (--no-loadscope-reorder; xdist would sort them by test count): tests/conftest.py puts the longest
 # first, so that no long file starts last.
-exec .venv/bin/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder "$@"
+exec .venv/bin/python -m pytest -q -n 4 --dist loadfile --no-loadscope-reorder "$@"
