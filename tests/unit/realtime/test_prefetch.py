@@ -10,10 +10,11 @@ import json
 
 import pytest
 
-from fedcore.errors import ConfigError
+from fedcore.errors import ConfigError, ProtocolError
 from fedcore.protocol.messages import Role
-from fedcore.protocol.preapproval.messages import OFFER, Product
+from fedcore.protocol.preapproval.messages import OFFER, Prefetched, Product
 from fedcore.protocol.preapproval.party import PreapprovalLender
+from fedcore.protocol.scoring.groups import Standing
 from fedcore.protocol.scoring.messages import CONTRIBUTE, CONTRIBUTE_GROUP
 from fedcore.protocol.tasks import HandlerRegistry
 from party_node.audit import AuditLog
@@ -21,6 +22,8 @@ from party_node.preapproval import JointOfferSource
 from party_node.pricing import parse_policy
 from party_node.scoring import register_scoring_handlers
 from tests.unit.realtime.test_grouped_scoring import CAR, KEY, LENDERS, fail_grouped_part_at_platform, freeze, phone
+
+STANDING = {"model_id": "m1", "model_version": "1", "queries": ["score"], "fingerprint": "ab"}
 
 
 def wire(fed, kind: str, direction: str = "to_party", since: int = 0) -> list:
@@ -178,3 +181,34 @@ def test_a_lender_offline_after_its_first_score_is_left_out_and_missing_from_the
         assert joint["contributors"] == 2 and joint["missing"] == ["lender_c"]
     assert {o.lender for o in result.offers} <= {"lender_a", "lender_b"}
     assert all(len(t.params["parts"]) <= 2 for t in wire(fed, CONTRIBUTE_GROUP, since=mark))
+
+
+@pytest.mark.parametrize("bad", [
+    None, [], {"model_id": "m1"},
+    {"model_id": "m1", "model_version": "1", "queries": "score", "fingerprint": "ab"},
+    {"model_id": "m1", "model_version": "1", "queries": ["rating"], "fingerprint": "ab"},
+    {"model_id": "m1", "model_version": "1", "queries": ["tree"], "fingerprint": "ab"},
+    {"model_id": "m1", "model_version": "1", "queries": ["score"], "fingerprint": ""},
+    {"model_id": "m1", "model_version": "1", "queries": ["score"], "fingerprint": "f" * 2000},
+])
+def test_a_malformed_standing_request_is_refused_and_ends_the_old_one(fed, bad):
+    with pytest.raises(ProtocolError, match="lender_a"):
+        Standing.from_params(bad, "lender_a")
+    freeze(fed)
+    fed.preapproval.preapprove(phone(10), CAR, ["lender_a"])
+    assert fed.coordinator._standing_for(["lender_a"], "car_loan")
+    fed.coordinator._keep_standing("lender_a", "car_loan", {"decision": "decline", "standing": bad})
+    assert not fed.coordinator._standing_for(["lender_a"], "car_loan")  # never prefetched from garbage
+
+
+@pytest.mark.parametrize(("joint", "ciphertext", "match"), [
+    ("x", b"", "not an object"),
+    ({"standing": {"model_id": "m1"}}, b"", "malformed standing"),
+    ({"standing": STANDING, "contributors": -1, "missing": []}, b"", "contributors"),
+    ({"standing": STANDING, "contributors": 2, "missing": "lender_b"}, b"c", "contributors"),
+    ({"standing": STANDING, "contributors": 2, "missing": []}, b"", "contributor count"),
+    ({"standing": STANDING, "contributors": 0, "missing": []}, b"c", "contributor count"),
+])
+def test_a_malformed_prefetched_sum_fails_the_offer_task_with_a_protocol_error(joint, ciphertext, match):
+    with pytest.raises(ProtocolError, match=match):
+        Prefetched.from_task(joint, ciphertext)

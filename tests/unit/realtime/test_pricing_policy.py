@@ -55,6 +55,7 @@ def test_bands_decide_amount_and_rate(tmp_path):
         (("valid_minutes = 15", "valid_minutes = 0"), "policy.valid_minutes"),
         (("max_active_loans = 2", "max_loans = 2"), "policy.max_loans"),
         (("decline_if_blacklisted = true", "decline_if_blacklisted = 1"), "policy.decline_if_blacklisted"),
+        (("decline_if_blacklisted = true", 'decline_if_blacklisted = true\nprefetch = "yes"'), "policy.prefetch"),
         (("min_amount = 20000", "min_amount = -1"), "products.car_loan.min_amount"),
         (("[products.car_loan]", "[products.Car-Loan]"), "products.Car-Loan"),
     ],
