@@ -116,7 +116,7 @@ def joint_score(service: ScoringService, pseudonym: bytes, model_id: str | None,
 
 def _standing(service: ScoringService, sl: ModelSlice) -> Standing:
     """The joint request this lender makes for a pre-approval now (model, version, queries, key)."""
-    return Standing(sl.model_id, sl.version, QUERIES, service.requester.keys.current().fingerprint())
+    return Standing(sl.model_id, sl.version, QUERIES, service.requester.keys.for_values(len(QUERIES)).fingerprint())
 
 
 class JointOfferSource:

@@ -1,4 +1,5 @@
-"""The joint scoring driver: fans a request out to the contributors and sums their ciphertexts."""
+"""The joint scoring driver: fans a request out to the contributors and sums their answers (CKKS
+ciphertexts, or masked values for small requests: :mod:`fedcore.protocol.scoring.masked`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from fedcore.crypto.he import (
-    CkksPublicContext,
     EncryptedVector,
     add,
 )
@@ -30,8 +30,10 @@ from fedcore.errors import (
 )
 from fedcore.protocol.channel import PartyChannel, TaskHandle
 from fedcore.protocol.messages import JSONValue, PartyInfo, Role, Task, TaskResult
+from fedcore.protocol.scoring import masked
 from fedcore.protocol.scoring import trees as tp
 from fedcore.protocol.scoring.groups import Part, ScoreGroups, Standing
+from fedcore.protocol.scoring.masked import MaskedPart, MaskKey
 from fedcore.protocol.scoring.messages import (
     CONTRIBUTE,
     CONTRIBUTE_GROUP,
@@ -47,7 +49,7 @@ from fedcore.protocol.scoring.messages import (
     pack_task_payload,
     unpack_group_reply,
 )
-from fedcore.protocol.scoring.party import ContextCache
+from fedcore.protocol.scoring.party import ContextCache, ScoringKey
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class ScoringCoordinator:
                         self._cancel(handles)
                         raise
                     missing.append(p.name)
-        vectors: list[EncryptedVector] = []
+        vectors: list[Contribution] = []
         try:
             for name, handle in handles.items():
                 try:
@@ -147,7 +149,7 @@ class ScoringCoordinator:
         except BaseException:
             self._cancel(handles)
             raise
-        total = add(vectors).to_bytes() if vectors else None
+        total = _total(vectors)
         log.info(
             "scoring request %s from %s: n=%d queries=%s contributors=%d missing=%s",
             request_id,
@@ -219,7 +221,7 @@ class ScoringCoordinator:
         summed and answered as an ungrouped request would be (:mod:`fedcore.protocol.scoring.groups`)."""
         pseudonyms = parts[0].req.pseudonyms
         deadline = max(pt.deadline for pt in parts)
-        vectors: list[list[EncryptedVector]] = [[] for _ in parts]
+        vectors: list[list[Contribution]] = [[] for _ in parts]
         missing = [[p.name for p in parties if not p.online and p.name != pt.requester] for pt in parts]
         errors: list[BaseException | None] = [None] * len(parts)
 
@@ -280,7 +282,7 @@ class ScoringCoordinator:
             if errors[i] is not None:
                 pt.error = errors[i]
                 continue
-            total = add(vectors[i]).to_bytes() if vectors[i] else None
+            total = _total(vectors[i])
             log.info("scoring request %s from %s (grouped, %d parts): n=%d contributors=%d missing=%s", rid,
                      pt.requester, len(parts), pt.req.n, len(vectors[i]), ",".join(missing[i]) or "-")
             pt.response = JointResponse(rid, pt.req.n, tuple(pt.req.queries), total, len(vectors[i]),
@@ -376,7 +378,7 @@ class ScoringCoordinator:
         party: str,
         params: Mapping[str, JSONValue],
         pseudonyms: bytes,
-        pub: CkksPublicContext,
+        pub: ScoringKey,
         deadline: float,
         *,
         resend: bool,
@@ -399,7 +401,7 @@ class ScoringCoordinator:
         handle: TaskHandle,
         params: Mapping[str, JSONValue],
         pseudonyms: bytes,
-        pub: CkksPublicContext,
+        pub: ScoringKey,
         deadline: float,
     ) -> bytes:
         try:
@@ -419,8 +421,16 @@ class ScoringCoordinator:
             h.cancel("scoring request failed")
 
 
-def _contribution(party: str, pub: CkksPublicContext, data: bytes, length: int) -> EncryptedVector:
-    """Parse one contributor's ciphertext; anything that does not fit is that party's CorruptResult."""
+Contribution = EncryptedVector | MaskedPart
+
+
+def _contribution(party: str, pub: ScoringKey, data: bytes, length: int) -> Contribution:
+    """Parse one contributor's answer; anything that does not fit is that party's CorruptResult."""
+    if isinstance(pub, MaskKey):
+        try:
+            return masked.parse_contribution(data, length)
+        except ProtocolError as exc:
+            raise CorruptResult(party, CONTRIBUTE, str(exc)) from None
     try:
         vec = EncryptedVector.from_bytes(pub, data, max_length=length)
     except ProtocolError as exc:
@@ -428,3 +438,13 @@ def _contribution(party: str, pub: CkksPublicContext, data: bytes, length: int) 
     if vec.length != length:
         raise CorruptResult(party, CONTRIBUTE, f"{vec.length} values, expected {length}")
     return vec
+
+
+def _total(items: list[Contribution]) -> bytes | None:
+    """The sum of the contributors' answers (all under one key, so all of one kind); None if none came."""
+    if not items:
+        return None
+    parts = [c for c in items if isinstance(c, MaskedPart)]
+    if parts:
+        return masked.total(parts)
+    return add([c for c in items if isinstance(c, EncryptedVector)]).to_bytes()

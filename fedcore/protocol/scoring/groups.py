@@ -43,10 +43,10 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from fedcore.crypto.he import CkksPublicContext
 from fedcore.errors import InvalidInput, ProtocolError
 from fedcore.protocol.messages import JSONValue
 from fedcore.protocol.scoring.messages import TREE_QUERY, JointRequest, JointResponse, check_queries
+from fedcore.protocol.scoring.party import ScoringKey
 
 MAX_OPEN_GROUPS = 4096
 
@@ -88,7 +88,7 @@ class Part:
 
     requester: str
     req: JointRequest
-    pub: CkksPublicContext
+    pub: ScoringKey
     params: dict[str, JSONValue]  # the contribution task's fields for this part (request id, model, fingerprint)
     deadline: float  # monotonic
     done: threading.Event = field(default_factory=threading.Event)

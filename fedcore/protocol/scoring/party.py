@@ -1,4 +1,5 @@
-"""The handler a contributing party runs in joint scoring: partial logits and flags under the requester's key."""
+"""The handler a contributing party runs in joint scoring: partial logits and flags under the requester's key
+(CKKS, or a masked sum for small requests: :mod:`fedcore.protocol.scoring.masked`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from fedcore.errors import (
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue, TaskReply
+from fedcore.protocol.scoring import masked
+from fedcore.protocol.scoring.masked import MaskKey
 from fedcore.protocol.scoring.messages import (
     ALLOWED_PARAMS,
     CONTEXT_CACHE,
@@ -206,27 +209,34 @@ class ArrayContributions:
         return self.loans.lookup(pseudonyms)
 
 
+ScoringKey = CkksPublicContext | MaskKey  # a requester's public key: CKKS, or masked sums for small requests
+
+
 class ContextCache:
-    """Bounded LRU of parsed public contexts by fingerprint (thread-safe)."""
+    """Bounded LRU of parsed public keys (CKKS contexts, masked-sum keys) by fingerprint (thread-safe)."""
 
     def __init__(self, size: int = CONTEXT_CACHE) -> None:
         self._size = size
-        self._items: OrderedDict[str, CkksPublicContext] = OrderedDict()
+        self._items: OrderedDict[str, ScoringKey] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, fingerprint: str) -> CkksPublicContext | None:
+    def get(self, fingerprint: str) -> ScoringKey | None:
         with self._lock:
             ctx = self._items.get(fingerprint)
             if ctx is not None:
                 self._items.move_to_end(fingerprint)
             return ctx
 
-    def put(self, data: bytes, fingerprint: str | None = None) -> CkksPublicContext:
-        ctx = CkksPublicContext.from_bytes(data)  # rejects garbage and contexts holding a secret key
-        shape = (ctx.params.poly_modulus_degree, ctx.params.coeff_mod_bit_sizes, ctx.params.scale_bits)
-        allowed = [(p.poly_modulus_degree, p.coeff_mod_bit_sizes, p.scale_bits) for p in ALLOWED_PARAMS]
-        if shape not in allowed or ctx.has_galois_keys:
-            raise ProtocolError("scoring contexts must use the scoring or SUMS parameters without Galois keys")
+    def put(self, data: bytes, fingerprint: str | None = None) -> ScoringKey:
+        ctx: ScoringKey
+        if MaskKey.is_one(data):
+            ctx = MaskKey.from_bytes(data)
+        else:
+            ctx = CkksPublicContext.from_bytes(data)  # rejects garbage and contexts holding a secret key
+            shape = (ctx.params.poly_modulus_degree, ctx.params.coeff_mod_bit_sizes, ctx.params.scale_bits)
+            allowed = [(p.poly_modulus_degree, p.coeff_mod_bit_sizes, p.scale_bits) for p in ALLOWED_PARAMS]
+            if shape not in allowed or ctx.has_galois_keys:
+                raise ProtocolError("scoring contexts must use the scoring or SUMS parameters without Galois keys")
         if fingerprint is not None and ctx.fingerprint() != fingerprint:
             raise ProtocolError("public context does not match its fingerprint")
         with self._lock:
@@ -236,7 +246,7 @@ class ContextCache:
                 self._items.popitem(last=False)
         return ctx
 
-    def resolve(self, fingerprint: str, data: bytes | None) -> CkksPublicContext:
+    def resolve(self, fingerprint: str, data: bytes | None) -> ScoringKey:
         if data:
             return self.get(fingerprint) or self.put(data, fingerprint)
         ctx = self.get(fingerprint)
@@ -371,12 +381,17 @@ class ScoringParty:
                 values = self._values(ctx, queries, model_id, version, pseudos)
                 if key is not None:
                     self._recent.put(key, values)
-            enc = self._zeros.encrypt(pub, values) if len(values) else None
+            if not len(values):
+                data = b""
+            elif isinstance(pub, MaskKey):
+                data = masked.contribute(pub, values, str(params.get("request_id", "")))
+            else:
+                data = self._zeros.encrypt(pub, values).to_bytes()
         except FedcreditError as exc:
             self._log("score_contribution", {**record, "outcome": exc.code})
             raise
         self._log("score_contribution", {**record, "outcome": "ok"})
-        return enc.to_bytes() if enc is not None else b""
+        return data
 
     def _values(self, ctx: TaskContext, queries: tuple[str, ...], model_id: str, version: str,
                 pseudos: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The requester's side of joint scoring: the key ring, the gateway to the coordinator, decryption."""
+"""The requester's side of joint scoring: the key ring, the gateway to the coordinator, decryption (CKKS,
+or the masked sums of small requests: :mod:`fedcore.protocol.scoring.masked`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ from fedcore.errors import (
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue
+from fedcore.protocol.scoring import masked
 from fedcore.protocol.scoring.coordinator import ScoringCoordinator
+from fedcore.protocol.scoring.masked import MASKED_MAX_VALUES, MaskSecret
 from fedcore.protocol.scoring.messages import (
     ALLOWED_PARAMS,
     PSEUDONYM_BYTES,
@@ -78,14 +81,20 @@ class LocalGateway:
         return self.coordinator.score(self.requester, request)
 
 
+RequesterKey = CkksSecretContext | MaskSecret
+
+
 class KeyRing:
-    """The requester's CKKS key pair, regenerated every ``rotate_s`` seconds (``clock`` injectable)."""
+    """The requester's keys, each regenerated every ``rotate_s`` seconds (``clock`` injectable): a CKKS key
+    pair, and an X25519 key pair for the masked sums of requests of at most ``masked_max_values`` values
+    (0: every request uses CKKS)."""
 
     def __init__(
         self,
         rotate_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         params: CkksParams = SCORING_CKKS,
+        masked_max_values: int = MASKED_MAX_VALUES,
     ) -> None:
         if params not in ALLOWED_PARAMS:
             raise InvalidInput(f"scoring keys use one of {[p.name for p in ALLOWED_PARAMS]}")
@@ -95,11 +104,17 @@ class KeyRing:
         self.rotate_s = rotate_s
         self._clock = clock
         self._lock = threading.Lock()
+        if masked_max_values < 0:
+            raise InvalidInput("masked_max_values must be >= 0")
+        self.masked_max_values = masked_max_values
         self._key: CkksSecretContext | None = None
         self._born = 0.0
+        self._mask: MaskSecret | None = None
+        self._mask_born = 0.0
         self.rotations = 0
 
     def current(self) -> CkksSecretContext:
+        """The CKKS key."""
         with self._lock:
             now = self._clock()
             if self._key is None or now - self._born >= self.rotate_s:
@@ -108,9 +123,23 @@ class KeyRing:
                 self.rotations += 1
             return self._key
 
-    def by_fingerprint(self, fingerprint: str) -> CkksSecretContext | None:
-        """The current key if its fingerprint is ``fingerprint`` (a rotated-out key is gone)."""
-        key = self.current()
+    def mask(self) -> MaskSecret:
+        """The masked-sum key."""
+        with self._lock:
+            now = self._clock()
+            if self._mask is None or now - self._mask_born >= self.rotate_s:
+                self._mask = MaskSecret.generate()
+                self._mask_born = now
+                self.rotations += 1
+            return self._mask
+
+    def for_values(self, count: int) -> RequesterKey:
+        """The key a request of ``count`` values (pseudonyms x queries) is made under."""
+        return self.mask() if count <= self.masked_max_values else self.current()
+
+    def by_fingerprint(self, fingerprint: str) -> RequesterKey | None:
+        """The current key whose fingerprint is ``fingerprint`` (a rotated-out key is gone)."""
+        key: RequesterKey = self.mask() if fingerprint.startswith("mask:") else self.current()
         return key if key.fingerprint() == fingerprint else None
 
 
@@ -150,7 +179,7 @@ class Requester:
     ) -> JointOutcome:
         qs = check_queries(queries)
         packed = pseudonyms if isinstance(pseudonyms, bytes) else pack_pseudonyms(pseudonyms)
-        key = self.keys.current()
+        key = self.keys.for_values(len(packed) // PSEUDONYM_BYTES * len(qs))
         fp = key.fingerprint()
         with self._lock:
             first = fp not in self._announced
@@ -179,13 +208,15 @@ class Requester:
         return self.decode(resp, key, len(packed) // PSEUDONYM_BYTES, qs, model_version)
 
     @staticmethod
-    def decode(resp: JointResponse, key: CkksSecretContext, n: int, qs: tuple[str, ...],
+    def decode(resp: JointResponse, key: RequesterKey, n: int, qs: tuple[str, ...],
                model_version: str) -> JointOutcome:
         """Decrypt the coordinator's answer for ``n`` pseudonyms and queries ``qs`` under ``key``."""
         if resp.n != n or resp.queries != qs:
             raise ProtocolError("the coordinator's answer does not match the request")
         if resp.ciphertext is None:
             values = np.zeros(n * len(qs))
+        elif isinstance(key, MaskSecret):
+            values = masked.open_sum(key, resp.ciphertext, n * len(qs), resp.request_id, resp.contributors)
         else:
             vec = EncryptedVector.from_bytes(key, resp.ciphertext, max_length=n * len(qs))
             if vec.length != n * len(qs):

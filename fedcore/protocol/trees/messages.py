@@ -1,9 +1,9 @@
 """Task kinds, fixed-point encoding, masks and array payloads of the hybrid tree protocol.
 
 Payload layout: the task (or reply) parameter ``arrays`` lists ``[name, dtype, shape]`` entries; the
-payload is those arrays' raw little-endian bytes, concatenated in that order. No pickle. Fixed point:
-``round(x * 2^32)`` as two's complement in ``Z_2^64``; masks are ChaCha20 keystreams keyed by SHA-256 of a
-32-byte seed and a label, so both holders of a seed derive the same mask and nobody else can.
+payload is those arrays' raw little-endian bytes, concatenated in that order. No pickle. Fixed point
+(``round(x * 2^32)`` in ``Z_2^64``) and masks (ChaCha20 keystreams from a seed and a label) are
+:mod:`fedcore.crypto.masks`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from fedcore.crypto import masks
+from fedcore.crypto.masks import from_fixed as from_fixed  # re-exported: the protocol's modules take them from here
+from fedcore.crypto.masks import mask_u64 as mask_u64
+from fedcore.crypto.masks import to_fixed as to_fixed
 from fedcore.errors import ProtocolError
 from models.gbdt.histogram import GRADIENT_FRAC_BITS
 
@@ -25,26 +28,11 @@ SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, EVAL, FINISH = (
 KINDS = (SETUP, KEYS, BINS, EDGES, BEGIN, HIST, SPLIT, EVAL, FINISH)
 LENDERS_OWNER = "lenders"  # the owner of the shared-schema lender features (every lender holds their table)
 FRAC_BITS = GRADIENT_FRAC_BITS  # the learner's gradient quantum: fixed point reproduces its histograms exactly
+if FRAC_BITS != masks.FRAC_BITS:  # to_fixed/from_fixed's default
+    raise ImportError("the tree protocol's fixed point must match fedcore.crypto.masks")
 SCALE = float(1 << FRAC_BITS)
 MOD128 = 1 << 128
 _DTYPES = {"uint8": np.uint8, "uint64": np.uint64, "float64": np.float64, "int64": np.int64}
-
-
-def to_fixed(x: np.ndarray) -> np.ndarray:
-    """float -> fixed point in Z_2^64 (uint64 view of the two's complement)."""
-    return np.round(np.asarray(x, dtype=np.float64) * SCALE).astype(np.int64).view(np.uint64)
-
-
-def from_fixed(u: np.ndarray) -> np.ndarray:
-    return np.asarray(u, dtype=np.uint64).view(np.int64).astype(np.float64) / SCALE
-
-
-def mask_u64(seed: bytes, label: str, n: int) -> np.ndarray:
-    """``n`` pseudo-random uint64 from ``seed`` and ``label``: the ChaCha20 keystream under the key
-    SHA-256(seed, label) (as the binning protocol's masks; a counter-mode stream, ~1 GB/s)."""
-    key = hashlib.sha256(seed + b"\x00trees-mask\x00" + label.encode()).digest()
-    enc = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
-    return np.frombuffer(enc.update(bytes(8 * n)), dtype="<u8").astype(np.uint64)
 
 
 def mask_int128(seed: bytes, label: str, n: int) -> list[int]:

@@ -61,7 +61,7 @@ def make_slice(rng: np.random.Generator, party: str, k: int, intercept: float | 
 class Fed:
     """A requester 'lender_a', contributors 'platform' and 'lender_b', ground truth in plaintext."""
 
-    def __init__(self, n: int = 10_000, seed: int = 7, record: bool = False) -> None:
+    def __init__(self, n: int = 10_000, seed: int = 7, record: bool = False, masked_max_values: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.n = n
         self.ids = [pseudo(i) for i in range(n)]
@@ -92,7 +92,8 @@ class Fed:
             self.ch.add_party(name, role, reg)
         self.ch.add_party("lender_a", Role.LENDER, HandlerRegistry())
         self.coord = ScoringCoordinator(self.ch)
-        self.req = Requester(LocalGateway(self.coord, "lender_a"))
+        # CKKS for every request here unless asked (masked sums of small requests: test_masked_sums.py)
+        self.req = Requester(LocalGateway(self.coord, "lender_a"), KeyRing(masked_max_values=masked_max_values))
         self.own_x = rng.normal(self.own.mean, self.own.std, size=(n, 4))
 
 
@@ -229,7 +230,7 @@ def test_bad_requests() -> None:
 def test_key_rotation_resends_context() -> None:
     fed = Fed(10, record=True)
     now = [0.0]
-    fed.req.keys = KeyRing(rotate_s=60, clock=lambda: now[0])
+    fed.req.keys = KeyRing(rotate_s=60, clock=lambda: now[0], masked_max_values=0)
     fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION)
     first = fed.req.keys.current().fingerprint()
     now[0] = 61.0
@@ -318,7 +319,7 @@ def test_contributors_see_one_fingerprint_per_requester_key_as_documented() -> N
     # after a rotation they carry another, and nothing else on the task names the requester.
     fed = Fed(20, record=True)
     now = [0.0]
-    fed.req = Requester(LocalGateway(fed.coord, "lender_a"), KeyRing(rotate_s=60, clock=lambda: now[0]))
+    fed.req = Requester(LocalGateway(fed.coord, "lender_a"), KeyRing(rotate_s=60, clock=lambda: now[0], masked_max_values=0))
     for t in (0.0, 1.0, 61.0):
         now[0] = t
         fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION)

@@ -50,7 +50,7 @@ def fail_grouped_part_at_platform(fed, lender: str) -> HandlerRegistry:
     """Restart the platform so that it answers ``lender``'s part of every grouped task with an error (it
     names a model version the platform lacks); its ungrouped tasks stay honest. Returns the honest
     handlers."""
-    fp = fed.services[lender].requester.keys.current().fingerprint()
+    fp = fed.services[lender].requester.keys.for_values(3).fingerprint()  # one viewer, three queries
     inner = HandlerRegistry()
     register_scoring_handlers(inner, fed.platform.store, fed.platform.home)
 

@@ -98,7 +98,7 @@ def test_platform_view_holds_offers_only_and_each_lender_sees_only_its_request(f
     for r in replies:  # offers sealed to the platform: a decision and a sealed envelope, no terms
         assert set(r.params) <= {"decision", "sealed", "standing"}
         # for the coordinator only: the request the lender would make next time (what its scoring call showed)
-        fp = fed.services[r.party].requester.keys.current().fingerprint()
+        fp = fed.services[r.party].requester.keys.for_values(3).fingerprint()
         assert r.params["standing"] == {"model_id": "m1", "model_version": "1",
                                         "queries": ["score", "blacklist", "loans"], "fingerprint": fp}
 
