@@ -12,6 +12,7 @@ import numpy as np
 
 from fedcore.errors import InvalidInput
 from fedcore.protocol.messages import JSONValue
+from fedcore.protocol.scoring.masked import MASKED_MAX_VALUES
 from fedcore.protocol.scoring.messages import ModelSlice
 
 from .schema import IdKind
@@ -70,6 +71,9 @@ class ScoringSettings:
     allow_partial: bool = False
     reason_top_k: int = 4
     key_rotate_s: float = 3600.0
+    # requests of at most this many values (applicants x queries) are masked sums, not CKKS (0: always CKKS;
+    # fedcore.protocol.scoring.masked)
+    masked_max_values: int = MASKED_MAX_VALUES
     grpc_listen: str = "127.0.0.1:7601"  # the local API (empty: off)
     http_listen: str = "127.0.0.1:7602"  # JSON over HTTP (empty: off)
 
@@ -82,6 +86,9 @@ class ScoringSettings:
             self.bands = (*self.bands, Band(-math.inf, "decline", "-"))
         if self.max_request < 1 or self.chunk < 1 or self.coalesce_inflight < 1:
             raise InvalidInput("max_request, chunk and coalesce_inflight must be positive")
+        if not isinstance(self.masked_max_values, int) or isinstance(self.masked_max_values, bool) \
+                or self.masked_max_values < 0:
+            raise InvalidInput(f"masked_max_values must be a whole number >= 0, got {self.masked_max_values!r}")
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> ScoringSettings:

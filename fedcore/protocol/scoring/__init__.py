@@ -49,6 +49,12 @@ Key handling: R makes a fresh CKKS key pair (:class:`KeyRing`) and rotates it on
 are cached by fingerprint at C and at each P (bounded LRU), so a steady stream of requests sends only
 the fingerprint.
 
+Small requests (at most :data:`~fedcore.protocol.scoring.masked.MASKED_MAX_VALUES` values by default) are
+summed with masks instead of CKKS: P answers its values plus a mask from a fresh seed sealed to R's X25519
+key, C adds, R opens the seeds and removes the masks. Same flow, same fields, and the same statement
+of what each side learns (a masked value is uniform to C; R sees one sealed seed per contributor);
+:mod:`fedcore.protocol.scoring.masked`.
+
 Several lenders asking about one viewer for one pre-approval: the coordinator groups their requests and
 sends each member one ``scoring.contribute_group`` task (:mod:`fedcore.protocol.scoring.groups`, what it
 changes for whom stated there). Small answers are encrypted from pooled encryptions of zero
@@ -60,5 +66,6 @@ its rotated picks and a sealed mask sum, the coordinator adds; flow and what eac
 :mod:`fedcore.protocol.scoring.trees`.
 
 Layout: ``messages`` (kinds, payloads, model slices), ``party`` (the contributor's handler), ``coordinator``
-(the driver), ``requester`` (the requesting lender's side), ``trees`` (tree scores).
+(the driver), ``requester`` (the requesting lender's side), ``masked`` (masked sums of small requests),
+``trees`` (tree scores).
 """

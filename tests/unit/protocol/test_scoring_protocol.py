@@ -319,7 +319,8 @@ def test_contributors_see_one_fingerprint_per_requester_key_as_documented() -> N
     # after a rotation they carry another, and nothing else on the task names the requester.
     fed = Fed(20, record=True)
     now = [0.0]
-    fed.req = Requester(LocalGateway(fed.coord, "lender_a"), KeyRing(rotate_s=60, clock=lambda: now[0], masked_max_values=0))
+    keys = KeyRing(rotate_s=60, clock=lambda: now[0], masked_max_values=0)
+    fed.req = Requester(LocalGateway(fed.coord, "lender_a"), keys)
     for t in (0.0, 1.0, 61.0):
         now[0] = t
         fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION)

@@ -1,0 +1,171 @@
+"""Masked sums for small joint scoring requests (fedcore.protocol.scoring.masked): exact against the
+plaintext joint model; what the coordinator, the members and the requester see on the wire matches the
+module's statement; bad answers are attributed; bigger requests stay on CKKS."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from fedcore.crypto.envelope import InvalidEnvelope
+from fedcore.crypto.he import CkksPublicContext
+from fedcore.crypto.masks import from_fixed, mask_u64, to_fixed
+from fedcore.errors import CorruptResult, InvalidInput, ProtocolError
+from fedcore.protocol.messages import Role, TaskReply
+from fedcore.protocol.scoring import masked
+from fedcore.protocol.scoring.masked import MASKED_MAX_VALUES, SEALED_BYTES, MaskKey, MaskSecret
+from fedcore.protocol.scoring.messages import CONTRIBUTE, JointRequest, unpack_task_payload
+from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
+from fedcore.protocol.scoring.requester import KeyRing
+from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+from fedcore.secret import SecretLeakError
+from tests.unit.protocol.test_scoring_protocol import MODEL, VERSION, Fed, make_slice
+
+ALL = ("score", "blacklist", "loans")
+
+
+def masked_fed(n: int = 40, record: bool = False) -> Fed:
+    return Fed(n, record=record, masked_max_values=MASKED_MAX_VALUES)
+
+
+def test_a_small_request_is_an_exact_masked_sum_of_the_plaintext_values() -> None:
+    fed = masked_fed()
+    out = fed.req.query(fed.ids[:16], model_id=MODEL, model_version=VERSION, queries=ALL)  # 48 values
+    assert out.contributors == 2 and out.missing == ()
+    assert out.external_logit is not None
+    # fixed point at 2^-32 per member: exact to 1e-9 (CKKS: about 1e-6)
+    np.testing.assert_allclose(out.external_logit, fed.truth_ext[:16], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(out.blacklist_hits, fed.fraud_count[:16])
+    np.testing.assert_array_equal(out.active_loans, fed.loan_count[:16])
+
+
+def test_the_wire_holds_only_the_requesters_public_key_masked_values_and_sealed_seeds() -> None:
+    fed = masked_fed(record=True)
+    fed.req.query(fed.ids[:5], model_id=MODEL, model_version=VERSION, queries=("score",))
+    fed.req.query(fed.ids[:5], model_id=MODEL, model_version=VERSION, queries=("score",))  # same values again
+    key = fed.req.keys.mask()
+    to_party = [r for r in fed.ch.wire_log if r.direction == "to_party"]
+    from_party = [r for r in fed.ch.wire_log if r.direction == "from_party"]
+    assert {r.kind for r in fed.ch.wire_log} == {CONTRIBUTE} and len(to_party) == len(from_party) == 4
+    for i, r in enumerate(to_party):
+        # members get the same fields as for CKKS, and are not told who asked
+        assert set(r.params) == {"request_id", "model_id", "model_version", "queries", "n", "fingerprint"}
+        assert r.params["fingerprint"] == key.fingerprint() and "lender_a" not in repr(r.params)
+        ctx, packed = unpack_task_payload(r.payload)
+        # the public key only (36 bytes), the first time; then cached by fingerprint
+        assert ctx == (key.public_context().serialize() if i < 2 else None)
+        assert packed == b"".join(fed.ids[:5])
+    by_party: dict[str, list[masked.MaskedPart]] = {}
+    for r in from_party:
+        assert set(r.params) == {"n"}
+        assert len(r.payload) == 4 + SEALED_BYTES + 8 * 5
+        by_party.setdefault(r.party, []).append(masked.parse_contribution(r.payload, 5))
+    for party, (first, second) in by_party.items():
+        # the same values answered twice: fresh seeds, so neither answer nor their difference shows them
+        assert first.sealed != second.sealed
+        assert not np.array_equal(first.values, second.values)
+        assert not np.array_equal(first.values - second.values, np.zeros(5, dtype=np.uint64))
+        # the seed opens only with the requester's key, and only for its own request
+        other = MaskSecret.generate()
+        with pytest.raises(InvalidEnvelope):
+            other.open_seed(first.sealed, masked.purpose(str(to_party[0].params["request_id"]), key.fingerprint()))
+        # with the requester's key, masked value - mask = the party's plaintext value in fixed point
+        rid = next(str(r.params["request_id"]) for r in to_party if r.party == party)
+        seed = key.open_seed(first.sealed, masked.purpose(rid, key.fingerprint()))
+        plain = from_fixed(first.values - mask_u64(seed, "scoring-sum", 5))
+        assert np.all(np.abs(plain) < 50)  # a partial logit, not noise: only the requester could do this
+
+
+def test_the_requester_gets_the_sum_and_one_sealed_seed_per_contributor_bound_to_its_request() -> None:
+    fed = masked_fed()
+    key = fed.req.keys.mask()
+    req = JointRequest(MODEL, VERSION, ("score",), b"".join(fed.ids[:3]), key.fingerprint(),
+                       key.public_context().serialize())
+    a, b = fed.coord.score("lender_a", req), fed.coord.score("lender_a", req)
+    assert a.ciphertext is not None and b.ciphertext is not None and a.contributors == 2
+    assert len(a.ciphertext) == 6 + 2 * SEALED_BYTES + 8 * 3  # the sum and two seeds: no single answer
+    np.testing.assert_allclose(masked.open_sum(key, a.ciphertext, 3, a.request_id, 2), fed.truth_ext[:3], atol=1e-9)
+    with pytest.raises(ProtocolError, match="does not open"):  # a sum relayed for another request
+        masked.open_sum(key, a.ciphertext, 3, b.request_id, 2)
+    with pytest.raises(ProtocolError, match="contributors"):
+        masked.open_sum(key, a.ciphertext, 3, a.request_id, 1)
+    with pytest.raises(ProtocolError, match="contributors and length"):
+        masked.open_sum(key, a.ciphertext[:-8], 3, a.request_id, 2)
+    with pytest.raises(ProtocolError, match="not a masked sum"):
+        masked.open_sum(key, b"FCSR" + bytes(40), 3, a.request_id, 2)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        lambda good: b"\x00garbage" * 5,  # not a masked answer
+        lambda good: good[:-8],  # one value short
+        lambda good: good + bytes(8),  # one value too many
+    ],
+)
+def test_a_corrupt_masked_answer_is_attributed_and_dropped_when_partial_allowed(reply) -> None:
+    fed = masked_fed()
+    honest = ScoringParty(ArrayContributions.build([make_slice(np.random.default_rng(0), "mallory", 2)], {}))
+
+    def garbage(ctx: TaskContext, params: Mapping) -> TaskReply:
+        good = b"".join(honest._contribute(ctx, params).payload or [])
+        return TaskReply({}, payload=[reply(good)])
+
+    reg = HandlerRegistry()
+    reg.register(CONTRIBUTE, garbage)
+    fed.ch.add_party("mallory", Role.LENDER, reg)
+    with pytest.raises(CorruptResult, match="mallory"):
+        fed.req.query(fed.ids[:4], model_id=MODEL, model_version=VERSION, queries=("score",))
+    out = fed.req.query(fed.ids[:4], model_id=MODEL, model_version=VERSION, queries=("score",), allow_partial=True)
+    assert out.missing == ("mallory",) and out.contributors == 2
+    np.testing.assert_allclose(out.external_logit, fed.truth_ext[:4], atol=1e-9)
+
+
+def test_bigger_requests_and_a_zero_threshold_use_ckks() -> None:
+    fed = masked_fed(100, record=True)
+    fed.req.query(fed.ids[:22], model_id=MODEL, model_version=VERSION, queries=ALL)  # 66 values > 64
+    fed.req.keys = KeyRing(masked_max_values=0)
+    fed.req.query(fed.ids[:1], model_id=MODEL, model_version=VERSION, queries=("score",))
+    contexts = [unpack_task_payload(r.payload)[0] for r in fed.ch.wire_log if r.direction == "to_party"]
+    assert len(contexts) == 4 and all(c is not None and not MaskKey.is_one(c) for c in contexts)
+    assert all(isinstance(CkksPublicContext.from_bytes(c or b""), CkksPublicContext) for c in contexts)
+    with pytest.raises(InvalidInput, match="masked_max_values"):
+        KeyRing(masked_max_values=-1)
+
+
+def test_a_restarted_member_gets_the_masked_key_again() -> None:
+    fed = masked_fed()
+    fed.req.query(fed.ids[:2], model_id=MODEL, model_version=VERSION)
+    reg = HandlerRegistry()  # a restarted platform: an empty key cache
+    ScoringParty(ArrayContributions.build([make_slice(np.random.default_rng(1), "platform", 6)], {})).register(reg)
+    fed.ch.add_party("platform", Role.PLATFORM, reg)
+    out = fed.req.query(fed.ids[:2], model_id=MODEL, model_version=VERSION)
+    assert out.contributors == 2
+
+
+def test_values_a_masked_sum_cannot_carry_are_refused_and_keys_are_checked() -> None:
+    pub = MaskSecret.generate().public_context()
+    for bad in (np.array([np.nan]), np.array([2.0**30]), np.array([-np.inf])):
+        with pytest.raises(InvalidInput, match="masked sum"):
+            masked.contribute(pub, bad, "r1")
+    with pytest.raises(ProtocolError, match="masked-sum key"):
+        MaskKey.from_bytes(b"FCMK" + bytes(31))
+    with pytest.raises(ProtocolError, match="small-order"):
+        MaskKey.from_bytes(b"FCMK" + bytes(32))  # the zero point
+    with pytest.raises(SecretLeakError):
+        pickle.dumps(MaskSecret.generate())
+    assert MaskKey.from_bytes(pub.serialize()).fingerprint() == pub.fingerprint()
+    assert to_fixed(np.array([1.5]))[0] == np.uint64(3 << 31)
+
+
+@pytest.mark.parametrize("bad", [-1, "64", 1.5, True])
+def test_a_party_setting_that_is_not_a_count_is_refused_naming_it(bad) -> None:
+    from party_node.scoring_batch import ScoringSettings
+
+    assert ScoringSettings.from_mapping({}).masked_max_values == MASKED_MAX_VALUES
+    assert ScoringSettings.from_mapping({"masked_max_values": 0}).masked_max_values == 0  # always CKKS
+    with pytest.raises(InvalidInput, match="masked_max_values"):
+        ScoringSettings.from_mapping({"masked_max_values": bad})
