@@ -207,7 +207,8 @@ class ScoringService:
         self.home = home
         self.settings = settings or ScoringSettings()
         self.audit = audit or AuditLog.for_home(home)
-        base = Requester(gateway, keys or KeyRing(self.settings.key_rotate_s, masked_max_values=self.settings.masked_max_values))
+        keys = keys or KeyRing(self.settings.key_rotate_s, masked_max_values=self.settings.masked_max_values)
+        base = Requester(gateway, keys)
         self.requester = base
         self._coalescer: Coalescer[tuple[Any, ...], Applicant, ScoredBatch] | None = None
         if self.settings.coalesce:  # concurrent small calls with the same options leave as one chunk

@@ -68,6 +68,10 @@ class EnvelopePublicKey:
     def to_bytes(self) -> bytes:
         return self._raw
 
+    def raw_x25519(self) -> X25519PublicKey:
+        """The key object itself, for key agreement (masked scoring sums)."""
+        return self._key
+
     def fingerprint(self) -> str:
         """``sha256:`` + hex SHA-256 of the raw key, for logs, registries and out-of-band checks."""
         return "sha256:" + hashlib.sha256(self._raw).hexdigest()
@@ -99,7 +103,7 @@ class EnvelopePrivateKey(Secret):
         return EnvelopePublicKey(self._key.public_key())
 
     def raw_x25519(self) -> X25519PrivateKey:
-        """The key object itself, for :mod:`fedcore.protocol.sealing`'s HPKE."""
+        """The key object itself, for :mod:`fedcore.protocol.sealing`'s HPKE and masked sums' key agreement."""
         return self._key
 
     def save(self, path: Path) -> None:

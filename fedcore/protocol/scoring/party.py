@@ -27,8 +27,7 @@ from fedcore.errors import (
     ProtocolError,
 )
 from fedcore.protocol.messages import JSONValue, TaskReply
-from fedcore.protocol.scoring import masked
-from fedcore.protocol.scoring.masked import MaskKey
+from fedcore.protocol.scoring.masked import MaskContributor, MaskKey
 from fedcore.protocol.scoring.messages import (
     ALLOWED_PARAMS,
     CONTEXT_CACHE,
@@ -303,7 +302,8 @@ class ScoringParty:
         self._audit = audit
         self._contexts = ContextCache()
         self._recent = RecentValues()
-        self._zeros = ZeroPool()  # small answers: a pooled encryption of zero plus the values
+        self._zeros = ZeroPool()  # small CKKS answers: a pooled encryption of zero plus the values
+        self._masker = MaskContributor()  # masked sums (fedcore.protocol.scoring.masked)
 
     def register(self, registry: HandlerRegistry) -> None:
         registry.register(CONTRIBUTE, self._contribute)
@@ -384,7 +384,7 @@ class ScoringParty:
             if not len(values):
                 data = b""
             elif isinstance(pub, MaskKey):
-                data = masked.contribute(pub, values, str(params.get("request_id", "")))
+                data = self._masker.contribute(pub, values, str(params.get("request_id", "")))
             else:
                 data = self._zeros.encrypt(pub, values).to_bytes()
         except FedcreditError as exc:

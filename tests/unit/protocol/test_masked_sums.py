@@ -10,13 +10,12 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from fedcore.crypto.envelope import InvalidEnvelope
 from fedcore.crypto.he import CkksPublicContext
 from fedcore.crypto.masks import from_fixed, mask_u64, to_fixed
 from fedcore.errors import CorruptResult, InvalidInput, ProtocolError
 from fedcore.protocol.messages import Role, TaskReply
 from fedcore.protocol.scoring import masked
-from fedcore.protocol.scoring.masked import MASKED_MAX_VALUES, SEALED_BYTES, MaskKey, MaskSecret
+from fedcore.protocol.scoring.masked import MASKED_MAX_VALUES, SEAL_BYTES, MaskContributor, MaskKey, MaskSecret
 from fedcore.protocol.scoring.messages import CONTRIBUTE, JointRequest, unpack_task_payload
 from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
 from fedcore.protocol.scoring.requester import KeyRing
@@ -61,22 +60,23 @@ def test_the_wire_holds_only_the_requesters_public_key_masked_values_and_sealed_
     by_party: dict[str, list[masked.MaskedPart]] = {}
     for r in from_party:
         assert set(r.params) == {"n"}
-        assert len(r.payload) == 4 + SEALED_BYTES + 8 * 5
+        assert len(r.payload) == 4 + SEAL_BYTES + 8 * 5
         by_party.setdefault(r.party, []).append(masked.parse_contribution(r.payload, 5))
-    for party, (first, second) in by_party.items():
-        # the same values answered twice: fresh seeds, so neither answer nor their difference shows them
-        assert first.sealed != second.sealed
+    rids = [str(r.params["request_id"]) for r in to_party]
+    plain = np.zeros(5)
+    for first, second in by_party.values():
+        # the same values answered twice: fresh nonces, so neither answer nor their difference shows them
+        pub, nonce, tag = first.head[:32], first.head[32:48], first.head[48:]
+        assert second.head[:32] == pub and second.head[32:48] != nonce
         assert not np.array_equal(first.values, second.values)
         assert not np.array_equal(first.values - second.values, np.zeros(5, dtype=np.uint64))
-        # the seed opens only with the requester's key, and only for its own request
-        other = MaskSecret.generate()
-        with pytest.raises(InvalidEnvelope):
-            other.open_seed(first.sealed, masked.purpose(str(to_party[0].params["request_id"]), key.fingerprint()))
-        # with the requester's key, masked value - mask = the party's plaintext value in fixed point
-        rid = next(str(r.params["request_id"]) for r in to_party if r.party == party)
-        seed = key.open_seed(first.sealed, masked.purpose(rid, key.fingerprint()))
-        plain = from_fixed(first.values - mask_u64(seed, "scoring-sum", 5))
-        assert np.all(np.abs(plain) < 50)  # a partial logit, not noise: only the requester could do this
+        # only the requester's key derives the seed (another key fails the tag)
+        with pytest.raises(ProtocolError, match="not made for this request"):
+            MaskSecret.generate().seed(pub, nonce, tag, rids[0])
+        # with it, masked value - mask = the party's plaintext value in fixed point
+        seed = key.seed(pub, nonce, tag, rids[0])
+        plain += from_fixed(first.values - mask_u64(seed, "scoring-sum", 5))
+    np.testing.assert_allclose(plain, fed.truth_ext[:5], rtol=0, atol=1e-9)
 
 
 def test_the_requester_gets_the_sum_and_one_sealed_seed_per_contributor_bound_to_its_request() -> None:
@@ -86,9 +86,9 @@ def test_the_requester_gets_the_sum_and_one_sealed_seed_per_contributor_bound_to
                        key.public_context().serialize())
     a, b = fed.coord.score("lender_a", req), fed.coord.score("lender_a", req)
     assert a.ciphertext is not None and b.ciphertext is not None and a.contributors == 2
-    assert len(a.ciphertext) == 6 + 2 * SEALED_BYTES + 8 * 3  # the sum and two seeds: no single answer
+    assert len(a.ciphertext) == 6 + 2 * SEAL_BYTES + 8 * 3  # the sum and two heads: no single answer
     np.testing.assert_allclose(masked.open_sum(key, a.ciphertext, 3, a.request_id, 2), fed.truth_ext[:3], atol=1e-9)
-    with pytest.raises(ProtocolError, match="does not open"):  # a sum relayed for another request
+    with pytest.raises(ProtocolError, match="not made for this request"):  # a sum relayed for another request
         masked.open_sum(key, a.ciphertext, 3, b.request_id, 2)
     with pytest.raises(ProtocolError, match="contributors"):
         masked.open_sum(key, a.ciphertext, 3, a.request_id, 1)
@@ -150,15 +150,29 @@ def test_values_a_masked_sum_cannot_carry_are_refused_and_keys_are_checked() -> 
     pub = MaskSecret.generate().public_context()
     for bad in (np.array([np.nan]), np.array([2.0**30]), np.array([-np.inf])):
         with pytest.raises(InvalidInput, match="masked sum"):
-            masked.contribute(pub, bad, "r1")
+            MaskContributor().contribute(pub, bad, "r1")
     with pytest.raises(ProtocolError, match="masked-sum key"):
         MaskKey.from_bytes(b"FCMK" + bytes(31))
     with pytest.raises(ProtocolError, match="small-order"):
         MaskKey.from_bytes(b"FCMK" + bytes(32))  # the zero point
-    with pytest.raises(SecretLeakError):
-        pickle.dumps(MaskSecret.generate())
+    with pytest.raises(ProtocolError, match="unusable peer key"):  # a contribution naming a small-order key
+        MaskSecret.generate().seed(bytes(32), bytes(16), bytes(16), "r1")
+    for secret in (MaskSecret.generate(), MaskContributor()):
+        with pytest.raises(SecretLeakError):
+            pickle.dumps(secret)
     assert MaskKey.from_bytes(pub.serialize()).fingerprint() == pub.fingerprint()
     assert to_fixed(np.array([1.5]))[0] == np.uint64(3 << 31)
+
+
+def test_a_contributor_key_rotates_and_both_keys_open() -> None:
+    now = [0.0]
+    member = MaskContributor(rotate_s=60, clock=lambda: now[0])
+    key = MaskSecret.generate()
+    parts = [masked.parse_contribution(member.contribute(key.public_context(), np.array([0.25, -2.0]), "r1"), 2)]
+    now[0] = 61.0
+    parts.append(masked.parse_contribution(member.contribute(key.public_context(), np.array([1.0, 1.0]), "r1"), 2))
+    assert parts[0].head[:32] != parts[1].head[:32]  # a new key pair after rotate_s
+    np.testing.assert_array_equal(masked.open_sum(key, masked.total(parts), 2, "r1", 2), [1.25, -1.0])
 
 
 @pytest.mark.parametrize("bad", [-1, "64", 1.5, True])
