@@ -220,6 +220,9 @@ class _NoAudit:
     def append(self, event: str, fields: Any) -> None:
         pass
 
+    def append_many(self, event: str, many: Any) -> None:
+        pass
+
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)

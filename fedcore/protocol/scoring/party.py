@@ -85,6 +85,8 @@ class TreeContributionSource(Protocol):
 class AuditSink(Protocol):
     def append(self, event: str, fields: Mapping[str, JSONValue]) -> object: ...
 
+    def append_many(self, event: str, many: Sequence[Mapping[str, JSONValue]]) -> object: ...
+
 
 def _prefix64(keys: np.ndarray) -> np.ndarray:
     """The first 8 bytes of ``S16`` pseudonyms as big-endian uint64 (sorts like the bytes)."""
@@ -324,7 +326,11 @@ class ScoringParty:
                 raise
             self._log("score_contribution", {**record, "outcome": "ok"})
             return reply
-        data = self._encrypted(ctx, params, pseudos, packed, context)
+        records: list[dict[str, JSONValue]] = []
+        try:
+            data = self._encrypted(ctx, params, pseudos, packed, context, records)
+        finally:
+            self._log_many("score_contribution", records)
         return TaskReply({"n": n}, [data] if data else None)
 
     def _contribute_group(self, ctx: TaskContext, params: Mapping[str, JSONValue]) -> TaskReply:
@@ -343,17 +349,21 @@ class ScoringParty:
             raise ProtocolError(f"request announced {n} pseudonyms, payload holds {len(pseudos)}")
         outcomes: list[JSONValue] = []
         blobs: list[bytes] = []
-        for part, context in zip(parts, contexts, strict=True):
-            try:
-                if not isinstance(part, Mapping) or int(part.get("n", -1)) != n:  # type: ignore[arg-type]
-                    raise ProtocolError("a grouped scoring part must be an object with the task's n")
-                if check_queries(part.get("queries") or []) == (TREE_QUERY,):  # type: ignore[arg-type]
-                    raise ProtocolError("tree scores are not grouped")
-                blobs.append(self._encrypted(ctx, part, pseudos, packed, context))
-                outcomes.append("ok")
-            except FedcreditError as exc:
-                outcomes.append(exc.code)
-                blobs.append(b"")
+        records: list[dict[str, JSONValue]] = []  # one per part, written together (one write, not one per part)
+        try:
+            for part, context in zip(parts, contexts, strict=True):
+                try:
+                    if not isinstance(part, Mapping) or int(part.get("n", -1)) != n:  # type: ignore[arg-type]
+                        raise ProtocolError("a grouped scoring part must be an object with the task's n")
+                    if check_queries(part.get("queries") or []) == (TREE_QUERY,):  # type: ignore[arg-type]
+                        raise ProtocolError("tree scores are not grouped")
+                    blobs.append(self._encrypted(ctx, part, pseudos, packed, context, records))
+                    outcomes.append("ok")
+                except FedcreditError as exc:
+                    outcomes.append(exc.code)
+                    blobs.append(b"")
+        finally:
+            self._log_many("score_contribution", records)
         return TaskReply({"n": n, "outcomes": outcomes}, [pack_group_reply(blobs)])
 
     def _record(self, params: Mapping[str, JSONValue], packed: bytes) -> dict[str, JSONValue]:
@@ -367,8 +377,9 @@ class ScoringParty:
         }
 
     def _encrypted(self, ctx: TaskContext, params: Mapping[str, JSONValue], pseudos: np.ndarray, packed: bytes,
-                   context: bytes | None) -> bytes:
-        """One request's values under its key (empty for no pseudonyms), audited as ``score_contribution``."""
+                   context: bytes | None, records: list[dict[str, JSONValue]]) -> bytes:
+        """One request's values under its key (empty for no pseudonyms); its ``score_contribution`` audit
+        record goes to ``records``, which the caller writes before it answers."""
         queries = check_queries(params.get("queries") or [])  # type: ignore[arg-type]
         model_id = str(params.get("model_id", ""))
         version = str(params.get("model_version", ""))
@@ -388,9 +399,9 @@ class ScoringParty:
             else:
                 data = self._zeros.encrypt(pub, values).to_bytes()
         except FedcreditError as exc:
-            self._log("score_contribution", {**record, "outcome": exc.code})
+            records.append({**record, "outcome": exc.code})
             raise
-        self._log("score_contribution", {**record, "outcome": "ok"})
+        records.append({**record, "outcome": "ok"})
         return data
 
     def _values(self, ctx: TaskContext, queries: tuple[str, ...], model_id: str, version: str,
@@ -453,3 +464,7 @@ class ScoringParty:
     def _log(self, event: str, fields: Mapping[str, JSONValue]) -> None:
         if self._audit is not None:
             self._audit.append(event, fields)
+
+    def _log_many(self, event: str, many: Sequence[Mapping[str, JSONValue]]) -> None:
+        if self._audit is not None and many:
+            self._audit.append_many(event, many)

@@ -127,3 +127,19 @@ def test_for_home_shares_one_log_per_file_until_it_is_replaced(tmp_path: Path) -
     assert res.ok and res.records == 1
     a.close()
     assert AuditLog.for_home(tmp_path) is c
+
+
+def test_records_appended_together_chain_in_order_between_other_writers(tmp_path: Path) -> None:
+    p = tmp_path / "scoring.log"
+    a, b = AuditLog(p), AuditLog(p)
+    a.append("score_request", {"i": 0})
+    recs = b.append_many("score_contribution", [{"part": k} for k in range(3)])  # a grouped task's parts
+    a.append("score_request", {"i": 4})
+    assert [r["seq"] for r in recs] == [2, 3, 4] and recs[1]["prev"] == recs[0]["hash"]
+    res = verify(p)
+    assert res.ok and res.records == 5
+    assert [json.loads(x).get("part") for x in p.read_text().splitlines()] == [None, 0, 1, 2, None]
+    assert b.append_many("score_contribution", []) == [] and verify(p).records == 5
+    with pytest.raises(InvalidInput, match="reserved"):  # nothing of a batch is written if one is bad
+        b.append_many("x", [{"ok": 1}, {"seq": 9}])
+    assert verify(p).records == 5

@@ -43,6 +43,10 @@ class Audit:
     def append(self, event: str, fields: Mapping) -> None:
         self.records.append((event, dict(fields)))
 
+    def append_many(self, event: str, many: list) -> None:
+        for fields in many:
+            self.append(event, fields)
+
 
 def make_slice(rng: np.random.Generator, party: str, k: int, intercept: float | None = None) -> ModelSlice:
     return ModelSlice(

@@ -88,6 +88,10 @@ class _Audit:
     def append(self, event, fields):
         self.out.append((event, dict(fields)))
 
+    def append_many(self, event, many):
+        for fields in many:
+            self.append(event, fields)
+
 
 def _shape(tree):
     from models.gbdt.tree import Tree
