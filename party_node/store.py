@@ -164,6 +164,8 @@ class Store:
         self.t = self.md.tables
         self._key = pseudonym_key
         self._key_seen = False
+        subjects = self.t["subjects"]
+        self._one_pseudonym = sa.select(subjects.c.row_id).where(subjects.c.pseudonym == sa.bindparam("p"))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -530,6 +532,10 @@ class Store:
         """Row ids of pseudonyms (indexed lookup); -1 where the pseudonym is unknown here."""
         self._require_key()
         s = self.t["subjects"]
+        if len(pseudonyms) == 1:  # one viewer or applicant: a cached statement, no expanding IN to compile
+            with self.engine.connect() as conn:
+                rid = conn.execute(self._one_pseudonym, {"p": bytes(pseudonyms[0])}).scalar()
+            return np.array([-1 if rid is None else int(rid)], dtype=np.int64)
         found: dict[bytes, int] = {}
         uniq = sorted(set(pseudonyms))
         with self.engine.connect() as conn:

@@ -78,6 +78,7 @@ def test_store_pseudonym_index(tmp_path: Path) -> None:
     assert store3.install_pseudonym_key(k2) == 3
     assert store3.row_ids_for_pseudonyms(ps).tolist() == [-1, -1, -1]
     assert store3.row_ids_for_pseudonyms(k2.pseudonymize(["13000000000"], "phone")).tolist() == [3]
+    assert store3.row_ids_for_pseudonyms(ps[:1]).tolist() == [-1]  # one pseudonym: its own statement
     for s in (store, store2, store3):
         s.close()
 
