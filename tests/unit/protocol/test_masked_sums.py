@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedcore.crypto.he import CkksPublicContext
-from fedcore.crypto.masks import from_fixed, mask_u64, to_fixed
+from fedcore.crypto.masks import from_fixed, to_fixed
 from fedcore.errors import CorruptResult, InvalidInput, ProtocolError
 from fedcore.protocol.messages import Role, TaskReply
 from fedcore.protocol.scoring import masked
@@ -75,7 +75,7 @@ def test_the_wire_holds_only_the_requesters_public_key_masked_values_and_sealed_
             MaskSecret.generate().seed(pub, nonce, tag, rids[0])
         # with it, masked value - mask = the party's plaintext value in fixed point
         seed = key.seed(pub, nonce, tag, rids[0])
-        plain += from_fixed(first.values - mask_u64(seed, "scoring-sum", 5))
+        plain += from_fixed(first.values - masked._mask(seed, 5))
     np.testing.assert_allclose(plain, fed.truth_ext[:5], rtol=0, atol=1e-9)
 
 
@@ -183,3 +183,15 @@ def test_a_party_setting_that_is_not_a_count_is_refused_naming_it(bad) -> None:
     assert ScoringSettings.from_mapping({"masked_max_values": 0}).masked_max_values == 0  # always CKKS
     with pytest.raises(InvalidInput, match="masked_max_values"):
         ScoringSettings.from_mapping({"masked_max_values": bad})
+
+
+@pytest.mark.parametrize("length", [1, 256, 257, 1000])  # SHAKE-256 masks up to 256 values, ChaCha20 past them
+def test_masks_of_any_length_cancel_exactly(length: int) -> None:
+    key, members = MaskSecret.generate(), [MaskContributor(), MaskContributor()]
+    rng = np.random.default_rng(length)
+    values = [np.round(rng.normal(0, 3, length), 6) for _ in members]
+    parts = [masked.parse_contribution(m.contribute(key.public_context(), v, "r7"), length)
+             for m, v in zip(members, values, strict=True)]
+    got = masked.open_sum(key, masked.total(parts), length, "r7", 2)
+    np.testing.assert_allclose(got, values[0] + values[1], rtol=0, atol=1e-9)
+    assert not np.allclose(from_fixed(parts[0].values), values[0], atol=1.0)  # masked on the wire
