@@ -2,12 +2,13 @@
 answered with one task per member instead of one per (lender, member).
 
 A pre-approval (:mod:`fedcore.protocol.preapproval`) asks k lenders about one viewer. Each lender makes an
-ordinary joint scoring request under its own CKKS key and names the pre-approval's request id as its
+ordinary joint scoring request under its own key (a masked-sum key for one viewer:
+:mod:`fedcore.protocol.scoring.masked`) and names the pre-approval's request id as its
 ``group``. Ungrouped, the coordinator sends k x (members - 1) contribution tasks; grouped, it sends each
 member one :data:`~fedcore.protocol.scoring.messages.CONTRIBUTE_GROUP` task holding one *part* per other
 asking lender (a fresh request id, model id and version, queries, that lender's key fingerprint). The
-member answers one ciphertext per part, each under that part's key, and the coordinator sums each part's
-ciphertexts exactly as it sums an ungrouped request's.
+member answers one contribution per part, each under that part's key, and the coordinator sums each
+part's contributions exactly as it sums an ungrouped request's.
 
 **What each side learns** (against ungrouped requests):
 
