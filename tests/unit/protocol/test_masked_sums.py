@@ -5,7 +5,6 @@ module's statement; bad answers are attributed; bigger requests stay on CKKS."""
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -13,15 +12,15 @@ import pytest
 from fedcore.crypto.he import CkksPublicContext
 from fedcore.crypto.masks import from_fixed, to_fixed
 from fedcore.errors import CorruptResult, InvalidInput, ProtocolError
-from fedcore.protocol.messages import Role, TaskReply
+from fedcore.protocol.messages import Role
 from fedcore.protocol.scoring import masked
 from fedcore.protocol.scoring.masked import MASKED_MAX_VALUES, SEAL_BYTES, MaskContributor, MaskKey, MaskSecret
 from fedcore.protocol.scoring.messages import CONTRIBUTE, JointRequest, unpack_task_payload
 from fedcore.protocol.scoring.party import ArrayContributions, ScoringParty
 from fedcore.protocol.scoring.requester import KeyRing
-from fedcore.protocol.tasks import HandlerRegistry, TaskContext
+from fedcore.protocol.tasks import HandlerRegistry
 from fedcore.secret import SecretLeakError
-from tests.unit.protocol.test_scoring_protocol import MODEL, VERSION, Fed, make_slice
+from tests.unit.protocol.test_scoring_protocol import MODEL, VERSION, Fed, add_mallory, make_slice
 
 ALL = ("score", "blacklist", "loans")
 
@@ -108,15 +107,7 @@ def test_the_requester_gets_the_sum_and_one_sealed_seed_per_contributor_bound_to
 )
 def test_a_corrupt_masked_answer_is_attributed_and_dropped_when_partial_allowed(reply) -> None:
     fed = masked_fed()
-    honest = ScoringParty(ArrayContributions.build([make_slice(np.random.default_rng(0), "mallory", 2)], {}))
-
-    def garbage(ctx: TaskContext, params: Mapping) -> TaskReply:
-        good = b"".join(honest._contribute(ctx, params).payload or [])
-        return TaskReply({}, payload=[reply(good)])
-
-    reg = HandlerRegistry()
-    reg.register(CONTRIBUTE, garbage)
-    fed.ch.add_party("mallory", Role.LENDER, reg)
+    add_mallory(fed, reply)
     with pytest.raises(CorruptResult, match="mallory"):
         fed.req.query(fed.ids[:4], model_id=MODEL, model_version=VERSION, queries=("score",))
     out = fed.req.query(fed.ids[:4], model_id=MODEL, model_version=VERSION, queries=("score",), allow_partial=True)

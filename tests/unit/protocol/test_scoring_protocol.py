@@ -178,6 +178,20 @@ def test_unresponsive_party_times_out_naming_it() -> None:
     assert out.missing == ("sleepy",) and out.contributors == 2
 
 
+def add_mallory(fed: Fed, reply) -> None:
+    """A party 'mallory' that knows nobody (its contribution would be zeros) and answers ``reply(good)``
+    instead of its honest bytes ``good``."""
+    honest = ScoringParty(ArrayContributions.build([make_slice(np.random.default_rng(0), "mallory", 2)], {}))
+
+    def garbage(ctx: TaskContext, params: Mapping) -> TaskReply:
+        good = b"".join(honest._contribute(ctx, params).payload or [])
+        return TaskReply({}, payload=[reply(good)])
+
+    reg = HandlerRegistry()
+    reg.register(CONTRIBUTE, garbage)
+    fed.ch.add_party("mallory", Role.LENDER, reg)
+
+
 @pytest.mark.parametrize(
     "reply",
     [
@@ -188,16 +202,7 @@ def test_unresponsive_party_times_out_naming_it() -> None:
 )
 def test_corrupt_contribution_is_attributed_and_dropped_when_partial_allowed(reply, caplog) -> None:
     fed = Fed(40)
-    # an honest party that knows nobody (its contribution would be zeros), whose bytes then get damaged
-    honest = ScoringParty(ArrayContributions.build([make_slice(np.random.default_rng(0), "mallory", 2)], {}))
-
-    def garbage(ctx: TaskContext, params: Mapping) -> TaskReply:
-        good = b"".join(honest._contribute(ctx, params).payload or [])
-        return TaskReply({}, payload=[reply(good)])
-
-    reg = HandlerRegistry()
-    reg.register(CONTRIBUTE, garbage)
-    fed.ch.add_party("mallory", Role.LENDER, reg)
+    add_mallory(fed, reply)
     with pytest.raises(CorruptResult, match="mallory") as err:
         fed.req.query(fed.ids, model_id=MODEL, model_version=VERSION, queries=("score",))
     assert err.value.party == "mallory" and err.value.step == CONTRIBUTE
