@@ -589,7 +589,7 @@ def load_settings(home: Path) -> ScoringSettings:
         raise InvalidInput(f"{path}: must hold a JSON object")
     try:
         return ScoringSettings.from_mapping(data)
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, InvalidInput) as exc:  # the file is named, whatever was wrong
         raise InvalidInput(f"{path}: {exc}") from None
 
 

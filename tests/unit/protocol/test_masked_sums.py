@@ -4,7 +4,9 @@ module's statement; bad answers are attributed; bigger requests stay on CKKS."""
 
 from __future__ import annotations
 
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,13 +169,15 @@ def test_a_contributor_key_rotates_and_both_keys_open() -> None:
 
 
 @pytest.mark.parametrize("bad", [-1, "64", 1.5, True])
-def test_a_party_setting_that_is_not_a_count_is_refused_naming_it(bad) -> None:
+def test_a_party_setting_that_is_not_a_count_is_refused_naming_the_file_and_field(bad, tmp_path: Path) -> None:
+    from party_node.scoring import load_settings
     from party_node.scoring_batch import ScoringSettings
 
     assert ScoringSettings.from_mapping({}).masked_max_values == MASKED_MAX_VALUES
     assert ScoringSettings.from_mapping({"masked_max_values": 0}).masked_max_values == 0  # always CKKS
-    with pytest.raises(InvalidInput, match="masked_max_values"):
-        ScoringSettings.from_mapping({"masked_max_values": bad})
+    (tmp_path / "scoring.json").write_text(json.dumps({"masked_max_values": bad}))
+    with pytest.raises(InvalidInput, match=r"scoring\.json: masked_max_values must be a whole number"):
+        load_settings(tmp_path)
 
 
 @pytest.mark.parametrize("length", [1, 256, 257, 1000])  # SHAKE-256 masks up to 256 values, ChaCha20 past them
