@@ -208,8 +208,7 @@ class ScoringService:
         self.settings = settings or ScoringSettings()
         self.audit = audit or AuditLog.for_home(home)
         keys = keys or KeyRing(self.settings.key_rotate_s, masked_max_values=self.settings.masked_max_values)
-        base = Requester(gateway, keys)
-        self.requester = base
+        self.requester = Requester(gateway, keys)
         self._coalescer: Coalescer[tuple[Any, ...], Applicant, ScoredBatch] | None = None
         if self.settings.coalesce:  # concurrent small calls with the same options leave as one chunk
             self._coalescer = Coalescer(self._score_coalesced, _cut_batch, max_merged=COALESCE_MAX_MERGED,
